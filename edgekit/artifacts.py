@@ -1,0 +1,90 @@
+"""Atomic artifact folders and their manifests: build in a temporary sibling, hash, rename into place."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import IntegrityError
+
+PARTIAL_PREFIX = ".partial-"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def hash_tree(root: Path, skip: set[str] | None = None) -> dict[str, dict[str, Any]]:
+    """sha256 and size of every file under root, keyed by POSIX relative path."""
+    skip = skip or set()
+    files: dict[str, dict[str, Any]] = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        if rel in skip:
+            continue
+        files[rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+    return files
+
+
+def verify_files(root: Path, files: dict[str, dict[str, Any]], what: str) -> None:
+    """Raise IntegrityError naming the first file that is missing, resized or altered."""
+    for rel, meta in files.items():
+        path = root / rel
+        if not path.is_file():
+            raise IntegrityError(f"{what} is incomplete: {rel} is missing")
+        if path.stat().st_size != meta["size"]:
+            raise IntegrityError(f"{what} is corrupt: {rel} has the wrong size")
+    for rel, meta in files.items():
+        if sha256_file(root / rel) != meta["sha256"]:
+            raise IntegrityError(f"{what} is corrupt: {rel} does not match its manifest hash")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def remove_stale_partials(parent: Path, name: str) -> list[Path]:
+    """Delete temporary folders left by an interrupted build of `name` (they are never loaded)."""
+    removed = []
+    for stale in parent.glob(f"{PARTIAL_PREFIX}{name}-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+        removed.append(stale)
+    return removed
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path, replace: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `final`; on success it becomes `final` in one rename.
+
+    On any exception (Ctrl-C included) the temporary folder is removed and `final` is untouched.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{final.name}-", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            if not replace:
+                raise IntegrityError(f"{final} appeared while it was being built; nothing was replaced")
+            # Move the old one aside first so there is no instant with neither in place.
+            old = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{final.name}-old-", dir=final.parent))
+            os.replace(final, old / "x")
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

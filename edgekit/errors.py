@@ -1,0 +1,38 @@
+"""Errors a user can act on. The CLI prints their message as one line and exits with their code."""
+
+from __future__ import annotations
+
+
+class EdgekitError(Exception):
+    """A failure caused by input or environment, explained in one line; never shown as a traceback."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class UsageError(EdgekitError):
+    """The command line or a file named on it is wrong (unknown name, unparseable value)."""
+
+    exit_code = 2
+
+
+class IntegrityError(EdgekitError):
+    """An artifact on disk is corrupt, incomplete or does not match its manifest."""
+
+    exit_code = 3
+
+
+class MissingDependencyError(EdgekitError):
+    """A runtime or optional package needed for this path is not installed."""
+
+    exit_code = 4
+
+
+class ResourceError(EdgekitError):
+    """The host cannot do this: not enough memory, no network to a registry."""
+
+    exit_code = 5

@@ -1,0 +1,1 @@
+"""Elastic-build recipes (YAML), shipped with the package."""

@@ -1,0 +1,1 @@
+"""Device descriptors (YAML) shipped with edgekit; read them through edgekit.targets_registry."""
