@@ -73,6 +73,7 @@ def atomic_dir(final: Path, replace: bool = False) -> Iterator[Path]:
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{final.name}-", dir=final.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the artifact should read like any other folder
     try:
         yield tmp
         if final.exists():

@@ -11,6 +11,8 @@ from edgekit.commands import doctor, generate, models
 from edgekit.console import err
 from edgekit.errors import EdgekitError
 
+INTERRUPTED = 130
+
 app = typer.Typer(
     name="edgekit",
     help="One elastic checkpoint, the right subnet for every edge device under a latency budget.",
@@ -47,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, click.exceptions.Abort):
+        rv = INTERRUPTED
+    if rv == INTERRUPTED:  # Typer turns Ctrl-C into a bare exit code 130
         err.print("interrupted: nothing was left half-written")
-        sys.exit(130)
     sys.exit(rv if isinstance(rv, int) else 0)

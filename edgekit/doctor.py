@@ -40,27 +40,38 @@ def render(report: dict[str, Any]) -> list[Any]:
     summary.add_column(style="bold")
     summary.add_column()
     summary.add_row("kind", host["kind"])
-    summary.add_row("cpu", f"{cpu['model']} ({cpu['arch']}), {cpu['physical_cores']} cores / "
-                           f"{cpu['logical_cores']} threads, ISA {' '.join(cpu['isa']) or '-'}")
-    summary.add_row("memory", f"{host['memory_total_gb']:.1f} GB total, {host['memory_available_gb']:.1f} GB "
-                              "available")
+    summary.add_row(
+        "cpu",
+        f"{cpu['model']} ({cpu['arch']}), {cpu['physical_cores']} cores / "
+        f"{cpu['logical_cores']} threads, ISA {' '.join(cpu['isa']) or '-'}",
+    )
+    summary.add_row("memory", f"{host['memory_total_gb']:.1f} GB total, {host['memory_available_gb']:.1f} GB available")
     for gpu in host["gpus"]:
-        summary.add_row(f"gpu {gpu['index']}", f"{gpu['name']}, sm_{gpu['compute_capability'].replace('.', '')}, "
-                                              f"{gpu['memory_free_gb']:.1f}/{gpu['memory_total_gb']:.1f} GB free")
+        summary.add_row(
+            f"gpu {gpu['index']}",
+            f"{gpu['name']}, sm_{gpu['compute_capability'].replace('.', '')}, "
+            f"{gpu['memory_free_gb']:.1f}/{gpu['memory_total_gb']:.1f} GB free",
+        )
     if host["jetson"]:
         j = host["jetson"]
-        summary.add_row("jetson", f"{j['board']}, L4T {j['l4t'] or '?'} (JetPack {j['jetpack'] or '?'}), "
-                                  f"power mode {j['power_mode'] or 'unknown'}")
+        summary.add_row(
+            "jetson",
+            f"{j['board']}, L4T {j['l4t'] or '?'} (JetPack {j['jetpack'] or '?'}), "
+            f"power mode {j['power_mode'] or 'unknown'}",
+        )
     measured = report.get("measured")
     if measured:
         bw, mm = measured["memory_bandwidth"], measured["matmul"]
-        summary.add_row("bandwidth", f"{bw['value']:.1f} GB/s on {measured['device']} "
-                                     f"({bw['method']}, spread {bw['spread_pct']}%)")
-        summary.add_row("compute", f"{mm['value']:.1f} GFLOP/s on {measured['device']} "
-                                   f"({mm['method']}, spread {mm['spread_pct']}%)")
+        summary.add_row(
+            "bandwidth", f"{bw['value']:.1f} GB/s on {measured['device']} ({bw['method']}, spread {bw['spread_pct']}%)"
+        )
+        summary.add_row(
+            "compute", f"{mm['value']:.1f} GFLOP/s on {measured['device']} ({mm['method']}, spread {mm['spread_pct']}%)"
+        )
     target = report["target"]
-    summary.add_row("target", f"{target['matched']} ({target['title']})" if target["matched"]
-                    else f"none ({target['note']})")
+    summary.add_row(
+        "target", f"{target['matched']} ({target['title']})" if target["matched"] else f"none ({target['note']})"
+    )
 
     runtimes = Table(title="runtimes", title_justify="left")
     for col in ("runtime", "package", "version", "offers"):

@@ -97,15 +97,28 @@ def parse_cpuinfo(text: str, machine: str) -> tuple[str, list[str]]:
     isa: list[str] = []
     if machine in ("x86_64", "amd64", "i686"):
         named = {
-            "avx": "AVX", "avx2": "AVX2", "fma": "FMA", "f16c": "F16C", "avx512f": "AVX-512",
-            "avx512_vnni": "AVX-512-VNNI", "avx512_bf16": "AVX-512-BF16", "avx_vnni": "AVX-VNNI",
+            "avx": "AVX",
+            "avx2": "AVX2",
+            "fma": "FMA",
+            "f16c": "F16C",
+            "avx512f": "AVX-512",
+            "avx512_vnni": "AVX-512-VNNI",
+            "avx512_bf16": "AVX-512-BF16",
+            "avx_vnni": "AVX-VNNI",
             "amx_tile": "AMX",
         }
         isa = [label for flag, label in named.items() if flag in flags]
     elif machine in ("aarch64", "arm64"):
         # On 64-bit Arm, Advanced SIMD (NEON) is mandatory; the kernel reports it as "asimd".
-        named = {"asimd": "NEON", "asimddp": "DOTPROD", "i8mm": "I8MM", "bf16": "BF16", "sve": "SVE",
-                 "sve2": "SVE2", "fphp": "FP16"}
+        named = {
+            "asimd": "NEON",
+            "asimddp": "DOTPROD",
+            "i8mm": "I8MM",
+            "bf16": "BF16",
+            "sve": "SVE",
+            "sve2": "SVE2",
+            "fphp": "FP16",
+        }
         isa = [label for flag, label in named.items() if flag in flags]
         if "NEON" not in isa:
             isa.insert(0, "NEON")
@@ -114,8 +127,15 @@ def parse_cpuinfo(text: str, machine: str) -> tuple[str, list[str]]:
     return model or platform.processor() or machine, isa
 
 
-_ARM_PARTS = {"0xd42": "Cortex-A78AE", "0xd41": "Cortex-A78", "0xd08": "Cortex-A72", "0xd0c": "Neoverse-N1",
-              "0xd40": "Neoverse-V1", "0xd4f": "Neoverse-V2", "0xd07": "Cortex-A57"}
+_ARM_PARTS = {
+    "0xd42": "Cortex-A78AE",
+    "0xd41": "Cortex-A78",
+    "0xd08": "Cortex-A72",
+    "0xd0c": "Neoverse-N1",
+    "0xd40": "Neoverse-V1",
+    "0xd4f": "Neoverse-V2",
+    "0xd07": "Cortex-A57",
+}
 
 
 def _arm_part_name(text: str) -> str:
@@ -147,7 +167,7 @@ def parse_nvpmodel_query(text: str) -> str | None:
     match = re.search(r"NV Power Mode:\s*(\S+)", text)
     if not match:
         return None
-    mode_id = re.search(r"^\s*(\d+)\s*$", text[match.end():], re.M)
+    mode_id = re.search(r"^\s*(\d+)\s*$", text[match.end() :], re.M)
     return f"{match.group(1)} (mode {mode_id.group(1)})" if mode_id else match.group(1)
 
 
@@ -190,8 +210,9 @@ def detect_gpus() -> list[GpuInfo]:
             name = name.decode() if isinstance(name, bytes) else name
             mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
             major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
-            gpus.append(GpuInfo(index, name, round(mem.total / GiB, 2), round(mem.free / GiB, 2),
-                                f"{major}.{minor}", driver))
+            gpus.append(
+                GpuInfo(index, name, round(mem.total / GiB, 2), round(mem.free / GiB, 2), f"{major}.{minor}", driver)
+            )
     finally:
         pynvml.nvmlShutdown()
     return gpus

@@ -63,8 +63,7 @@ def _sync_for(device: str) -> Callable[[], None]:
 def _summary(times: list[float], work: float, unit: str, method: str) -> Measurement:
     rates = [work / t for t in times]
     median = statistics.median(rates)
-    return Measurement(round(median, 1), unit, method, len(rates),
-                       round(100 * (max(rates) - min(rates)) / median, 1))
+    return Measurement(round(median, 1), unit, method, len(rates), round(100 * (max(rates) - min(rates)) / median, 1))
 
 
 def memory_bandwidth(device: str, mib: int | None = None, runs: int = 15, reps: int = 4) -> Measurement:
@@ -75,13 +74,15 @@ def memory_bandwidth(device: str, mib: int | None = None, runs: int = 15, reps: 
     rows = mib * 2**20 // (4 * cols)
     weight = torch.randn(rows, cols, device=device)
     vec = torch.randn(cols, device=device)
+
     def batch() -> None:
         for _ in range(reps):
             torch.mv(weight, vec)
 
     times = _timed(batch, _sync_for(device), warmup=2, runs=runs)
-    return _summary(times, reps * weight.numel() * 4 / 1e9, "GB/s",
-                    f"fp32 GEMV over {mib} MiB x{reps}, median of {runs}")
+    return _summary(
+        times, reps * weight.numel() * 4 / 1e9, "GB/s", f"fp32 GEMV over {mib} MiB x{reps}, median of {runs}"
+    )
 
 
 def matmul_throughput(device: str, n: int | None = None, runs: int = 9, reps: int = 8) -> Measurement:
@@ -100,8 +101,7 @@ def matmul_throughput(device: str, n: int | None = None, runs: int = 9, reps: in
 
     times = _timed(batch, _sync_for(device), warmup=2, runs=runs)
     name = str(dtype).removeprefix("torch.")
-    return _summary(times, reps * 2 * n**3 / 1e9, "GFLOP/s",
-                    f"{name} {n}x{n} matmul x{reps}, median of {runs}")
+    return _summary(times, reps * 2 * n**3 / 1e9, "GFLOP/s", f"{name} {n}x{n} matmul x{reps}, median of {runs}")
 
 
 def measure(device: str | None = None) -> dict[str, Any]:

@@ -41,8 +41,10 @@ def resolve(ref: str) -> ModelRef:
         if path.is_dir() and (path / "config.json").is_file():
             return ModelRef("local", str(path.resolve()), path.name)
         if path.suffix == ".gguf":
-            raise UsageError(f"{path} is a GGUF file: convert it first with `edgekit models pull`, "
-                             "or point --model at a Hugging Face folder")
+            raise UsageError(
+                f"{path} is a GGUF file: convert it first with `edgekit models pull`, "
+                "or point --model at a Hugging Face folder"
+            )
         raise UsageError(f"{path} is not a Hugging Face model folder (no config.json)")
     if HUB_ID.match(ref):
         return ModelRef("hub", ref, ref)
@@ -54,8 +56,10 @@ def check_fits_memory(folder: Path, factor: float = 1.2) -> None:
     size = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
     have = psutil.virtual_memory().available
     if size * factor > have:
-        raise ResourceError(f"model too large for memory: {folder.name} needs about {size * factor / GiB:.1f} GB, "
-                            f"{have / GiB:.1f} GB available")
+        raise ResourceError(
+            f"model too large for memory: {folder.name} needs about {size * factor / GiB:.1f} GB, "
+            f"{have / GiB:.1f} GB available"
+        )
 
 
 def load(ref: str | ModelRef, dtype: Any = None, device: str = "cpu") -> tuple[Any, Any, ModelRef]:
@@ -65,6 +69,7 @@ def load(ref: str | ModelRef, dtype: Any = None, device: str = "cpu") -> tuple[A
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     model_ref = ref if isinstance(ref, ModelRef) else resolve(ref)
     if model_ref.path is not None:
         check_fits_memory(model_ref.path)
@@ -72,8 +77,9 @@ def load(ref: str | ModelRef, dtype: Any = None, device: str = "cpu") -> tuple[A
             raise IntegrityError(f"{model_ref.path} has no safetensors weights (edgekit never loads pickled ones)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_ref.source)
-        model = AutoModelForCausalLM.from_pretrained(model_ref.source, dtype=dtype or torch.float32,
-                                                     use_safetensors=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            model_ref.source, dtype=dtype or torch.float32, use_safetensors=True
+        )
     except OSError as exc:
         where = "the Hugging Face hub" if model_ref.kind == "hub" else model_ref.source
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

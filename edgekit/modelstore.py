@@ -27,8 +27,9 @@ def read_entry(path: Path, verify: bool = True) -> dict[str, Any]:
         manifest = json.loads(manifest_path.read_text())
         files = manifest["files"]
     except (json.JSONDecodeError, KeyError, TypeError):
-        raise IntegrityError(f"{what} has a corrupt manifest: re-run `edgekit models pull {path.name} --force`") \
-            from None
+        raise IntegrityError(
+            f"{what} has a corrupt manifest: re-run `edgekit models pull {path.name} --force`"
+        ) from None
     if verify:
         try:
             verify_files(path, files, what)

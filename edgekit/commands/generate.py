@@ -21,11 +21,14 @@ def generate_cmd(
     with err.status(f"loading {model}…"):
         mdl, tokenizer, ref = load(model)
     stream = None if json_out else (lambda piece: out.print(piece, end="", markup=False))
-    result = generate(mdl, tokenizer, prompt, max_new_tokens=max_new_tokens, system=system,
-                      temperature=temperature, on_text=stream)
+    result = generate(
+        mdl, tokenizer, prompt, max_new_tokens=max_new_tokens, system=system, temperature=temperature, on_text=stream
+    )
     if json_out:
         print_json({"model": ref.name, "source": ref.source, "prompt": prompt, **result.to_dict()})
         return
     out.print()
-    err.print(f"[dim]{result.new_tokens} tokens, {result.ms_per_token:.1f} ms/token "
-              f"({result.tokens_per_s:.1f} tok/s), first token {result.ttft_ms:.0f} ms, torch cpu fp32[/dim]")
+    err.print(
+        f"[dim]{result.new_tokens} tokens, {result.ms_per_token:.1f} ms/token "
+        f"({result.tokens_per_s:.1f} tok/s), first token {result.ttft_ms:.0f} ms, torch cpu fp32[/dim]"
+    )

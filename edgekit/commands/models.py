@@ -21,14 +21,29 @@ def list_models(json_out: bool = typer.Option(False, "--json", help="Print as JS
     for spec in known_models():
         path, manifest = pulled.pop(spec.name, (entry_dir(spec.name), None))
         state = "pulled" if manifest else ("broken: pull again" if path.exists() else "not pulled")
-        rows.append({"name": spec.name, "title": spec.title, "source": f"{spec.package}=={spec.package_version}",
-                     "hf_id": spec.hf_id, "state": state, "path": str(path) if path.exists() else None,
-                     "num_parameters": manifest["num_parameters"] if manifest else spec.num_parameters})
+        rows.append(
+            {
+                "name": spec.name,
+                "title": spec.title,
+                "source": f"{spec.package}=={spec.package_version}",
+                "hf_id": spec.hf_id,
+                "state": state,
+                "path": str(path) if path.exists() else None,
+                "num_parameters": manifest["num_parameters"] if manifest else spec.num_parameters,
+            }
+        )
     for name, (path, manifest) in pulled.items():
-        rows.append({"name": name, "title": manifest.get("title", "") if manifest else "", "source": "cache",
-                     "hf_id": manifest.get("hf_id") if manifest else None,
-                     "state": "pulled" if manifest else "broken: pull again", "path": str(path),
-                     "num_parameters": manifest["num_parameters"] if manifest else None})
+        rows.append(
+            {
+                "name": name,
+                "title": manifest.get("title", "") if manifest else "",
+                "source": "cache",
+                "hf_id": manifest.get("hf_id") if manifest else None,
+                "state": "pulled" if manifest else "broken: pull again",
+                "path": str(path),
+                "num_parameters": manifest["num_parameters"] if manifest else None,
+            }
+        )
     if json_out:
         print_json(rows)
         return
@@ -58,5 +73,6 @@ def pull_cmd(
     elif result.already_present:
         out.print(f"{result.name} is already pulled and verified: {result.path}")
     else:
-        out.print(f"pulled {result.name} ({result.num_parameters:,} parameters) in {result.seconds:.1f}s: "
-                  f"{result.path}")
+        out.print(
+            f"pulled {result.name} ({result.num_parameters:,} parameters) in {result.seconds:.1f}s: {result.path}"
+        )

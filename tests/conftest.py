@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import tiny  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shared tiny random Llama (4 layers, GQA 4 heads / 2 KV heads, tied embeddings)."""
+    return tiny.build_tiny_llama(tmp_path_factory.mktemp("tiny-llama") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny.write_gguf(tiny_llama_dir, tmp_path_factory.mktemp("gguf") / "tiny-llama.F32.gguf")
+
+
+@pytest.fixture(scope="session")
+def tiny_wheel(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny.build_wheel(tiny_gguf, tmp_path_factory.mktemp("wheel"))
+
+
+@pytest.fixture
+def edgekit_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "edgekit-home"
+    monkeypatch.setenv("EDGEKIT_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def tiny_registered(edgekit_home: Path, tiny_gguf: Path, tiny_llama_dir: Path) -> dict:
+    """Declare the tiny wheel's model in the user registry, exactly as a user adds a private package."""
+    from safetensors import safe_open
+
+    with safe_open(str(tiny_llama_dir / "model.safetensors"), "pt") as f:
+        # tied embeddings: the checkpoint may or may not store lm_head; count unique tensors only
+        n_params = sum(_numel(f.get_slice(k).get_shape()) for k in f.keys() if k != "lm_head.weight")  # noqa: SIM118
+    entry = {
+        "name": "tiny-llama",
+        "title": "tiny test Llama",
+        "hf_id": "edgekit/tiny-llama",
+        "package": "tiny-llm",
+        "package_version": "0.0.1",
+        "gguf_member": f"tiny_llm/{tiny_gguf.name}",
+        "gguf_sha256": hashlib.sha256(tiny_gguf.read_bytes()).hexdigest(),
+        "num_parameters": n_params,
+        "aliases": ["tiny"],
+    }
+    edgekit_home.mkdir(parents=True, exist_ok=True)
+    (edgekit_home / "models.yaml").write_text(yaml.safe_dump([entry]))
+    return entry
+
+
+def _numel(shape: list[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+class CliResult:
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code, self.out, self.err = code, out, err
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]):
+    """Run `edgekit ARGS` in-process through the same entry point as the console script."""
+    from edgekit.cli import main
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
