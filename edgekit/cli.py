@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from edgekit.commands import doctor, generate, models
@@ -16,7 +15,6 @@ INTERRUPTED = 130
 app = typer.Typer(
     name="edgekit",
     help="One elastic checkpoint, the right subnet for every edge device under a latency budget.",
-    no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
@@ -25,31 +23,37 @@ app.command("generate")(generate.generate_cmd)
 app.add_typer(models.app, name="models")
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _root(
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+    ctx: typer.Context,
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
 ) -> None:
     if version:
         from edgekit import __version__
 
         typer.echo(__version__)
         raise typer.Exit()
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit()
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Typer's standalone mode shows usage errors and help itself and turns Ctrl-C into exit 130;
+    # our own errors pass through it untouched and are printed here as one line.
     try:
-        rv = app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="edgekit")
     except EdgekitError as exc:
         err.print(f"[bold red]error:[/bold red] {exc}", markup=True, highlight=False)
         sys.exit(exc.exit_code)
-    except click.exceptions.NoArgsIsHelpError as exc:
-        exc.show()  # no_args_is_help: show the help, as plain `edgekit` should
-        sys.exit(0)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (KeyboardInterrupt, click.exceptions.Abort):
-        rv = INTERRUPTED
-    if rv == INTERRUPTED:  # Typer turns Ctrl-C into a bare exit code 130
-        err.print("interrupted: nothing was left half-written")
-    sys.exit(rv if isinstance(rv, int) else 0)
+    except KeyboardInterrupt:
+        sys.exit(_interrupted())
+    except SystemExit as exc:
+        if exc.code == INTERRUPTED:
+            _interrupted()
+        raise
+
+
+def _interrupted() -> int:
+    err.print("interrupted: nothing was left half-written")
+    return INTERRUPTED
