@@ -32,7 +32,20 @@ pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
 if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
   echo "edgekit: installing torch $TORCH_VERSION for a $kind host" >&2
   case $kind in
-    cpu) "${pip[@]}" install --quiet "torch==$TORCH_VERSION" --index-url https://download.pytorch.org/whl/cpu ;;
+    cpu)
+      cpu_index=https://download.pytorch.org/whl/cpu
+      if "$VENV/bin/python" -c "import urllib.request as u; u.urlopen('$cpu_index/torch/', timeout=5)" >/dev/null 2>&1
+      then
+        "${pip[@]}" install --quiet "torch==$TORCH_VERSION" --index-url "$cpu_index"
+      else
+        # Offline mirrors (and this project's build machines) serve the CPU build under the
+        # plain version; check what arrived rather than trusting it.
+        echo "edgekit: $cpu_index unreachable; using the configured package index" >&2
+        "${pip[@]}" install --quiet "torch==$TORCH_VERSION"
+        if "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.version.cuda is None)"; then
+          echo "edgekit: warning: the configured index gave a CUDA build of torch on a CPU-only host" >&2
+        fi
+      fi ;;
     gpu) "${pip[@]}" install --quiet "torch==$TORCH_VERSION" ;;
     jetson)
       echo "edgekit: no torch found; install NVIDIA's JetPack torch wheel (or use an l4t-pytorch image) first" >&2
