@@ -1,0 +1,1 @@
+"""Elastic subnets: the nested-width model, depth and width selection, plans and extraction."""
