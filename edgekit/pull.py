@@ -7,6 +7,7 @@ next pull removes and that no load ever looks at.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -141,8 +142,11 @@ def convert_gguf(gguf_path: Path, out: Path) -> int:
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    # The GGUF dequantizer uses a bare tqdm bar that ignores transformers' switch; ours shows instead.
-    os.environ.setdefault("TQDM_DISABLE", "1")
+    # The GGUF dequantizer draws a bare tqdm bar that ignores transformers' switch; ours shows instead.
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    if hasattr(gguf_utils, "tqdm"):
+        gguf_utils.tqdm = functools.partial(gguf_utils.tqdm, disable=True)
     folder, name = str(gguf_path.parent), gguf_path.name
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)

@@ -83,6 +83,9 @@ class ElasticModel(nn.Module):
         n = self.geometry.num_layers
         self.layer_sets = layer_sets or {n: list(range(n))}
         self.layer_sets.setdefault(n, list(range(n)))
+        # Called as observer(block, "o" | "down", input) during forward: calibration reads the
+        # inputs of o_proj (rank-major heads) and down_proj here without a second model.
+        self.observer: Any = None
 
     # ------------------------------------------------------------ construction
 
@@ -162,10 +165,15 @@ class ElasticModel(nn.Module):
             v = v.repeat_interleave(per_group, dim=1)
         out = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1)
         out = out.view(bsz, kv, per_group, t, hd).permute(0, 3, 2, 1, 4).reshape(bsz, t, rows)
+        if self.observer is not None:
+            self.observer(blk, "o", out)
         return F.linear(out, blk.o[:, :rows])
 
     def mlp(self, blk: Block, x: torch.Tensor, ffn: int) -> torch.Tensor:
-        return F.linear(F.silu(F.linear(x, blk.gate[:ffn])) * F.linear(x, blk.up[:ffn]), blk.down[:, :ffn])
+        inner = F.silu(F.linear(x, blk.gate[:ffn])) * F.linear(x, blk.up[:ffn])
+        if self.observer is not None:
+            self.observer(blk, "down", inner)
+        return F.linear(inner, blk.down[:, :ffn])
 
     def block(self, index: int, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, width: int) -> torch.Tensor:
         dims = self.geometry.dims(width)
