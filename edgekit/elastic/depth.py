@@ -84,9 +84,13 @@ def make_scorer(calib: Calibration, name: str) -> Callable[[int, set[int]], floa
     raise ValueError(f"unknown scorer {name}; choose from {', '.join(SCORERS)}")
 
 
-def dp_select(num_layers: int, min_depth: int, score: Callable[[int, set[int]], float],
-              protected: set[int], on_call: Callable[[], None] | None = None) -> tuple[dict[int, list[int]],
-                                                                                      dict[int, float], int]:
+def dp_select(
+    num_layers: int,
+    min_depth: int,
+    score: Callable[[int, set[int]], float],
+    protected: set[int],
+    on_call: Callable[[], None] | None = None,
+) -> tuple[dict[int, list[int]], dict[int, float], int]:
     """AmoebaLLM's DP; returns kept layers and score per depth, and the number of scorer calls."""
     max_remove = num_layers - min_depth
     full = score(0, set())
@@ -130,8 +134,7 @@ def dp_calls(num_layers: int, min_depth: int, protected: set[int]) -> int:
     return count
 
 
-def baseline_select(calib: Calibration, method: str, min_depth: int, protected: set[int]
-                    ) -> dict[int, list[int]]:
+def baseline_select(calib: Calibration, method: str, min_depth: int, protected: set[int]) -> dict[int, list[int]]:
     n = calib.model.geometry.num_layers
     sets: dict[int, list[int]] = {}
     if method == "last":
@@ -152,9 +155,15 @@ def baseline_select(calib: Calibration, method: str, min_depth: int, protected: 
     raise ValueError(f"unknown depth method {method}; choose from {', '.join(DEPTH_METHODS)}")
 
 
-def select_depth(model: ElasticModel, ids: torch.Tensor, method: str = "amoeba", scorer: str = "ppl",
-                 min_depth: int | None = None, protect_first: bool = True,
-                 on_call: Callable[[], None] | None = None) -> DepthPlan:
+def select_depth(
+    model: ElasticModel,
+    ids: torch.Tensor,
+    method: str = "amoeba",
+    scorer: str = "ppl",
+    min_depth: int | None = None,
+    protect_first: bool = True,
+    on_call: Callable[[], None] | None = None,
+) -> DepthPlan:
     start = time.perf_counter()
     n = model.geometry.num_layers
     min_depth = min_depth or math.ceil(n / 2)
@@ -166,5 +175,4 @@ def select_depth(model: ElasticModel, ids: torch.Tensor, method: str = "amoeba",
         sets, calls = baseline_select(calib, method, min_depth, protected), 0
     # Every depth's calibration perplexity, with the same evaluator whatever chose the layers.
     scores = {d: calib.perplexity(calib.run_from(0, set(range(n)) - set(kept))) for d, kept in sets.items()}
-    return DepthPlan(sets, scores, method, scorer if method == "amoeba" else "-", calls,
-                     time.perf_counter() - start)
+    return DepthPlan(sets, scores, method, scorer if method == "amoeba" else "-", calls, time.perf_counter() - start)

@@ -77,8 +77,9 @@ def head_permutation(channel_score: torch.Tensor, geometry: Geometry) -> tuple[t
     return torch.tensor(order), head_scores
 
 
-def permute_state(state: dict[str, torch.Tensor], geometry: Geometry, ffn_perms: list[torch.Tensor],
-                  head_perms: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+def permute_state(
+    state: dict[str, torch.Tensor], geometry: Geometry, ffn_perms: list[torch.Tensor], head_perms: list[torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """Apply the permutations to a Hugging Face Llama state dict; the network's function is unchanged."""
     out = dict(state)
     hd = geometry.head_dim
@@ -94,3 +95,52 @@ def permute_state(state: dict[str, torch.Tensor], geometry: Geometry, ffn_perms:
         out[p + "mlp.up_proj.weight"] = state[p + "mlp.up_proj.weight"][f]
         out[p + "mlp.down_proj.weight"] = state[p + "mlp.down_proj.weight"][:, f]
     return out
+
+
+def width_importance(
+    model, ids: torch.Tensor, method: str = "flap", batch: int = 4
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+    """FFN and head permutations (and scores) per layer from the full model's calibration activations.
+
+    `model` is an ElasticModel built from the *unpermuted* weights; its o_proj inputs arrive in
+    rank-major head order and are mapped back to Hugging Face's group-major order here.
+    """
+    from edgekit.elastic.model import rank_major_index
+
+    g = model.geometry
+    blocks = list(model.blocks)
+    index = {id(b): i for i, b in enumerate(blocks)}
+    o_stats = [ChannelStats.empty(g.num_heads * g.head_dim) for _ in blocks]
+    down_stats = [ChannelStats.empty(g.ffn) for _ in blocks]
+
+    def observe(block, kind: str, x: torch.Tensor) -> None:
+        (o_stats if kind == "o" else down_stats)[index[id(block)]].add(x)
+
+    model.observer = observe
+    try:
+        with torch.inference_mode():
+            for start in range(0, ids.shape[0], batch):
+                model(ids[start : start + batch])
+    finally:
+        model.observer = None
+    order = rank_major_index(g.num_heads, g.num_kv_heads)
+    to_group_major = (order[:, None] * g.head_dim + torch.arange(g.head_dim)).reshape(-1)
+    ffn_perms, head_perms, ffn_scores, head_scores = [], [], [], []
+    for i, blk in enumerate(blocks):
+        # Undo the rank-major storage for both the statistics and o_proj's columns.
+        stats = o_stats[i]
+        gm = ChannelStats(
+            stats.count,
+            *(
+                torch.empty_like(t).index_copy_(0, to_group_major, t)
+                for t in (stats.total, stats.total_sq, stats.total_abs)
+            ),
+        )
+        o_weight = torch.empty_like(blk.o).index_copy_(1, to_group_major, blk.o)
+        perm, hs = head_permutation(channel_scores(gm, o_weight, method), g)
+        fs = channel_scores(down_stats[i], blk.down, method)
+        ffn_perms.append(ffn_permutation(fs))
+        head_perms.append(perm)
+        ffn_scores.append(fs)
+        head_scores.append(hs)
+    return ffn_perms, head_perms, ffn_scores, head_scores
