@@ -7,6 +7,7 @@ import sys
 import typer
 
 from edgekit.commands import doctor, generate, models
+from edgekit.commands.eval import eval_cmd
 from edgekit.console import err
 from edgekit.errors import EdgekitError
 
@@ -20,6 +21,7 @@ app = typer.Typer(
 )
 app.command("doctor")(doctor.doctor)
 app.command("generate")(generate.generate_cmd)
+app.command("eval")(eval_cmd)
 app.add_typer(models.app, name="models")
 
 

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from edgekit.console import err, out, print_json
+from edgekit.errors import UsageError
+from edgekit.registry import DEFAULT_MODEL
+
+
+def eval_cmd(
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Cache name, local HF folder or hub id."),
+    text: Path | None = typer.Option(None, "--text", help="Plain-text file: sliding-window perplexity."),
+    mc: Path | None = typer.Option(None, "--mc", help="Multiple-choice JSONL (PIQA or context/choices/label)."),
+    labels: Path | None = typer.Option(None, "--labels", help="PIQA labels file (default: <stem>-labels.lst)."),
+    max_length: int = typer.Option(512, "--max-length", min=2, help="Perplexity window, in tokens."),
+    stride: int = typer.Option(256, "--stride", min=1, help="How far each perplexity window moves, in tokens."),
+    max_tokens: int | None = typer.Option(None, "--max-tokens", min=2, help="Score only the text's first N tokens."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Score only the first N multiple-choice items."),
+    json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+) -> None:
+    """Measure a model: perplexity on a text and/or zero-shot multiple-choice accuracy."""
+    from edgekit.evaluate import load_piqa, multiple_choice, perplexity, read_text
+    from edgekit.modelref import load
+
+    if text is None and mc is None:
+        raise UsageError("nothing to evaluate: give --text FILE (perplexity) and/or --mc FILE (multiple choice)")
+    # Read the data before loading the model, so a bad file fails in milliseconds, not after the load.
+    corpus = read_text(text) if text is not None else None
+    items = load_piqa(mc, labels=labels, limit=limit) if mc is not None else None
+
+    with err.status(f"loading {model}…"):
+        mdl, tokenizer, ref = load(model)
+    results: dict[str, Any] = {"model": ref.name, "source": ref.source}
+    if corpus is not None:
+        ppl = perplexity(mdl, tokenizer, corpus, max_length=max_length, stride=stride, max_tokens=max_tokens)
+        results["perplexity"] = {"data": str(text), **ppl.to_dict()}
+    if items is not None:
+        results["multiple_choice"] = {"data": str(mc), **multiple_choice(mdl, tokenizer, items).to_dict()}
+
+    if json_out:
+        print_json(results)
+        return
+    table = Table(title=ref.name)
+    for col in ("task", "metric", "value", "tokens/items", "seconds"):
+        table.add_column(col, justify="left" if col in ("task", "metric") else "right")
+    notes = []
+    if "perplexity" in results:
+        p = results["perplexity"]
+        name = f"perplexity {Path(p['data']).name}"
+        table.add_row(name, "ppl", f"{p['ppl']:.3f}", f"{p['tokens_scored']:,}", f"{p['seconds']:.1f}")
+        notes.append(
+            f"{name}: windows of max_length {p['max_length']} moving by stride {p['stride']} "
+            f"({p['windows']} windows over {p['tokens']:,} tokens)"
+        )
+    if "multiple_choice" in results:
+        m = results["multiple_choice"]
+        name = f"0-shot {Path(m['data']).name}"
+        table.add_row(name, "acc", f"{m['acc']:.4f} ± {m['stderr']:.4f}", f"{m['n']:,}", f"{m['seconds']:.1f}")
+        table.add_row(name, "acc_norm", f"{m['acc_norm']:.4f} ± {m['acc_norm_stderr']:.4f}", "", "")
+        notes.append(f"{name}: summed log-likelihood of each choice (acc), per UTF-8 byte of the choice (acc_norm)")
+    out.print(table)
+    for note in notes:
+        out.print(f"[dim]{note}[/dim]")
