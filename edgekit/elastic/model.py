@@ -81,7 +81,7 @@ class ElasticModel(nn.Module):
         self.blocks = nn.ModuleList(Block(w) for w in layers)
         self.rotary = LlamaRotaryEmbedding(config)
         n = self.geometry.num_layers
-        self.layer_sets = layer_sets or {n: list(range(n))}
+        self.layer_sets = dict(layer_sets or {})  # our own copy: the caller's plan is not mutated
         self.layer_sets.setdefault(n, list(range(n)))
         # Called as observer(block, "o" | "down", input) during forward: calibration reads the
         # inputs of o_proj (rank-major heads) and down_proj here without a second model.
