@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from edgekit.commands import doctor, generate, models
+from edgekit.commands import doctor, elastic, generate, models
 from edgekit.commands.eval import eval_cmd
 from edgekit.console import err
 from edgekit.errors import EdgekitError
@@ -23,6 +23,7 @@ app.command("doctor")(doctor.doctor)
 app.command("generate")(generate.generate_cmd)
 app.command("eval")(eval_cmd)
 app.add_typer(models.app, name="models")
+app.add_typer(elastic.app, name="elastic")
 
 
 @app.callback(invoke_without_command=True)

@@ -85,3 +85,19 @@ def load(ref: str | ModelRef, dtype: Any = None, device: str = "cpu") -> tuple[A
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ResourceError(f"could not load '{model_ref.name}' from {where}: {first}") from None
     return model.to(device).eval(), tokenizer, model_ref
+
+
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
+
+
+def local_folder(model_ref: ModelRef) -> Path:
+    """A folder holding the model's files: the cache or local folder itself, or a hub snapshot."""
+    if model_ref.path is not None:
+        return model_ref.path
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model_ref.source, allow_patterns=HUB_PATTERNS))
+    except Exception as exc:  # offline, unknown repo, gated: the hub client raises many types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ResourceError(f"could not fetch '{model_ref.source}' from the Hugging Face hub: {first}") from None

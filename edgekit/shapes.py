@@ -84,6 +84,31 @@ class Geometry:
         per_group = max(1, math.floor(self.heads_per_group * width / 100 + 0.5))
         return LayerDims(ffn, min(per_group, self.heads_per_group), self.num_kv_heads, self.head_dim)
 
+    def width_problem(self, width: int) -> str | None:
+        """Why `width` gives no valid layer (None when it does): too few heads or channels, or over 100."""
+        if not 1 <= width <= 100:
+            return f"w{width} is not a percentage between 1 and 100"
+        per_group = math.floor(self.heads_per_group * width / 100 + 0.5)
+        if per_group < 1:
+            return (
+                f"w{width} keeps {self.heads_per_group * width / 100:.2f} of the {self.heads_per_group} query heads "
+                f"per KV group, which is no valid GQA layout; the smallest valid width is w{self.min_width()}"
+            )
+        multiple = min(self.ffn_multiple, self.ffn)
+        if int(round(self.ffn * width / 100 / multiple)) < 1:
+            return (
+                f"w{width} keeps no block of {multiple} FFN channels; the smallest valid width is w{self.min_width()}"
+            )
+        return None
+
+    def min_width(self) -> int:
+        multiple = min(self.ffn_multiple, self.ffn)
+        return next(
+            w
+            for w in range(1, 101)
+            if math.floor(self.heads_per_group * w / 100 + 0.5) >= 1 and round(self.ffn * w / 100 / multiple) >= 1
+        )
+
     def layer_params(self, width: int) -> int:
         d = self.dims(width)
         attn = self.hidden * self.head_dim * (2 * d.num_heads + 2 * d.num_kv_heads)

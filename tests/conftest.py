@@ -12,6 +12,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 import tiny  # noqa: E402
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Session-wide fixtures (plans, digests) write under EDGEKIT_HOME: never the user's real cache.
+    import os
+    import tempfile
+
+    os.environ["EDGEKIT_HOME"] = tempfile.mkdtemp(prefix="edgekit-tests-")
+
+
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shared tiny random Llama (4 layers, GQA 4 heads / 2 KV heads, tied embeddings)."""
@@ -87,3 +95,35 @@ def cli(capsys: pytest.CaptureFixture[str]):
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_gqa3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Llama laid out like SmolLM2 (3 query heads per KV group) with room for several widths."""
+    return tiny.build_tiny_llama(
+        tmp_path_factory.mktemp("tiny-gqa3") / "model", seed=1, layers=6, hidden=96, ffn=256, heads=6, kv_heads=2
+    )
+
+
+@pytest.fixture(scope="session")
+def calib_text(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("calib") / "calib.txt"
+    path.write_text(tiny.CORPUS * 3)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_plan(tiny_gqa3_dir: Path, calib_text: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A plan for the 6-layer tiny model, written by the real `edgekit elastic plan` command."""
+    from edgekit.cli import main
+
+    out = tmp_path_factory.mktemp("plans") / "tiny-plan"
+    args = ["elastic", "plan", "--model", str(tiny_gqa3_dir), "--calib", str(calib_text), "--out", str(out)]
+    try:
+        main([*args, *TINY_PLAN_BUDGET])
+    except SystemExit as exc:
+        assert exc.code in (0, None), f"plan failed with exit {exc.code}"
+    return out
+
+
+TINY_PLAN_BUDGET = ["--calib-tokens", "64", "--width-tokens", "256", "--seq-len", "16", "--min-depth", "3"]

@@ -120,7 +120,9 @@ def width_importance(
     try:
         with torch.inference_mode():
             for start in range(0, ids.shape[0], batch):
-                model(ids[start : start + batch])
+                # the statistics come from inside the blocks: the LM head is not needed
+                chunk = ids[start : start + batch]
+                model.run_layers(torch.nn.functional.embedding(chunk, model.embed), model.layers_for(g.num_layers), 100)
     finally:
         model.observer = None
     order = rank_major_index(g.num_heads, g.num_kv_heads)

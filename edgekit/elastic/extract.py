@@ -1,0 +1,137 @@
+"""Cut one shape out of a plan as a *standard* Hugging Face checkpoint.
+
+The subnet is an ordinary Llama (or Qwen2/Mistral) folder: fewer layers, a smaller
+`intermediate_size`, fewer query heads with `head_dim` written out (hidden size no longer equals
+heads x head_dim), tokenizer and generation config copied. Every runtime that loads the base
+architecture loads it. Only the kept rows and columns are read from the base weights, so cutting
+the default model takes well under a second.
+
+Head order: the plan stores, per KV group, the group's query heads most important first; the
+subnet keeps the first q of each group and writes them group-major (group 0's heads, then group
+1's, ...), which is the layout transformers' grouped-query attention expects.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgekit import __version__
+from edgekit.artifacts import atomic_dir, hash_tree, write_json_atomic
+from edgekit.elastic.plan import Permutations, Plan
+from edgekit.shapes import Geometry, Shape
+from edgekit.weights import TOKENIZER_FILES, Weights, read_config
+
+SUBNET_MANIFEST = "edgekit-subnet.json"
+
+
+@dataclass
+class SubnetInfo:
+    shape: str
+    layers: list[int]  # base-model layer indices, in order
+    num_heads: int
+    num_kv_heads: int
+    intermediate_size: int
+    parameters: int
+    non_embedding_parameters: int
+
+
+def subnet_config(config: dict[str, Any], geometry: Geometry, shape: Shape, layers: list[int]) -> dict[str, Any]:
+    dims = geometry.dims(shape.width)
+    out = dict(config)
+    out.update(
+        num_hidden_layers=len(layers),
+        intermediate_size=dims.ffn,
+        num_attention_heads=dims.num_heads,
+        num_key_value_heads=dims.num_kv_heads,
+        head_dim=dims.head_dim,
+    )
+    if isinstance(config.get("layer_types"), list):
+        out["layer_types"] = [config["layer_types"][i] for i in layers]
+    if "max_window_layers" in config:
+        out["max_window_layers"] = min(config["max_window_layers"], len(layers))
+    out.pop("_name_or_path", None)
+    return out
+
+
+def head_rows(perm: torch.Tensor, geometry: Geometry, per_group: int) -> torch.Tensor:
+    """Rows of q_proj (columns of o_proj) for the kept heads, group-major."""
+    per = geometry.heads_per_group
+    heads = torch.cat([perm[g * per : g * per + per_group] for g in range(geometry.num_kv_heads)])
+    hd = geometry.head_dim
+    return (heads[:, None] * hd + torch.arange(hd)).reshape(-1)
+
+
+def subnet_state(
+    weights: Weights, geometry: Geometry, perms: Permutations, shape: Shape, layers: list[int]
+) -> dict[str, torch.Tensor]:
+    dims = geometry.dims(shape.width)
+    state: dict[str, torch.Tensor] = {}
+    for name in ("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"):
+        if name in weights:
+            state[name] = weights.get(name)
+    for new, old in enumerate(layers):
+        src, dst = f"model.layers.{old}.", f"model.layers.{new}."
+        rows = head_rows(perms.heads[old], geometry, dims.heads_per_group)
+        ffn = perms.ffn[old][: dims.ffn]
+        for key in weights.names():
+            if not key.startswith(src):
+                continue
+            name = key[len(src) :]
+            t = weights.get(key)
+            if name in ("self_attn.q_proj.weight", "self_attn.q_proj.bias"):
+                t = t[rows]
+            elif name == "self_attn.o_proj.weight":
+                t = t[:, rows]
+            elif name in ("mlp.gate_proj.weight", "mlp.up_proj.weight"):
+                t = t[ffn]
+            elif name == "mlp.down_proj.weight":
+                t = t[:, ffn]
+            state[dst + name] = t.contiguous()
+    return state
+
+
+def extract(plan: Plan, perms: Permutations, base: Path, shape: Shape, out: Path, force: bool = False) -> SubnetInfo:
+    """Write the subnet for `shape` to `out` atomically (plan and base already verified by the caller)."""
+    from safetensors.torch import save_file
+
+    start = time.perf_counter()
+    plan.check_shape(shape)
+    layers = plan.layer_sets[shape.depth]
+    config = read_config(base)
+    state = subnet_state(Weights(base), plan.geometry, perms, shape, layers)
+    tied = config.get("tie_word_embeddings", False)
+    if tied:
+        state.pop("lm_head.weight", None)
+    dims = plan.geometry.dims(shape.width)
+    params = sum(t.numel() for t in state.values())
+    embedding = state["model.embed_tokens.weight"].numel() + (0 if tied else state["lm_head.weight"].numel())
+    info = SubnetInfo(shape.name, layers, dims.num_heads, dims.num_kv_heads, dims.ffn, params, params - embedding)
+    with atomic_dir(out, replace=force) as tmp:
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(subnet_config(config, plan.geometry, shape, layers), indent=2))
+        for name in TOKENIZER_FILES:
+            if (base / name).is_file():
+                shutil.copy2(base / name, tmp / name)
+        manifest = {
+            "format": "edgekit-subnet/1",
+            "subnet": asdict(info),
+            "plan": {
+                "name": plan.name,
+                "depth_method": plan.depth.method,
+                "width_method": plan.width.method,
+                "permutations_sha256": plan.permutations_sha256,
+            },
+            "base_model": asdict(plan.model),
+            "edgekit_version": __version__,
+            "files": hash_tree(tmp),
+            "seconds": round(time.perf_counter() - start, 3),
+        }
+        write_json_atomic(tmp / SUBNET_MANIFEST, manifest)
+    return info

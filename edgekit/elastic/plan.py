@@ -1,0 +1,245 @@
+"""The plan: stage-1 output, a folder that says which layers each depth keeps and how widths nest.
+
+    PLAN/plan.json                  model identity (weights digest), geometry, layer sets and
+                                    calibration scores per depth, width method and range,
+                                    calibration provenance, hash of the permutations file
+    PLAN/permutations.safetensors   per layer: FFN channel order and query-head order (most
+                                    important first; heads stay inside their KV group), and scores
+
+Plans for the built-in models ship inside the package (edgekit/plans/<name>/), so `--plan
+smollm2-135m` works without planning first.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgekit.artifacts import sha256_file, write_json_atomic
+from edgekit.errors import IntegrityError, UsageError
+from edgekit.shapes import Geometry, Shape, parse_grid, parse_shape
+
+FORMAT = "edgekit-plan/1"
+PLAN_JSON = "plan.json"
+PERMS_FILE = "permutations.safetensors"
+SHIPPED = Path(__file__).resolve().parent.parent / "plans"
+
+
+@dataclass
+class ModelIdentity:
+    name: str
+    ref: str  # what `--model` takes to find the weights again: registry name, hub id or folder
+    digest: str  # weights content digest (edgekit.weights.weights_digest)
+    architecture: str
+
+
+@dataclass
+class DepthSection:
+    method: str  # amoeba | shortgpt | angular | last
+    scorer: str  # for amoeba: ppl | angular | block-influence
+    min_depth: int
+    protected: list[int]
+    layer_sets: dict[int, list[int]]
+    scores: dict[int, float]  # calibration perplexity of each depth's layer set at full width
+    scorer_calls: int
+    seconds: float
+
+
+@dataclass
+class WidthSection:
+    method: str  # flap | magnitude | activation
+    min_width: int
+    grid: list[int]  # widths offered by default (frontier, training); any width in [min_width, 100] runs
+    ffn_multiple: int
+    seconds: float
+
+
+@dataclass
+class Calibration:
+    file: str
+    sha256: str
+    seq_len: int
+    depth_tokens: int
+    width_tokens: int
+
+
+@dataclass
+class Permutations:
+    ffn: list[torch.Tensor]
+    heads: list[torch.Tensor]  # group-major order of Hugging Face head indices, sorted within groups
+    ffn_scores: list[torch.Tensor]
+    head_scores: list[torch.Tensor]
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for i in range(len(self.ffn)):
+            out[f"layers.{i}.ffn"] = self.ffn[i].to(torch.int32).contiguous()
+            out[f"layers.{i}.heads"] = self.heads[i].to(torch.int32).contiguous()
+            out[f"layers.{i}.ffn_score"] = self.ffn_scores[i].float().contiguous()
+            out[f"layers.{i}.head_score"] = self.head_scores[i].float().contiguous()
+        return out
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], geometry: Geometry) -> Permutations:
+        n = geometry.num_layers
+        try:
+            perms = cls(
+                [tensors[f"layers.{i}.ffn"].long() for i in range(n)],
+                [tensors[f"layers.{i}.heads"].long() for i in range(n)],
+                [tensors[f"layers.{i}.ffn_score"] for i in range(n)],
+                [tensors[f"layers.{i}.head_score"] for i in range(n)],
+            )
+        except KeyError as exc:
+            raise IntegrityError(f"the plan's permutations lack {exc.args[0]}") from None
+        for p in perms.ffn:
+            if sorted(p.tolist()) != list(range(geometry.ffn)):
+                raise IntegrityError("the plan's FFN permutation is not a permutation of the model's channels")
+        per = geometry.heads_per_group
+        for p in perms.heads:
+            for g in range(geometry.num_kv_heads):
+                if sorted(p[g * per : (g + 1) * per].tolist()) != list(range(g * per, (g + 1) * per)):
+                    raise IntegrityError("the plan's head order moves a query head out of its KV group")
+        return perms
+
+
+@dataclass
+class Plan:
+    model: ModelIdentity
+    geometry: Geometry
+    depth: DepthSection
+    width: WidthSection
+    calibration: Calibration
+    edgekit_version: str
+    created: str
+    permutations_sha256: str = ""
+    format: str = FORMAT
+    path: Path | None = field(default=None, compare=False)
+
+    @property
+    def name(self) -> str:
+        return self.path.name if self.path else self.model.name
+
+    @property
+    def layer_sets(self) -> dict[int, list[int]]:
+        return self.depth.layer_sets
+
+    @property
+    def depths(self) -> list[int]:
+        return sorted(self.depth.layer_sets)
+
+    @property
+    def full(self) -> Shape:
+        return Shape(self.geometry.num_layers, 100)
+
+    def ranges(self) -> str:
+        return f"depths {min(self.depths)}..{max(self.depths)}, widths w{self.width.min_width}..w100"
+
+    def check_shape(self, shape: Shape) -> Shape:
+        if shape.depth not in self.depth.layer_sets:
+            raise UsageError(f"shape {shape} is outside plan {self.name}: it offers {self.ranges()}")
+        problem = self.geometry.width_problem(shape.width)
+        if problem is not None:
+            raise UsageError(f"shape {shape} is outside plan {self.name}: {problem}")
+        return shape
+
+    def shape(self, text: str) -> Shape:
+        return self.check_shape(parse_shape(text, self.geometry.num_layers))
+
+    def grid(self, text: str | None = None) -> list[Shape]:
+        """Shapes from a grid string, or the plan's default grid (depths 24/20/15-like x width grid)."""
+        if text:
+            return [self.check_shape(s) for s in parse_grid(text, self.geometry.num_layers)]
+        n = self.geometry.num_layers
+        depths = sorted({n, *(d for d in self.depths if d in default_depths(n, min(self.depths)))}, reverse=True)
+        return [Shape(d, w) for d in depths for w in self.width.grid]
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("path")
+        depth = data["depth"]
+        depth["layer_sets"] = {str(k): v for k, v in sorted(self.depth.layer_sets.items())}
+        depth["scores"] = {str(k): v for k, v in sorted(self.depth.scores.items())}
+        return data
+
+
+def default_depths(num_layers: int, min_depth: int) -> set[int]:
+    """Full depth, 80 %, 2/3 and 1/2 of it (30 -> 30, 24, 20, 15), within the plan's range."""
+    return {
+        d for d in (num_layers, round(num_layers * 0.8), round(num_layers * 2 / 3), num_layers // 2) if d >= min_depth
+    }
+
+
+def save_plan(plan: Plan, perms: Permutations, folder: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file(perms.tensors(), str(folder / PERMS_FILE), metadata={"format": FORMAT})
+    plan.permutations_sha256 = sha256_file(folder / PERMS_FILE)
+    write_json_atomic(folder / PLAN_JSON, plan.to_json())
+
+
+def shipped_plans() -> list[str]:
+    return sorted(p.name for p in SHIPPED.iterdir() if (p / PLAN_JSON).is_file()) if SHIPPED.is_dir() else []
+
+
+def plan_dir(ref: str | Path) -> Path:
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return path
+    if str(ref) in shipped_plans():
+        return SHIPPED / str(ref)
+    shipped = ", ".join(shipped_plans()) or "none"
+    raise UsageError(
+        f"no plan at '{ref}': give a plan folder (from `edgekit elastic plan`) or a shipped plan ({shipped})"
+    )
+
+
+def load_plan(ref: str | Path) -> Plan:
+    folder = plan_dir(ref)
+    what = f"plan {folder}"
+    try:
+        data = json.loads((folder / PLAN_JSON).read_text())
+    except FileNotFoundError:
+        raise IntegrityError(f"{what} is incomplete: no {PLAN_JSON}") from None
+    except json.JSONDecodeError:
+        raise IntegrityError(f"{what} is corrupt: {PLAN_JSON} is not valid JSON") from None
+    if data.get("format") != FORMAT:
+        raise IntegrityError(f"{what} has format {data.get('format')!r}; this edgekit reads {FORMAT}")
+    try:
+        depth = data["depth"]
+        depth["layer_sets"] = {int(k): list(v) for k, v in depth["layer_sets"].items()}
+        depth["scores"] = {int(k): float(v) for k, v in depth["scores"].items()}
+        plan = Plan(
+            model=ModelIdentity(**data["model"]),
+            geometry=Geometry(**data["geometry"]),
+            depth=DepthSection(**depth),
+            width=WidthSection(**data["width"]),
+            calibration=Calibration(**data["calibration"]),
+            edgekit_version=data["edgekit_version"],
+            created=data["created"],
+            permutations_sha256=data["permutations_sha256"],
+            format=data["format"],
+            path=folder,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise IntegrityError(f"{what} is corrupt: {PLAN_JSON} does not describe a plan ({exc})") from None
+    n = plan.geometry.num_layers
+    for d, layers in plan.layer_sets.items():
+        if len(layers) != d or len(set(layers)) != d or not all(0 <= i < n for i in layers):
+            raise IntegrityError(f"{what} is corrupt: the layer set for depth {d} is not {d} distinct layers of {n}")
+    return plan
+
+
+def load_permutations(plan: Plan) -> Permutations:
+    from safetensors.torch import load_file
+
+    assert plan.path is not None
+    path = plan.path / PERMS_FILE
+    if not path.is_file():
+        raise IntegrityError(f"plan {plan.path} is incomplete: {PERMS_FILE} is missing")
+    if sha256_file(path) != plan.permutations_sha256:
+        raise IntegrityError(f"plan {plan.path} is corrupt: {PERMS_FILE} does not match the hash in {PLAN_JSON}")
+    return Permutations.from_tensors(load_file(str(path)), plan.geometry)
