@@ -166,8 +166,11 @@ def perplexity(
     max_tokens: int | None = None,
     progress: bool = True,
     batch_size: int = 4,
+    skip_tokens: int = 0,
 ) -> PerplexityResult:
-    """Sliding-window perplexity; every token after the first is scored once, with up to max_length of context."""
+    """Sliding-window perplexity; every token after the first is scored once, with up to max_length of context.
+
+    `skip_tokens` drops the text's first tokens (e.g. those a plan was calibrated on) before windowing."""
     import torch
     import torch.nn.functional as F
 
@@ -181,7 +184,7 @@ def perplexity(
         raise UsageError(f"max_length {max_length} is longer than the model's context of {context} tokens")
     if not text.strip():
         raise UsageError("the text to score is empty")
-    ids = _bos(tokenizer) + _encode(tokenizer, text)
+    ids = _bos(tokenizer) + _encode(tokenizer, text)[skip_tokens:]
     if max_tokens is not None:
         ids = ids[:max_tokens]
     if len(ids) < max_length:

@@ -156,3 +156,136 @@ def extract_cmd(
         f"({info.num_kv_heads} KV), {info.parameters / 1e6:.1f} M parameters "
         f"({info.non_embedding_parameters / 1e6:.1f} M non-embedding) -> {out_dir} in {seconds:.2f} s"
     )
+
+
+@app.command("frontier")
+def frontier_cmd(
+    plans: list[str] = typer.Option(["smollm2-135m"], "--plan", help="Plan(s) to compare (repeatable)."),
+    shapes: str | None = typer.Option(None, "--shapes", help="Grid, e.g. 'd30,24,20,15 x w100,82,61,48'."),
+    baselines: str = typer.Option(
+        "", "--baselines", help="Also build and compare: shortgpt,angular,last,magnitude,activation, or 'all'."
+    ),
+    calib: Path | None = typer.Option(None, "--calib", help="The plan's calibration text (needed for baselines)."),
+    text: Path | None = typer.Option(None, "--text", help="Text for perplexity (held-out part if it is the calib)."),
+    mc: Path | None = typer.Option(None, "--mc", help="Multiple-choice JSONL (PIQA layout)."),
+    labels: Path | None = typer.Option(None, "--labels", help="PIQA labels file."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Score only the first N items."),
+    max_tokens: int = typer.Option(16384, "--max-tokens", min=2, help="Perplexity token budget."),
+    max_length: int = typer.Option(512, "--max-length", min=2, help="Perplexity window."),
+    stride: int = typer.Option(512, "--stride", min=1, help="Perplexity window step."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Base model (default: the plan's)."),
+    png: Path | None = typer.Option(None, "--png", help="Write the accuracy-size plot here."),
+    json_out: bool = typer.Option(False, "--json", help="Print the points as JSON."),
+) -> None:
+    """Accuracy vs size of plan shapes, ours against baselines: a table, a terminal plot and a PNG."""
+    from transformers import AutoTokenizer
+
+    from edgekit.elastic.base import base_folder, load_elastic
+    from edgekit.elastic.frontier import EvalSettings, frontier, plot_png, plot_terminal
+    from edgekit.elastic.plan import load_permutations, load_plan
+    from edgekit.elastic.planner import DEPTH_BASELINES, WIDTH_BASELINES
+    from edgekit.elastic.planner import baselines as build_baselines
+    from edgekit.evaluate import load_piqa, read_text
+    from edgekit.weights import Weights  # noqa: F401  (fail early if safetensors is missing)
+
+    if text is None and mc is None:
+        raise UsageError("nothing to evaluate: give --text FILE (perplexity) and/or --mc FILE (multiple choice)")
+    loaded = [load_plan(p) for p in plans]
+    first = loaded[0]
+    grid = first.grid(shapes)
+    kinds = [k.strip() for k in baselines.split(",") if k.strip()]
+    if kinds == ["all"]:
+        kinds = list(DEPTH_BASELINES + WIDTH_BASELINES)
+    if kinds and calib is None:
+        raise UsageError("--baselines needs --calib: the calibration text the plan was made with")
+    corpus = read_text(text) if text is not None else None
+    items = load_piqa(mc, labels=labels, limit=limit) if mc is not None else None
+    skip = 0
+    if text is not None:
+        from edgekit.artifacts import sha256_file
+
+        if sha256_file(text) == first.calibration.sha256:
+            skip = max(first.calibration.depth_tokens, first.calibration.width_tokens)  # held-out part only
+    settings = EvalSettings(corpus, skip, max_tokens, max_length, stride, items)
+
+    entries: list[tuple[Any, Any]] = [(p, None) for p in loaded]
+    with _progress() as progress:
+        task = progress.add_task("preparing", total=None)
+        if kinds:
+            assert calib is not None
+            perms = load_permutations(first)
+            stage = lambda label: progress.update(task, description=label)  # noqa: E731
+            entries += build_baselines(first, perms, calib, kinds, model, on_stage=stage)
+        kind_of = [None] * len(loaded) + kinds
+        jobs = [(p, [s for s in grid if _relevant(p, s, k)]) for (p, _), k in zip(entries, kind_of, strict=True)]
+        progress.update(task, description="evaluating", total=sum(len(s) for _, s in jobs), completed=0)
+        perms_of = {id(p): q for p, q in entries}
+
+        def loader(plan: Any) -> tuple[Any, Any]:
+            elastic = load_elastic(plan, model, perms=perms_of.get(id(plan)))
+            return elastic, AutoTokenizer.from_pretrained(base_folder(plan, model))
+
+        points = frontier(jobs, settings, loader, on_point=lambda _p: progress.advance(task))
+    if png is not None:
+        plot_png(points, png, f"{first.model.name}: accuracy vs size, no fine-tuning")
+    result = {
+        "model": first.model.name,
+        "evaluation": {
+            "text": str(text) if text else None,
+            "skip_tokens": skip,
+            "max_tokens": max_tokens,
+            "windows": f"{max_length}/{stride}",
+            "mc": str(mc) if mc else None,
+            "items": len(items) if items else 0,
+        },
+        "points": [p.to_dict() for p in points],
+    }
+    if json_out:
+        print_json(result)
+        return
+    _print_points(points, result["evaluation"])
+    metric = "ppl" if corpus is not None else "acc_norm"
+    out.print(plot_terminal(points, metric), markup=False, highlight=False)
+    if png is not None:
+        out.print(f"plot written to {png}")
+
+
+def _relevant(plan: Any, shape: Any, kind: str | None) -> bool:
+    """A derived baseline is evaluated where it differs from the plan it came from: a depth baseline below
+    full depth, a width baseline below w100 (elsewhere it is the same network)."""
+    from edgekit.elastic.planner import DEPTH_BASELINES
+
+    if kind is None:
+        return True
+    if kind in DEPTH_BASELINES:
+        return shape.depth < plan.geometry.num_layers
+    return shape.width < 100
+
+
+def _print_points(points: list[Any], evaluation: dict[str, Any]) -> None:
+    table = Table(title="accuracy vs size (no fine-tuning)")
+    for col in ("method (depth/width)", "shape", "params", "ppl", "acc", "acc_norm", "s"):
+        table.add_column(col, justify="left" if col.startswith("method") else "right")
+    for p in sorted(points, key=lambda p: (-p.params, p.label)):
+        fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+        table.add_row(
+            p.label + (" *" if p.shared_with else ""),
+            p.shape,
+            f"{p.params / 1e6:.1f} M ({p.param_fraction:.0%})",
+            fmt(p.ppl, ".2f"),
+            fmt(p.acc, ".3f"),
+            fmt(p.acc_norm, ".3f"),
+            f"{p.seconds:.0f}",
+        )
+    out.print(table)
+    notes = []
+    if evaluation["text"]:
+        notes.append(
+            f"ppl: {Path(evaluation['text']).name}, {evaluation['max_tokens']} tokens after the first "
+            f"{evaluation['skip_tokens']} (held out from calibration), windows {evaluation['windows']}"
+        )
+    if evaluation["mc"]:
+        notes.append(f"acc/acc_norm: {Path(evaluation['mc']).name}, {evaluation['items']} items, zero-shot")
+    notes.append("* the same network as another row's (identical layers and channels), evaluated once")
+    for n in notes:
+        out.print(f"[dim]{n}[/dim]")

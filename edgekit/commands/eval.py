@@ -12,7 +12,11 @@ from edgekit.registry import DEFAULT_MODEL
 
 
 def eval_cmd(
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Cache name, local HF folder or hub id."),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help=f"Cache name, local HF folder or hub id [default: {DEFAULT_MODEL}]."
+    ),
+    plan: str | None = typer.Option(None, "--plan", help="Evaluate a shape of this plan (folder or shipped name)."),
+    shape: str | None = typer.Option(None, "--shape", help="The plan's shape to evaluate, e.g. d20-w75."),
     text: Path | None = typer.Option(None, "--text", help="Plain-text file: sliding-window perplexity."),
     mc: Path | None = typer.Option(None, "--mc", help="Multiple-choice JSONL (PIQA or context/choices/label)."),
     labels: Path | None = typer.Option(None, "--labels", help="PIQA labels file (default: <stem>-labels.lst)."),
@@ -32,9 +36,15 @@ def eval_cmd(
     corpus = read_text(text) if text is not None else None
     items = load_piqa(mc, labels=labels, limit=limit) if mc is not None else None
 
-    with err.status(f"loading {model}…"):
-        mdl, tokenizer, ref = load(model)
-    results: dict[str, Any] = {"model": ref.name, "source": ref.source}
+    if shape is not None and plan is None:
+        raise UsageError("--shape needs --plan (the plan says which layers and channels a shape keeps)")
+    if plan is not None:
+        mdl, tokenizer, name, source = load_plan_shape(plan, shape or "full", model)
+    else:
+        with err.status(f"loading {model or DEFAULT_MODEL}…"):
+            mdl, tokenizer, ref = load(model or DEFAULT_MODEL)
+        name, source = ref.name, ref.source
+    results: dict[str, Any] = {"model": name, "source": source}
     if corpus is not None:
         ppl = perplexity(mdl, tokenizer, corpus, max_length=max_length, stride=stride, max_tokens=max_tokens)
         results["perplexity"] = {"data": str(text), **ppl.to_dict()}
@@ -44,7 +54,7 @@ def eval_cmd(
     if json_out:
         print_json(results)
         return
-    table = Table(title=ref.name)
+    table = Table(title=name)
     for col in ("task", "metric", "value", "tokens/items", "seconds"):
         table.add_column(col, justify="left" if col in ("task", "metric") else "right")
     notes = []
@@ -65,3 +75,18 @@ def eval_cmd(
     out.print(table)
     for note in notes:
         out.print(f"[dim]{note}[/dim]")
+
+
+def load_plan_shape(plan_ref: str, shape_text: str, model: str | None) -> tuple[Any, Any, str, str]:
+    """A plan's shape behind a transformers-like interface, and the base model's tokenizer."""
+    from transformers import AutoTokenizer
+
+    from edgekit.elastic.base import base_folder, load_elastic
+    from edgekit.elastic.plan import load_plan
+
+    plan = load_plan(plan_ref)
+    shape = plan.shape(shape_text)
+    with err.status(f"loading {plan.model.name} as plan {plan.name}…"):
+        elastic = load_elastic(plan, model)
+        tokenizer = AutoTokenizer.from_pretrained(base_folder(plan, model))
+    return elastic.at(shape), tokenizer, f"{plan.name}:{shape}", str(plan.path)

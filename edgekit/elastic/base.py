@@ -30,8 +30,8 @@ def base_folder(plan: Plan, model: str | None = None) -> Path:
     return folder
 
 
-def load_elastic(plan: Plan, model: str | None = None, device: str = "cpu") -> Any:
-    """An ElasticModel on the plan's permuted base weights."""
+def load_elastic(plan: Plan, model: str | None = None, device: str = "cpu", perms: Permutations | None = None) -> Any:
+    """An ElasticModel on the plan's permuted base weights (`perms` for a plan held in memory)."""
     from transformers import AutoConfig
 
     from edgekit.elastic.model import ElasticModel
@@ -39,7 +39,7 @@ def load_elastic(plan: Plan, model: str | None = None, device: str = "cpu") -> A
 
     folder = base_folder(plan, model)
     check_fits_memory(folder)
-    perms: Permutations = load_permutations(plan)
+    perms = perms if perms is not None else load_permutations(plan)
     state = permute_state(Weights(folder).state(), plan.geometry, perms.ffn, perms.heads)
     config = AutoConfig.from_pretrained(folder)
     elastic = ElasticModel.from_hf_state(config, state, plan.layer_sets)

@@ -200,12 +200,16 @@ class ElasticModel(nn.Module):
         shape: Shape | None = None,
         labels: torch.Tensor | None = None,
         layers: list[int] | None = None,
+        logits_to_keep: int | None = None,
     ) -> Output:
         shape = shape or self.full_shape
         layers = layers if layers is not None else self.layers_for(shape.depth)
         x = self.run_layers(F.embedding(input_ids, self.embed), layers, shape.width)
-        logits = self.head(x)
+        # Like transformers' logits_to_keep: the 49k-vocabulary head only where logits are read.
+        logits = self.head(x if not logits_to_keep else x[:, -logits_to_keep:])
         loss = None
+        if labels is not None and logits_to_keep:
+            raise ValueError("labels need every position's logits; do not combine them with logits_to_keep")
         if labels is not None:
             loss = F.cross_entropy(
                 logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100
@@ -235,10 +239,11 @@ class ShapedModel(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        logits_to_keep: int | None = None,
         **_: Any,
     ) -> Output:
         # Right padding needs no mask under causal attention: padded positions come after every
         # real token, so they never influence the logits that are read.
         if attention_mask is not None and bool((attention_mask[:, :-1] < attention_mask[:, 1:]).any()):
             raise ValueError("ElasticModel supports right padding only")
-        return self.elastic(input_ids, self.shape, labels=labels)
+        return self.elastic(input_ids, self.shape, labels=labels, logits_to_keep=logits_to_keep)

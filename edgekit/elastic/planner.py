@@ -67,21 +67,23 @@ def width_grid(geometry: Geometry) -> list[int]:
     return sorted(widths, reverse=True)
 
 
-def build_plan(
-    req: PlanRequest,
-    on_stage: Callable[[str], Any] | None = None,
-    on_call: Callable[[], None] | None = None,
-    on_total: Callable[[int], None] | None = None,
-) -> tuple[Plan, Permutations]:
-    """Everything `plan` computes, in memory; the caller writes it (atomically)."""
-    from transformers import AutoConfig, AutoTokenizer
+@dataclass
+class Context:
+    """Everything planning reads: the base model (unpermuted), its identity and the calibration tokens."""
 
-    from edgekit.elastic.base import identity
-    from edgekit.elastic.depth import DEPTH_METHODS, SCORERS, dp_calls, select_depth
-    from edgekit.elastic.model import ElasticModel
-    from edgekit.elastic.width import WIDTH_METHODS, width_importance
-    from edgekit.modelref import check_fits_memory, local_folder, resolve
-    from edgekit.weights import Weights
+    req: PlanRequest
+    ident: Any
+    config: Any
+    geometry: Geometry
+    model: Any  # ElasticModel on the unpermuted weights
+    depth_ids: torch.Tensor
+    width_ids: torch.Tensor
+    min_depth: int
+
+
+def check_methods(req: PlanRequest) -> None:
+    from edgekit.elastic.depth import DEPTH_METHODS, SCORERS
+    from edgekit.elastic.width import WIDTH_METHODS
 
     for value, allowed, what in (
         (req.method, DEPTH_METHODS, "--method"),
@@ -90,7 +92,17 @@ def build_plan(
     ):
         if value not in allowed:
             raise UsageError(f"unknown {what} '{value}'; choose from {', '.join(allowed)}")
-    stage = on_stage or (lambda _label: None)
+
+
+def prepare(req: PlanRequest, stage: Callable[[str], Any] = lambda _label: None) -> Context:
+    from transformers import AutoConfig, AutoTokenizer
+
+    from edgekit.elastic.base import identity
+    from edgekit.elastic.model import ElasticModel
+    from edgekit.modelref import check_fits_memory, local_folder, resolve
+    from edgekit.weights import Weights
+
+    check_methods(req)
     text = read_text(req.calib)
     model_ref = resolve(req.model)
     folder = local_folder(model_ref)
@@ -104,42 +116,122 @@ def build_plan(
         raise UsageError(f"--min-depth must be between 2 and {n} (the model has {n} layers)")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     ids = calibration_ids(tokenizer, text, max(req.depth_tokens, req.width_tokens), req.seq_len, str(req.calib))
-    depth_ids = ids[: math.ceil(req.depth_tokens / req.seq_len)]
-    width_ids = ids[: math.ceil(req.width_tokens / req.seq_len)]
-
     stage("loading weights")
     model = ElasticModel.from_hf_state(config, Weights(folder).state()).eval()
+    return Context(
+        req,
+        ident,
+        config,
+        geometry,
+        model,
+        ids[: math.ceil(req.depth_tokens / req.seq_len)],
+        ids[: math.ceil(req.width_tokens / req.seq_len)],
+        min_depth,
+    )
 
-    stage("ranking FFN channels and heads")
+
+def rank_width(ctx: Context, method: str) -> tuple[WidthSection, Permutations]:
+    from edgekit.elastic.width import width_importance
+
     start = time.perf_counter()
-    ffn, heads, ffn_scores, head_scores = width_importance(model, width_ids, req.width_method)
-    width_seconds = time.perf_counter() - start
+    ffn, heads, ffn_scores, head_scores = width_importance(ctx.model, ctx.width_ids, method)
+    g = ctx.geometry
+    section = WidthSection(method, g.min_width(), width_grid(g), g.ffn_multiple, round(time.perf_counter() - start, 2))
+    return section, Permutations(ffn, heads, ffn_scores, head_scores)
 
-    stage("selecting layers")
-    protected = {n - 1, 0}
-    if on_total is not None:
-        on_total(dp_calls(n, min_depth, protected) if req.method == "amoeba" else 0)
-    depth = select_depth(model, depth_ids, req.method, req.scorer, min_depth, on_call=on_call)
-    plan = Plan(
-        model=ident,
-        geometry=geometry,
-        depth=DepthSection(
-            depth.method,
-            depth.scorer,
-            min_depth,
-            sorted(protected),
-            depth.layer_sets,
-            depth.scores,
-            depth.scorer_calls,
-            round(depth.seconds, 2),
-        ),
-        width=WidthSection(
-            req.width_method, geometry.min_width(), width_grid(geometry), geometry.ffn_multiple, round(width_seconds, 2)
-        ),
+
+def select_layers(ctx: Context, method: str, scorer: str, on_call: Callable[[], None] | None = None) -> DepthSection:
+    from edgekit.elastic.depth import select_depth
+
+    depth = select_depth(ctx.model, ctx.depth_ids, method, scorer, ctx.min_depth, on_call=on_call)
+    protected = sorted({0, ctx.geometry.num_layers - 1})
+    return DepthSection(
+        depth.method,
+        depth.scorer,
+        ctx.min_depth,
+        protected,
+        depth.layer_sets,
+        depth.scores,
+        depth.scorer_calls,
+        round(depth.seconds, 2),
+    )
+
+
+def assemble(ctx: Context, depth: DepthSection, width: WidthSection) -> Plan:
+    req = ctx.req
+    return Plan(
+        model=ctx.ident,
+        geometry=ctx.geometry,
+        depth=depth,
+        width=width,
         calibration=Calibration(
-            req.calib.name, sha256_file(req.calib), req.seq_len, depth_ids.numel(), width_ids.numel()
+            req.calib.name, sha256_file(req.calib), req.seq_len, ctx.depth_ids.numel(), ctx.width_ids.numel()
         ),
         edgekit_version=__version__,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
-    return plan, Permutations(ffn, heads, ffn_scores, head_scores)
+
+
+def build_plan(
+    req: PlanRequest,
+    on_stage: Callable[[str], Any] | None = None,
+    on_call: Callable[[], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+) -> tuple[Plan, Permutations]:
+    """Everything `plan` computes, in memory; the caller writes it (atomically)."""
+    from edgekit.elastic.depth import dp_calls
+
+    stage = on_stage or (lambda _label: None)
+    ctx = prepare(req, stage)
+    stage("ranking FFN channels and heads")
+    width, perms = rank_width(ctx, req.width_method)
+    stage("selecting layers")
+    if on_total is not None:
+        n = ctx.geometry.num_layers
+        on_total(dp_calls(n, ctx.min_depth, {0, n - 1}) if req.method == "amoeba" else 0)
+    depth = select_layers(ctx, req.method, req.scorer, on_call)
+    return assemble(ctx, depth, width), perms
+
+
+DEPTH_BASELINES = ("shortgpt", "angular", "last")
+WIDTH_BASELINES = ("magnitude", "activation")
+
+
+def baselines(
+    plan: Plan,
+    perms: Permutations,
+    calib: Path,
+    kinds: list[str],
+    model: str | None = None,
+    on_stage: Callable[[str], Any] | None = None,
+) -> list[tuple[Plan, Permutations]]:
+    """Baseline plans on the plan's own calibration tokens: each changes one axis and keeps ours for the other
+    (a depth baseline keeps our width order, a width baseline our layer sets), so a comparison isolates it."""
+    unknown = [k for k in kinds if k not in DEPTH_BASELINES + WIDTH_BASELINES]
+    if unknown:
+        raise UsageError(f"unknown baseline '{unknown[0]}'; choose from {', '.join(DEPTH_BASELINES + WIDTH_BASELINES)}")
+    if sha256_file(calib) != plan.calibration.sha256:
+        raise UsageError(
+            f"{calib} is not the calibration text plan {plan.name} was made with ({plan.calibration.file}): "
+            "baselines must see the same tokens"
+        )
+    cal = plan.calibration
+    req = PlanRequest(
+        model or plan.model.ref, calib, plan.depth.method, plan.depth.scorer if plan.depth.scorer != "-" else "ppl",
+        plan.width.method, cal.depth_tokens, cal.width_tokens, cal.seq_len, plan.depth.min_depth,
+    )  # fmt: skip
+    ctx = prepare(req, on_stage or (lambda _label: None))
+    if ctx.ident.digest != plan.model.digest:
+        raise UsageError(f"plan {plan.name} was made for other weights than {req.model}")
+    out = []
+    for kind in kinds:
+        if on_stage:
+            on_stage(f"baseline {kind}")
+        if kind in DEPTH_BASELINES:
+            base = assemble(ctx, select_layers(ctx, kind, "-"), plan.width)
+            base.permutations_sha256 = plan.permutations_sha256
+            out.append((base, perms))
+        else:
+            width, wperms = rank_width(ctx, kind)
+            out.append((assemble(ctx, plan.depth, width), wperms))
+    return out

@@ -1,0 +1,170 @@
+"""Accuracy against size for shapes of several plans (ours and the baselines), on one evaluator.
+
+Each distinct network is evaluated once: two plans that keep the same layers and the same channels
+at a shape (a depth baseline at full depth, a width baseline at full width) share the result.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from edgekit.elastic.plan import Plan
+from edgekit.shapes import Shape
+
+
+@dataclass
+class Point:
+    label: str  # e.g. "amoeba/flap", "shortgpt/flap", "amoeba/magnitude"
+    shape: str
+    depth: int
+    width: int
+    layers: list[int]
+    params: int  # non-embedding parameters
+    param_fraction: float
+    ppl: float | None = None
+    acc: float | None = None
+    acc_norm: float | None = None
+    seconds: float = 0.0
+    shared_with: str | None = None  # label of the plan whose identical network was evaluated
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class EvalSettings:
+    text: str | None = None
+    skip_tokens: int = 0
+    max_tokens: int | None = 16384
+    max_length: int = 512
+    stride: int = 512
+    items: list[Any] | None = None
+
+
+def label(plan: Plan) -> str:
+    return f"{plan.depth.method}/{plan.width.method}"
+
+
+def network_key(plan: Plan, shape: Shape) -> tuple:
+    width_key = plan.width.method if shape.width < 100 else "-"
+    # a plan with other calibration has other permutations even with the same method
+    perms_key = plan.permutations_sha256 if shape.width < 100 else "-"
+    return tuple(plan.layer_sets[shape.depth]), shape.width, width_key, perms_key
+
+
+def frontier(
+    plans: list[tuple[Plan, list[Shape]]],
+    settings: EvalSettings,
+    loader: Callable[[Plan], tuple[Any, Any]],
+    on_point: Callable[[Point], None] | None = None,
+) -> list[Point]:
+    """Evaluate every (plan, shape); `loader(plan)` gives (ElasticModel, tokenizer)."""
+    from edgekit.evaluate import multiple_choice, perplexity
+
+    points: list[Point] = []
+    done: dict[tuple, Point] = {}
+    for plan, shapes in plans:
+        g = plan.geometry
+        full = g.non_embedding_params(plan.full)
+        model = tokenizer = None
+        for shape in shapes:
+            plan.check_shape(shape)
+            params = g.non_embedding_params(shape)
+            point = Point(
+                label(plan), shape.name, shape.depth, shape.width, plan.layer_sets[shape.depth], params, params / full
+            )
+            key = network_key(plan, shape)
+            if key in done:
+                twin = done[key]
+                point.ppl, point.acc, point.acc_norm, point.shared_with = twin.ppl, twin.acc, twin.acc_norm, twin.label
+            else:
+                if model is None:
+                    model, tokenizer = loader(plan)
+                start = time.perf_counter()
+                shaped = model.at(shape)
+                if settings.text is not None:
+                    point.ppl = perplexity(
+                        shaped,
+                        tokenizer,
+                        settings.text,
+                        max_length=settings.max_length,
+                        stride=settings.stride,
+                        max_tokens=settings.max_tokens,
+                        skip_tokens=settings.skip_tokens,
+                    ).ppl
+                if settings.items:
+                    mc = multiple_choice(shaped, tokenizer, settings.items)
+                    point.acc, point.acc_norm = mc.acc, mc.acc_norm
+                point.seconds = round(time.perf_counter() - start, 1)
+                done[key] = point
+            points.append(point)
+            if on_point is not None:
+                on_point(point)
+        del model
+    return points
+
+
+# ------------------------------------------------------------------------------------------- plots
+
+
+def _series(points: list[Point]) -> dict[str, list[Point]]:
+    out: dict[str, list[Point]] = {}
+    for p in points:
+        out.setdefault(p.label, []).append(p)
+    return {k: sorted(v, key=lambda p: p.params) for k, v in out.items()}
+
+
+def plot_png(points: list[Point], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [(m, name) for m, name in (("ppl", "perplexity (log)"), ("acc_norm", "acc_norm")) if _has(points, m)]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4.5), squeeze=False)
+    for ax, (metric, name) in zip(axes[0], metrics, strict=True):
+        for lab, series in _series(points).items():
+            pts = [p for p in series if getattr(p, metric) is not None]
+            xs = [p.params / 1e6 for p in pts]
+            ys = [getattr(p, metric) for p in pts]
+            ax.plot(xs, ys, "o-" if lab.startswith("amoeba/flap") else "o--", label=lab, alpha=0.85)
+            for p, x, y in zip(pts, xs, ys, strict=True):
+                ax.annotate(p.shape, (x, y), fontsize=6, alpha=0.6, xytext=(2, 2), textcoords="offset points")
+        if metric == "ppl":
+            ax.set_yscale("log")
+        ax.set_xlabel("non-embedding parameters (M)")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=130)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def plot_terminal(points: list[Point], metric: str = "ppl", width: int = 90, height: int = 22) -> str:
+    import plotext as plt
+
+    plt.clear_figure()
+    plt.plotsize(width, height)
+    plt.theme("clear")
+    for lab, series in _series(points).items():
+        pts = [p for p in series if getattr(p, metric) is not None]
+        if pts:
+            plt.plot([p.params / 1e6 for p in pts], [getattr(p, metric) for p in pts], label=lab, marker="dot")
+    if metric == "ppl":
+        plt.yscale("log")
+    plt.xlabel("non-embedding parameters (M)")
+    plt.title(metric)
+    return plt.build()
+
+
+def _has(points: list[Point], metric: str) -> bool:
+    return any(getattr(p, metric) is not None for p in points)
