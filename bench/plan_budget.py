@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -82,7 +81,9 @@ def main() -> None:
         table.add_row(str(r["budget_tokens"]), f"{r['seconds']:.0f}", *(f"{r['held_out_ppl'][d]:.2f}" for d in DEPTHS))
     console.print(table)
     for r in runs:
-        console.print(f"{r['budget_tokens']:>5} tokens removes: " + "; ".join(f"d{d}: {r['removed'][d]}" for d in DEPTHS))
+        console.print(
+            f"{r['budget_tokens']:>5} tokens removes: " + "; ".join(f"d{d}: {r['removed'][d]}" for d in DEPTHS)
+        )
     path = write_result(
         "plan_budget",
         {

@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,34 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def stat_cached(path: Path, store: str, compute: Callable[[Path], Any]) -> Any:
+    """compute(path), remembered in EDGEKIT_HOME/<store> per (path, size, mtime) as git's index remembers
+    file hashes: re-verifying an unchanged 500 MB model costs a stat, not a read."""
+    from edgekit.paths import home
+
+    stat = path.stat()
+    key = str(path.resolve())
+    stamp = [stat.st_size, stat.st_mtime_ns]
+    cache_path = home() / store
+    try:
+        cache = json.loads(cache_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        cache = {}
+    hit = cache.get(key)
+    if isinstance(hit, dict) and hit.get("stamp") == stamp:
+        return hit["value"]
+    value = compute(path)
+    cache[key] = {"stamp": stamp, "value": value}
+    tmp = cache_path.with_name(f"{cache_path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(cache))
+    os.replace(tmp, cache_path)
+    return value
+
+
+def sha256_cached(path: Path) -> str:
+    return stat_cached(path, "file-hashes.json", sha256_file)
 
 
 def hash_tree(root: Path, skip: set[str] | None = None) -> dict[str, dict[str, Any]]:
@@ -46,7 +74,7 @@ def verify_files(root: Path, files: dict[str, dict[str, Any]], what: str) -> Non
         if path.stat().st_size != meta["size"]:
             raise IntegrityError(f"{what} is corrupt: {rel} has the wrong size")
     for rel, meta in files.items():
-        if sha256_file(root / rel) != meta["sha256"]:
+        if sha256_cached(root / rel) != meta["sha256"]:
             raise IntegrityError(f"{what} is corrupt: {rel} does not match its manifest hash")
 
 

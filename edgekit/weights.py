@@ -13,13 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import mmap
-import os
 import struct
 from pathlib import Path
 from typing import Any
 
+from edgekit.artifacts import stat_cached
 from edgekit.errors import IntegrityError, UsageError
-from edgekit.paths import home
 
 SUPPORTED_TYPES = ("llama", "qwen2", "mistral")
 SUPPORTED_ARCHS = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM")
@@ -101,35 +100,11 @@ def _file_digest(path: Path) -> dict[str, str]:
     return out
 
 
-def _cache_file() -> Path:
-    return home() / "digests.json"
-
-
-def _cached_file_digest(path: Path) -> dict[str, str]:
-    stat = path.stat()
-    key = str(path.resolve())
-    stamp = [stat.st_size, stat.st_mtime_ns]
-    cache_path = _cache_file()
-    try:
-        cache = json.loads(cache_path.read_text())
-    except (OSError, json.JSONDecodeError):
-        cache = {}
-    hit = cache.get(key)
-    if hit and hit.get("stamp") == stamp:
-        return hit["tensors"]
-    tensors = _file_digest(path)
-    cache[key] = {"stamp": stamp, "tensors": tensors}
-    tmp = cache_path.with_name(f"{cache_path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(cache))
-    os.replace(tmp, cache_path)
-    return tensors
-
-
 def weights_digest(folder: Path, use_cache: bool = True) -> str:
     """The content digest of a folder's weights (see the module docstring)."""
     per_tensor: dict[str, str] = {}
     for path in weight_files(folder):
-        per_tensor.update(_cached_file_digest(path) if use_cache else _file_digest(path))
+        per_tensor.update(stat_cached(path, "tensor-digests.json", _file_digest) if use_cache else _file_digest(path))
     h = hashlib.sha256()
     for name in sorted(per_tensor):
         h.update(f"{name}={per_tensor[name]}\n".encode())

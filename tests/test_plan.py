@@ -189,3 +189,24 @@ def test_existing_output_needs_force(tiny_plan: Path, tmp_path: Path, cli):
     result = cli("elastic", "extract", "--plan", str(tiny_plan), "--shape", "d4-w50", "--out", str(out))
     assert result.code == 2 and "--force" in result.err
     assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_eval_scores_a_plan_shape(tiny_plan: Path, calib_text: Path, cli):
+    args = ["eval", "--plan", str(tiny_plan), "--text", str(calib_text), "--max-length", "64", "--stride", "32", "--json"]
+    full = cli(*args, "--shape", "full")
+    narrow = cli(*args, "--shape", "d3-w34")
+    assert full.code == 0 and narrow.code == 0, full.err + narrow.err
+    f, n = json.loads(full.out), json.loads(narrow.out)
+    assert f["model"] == "tiny-plan:d6-w100" and n["model"] == "tiny-plan:d3-w34"
+    assert f["perplexity"]["ppl"] != n["perplexity"]["ppl"]
+
+
+def test_eval_shape_needs_a_plan_and_lm_eval_needs_its_package(cli, monkeypatch):
+    result = cli("eval", "--shape", "d20-w75", "--text", "x.txt")
+    assert result.code == 2 and "--shape needs --plan" in result.err
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "lm_eval" else real(name, *a))
+    result = cli("eval", "--lm-eval", "piqa")
+    assert result.code == 4 and "pip install lm-eval" in result.err

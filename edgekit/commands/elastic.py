@@ -178,15 +178,10 @@ def frontier_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print the points as JSON."),
 ) -> None:
     """Accuracy vs size of plan shapes, ours against baselines: a table, a terminal plot and a PNG."""
-    from transformers import AutoTokenizer
-
-    from edgekit.elastic.base import base_folder, load_elastic
-    from edgekit.elastic.frontier import EvalSettings, frontier, plot_png, plot_terminal
-    from edgekit.elastic.plan import load_permutations, load_plan
+    from edgekit.elastic.frontier import EvalSettings, compare, plot_png, plot_terminal
+    from edgekit.elastic.plan import load_plan
     from edgekit.elastic.planner import DEPTH_BASELINES, WIDTH_BASELINES
-    from edgekit.elastic.planner import baselines as build_baselines
     from edgekit.evaluate import load_piqa, read_text
-    from edgekit.weights import Weights  # noqa: F401  (fail early if safetensors is missing)
 
     if text is None and mc is None:
         raise UsageError("nothing to evaluate: give --text FILE (perplexity) and/or --mc FILE (multiple choice)")
@@ -208,24 +203,19 @@ def frontier_cmd(
             skip = max(first.calibration.depth_tokens, first.calibration.width_tokens)  # held-out part only
     settings = EvalSettings(corpus, skip, max_tokens, max_length, stride, items)
 
-    entries: list[tuple[Any, Any]] = [(p, None) for p in loaded]
     with _progress() as progress:
         task = progress.add_task("preparing", total=None)
-        if kinds:
-            assert calib is not None
-            perms = load_permutations(first)
-            stage = lambda label: progress.update(task, description=label)  # noqa: E731
-            entries += build_baselines(first, perms, calib, kinds, model, on_stage=stage)
-        kind_of = [None] * len(loaded) + kinds
-        jobs = [(p, [s for s in grid if _relevant(p, s, k)]) for (p, _), k in zip(entries, kind_of, strict=True)]
-        progress.update(task, description="evaluating", total=sum(len(s) for _, s in jobs), completed=0)
-        perms_of = {id(p): q for p, q in entries}
-
-        def loader(plan: Any) -> tuple[Any, Any]:
-            elastic = load_elastic(plan, model, perms=perms_of.get(id(plan)))
-            return elastic, AutoTokenizer.from_pretrained(base_folder(plan, model))
-
-        points = frontier(jobs, settings, loader, on_point=lambda _p: progress.advance(task))
+        points = compare(
+            loaded,
+            grid,
+            settings,
+            kinds,
+            calib,
+            model,
+            on_stage=lambda label: progress.update(task, description=label),
+            on_total=lambda total: progress.update(task, description="evaluating", total=total, completed=0),
+            on_point=lambda _p: progress.advance(task),
+        )
     if png is not None:
         plot_png(points, png, f"{first.model.name}: accuracy vs size, no fine-tuning")
     result = {
@@ -248,18 +238,6 @@ def frontier_cmd(
     out.print(plot_terminal(points, metric), markup=False, highlight=False)
     if png is not None:
         out.print(f"plot written to {png}")
-
-
-def _relevant(plan: Any, shape: Any, kind: str | None) -> bool:
-    """A derived baseline is evaluated where it differs from the plan it came from: a depth baseline below
-    full depth, a width baseline below w100 (elsewhere it is the same network)."""
-    from edgekit.elastic.planner import DEPTH_BASELINES
-
-    if kind is None:
-        return True
-    if kind in DEPTH_BASELINES:
-        return shape.depth < plan.geometry.num_layers
-    return shape.width < 100
 
 
 def _print_points(points: list[Any], evaluation: dict[str, Any]) -> None:

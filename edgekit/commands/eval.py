@@ -24,20 +24,27 @@ def eval_cmd(
     stride: int = typer.Option(256, "--stride", min=1, help="How far each perplexity window moves, in tokens."),
     max_tokens: int | None = typer.Option(None, "--max-tokens", min=2, help="Score only the text's first N tokens."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Score only the first N multiple-choice items."),
+    lm_eval_tasks: str | None = typer.Option(
+        None, "--lm-eval", help="Also run these lm-evaluation-harness tasks (comma-separated); needs lm_eval."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """Measure a model: perplexity on a text and/or zero-shot multiple-choice accuracy."""
     from edgekit.evaluate import load_piqa, multiple_choice, perplexity, read_text
     from edgekit.modelref import load
 
-    if text is None and mc is None:
-        raise UsageError("nothing to evaluate: give --text FILE (perplexity) and/or --mc FILE (multiple choice)")
+    if text is None and mc is None and not lm_eval_tasks:
+        raise UsageError(
+            "nothing to evaluate: give --text FILE (perplexity), --mc FILE (multiple choice) and/or --lm-eval TASKS"
+        )
+    if shape is not None and plan is None:
+        raise UsageError("--shape needs --plan (the plan says which layers and channels a shape keeps)")
+    if lm_eval_tasks:
+        require_lm_eval()
     # Read the data before loading the model, so a bad file fails in milliseconds, not after the load.
     corpus = read_text(text) if text is not None else None
     items = load_piqa(mc, labels=labels, limit=limit) if mc is not None else None
 
-    if shape is not None and plan is None:
-        raise UsageError("--shape needs --plan (the plan says which layers and channels a shape keeps)")
     if plan is not None:
         mdl, tokenizer, name, source = load_plan_shape(plan, shape or "full", model)
     else:
@@ -51,6 +58,8 @@ def eval_cmd(
     if items is not None:
         results["multiple_choice"] = {"data": str(mc), **multiple_choice(mdl, tokenizer, items).to_dict()}
 
+    if lm_eval_tasks:
+        results["lm_eval"] = run_lm_eval(mdl, tokenizer, [t.strip() for t in lm_eval_tasks.split(",") if t.strip()])
     if json_out:
         print_json(results)
         return
@@ -72,6 +81,10 @@ def eval_cmd(
         table.add_row(name, "acc", f"{m['acc']:.4f} ± {m['stderr']:.4f}", f"{m['n']:,}", f"{m['seconds']:.1f}")
         table.add_row(name, "acc_norm", f"{m['acc_norm']:.4f} ± {m['acc_norm_stderr']:.4f}", "", "")
         notes.append(f"{name}: summed log-likelihood of each choice (acc), per UTF-8 byte of the choice (acc_norm)")
+    for task, metrics in results.get("lm_eval", {}).items():
+        for metric, value in metrics.items():
+            if isinstance(value, float) and "stderr" not in metric:
+                table.add_row(f"lm-eval {task}", metric, f"{value:.4f}", "", "")
     out.print(table)
     for note in notes:
         out.print(f"[dim]{note}[/dim]")
@@ -90,3 +103,31 @@ def load_plan_shape(plan_ref: str, shape_text: str, model: str | None) -> tuple[
         elastic = load_elastic(plan, model)
         tokenizer = AutoTokenizer.from_pretrained(base_folder(plan, model))
     return elastic.at(shape), tokenizer, f"{plan.name}:{shape}", str(plan.path)
+
+
+def require_lm_eval() -> None:
+    from importlib.util import find_spec
+
+    from edgekit.errors import MissingDependencyError
+
+    if find_spec("lm_eval") is None:
+        raise MissingDependencyError(
+            "--lm-eval needs lm-evaluation-harness: pip install lm-eval (its tasks download datasets from the hub)"
+        )
+
+
+def run_lm_eval(model: Any, tokenizer: Any, tasks: list[str]) -> dict[str, Any]:
+    """lm-evaluation-harness on the loaded model (a transformers model, or a plan shape behind the same calls)."""
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from transformers import PreTrainedModel
+
+    if not isinstance(model, PreTrainedModel):
+        raise UsageError("--lm-eval runs on Hugging Face checkpoints: cut the shape with `edgekit elastic extract`")
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=8)
+    try:
+        out = simple_evaluate(model=lm, tasks=tasks)
+    except Exception as exc:  # unknown task, dataset unreachable: lm_eval raises many kinds
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"lm-eval failed on {', '.join(tasks)}: {first}") from None
+    return {task: dict(metrics) for task, metrics in out["results"].items()}

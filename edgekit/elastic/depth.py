@@ -141,7 +141,10 @@ def baseline_select(calib: Calibration, method: str, min_depth: int, protected: 
     n = calib.model.geometry.num_layers
     sets: dict[int, list[int]] = {}
     if method == "last":
-        return {d: list(range(d)) for d in range(min_depth, n + 1)}
+        # The deepest layers go first, except protected ones: dropping the final layer itself wrecks any
+        # model (perplexity in the millions), which would make this baseline a straw man.
+        order = [i for i in reversed(range(n)) if i not in protected]
+        return {d: sorted(set(range(n)) - set(order[: n - d])) for d in range(min_depth, n + 1)}
     if method == "shortgpt":
         bi = calib.block_influence()
         order = sorted((i for i in range(n) if i not in protected), key=lambda i: bi[i])

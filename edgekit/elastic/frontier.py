@@ -108,6 +108,53 @@ def frontier(
     return points
 
 
+def relevant(plan: Plan, shape: Shape, kind: str | None) -> bool:
+    """A derived baseline is evaluated where it differs from the plan it came from: a depth baseline below
+    full depth, a width baseline below w100 (elsewhere it is the same network)."""
+    from edgekit.elastic.planner import DEPTH_BASELINES
+
+    if kind is None:
+        return True
+    if kind in DEPTH_BASELINES:
+        return shape.depth < plan.geometry.num_layers
+    return shape.width < 100
+
+
+def compare(
+    plans: list[Plan],
+    grid: list[Shape],
+    settings: EvalSettings,
+    kinds: list[str],
+    calib: Path | None,
+    model: str | None = None,
+    on_stage: Callable[[str], Any] | None = None,
+    on_total: Callable[[int], None] | None = None,
+    on_point: Callable[[Point], None] | None = None,
+) -> list[Point]:
+    """The plans, plus baselines of `kinds` derived from the first, evaluated on the grid."""
+    from transformers import AutoTokenizer
+
+    from edgekit.elastic.base import base_folder, load_elastic
+    from edgekit.elastic.plan import load_permutations
+    from edgekit.elastic.planner import baselines
+
+    entries: list[tuple[Plan, Any, str | None]] = [(p, None, None) for p in plans]
+    if kinds:
+        assert calib is not None
+        derived = baselines(plans[0], load_permutations(plans[0]), calib, kinds, model, on_stage=on_stage)
+        entries += [(p, q, k) for (p, q), k in zip(derived, kinds, strict=True)]
+    jobs = [(p, [s for s in grid if relevant(p, s, k)]) for p, _, k in entries]
+    perms_of = {id(p): q for p, q, _ in entries}
+    if on_total is not None:
+        on_total(sum(len(s) for _, s in jobs))
+
+    def loader(plan: Plan) -> tuple[Any, Any]:
+        elastic = load_elastic(plan, model, perms=perms_of.get(id(plan)))
+        return elastic, AutoTokenizer.from_pretrained(base_folder(plan, model))
+
+    return frontier(jobs, settings, loader, on_point=on_point)
+
+
 # ------------------------------------------------------------------------------------------- plots
 
 

