@@ -192,7 +192,18 @@ def test_existing_output_needs_force(tiny_plan: Path, tmp_path: Path, cli):
 
 
 def test_eval_scores_a_plan_shape(tiny_plan: Path, calib_text: Path, cli):
-    args = ["eval", "--plan", str(tiny_plan), "--text", str(calib_text), "--max-length", "64", "--stride", "32", "--json"]
+    args = [
+        "eval",
+        "--plan",
+        str(tiny_plan),
+        "--text",
+        str(calib_text),
+        "--max-length",
+        "64",
+        "--stride",
+        "32",
+        "--json",
+    ]
     full = cli(*args, "--shape", "full")
     narrow = cli(*args, "--shape", "d3-w34")
     assert full.code == 0 and narrow.code == 0, full.err + narrow.err
@@ -210,3 +221,26 @@ def test_eval_shape_needs_a_plan_and_lm_eval_needs_its_package(cli, monkeypatch)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "lm_eval" else real(name, *a))
     result = cli("eval", "--lm-eval", "piqa")
     assert result.code == 4 and "pip install lm-eval" in result.err
+
+
+def test_qwen2_with_attention_biases_plans_and_extracts_exactly(calib_text: Path, tmp_path: Path, cli):
+    from tiny import build_tiny_qwen2
+
+    model_dir = build_tiny_qwen2(tmp_path / "qwen2")
+    plan_dir = tmp_path / "plan"
+    result = cli("elastic", "plan", "--model", str(model_dir), "--calib", str(calib_text), "--out", str(plan_dir),
+                 "--calib-tokens", "64", "--width-tokens", "128", "--seq-len", "16")  # fmt: skip
+    assert result.code == 0, result.err
+    plan = load_plan(plan_dir)
+    elastic = load_elastic(plan)
+    hf_full = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    ids = _ids()
+    with torch.no_grad():
+        assert (elastic(ids).logits - hf_full(ids).logits).abs().max().item() < 1e-5
+    out = tmp_path / "sub"
+    assert cli("elastic", "extract", "--plan", str(plan_dir), "--shape", "d3-w50", "--out", str(out)).code == 0
+    hf = AutoModelForCausalLM.from_pretrained(out).eval()
+    assert hf.config.model_type == "qwen2" and hf.config.num_attention_heads == 2
+    assert hf.model.layers[0].self_attn.q_proj.bias.shape == (2 * 16,)
+    with torch.no_grad():
+        assert (elastic(ids, plan.shape("d3-w50")).logits - hf(ids).logits).abs().max().item() < 1e-5

@@ -173,3 +173,31 @@ def build_wheel(gguf_path: Path, wheel_dir: Path, package: str = "tiny-llm", ver
         for name, data in files.items():
             zf.writestr(name, data)
     return wheel
+
+
+def build_tiny_qwen2(out: Path, seed: int = 2, layers: int = 4, hidden: int = 64, ffn: int = 192) -> Path:
+    """A random Qwen2 (q/k/v biases, untied LM head, 4 heads / 2 KV heads) with the tiny tokenizer."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(out)
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=ffn,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    model = Qwen2ForCausalLM(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.08)
+    model.save_pretrained(out, safe_serialization=True)
+    return out
