@@ -97,15 +97,77 @@ def subnet_state(
     return state
 
 
+def elastic_state(elastic: Any, shape: Shape) -> dict[str, torch.Tensor]:
+    """The subnet's Hugging Face state from a loaded ElasticModel, with its SMOL mix merged when attached."""
+    g = elastic.geometry
+    dims = g.dims(shape.width)
+    layers = elastic.layers_for(shape.depth)
+    per, kv, hd = dims.heads_per_group, g.num_kv_heads, g.head_dim
+    # rank-major slot (r * kv + grp) -> group-major head (grp * per + r)
+    slots = torch.tensor([(h % per) * kv + h // per for h in range(per * kv)])
+    order = (slots[:, None] * hd + torch.arange(hd)).reshape(-1)
+    rows = dims.num_heads * hd
+    smol = elastic.smol
+    mix = smol.mix(shape, layers) if smol is not None else None
+
+    def merged(i: int, target: str, w: torch.Tensor, rows: int | None = None, cols: int | None = None):
+        return w if smol is None else smol.merged(i, target, w, mix, rows, cols)
+
+    state: dict[str, torch.Tensor] = {"model.embed_tokens.weight": elastic.embed, "model.norm.weight": elastic.norm}
+    if elastic.lm_head is not None:
+        state["lm_head.weight"] = elastic.lm_head
+    for new, i in enumerate(layers):
+        b, p = elastic.blocks[i], f"model.layers.{new}."
+        state[p + "input_layernorm.weight"] = b.ln1
+        state[p + "post_attention_layernorm.weight"] = b.ln2
+        state[p + "self_attn.q_proj.weight"] = merged(i, "q", b.q[:rows], rows=rows)[order]
+        state[p + "self_attn.k_proj.weight"] = merged(i, "k", b.k)
+        state[p + "self_attn.v_proj.weight"] = merged(i, "v", b.v)
+        state[p + "self_attn.o_proj.weight"] = merged(i, "o", b.o[:, :rows], cols=rows)[:, order]
+        for name, key in (("q_b", "q_proj"), ("k_b", "k_proj"), ("v_b", "v_proj")):
+            bias = getattr(b, name, None)
+            if bias is not None:
+                state[p + f"self_attn.{key}.bias"] = bias[:rows][order] if name == "q_b" else bias
+        state[p + "mlp.gate_proj.weight"] = merged(i, "gate", b.gate[: dims.ffn], rows=dims.ffn)
+        state[p + "mlp.up_proj.weight"] = merged(i, "up", b.up[: dims.ffn], rows=dims.ffn)
+        state[p + "mlp.down_proj.weight"] = merged(i, "down", b.down[:, : dims.ffn], cols=dims.ffn)
+    return {k: v.detach().contiguous() for k, v in state.items()}
+
+
 def extract(plan: Plan, perms: Permutations, base: Path, shape: Shape, out: Path, force: bool = False) -> SubnetInfo:
-    """Write the subnet for `shape` to `out` atomically (plan and base already verified by the caller)."""
+    """Write the subnet for `shape` to `out` atomically (plan and base already verified by the caller).
+
+    Reads only the kept rows and columns from the base weights: the fast path for plans without SMOL."""
+    plan.check_shape(shape)
+    layers = plan.layer_sets[shape.depth]
+    state = subnet_state(Weights(base), plan.geometry, perms, shape, layers)
+    return write_subnet(state, plan, base, shape, layers, out, force)
+
+
+def extract_elastic(
+    elastic: Any, plan: Plan, base: Path, shape: Shape, out: Path, force: bool = False, extra: dict | None = None
+) -> SubnetInfo:
+    """Write the subnet from a loaded ElasticModel (SMOL merged when attached)."""
+    plan.check_shape(shape)
+    with torch.no_grad():
+        state = elastic_state(elastic.eval(), shape)
+    return write_subnet(state, plan, base, shape, plan.layer_sets[shape.depth], out, force, extra)
+
+
+def write_subnet(
+    state: dict[str, torch.Tensor],
+    plan: Plan,
+    base: Path,
+    shape: Shape,
+    layers: list[int],
+    out: Path,
+    force: bool = False,
+    extra: dict | None = None,
+) -> SubnetInfo:
     from safetensors.torch import save_file
 
     start = time.perf_counter()
-    plan.check_shape(shape)
-    layers = plan.layer_sets[shape.depth]
     config = read_config(base)
-    state = subnet_state(Weights(base), plan.geometry, perms, shape, layers)
     tied = config.get("tie_word_embeddings", False)
     if tied:
         state.pop("lm_head.weight", None)
@@ -129,6 +191,7 @@ def extract(plan: Plan, perms: Permutations, base: Path, shape: Shape, out: Path
                 "permutations_sha256": plan.permutations_sha256,
             },
             "base_model": asdict(plan.model),
+            **(extra or {}),
             "edgekit_version": __version__,
             "files": hash_tree(tmp),
             "seconds": round(time.perf_counter() - start, 3),

@@ -86,6 +86,9 @@ class ElasticModel(nn.Module):
         # Called as observer(block, "o" | "down", input) during forward: calibration reads the
         # inputs of o_proj (rank-major heads) and down_proj here without a second model.
         self.observer: Any = None
+        # SMOL adapters (stage 2), when attached; `_mix` is the gate's expert weights for the shape being run.
+        self.smol: Any = None
+        self._mix: torch.Tensor | None = None
 
     # ------------------------------------------------------------ construction
 
@@ -142,16 +145,28 @@ class ElasticModel(nn.Module):
 
     # ------------------------------------------------------------ forward
 
+    def proj(
+        self, index: int, target: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+        rows: int | None = None, cols: int | None = None,
+    ) -> torch.Tensor:  # fmt: skip
+        """One projection on its kept rows/columns, plus the shape's SMOL LoRA when one is attached."""
+        y = F.linear(x, weight, bias)
+        if self.smol is not None and self._mix is not None:
+            delta = self.smol.delta(index, target, x, self._mix, rows, cols)
+            if delta is not None:
+                y = y + delta
+        return y
+
     def attention(
-        self, blk: Block, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, q_heads: int
+        self, index: int, blk: Block, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, q_heads: int
     ) -> torch.Tensor:
         g = self.geometry
         bsz, t, _ = x.shape
         hd, kv = g.head_dim, g.num_kv_heads
         rows = q_heads * hd
-        q = F.linear(x, blk.q[:rows], blk.bias("q_b", rows))
-        k = F.linear(x, blk.k, blk.bias("k_b", kv * hd))
-        v = F.linear(x, blk.v, blk.bias("v_b", kv * hd))
+        q = self.proj(index, "q", x, blk.q[:rows], blk.bias("q_b", rows), rows=rows)
+        k = self.proj(index, "k", x, blk.k, blk.bias("k_b", kv * hd))
+        v = self.proj(index, "v", x, blk.v, blk.bias("v_b", kv * hd))
         per_group = q_heads // kv
         # rank-major (B, T, rank, group, hd) -> group-major heads for SDPA's GQA broadcasting
         q = q.view(bsz, t, per_group, kv, hd).permute(0, 3, 2, 1, 4).reshape(bsz, q_heads, t, hd)
@@ -167,19 +182,20 @@ class ElasticModel(nn.Module):
         out = out.view(bsz, kv, per_group, t, hd).permute(0, 3, 2, 1, 4).reshape(bsz, t, rows)
         if self.observer is not None:
             self.observer(blk, "o", out)
-        return F.linear(out, blk.o[:, :rows])
+        return self.proj(index, "o", out, blk.o[:, :rows], cols=rows)
 
-    def mlp(self, blk: Block, x: torch.Tensor, ffn: int) -> torch.Tensor:
-        inner = F.silu(F.linear(x, blk.gate[:ffn])) * F.linear(x, blk.up[:ffn])
+    def mlp(self, index: int, blk: Block, x: torch.Tensor, ffn: int) -> torch.Tensor:
+        gate = self.proj(index, "gate", x, blk.gate[:ffn], rows=ffn)
+        inner = F.silu(gate) * self.proj(index, "up", x, blk.up[:ffn], rows=ffn)
         if self.observer is not None:
             self.observer(blk, "down", inner)
-        return F.linear(inner, blk.down[:, :ffn])
+        return self.proj(index, "down", inner, blk.down[:, :ffn], cols=ffn)
 
     def block(self, index: int, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, width: int) -> torch.Tensor:
         dims = self.geometry.dims(width)
         blk = self.blocks[index]
-        x = x + self.attention(blk, rms_norm(x, blk.ln1, self.eps), cos, sin, dims.num_heads)
-        return x + self.mlp(blk, rms_norm(x, blk.ln2, self.eps), dims.ffn)
+        x = x + self.attention(index, blk, rms_norm(x, blk.ln1, self.eps), cos, sin, dims.num_heads)
+        return x + self.mlp(index, blk, rms_norm(x, blk.ln2, self.eps), dims.ffn)
 
     def rope(self, x: torch.Tensor, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         pos = torch.arange(start, start + x.shape[1], device=x.device).unsqueeze(0)
@@ -190,8 +206,12 @@ class ElasticModel(nn.Module):
 
     def run_layers(self, x: torch.Tensor, layers: list[int], width: int) -> torch.Tensor:
         cos, sin = self.rope(x)
-        for i in layers:
-            x = self.block(i, x, cos, sin, width)
+        self._mix = self.smol.mix(Shape(len(layers), width), layers) if self.smol is not None else None
+        try:
+            for i in layers:
+                x = self.block(i, x, cos, sin, width)
+        finally:
+            self._mix = None
         return x
 
     def forward(

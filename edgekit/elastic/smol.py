@@ -1,0 +1,151 @@
+"""SMOL: AmoebaLLM's shape-aware mixture of LoRAs.
+
+Every adapted projection of every layer holds E LoRA pairs (A_e: rank x in, B_e: out x rank). One
+global gate reads the shape, encoded as [layer-active mask of length L, one-hot width over the
+plan's grid, width / 100], and maps it through two small linear layers to E logits; the top k are
+kept (with Gaussian noise on the logits while training, so every expert gets tried) and softmaxed.
+The layer then uses A = sum_e g_e A_e and B = sum_e g_e B_e: for a fixed shape the mix is a single
+LoRA, which merges into the base weights at extraction at no inference cost.
+
+LoRA and width slicing agree: the adapters live in the ElasticModel's nested (permuted, rank-major
+for query heads) coordinates, so a narrower shape uses the prefix rows of B for q/k/v/gate/up and
+the prefix columns of A for o/down, exactly the rows and columns its base weights keep.
+
+With `gated=False` there is one LoRA shared by every shape (the plain one-for-all baseline).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from edgekit.shapes import Geometry, Shape
+
+TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
+
+
+@dataclass
+class SmolConfig:
+    experts: int = 4
+    rank: int = 8
+    alpha: float = 16.0
+    top_k: int = 2
+    gate_hidden: int = 64
+    noise: float = 1.0  # std of the logit noise while training (noisy top-k)
+    gated: bool = True
+    targets: list[str] = field(default_factory=lambda: list(TARGETS))
+
+    def __post_init__(self) -> None:
+        bad = [t for t in self.targets if t not in TARGETS]
+        if bad:
+            raise ValueError(f"unknown SMOL target {bad[0]}; choose from {', '.join(TARGETS)}")
+        if not self.gated:
+            self.experts, self.top_k = 1, 1
+        if not 1 <= self.top_k <= self.experts:
+            raise ValueError(f"top_k must be between 1 and experts ({self.experts}), got {self.top_k}")
+        if self.rank < 1:
+            raise ValueError(f"rank must be at least 1, got {self.rank}")
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / self.rank
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def projection_dims(g: Geometry) -> dict[str, tuple[int, int]]:
+    """(in, out) of each adaptable projection at full width."""
+    q = g.num_heads * g.head_dim
+    kv = g.num_kv_heads * g.head_dim
+    return {
+        "q": (g.hidden, q),
+        "k": (g.hidden, kv),
+        "v": (g.hidden, kv),
+        "o": (q, g.hidden),
+        "gate": (g.hidden, g.ffn),
+        "up": (g.hidden, g.ffn),
+        "down": (g.ffn, g.hidden),
+    }
+
+
+class Smol(nn.Module):
+    def __init__(self, geometry: Geometry, config: SmolConfig, widths: list[int]) -> None:
+        super().__init__()
+        self.geometry, self.config = geometry, config
+        self.widths = sorted(widths, reverse=True)
+        n, e, r = geometry.num_layers, config.experts, config.rank
+        dims = projection_dims(geometry)
+        self.A = nn.ParameterDict()
+        self.B = nn.ParameterDict()
+        for t in config.targets:
+            fan_in, fan_out = dims[t]
+            # LoRA's init: A random (Kaiming-uniform bound), B zero, so training starts at the base model.
+            bound = 1 / math.sqrt(fan_in)
+            self.A[t] = nn.Parameter(torch.empty(n, e, r, fan_in).uniform_(-bound, bound))
+            self.B[t] = nn.Parameter(torch.zeros(n, e, fan_out, r))
+        code = n + len(self.widths) + 1
+        self.gate = nn.Sequential(nn.Linear(code, config.gate_hidden), nn.GELU(), nn.Linear(config.gate_hidden, e))
+
+    # ------------------------------------------------------------------ gate
+
+    def encode(self, shape: Shape, layers: list[int]) -> torch.Tensor:
+        code = torch.zeros(self.geometry.num_layers + len(self.widths) + 1)
+        code[layers] = 1.0
+        if shape.width in self.widths:
+            code[self.geometry.num_layers + self.widths.index(shape.width)] = 1.0
+        code[-1] = shape.width / 100
+        return code
+
+    def mix(self, shape: Shape, layers: list[int]) -> torch.Tensor:
+        """The gate's sparse expert weights (E,) for this shape: top-k softmax, noisy while training."""
+        if not self.config.gated:
+            return torch.ones(1, device=self.gate[0].weight.device)
+        logits = self.gate(self.encode(shape, layers).to(self.gate[0].weight.device))
+        if self.training and self.config.noise > 0:
+            logits = logits + torch.randn_like(logits) * self.config.noise
+        top = torch.topk(logits, self.config.top_k)
+        weights = torch.zeros_like(logits)
+        return weights.scatter(0, top.indices, torch.softmax(top.values, dim=0))
+
+    # ------------------------------------------------------------------ LoRA
+
+    def factors(
+        self, layer: int, target: str, mix: torch.Tensor, rows: int | None = None, cols: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The mixed (A, B) of one projection, sliced to the shape's kept rows / columns; None if not adapted."""
+        if target not in self.A:
+            return None
+        a = torch.einsum("e,eri->ri", mix, self.A[target][layer])
+        b = torch.einsum("e,eor->or", mix, self.B[target][layer])
+        if cols is not None:
+            a = a[:, :cols]
+        if rows is not None:
+            b = b[:rows]
+        return a, b
+
+    def delta(
+        self, layer: int, target: str, x: torch.Tensor, mix: torch.Tensor, rows: int | None = None,
+        cols: int | None = None,
+    ) -> torch.Tensor | None:  # fmt: skip
+        ab = self.factors(layer, target, mix, rows, cols)
+        if ab is None:
+            return None
+        a, b = ab
+        return (x @ a.T.to(x.dtype)) @ b.T.to(x.dtype) * self.config.scaling
+
+    def merged(
+        self, layer: int, target: str, weight: torch.Tensor, mix: torch.Tensor, rows: int | None, cols: int | None
+    ) -> torch.Tensor:
+        """weight (already sliced to rows/cols) plus the mixed LoRA's product: what a merged checkpoint holds."""
+        ab = self.factors(layer, target, mix, rows, cols)
+        if ab is None:
+            return weight
+        a, b = ab
+        return weight + (b.double() @ a.double()).to(weight.dtype) * self.config.scaling
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

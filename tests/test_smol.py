@@ -1,0 +1,90 @@
+"""SMOL on the tiny plan: merged extraction equals the adapted ElasticModel, the gate is sparse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from edgekit.elastic.base import base_folder, load_elastic
+from edgekit.elastic.extract import extract, extract_elastic
+from edgekit.elastic.plan import load_permutations, load_plan
+from edgekit.elastic.smol import Smol, SmolConfig
+from edgekit.shapes import Shape
+
+
+def _ids(seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 300, (2, 20), generator=torch.Generator().manual_seed(seed))
+
+
+def _adapted(plan, cfg: SmolConfig | None = None):
+    elastic = load_elastic(plan)
+    torch.manual_seed(0)
+    smol = Smol(plan.geometry, cfg or SmolConfig(experts=4, rank=4, top_k=2), plan.width.grid)
+    with torch.no_grad():  # trained adapters are not zero: give B values so the merge matters
+        for b in smol.B.values():
+            b.normal_(0, 0.05)
+    elastic.smol = smol
+    return elastic.eval()
+
+
+@pytest.mark.parametrize("shape", ["d6-w100", "d5-w67", "d3-w34"])
+def test_merged_extraction_equals_the_elastic_model_with_smol(tiny_plan: Path, tmp_path: Path, shape: str):
+    plan = load_plan(tiny_plan)
+    elastic = _adapted(plan)
+    s = plan.shape(shape)
+    with torch.no_grad():
+        adapted = elastic(_ids(), s).logits
+        elastic.smol, smol = None, elastic.smol
+        plain = elastic(_ids(), s).logits
+        elastic.smol = smol
+    assert (adapted - plain).abs().max() > 1e-3, "the adapters must change the output for this test to mean anything"
+    extract_elastic(elastic, plan, base_folder(plan), s, tmp_path / "sub")
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "sub").eval()
+    with torch.no_grad():
+        assert (hf(_ids()).logits - adapted).abs().max().item() < 1e-5
+
+
+def test_extraction_from_the_elastic_model_equals_the_fast_path(tiny_plan: Path, tmp_path: Path):
+    plan = load_plan(tiny_plan)
+    s = plan.shape("d4-w50")
+    extract(plan, load_permutations(plan), base_folder(plan), s, tmp_path / "fast")
+    extract_elastic(load_elastic(plan), plan, base_folder(plan), s, tmp_path / "slow")
+    fast, slow = (
+        load_file(str(tmp_path / "fast/model.safetensors")),
+        load_file(str(tmp_path / "slow/model.safetensors")),
+    )
+    assert fast.keys() == slow.keys()
+    assert all(torch.equal(fast[k], slow[k]) for k in fast)
+
+
+def test_gate_is_sparse_and_shape_aware(tiny_plan: Path):
+    plan = load_plan(tiny_plan)
+    smol = Smol(plan.geometry, SmolConfig(experts=5, rank=2, top_k=2), plan.width.grid).eval()
+    with torch.no_grad():
+        for layer in smol.gate:
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.normal_(0, 1.0)
+    mixes = {}
+    for d in plan.depths:
+        for w in plan.width.grid:
+            mix = smol.mix(Shape(d, w), plan.layer_sets[d])
+            assert int((mix > 0).sum()) == 2 and abs(mix.sum().item() - 1) < 1e-6
+            mixes[(d, w)] = mix
+    assert len({tuple(m.tolist()) for m in mixes.values()}) > 1, "different shapes should get different mixes"
+    shape = next(iter(mixes))
+    again = smol.mix(Shape(*shape), plan.layer_sets[shape[0]])
+    assert torch.equal(again, mixes[shape]), "eval mode is deterministic"
+    smol.train()
+    draws = {tuple(smol.mix(Shape(*shape), plan.layer_sets[shape[0]]).tolist()) for _ in range(20)}
+    assert len(draws) > 1, "training adds noise to the gate"
+
+
+def test_ungated_smol_is_one_lora_for_every_shape(tiny_plan: Path):
+    plan = load_plan(tiny_plan)
+    smol = Smol(plan.geometry, SmolConfig(gated=False, experts=4, rank=2), plan.width.grid)
+    assert smol.config.experts == 1 and smol.A["q"].shape[1] == 1
+    assert torch.equal(smol.mix(Shape(3, 34), plan.layer_sets[3]), torch.ones(1))
