@@ -1,0 +1,167 @@
+"""The elastic checkpoint: a plan, the SMOL weights trained on it, the recipe, and an accuracy table.
+
+    CKPT/plan/                 the plan (plan.json, permutations.safetensors), copied
+    CKPT/smol.safetensors      SMOL experts and gate (fp16 when shipped, to stay small)
+    CKPT/smol.json             SMOL config and the width grid the gate encodes
+    CKPT/recipe.yaml           the recipe that made it
+    CKPT/accuracy.json         per shape: dev perplexities and PIQA accuracy (what `deploy` ranks by)
+    CKPT/manifest.json         model identity, training summary, and every file's sha256
+
+The base weights are not copied: the plan's digest names them and every load verifies it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgekit import __version__
+from edgekit.artifacts import atomic_dir, hash_tree, verify_files, write_json_atomic
+from edgekit.elastic.plan import Plan, load_plan
+from edgekit.elastic.smol import Smol, SmolConfig
+from edgekit.errors import IntegrityError, UsageError
+
+FORMAT = "edgekit-elastic/1"
+MANIFEST = "manifest.json"
+ACCURACY = "accuracy.json"
+
+
+@dataclass
+class ElasticCheckpoint:
+    path: Path
+    plan: Plan
+    smol_config: SmolConfig
+    widths: list[int]
+    manifest: dict[str, Any]
+    accuracy: dict[str, Any] | None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def shipped_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+def write_checkpoint(
+    out: Path,
+    plan: Plan,
+    smol: Smol,
+    recipe: dict[str, Any],
+    training: dict[str, Any],
+    accuracy: dict[str, Any] | None = None,
+    half: bool = False,
+    force: bool = False,
+) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
+    assert plan.path is not None
+    with atomic_dir(out, replace=force) as tmp:
+        shutil.copytree(plan.path, tmp / "plan", ignore=shutil.ignore_patterns(".partial-*"))
+        dtype = torch.float16 if half else torch.float32
+        tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in smol.state_dict().items()}
+        save_file(tensors, str(tmp / "smol.safetensors"), metadata={"format": FORMAT})
+        (tmp / "smol.json").write_text(
+            json.dumps({"config": smol.config.to_dict(), "widths": smol.widths, "parameters": smol.num_parameters()})
+        )
+        (tmp / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+        if accuracy is not None:
+            write_json_atomic(tmp / ACCURACY, accuracy)
+        manifest = {
+            "format": FORMAT,
+            "model": plan.model.__dict__,
+            "plan": {"depth": plan.depth.method, "width": plan.width.method, "depths": plan.depths},
+            "training": training,
+            "edgekit_version": __version__,
+            "files": hash_tree(tmp),
+        }
+        write_json_atomic(tmp / MANIFEST, manifest)
+    return out
+
+
+def set_accuracy(ckpt: ElasticCheckpoint, accuracy: dict[str, Any]) -> None:
+    """Add or replace the accuracy table, keeping the manifest's hashes true (both files replaced atomically)."""
+    write_json_atomic(ckpt.path / ACCURACY, accuracy)
+    manifest = dict(ckpt.manifest)
+    manifest["files"] = hash_tree(ckpt.path, skip={MANIFEST})
+    write_json_atomic(ckpt.path / MANIFEST, manifest)
+    ckpt.manifest, ckpt.accuracy = manifest, accuracy
+
+
+def checkpoint_dir(ref: str | Path) -> Path:
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return path
+    shipped = shipped_dir() / str(ref)
+    if (shipped / MANIFEST).is_file():
+        return shipped
+    names = ", ".join(sorted(p.name for p in shipped_dir().glob("*") if (p / MANIFEST).is_file())) or "none"
+    raise UsageError(f"no elastic checkpoint at '{ref}': give a folder from `edgekit elastic train` or {names}")
+
+
+def load_checkpoint(ref: str | Path, verify: bool = True) -> ElasticCheckpoint:
+    folder = checkpoint_dir(ref)
+    what = f"elastic checkpoint {folder}"
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        smol_meta = json.loads((folder / "smol.json").read_text())
+    except FileNotFoundError as exc:
+        raise IntegrityError(f"{what} is incomplete: {Path(exc.filename).name} is missing") from None
+    except json.JSONDecodeError:
+        raise IntegrityError(f"{what} is corrupt: unreadable JSON") from None
+    if manifest.get("format") != FORMAT:
+        raise IntegrityError(f"{what} has format {manifest.get('format')!r}; this edgekit reads {FORMAT}")
+    if verify:
+        verify_files(folder, manifest["files"], what)
+    accuracy = json.loads((folder / ACCURACY).read_text()) if (folder / ACCURACY).is_file() else None
+    try:
+        config = SmolConfig(**smol_meta["config"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise IntegrityError(f"{what} is corrupt: smol.json ({exc})") from None
+    return ElasticCheckpoint(folder, load_plan(folder / "plan"), config, smol_meta["widths"], manifest, accuracy)
+
+
+def load_smol(ckpt: ElasticCheckpoint, device: str = "cpu") -> Smol:
+    from safetensors.torch import load_file
+
+    smol = Smol(ckpt.plan.geometry, ckpt.smol_config, ckpt.widths)
+    state = {k: v.float() for k, v in load_file(str(ckpt.path / "smol.safetensors")).items()}
+    try:
+        smol.load_state_dict(state)
+    except RuntimeError as exc:
+        raise IntegrityError(f"elastic checkpoint {ckpt.path}: SMOL weights do not fit its config ({exc})") from None
+    return smol.to(device).eval()
+
+
+def load_elastic_checkpoint(ref: str | Path, model: str | None = None, device: str = "cpu") -> tuple[Any, Any]:
+    """(ElasticModel with SMOL attached, ElasticCheckpoint)."""
+    from edgekit.elastic.base import load_elastic
+
+    ckpt = load_checkpoint(ref)
+    elastic = load_elastic(ckpt.plan, model, device)
+    elastic.smol = load_smol(ckpt, device)
+    return elastic, ckpt
+
+
+def list_checkpoints(extra_dirs: list[Path]) -> list[tuple[Path, dict[str, Any] | None, str]]:
+    """(folder, manifest or None if broken, 'shipped' | 'user') for shipped checkpoints and those under dirs."""
+    found = []
+    for kind, root in [("shipped", shipped_dir())] + [("user", d) for d in extra_dirs]:
+        if not root.is_dir():
+            continue
+        for folder in sorted(p for p in root.rglob(MANIFEST) if ".partial-" not in str(p)):
+            try:
+                manifest = json.loads(folder.read_text())
+                if manifest.get("format") != FORMAT:
+                    continue
+            except (OSError, json.JSONDecodeError):
+                manifest = None
+            found.append((folder.parent, manifest, kind))
+    return found

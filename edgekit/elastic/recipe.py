@@ -1,0 +1,166 @@
+"""Training recipes: YAML files with a fixed schema, overridable from the command line as key=value.
+
+Every ingredient of the one-for-all run has a switch here, so the ablations run from the same code:
+`train.distill=false`, `train.balance=false`, `train.sandwich=false`, `smol.gated=false`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from edgekit.elastic.smol import SmolConfig
+from edgekit.errors import UsageError
+
+
+def _shipped() -> Path:
+    from importlib.resources import files
+
+    return Path(str(files("edgekit.recipes")))
+
+
+@dataclass
+class DataConfig:
+    train: str = ""  # text file, JSONL of instruction/response pairs, or a hub dataset name
+    format: str = "auto"  # auto | text | jsonl
+    seq_len: int = 256
+    max_tokens: int | None = None  # read at most this many training tokens
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 4
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup: int = 50
+    seed: int = 0
+    shapes_per_step: int = 4
+    sandwich: bool = True  # always include the largest and the smallest shape
+    distill: bool = True  # subnets learn from the full model's logits (else from the data)
+    teacher: str = "inplace"  # inplace: the full model as it trains | frozen: the original model, cached top-k
+    teacher_topk: int = 64
+    temperature: float = 1.0
+    balance: bool = True  # loss-magnitude balancing: L_i * sg(L_full) / sg(L_i)
+    grid: list[str] | None = None  # shapes to sample from (default: the plan's grid)
+    checkpoint_every: int = 100
+    log_every: int = 10
+    grad_clip: float = 1.0
+    device: str = "auto"  # auto | cpu | cuda
+    bf16: str = "auto"  # autocast where a GPU supports it
+    grad_checkpointing: str = "auto"
+
+
+@dataclass
+class EvalConfig:
+    text: str | None = None
+    text_max_tokens: int = 16384
+    domain_text: str | None = None
+    mc: str | None = None
+    mc_labels: str | None = None
+    mc_limit: int | None = 400
+
+
+@dataclass
+class Recipe:
+    plan: str = "smollm2-135m"
+    model: str | None = None  # default: the model the plan was made for
+    smol: SmolConfig = field(default_factory=SmolConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def check(self) -> None:
+        t = self.train
+        problems = [
+            (t.steps >= 1, "train.steps must be at least 1"),
+            (t.batch_size >= 1, "train.batch_size must be at least 1"),
+            (t.lr > 0, "train.lr must be positive"),
+            (
+                t.shapes_per_step >= (2 if t.sandwich else 1),
+                "train.shapes_per_step must be at least 2 with the sandwich",
+            ),
+            (t.teacher in ("inplace", "frozen"), "train.teacher must be inplace or frozen"),
+            (t.temperature > 0, "train.temperature must be positive"),
+            (self.data.seq_len >= 8, "data.seq_len must be at least 8"),
+            (self.data.format in ("auto", "text", "jsonl"), "data.format must be auto, text or jsonl"),
+            (bool(self.data.train), "data.train is required (a text file, a JSONL file or a dataset name)"),
+            (t.device in ("auto", "cpu", "cuda"), "train.device must be auto, cpu or cuda"),
+        ]
+        for ok, message in problems:
+            if not ok:
+                raise UsageError(f"recipe: {message}")
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise UsageError(f"recipe: {where or 'the recipe'} must be a mapping")
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise UsageError(
+            f"recipe: unknown key {where + '.' if where else ''}{unknown[0]} (known: {', '.join(sorted(names))})"
+        )
+    kwargs = {}
+    for key, value in data.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, f"{where}.{key}" if where else key)
+        else:
+            kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"recipe: {where or 'top level'}: {exc}") from None
+
+
+def _coerce(text: str) -> Any:
+    return yaml.safe_load(text) if text != "" else ""
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for item in overrides:
+        if "=" not in item:
+            raise UsageError(f"override '{item}' is not key=value (e.g. train.steps=200)")
+        key, value = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UsageError(f"override '{item}': {part} is not a section")
+        node[parts[-1]] = _coerce(value)
+    return data
+
+
+def recipe_path(ref: str) -> Path:
+    path = Path(ref).expanduser()
+    if path.is_file():
+        return path
+    shipped = _shipped() / f"{ref}.yaml"
+    if shipped.is_file():
+        return shipped
+    names = ", ".join(sorted(p.stem for p in _shipped().glob("*.yaml"))) or "none"
+    raise UsageError(f"no recipe at '{ref}': give a YAML file or a shipped recipe ({names})")
+
+
+def load_recipe(ref: str | None, overrides: list[str] | None = None) -> Recipe:
+    data: dict[str, Any] = {}
+    if ref:
+        path = recipe_path(ref)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise UsageError(f"recipe {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    data = apply_overrides(data, overrides or [])
+    recipe = _build(Recipe, data, "")
+    recipe.check()
+    return recipe

@@ -1,0 +1,359 @@
+"""One-for-all fine-tuning (AmoebaLLM stage 2): SMOL adapters on the frozen, permuted base weights.
+
+Each step samples shapes (the sandwich: largest, smallest, and random ones from the grid), runs the
+full model on the data (cross-entropy), and trains every other shape against the full model's
+detached logits (in-place distillation) or a frozen original model's cached top-k logits. Losses are
+balanced so each shape pulls with the full model's strength: L_i * sg(L_full) / sg(L_i).
+
+Everything a step does depends only on (seed, step): the batch, the shapes, the gate noise. So a run
+resumed from a checkpoint takes exactly the steps the uninterrupted run would have taken.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from edgekit.artifacts import atomic_dir, write_json_atomic
+from edgekit.elastic.recipe import Recipe
+from edgekit.errors import IntegrityError, ResourceError, UsageError
+from edgekit.shapes import Shape
+
+CHECKPOINTS = "checkpoints"
+METRICS = "metrics.csv"
+
+
+@dataclass
+class StepResult:
+    step: int
+    lr: float
+    losses: dict[str, float]  # per sampled shape, before balancing
+    total: float
+    tokens: int
+    seconds: float
+
+
+@dataclass
+class RunState:
+    step: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def recipe_identity(recipe: Recipe) -> str:
+    """What a checkpoint must share with the recipe that resumes it (run length and logging may change)."""
+    data = recipe.to_dict()
+    for key in ("steps", "checkpoint_every", "log_every"):
+        data["train"].pop(key, None)
+    data.pop("eval", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def sample_shapes(grid: list[Shape], count: int, sandwich: bool, rng: random.Random, params: Callable) -> list[Shape]:
+    """The shapes of one step, largest first. With the sandwich: the largest and smallest always, the rest
+    drawn without replacement from the others."""
+    ordered = sorted(grid, key=params, reverse=True)
+    if sandwich:
+        largest, smallest, middle = ordered[0], ordered[-1], ordered[1:-1]
+        picks = rng.sample(middle, min(count - 2, len(middle)))
+        return [largest, *sorted(picks, key=params, reverse=True), smallest]
+    picks = rng.sample(ordered, min(count, len(ordered)))
+    return sorted(picks, key=params, reverse=True)
+
+
+def balance_weights(losses: list[torch.Tensor], enabled: bool) -> list[torch.Tensor]:
+    """Multipliers that rescale each loss to the first's magnitude while keeping its gradient direction."""
+    if not enabled:
+        return [torch.ones((), device=losses[0].device) for _ in losses]
+    ref = losses[0].detach()
+    return [ref / loss.detach().clamp_min(1e-8) for loss in losses]
+
+
+def soft_ce(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Cross-entropy of the student against the teacher's softened distribution, per token, mean."""
+    t = temperature
+    p = F.softmax(teacher.float() / t, dim=-1)
+    return -(p * F.log_softmax(student.float() / t, dim=-1)).sum(-1).mean() * t * t
+
+
+def soft_ce_topk(
+    student: torch.Tensor, values: torch.Tensor, indices: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """soft_ce against a teacher kept as its top-k logits (renormalised over those k)."""
+    t = temperature
+    p = F.softmax(values.float() / t, dim=-1)
+    logq = F.log_softmax(student.float() / t, dim=-1).gather(-1, indices.long())
+    return -(p * logq).sum(-1).mean() * t * t
+
+
+def lr_at(step: int, recipe: Recipe) -> float:
+    t = recipe.train
+    if step < t.warmup:
+        return t.lr * (step + 1) / t.warmup
+    progress = (step - t.warmup) / max(1, t.steps - t.warmup)
+    return t.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+class Trainer:
+    def __init__(self, recipe: Recipe, elastic: Any, sequences: Any, grid: list[Shape], run_dir: Path) -> None:
+        self.recipe, self.model, self.data, self.grid, self.run_dir = recipe, elastic, sequences, grid, run_dir
+        g = elastic.geometry
+        self.params = g.non_embedding_params
+        self.full = max(grid, key=self.params)
+        self.smol = elastic.smol
+        self.opt = torch.optim.AdamW(self.smol.parameters(), lr=recipe.train.lr, weight_decay=recipe.train.weight_decay)
+        self.state = RunState()
+        self.teacher_cache: dict[str, torch.Tensor] | None = None
+        self.device = next(self.smol.parameters()).device
+        self.autocast = self.device.type == "cuda" and recipe.train.bf16 != "false" and torch.cuda.is_bf16_supported()
+
+    # --------------------------------------------------------------- one step
+
+    def step(self) -> StepResult:
+        r = self.recipe.train
+        step = self.state.step
+        start = time.perf_counter()
+        torch.manual_seed(r.seed * 1_000_003 + step)  # gate noise: a function of the step, for exact resume
+        rng = random.Random(r.seed * 1_000_003 + step)
+        shapes = sample_shapes(self.grid, r.shapes_per_step, r.sandwich, rng, self.params)
+        ids = self.data.batch(step).to(self.device)
+        lr = lr_at(step, self.recipe)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        self.smol.train()
+        self.opt.zero_grad(set_to_none=True)
+        losses: list[torch.Tensor] = []
+        teacher: torch.Tensor | None = None
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
+            for shape in shapes:
+                logits = self.model(ids, shape).logits[:, :-1]
+                if shape == self.full or not r.distill:
+                    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1))
+                    if shape == self.full:
+                        teacher = logits.detach()
+                elif r.teacher == "frozen":
+                    values, indices = self._cached_teacher(step)
+                    loss = soft_ce_topk(logits, values, indices, r.temperature)
+                else:
+                    if teacher is None:  # the full model was not sampled (no sandwich): it still teaches
+                        with torch.no_grad():
+                            teacher = self.model(ids, self.full).logits[:, :-1]
+                    loss = soft_ce(logits, teacher, r.temperature)
+                losses.append(loss)
+            weights = balance_weights(losses, r.balance)
+            total = sum(w * loss for w, loss in zip(weights, losses, strict=True)) / len(losses)
+        total.backward()
+        if r.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.smol.parameters(), r.grad_clip)
+        self.opt.step()
+        self.state.step += 1
+        self.state.tokens += ids.numel()
+        seconds = time.perf_counter() - start
+        self.state.seconds += seconds
+        return StepResult(
+            step, lr, {s.name: loss.item() for s, loss in zip(shapes, losses, strict=True)}, total.item(), ids.numel(),
+            seconds,
+        )  # fmt: skip
+
+    # --------------------------------------------------------------- frozen teacher
+
+    def build_teacher_cache(self, on_progress: Callable[[int, int], None] | None = None) -> None:
+        """Top-k logits of the original model (no adapters) for every training sequence, computed once."""
+        r = self.recipe.train
+        path = self.run_dir / "teacher-topk.safetensors"
+        from safetensors.torch import load_file, save_file
+
+        if path.is_file():
+            self.teacher_cache = load_file(str(path))
+            return
+        smol, self.model.smol = self.model.smol, None
+        values, indices = [], []
+        data = self.data.data
+        try:
+            with torch.inference_mode():
+                for start in range(0, data.shape[0], 8):
+                    logits = self.model(data[start : start + 8].to(self.device)).logits[:, :-1].float()
+                    top = torch.topk(logits, r.teacher_topk, dim=-1)
+                    values.append(top.values.half().cpu())
+                    indices.append(top.indices.int().cpu())
+                    if on_progress:
+                        on_progress(min(start + 8, data.shape[0]), data.shape[0])
+        finally:
+            self.model.smol = smol
+        self.teacher_cache = {"values": torch.cat(values), "indices": torch.cat(indices)}
+        save_file(self.teacher_cache, str(path))
+
+    def _cached_teacher(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.teacher_cache is None:
+            raise UsageError("train.teacher=frozen needs the teacher cache (build_teacher_cache)")
+        rows = self.data.rows(step)
+        return (
+            self.teacher_cache["values"][rows].to(self.device),
+            self.teacher_cache["indices"][rows].to(self.device),
+        )
+
+    # --------------------------------------------------------------- checkpoints
+
+    def save_checkpoint(self) -> Path:
+        from safetensors.torch import save_file
+
+        folder = self.run_dir / CHECKPOINTS / f"step-{self.state.step:06d}"
+        with atomic_dir(folder, replace=True) as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.smol.state_dict().items()},
+                      str(tmp / "smol.safetensors"))  # fmt: skip
+            opt = self.opt.state_dict()
+            tensors, meta = {}, {"param_groups": opt["param_groups"], "state": {}}
+            for pid, st in opt["state"].items():
+                meta["state"][str(pid)] = {}
+                for key, value in st.items():
+                    if torch.is_tensor(value):
+                        tensors[f"{pid}.{key}"] = value.detach().cpu().contiguous()
+                    else:
+                        meta["state"][str(pid)][key] = value
+            save_file(tensors, str(tmp / "optimizer.safetensors"))
+            write_json_atomic(
+                tmp / "state.json",
+                {
+                    "step": self.state.step,
+                    "tokens": self.state.tokens,
+                    "seconds": self.state.seconds,
+                    "recipe": recipe_identity(self.recipe),
+                    "optimizer": meta,
+                },
+            )
+        return folder
+
+    def load_checkpoint(self, folder: Path) -> None:
+        from safetensors.torch import load_file
+
+        try:
+            state = json.loads((folder / "state.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            raise IntegrityError(f"checkpoint {folder} is incomplete or corrupt (state.json)") from None
+        if state.get("recipe") != recipe_identity(self.recipe):
+            raise UsageError(
+                f"checkpoint {folder} was made with another recipe or model: start a new run (another --out) "
+                "or resume with the recipe that made it"
+            )
+        try:
+            self.smol.load_state_dict(load_file(str(folder / "smol.safetensors")))
+            tensors = load_file(str(folder / "optimizer.safetensors"))
+        except Exception as exc:  # safetensors/torch raise several types for a bad file
+            raise IntegrityError(f"checkpoint {folder} is corrupt: {str(exc).splitlines()[0]}") from None
+        meta = state["optimizer"]
+        opt_state: dict[int, dict[str, Any]] = {}
+        for pid, st in meta["state"].items():
+            opt_state[int(pid)] = dict(st)
+        for key, value in tensors.items():
+            pid, name = key.split(".", 1)
+            opt_state.setdefault(int(pid), {})[name] = value.to(self.device)
+        self.opt.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
+        self.state = RunState(state["step"], state["tokens"], state["seconds"])
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    folders = sorted(p for p in (run_dir / CHECKPOINTS).glob("step-*") if (p / "state.json").is_file())
+    return folders[-1] if folders else None
+
+
+def append_metrics(run_dir: Path, result: StepResult, shapes_order: list[str]) -> None:
+    path = run_dir / METRICS
+    new = not path.exists()
+    with open(path, "a", newline="") as fh:
+        writer = csv.writer(fh)
+        if new:
+            writer.writerow(["step", "lr", "total", "tokens", "seconds", *(f"loss_{s}" for s in shapes_order)])
+        writer.writerow(
+            [result.step, f"{result.lr:.3e}", f"{result.total:.5f}", result.tokens, f"{result.seconds:.3f}",
+             *(f"{result.losses[s]:.5f}" if s in result.losses else "" for s in shapes_order)]
+        )  # fmt: skip
+
+
+def out_of_memory(exc: BaseException) -> ResourceError:
+    return ResourceError(
+        f"out of memory while training ({str(exc).splitlines()[0][:80]}): lower train.batch_size, data.seq_len "
+        "or train.shapes_per_step"
+    )
+
+
+def resolve_device(choice: str) -> str:
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ResourceError("train.device=cuda but no CUDA device is available")
+    return choice
+
+
+def prepare_run(recipe: Recipe, run_dir: Path, resume: bool) -> Trainer:
+    """Load the plan, weights, data and adapters; restore the latest checkpoint when resuming."""
+    import yaml
+    from transformers import AutoTokenizer
+
+    from edgekit.elastic.base import base_folder, load_elastic
+    from edgekit.elastic.data import Sequences, token_stream
+    from edgekit.elastic.plan import load_plan
+    from edgekit.elastic.smol import Smol
+
+    plan = load_plan(recipe.plan)
+    grid = plan.grid(",".join(recipe.train.grid)) if recipe.train.grid else plan.grid()
+    if len(grid) < 2:
+        raise UsageError("train.grid needs at least two shapes: one-for-all training of one shape is plain LoRA")
+    existing = latest_checkpoint(run_dir) if run_dir.exists() else None
+    if existing is not None and not resume:
+        raise UsageError(f"{run_dir} already holds a run ({existing.name}): pass --resume, or choose another --out")
+    device = resolve_device(recipe.train.device)
+    folder = base_folder(plan, recipe.model)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    d = recipe.data
+    stream = token_stream(d.train, tokenizer, d.format, d.max_tokens)
+    sequences = Sequences(stream, d.seq_len, recipe.train.batch_size, recipe.train.seed, d.train)
+    elastic = load_elastic(plan, recipe.model, device)
+    torch.manual_seed(recipe.train.seed)
+    elastic.smol = Smol(plan.geometry, recipe.smol, plan.width.grid).to(device)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(recipe, elastic, sequences, grid, run_dir)
+    trainer.plan = plan  # type: ignore[attr-defined]
+    if existing is not None:
+        trainer.load_checkpoint(existing)
+    (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    return trainer
+
+
+def train(
+    trainer: Trainer,
+    on_step: Callable[[StepResult], None] | None = None,
+    on_stage: Callable[[str], None] | None = None,
+) -> RunState:
+    r = trainer.recipe.train
+    if r.teacher == "frozen" and trainer.teacher_cache is None:
+        if on_stage:
+            on_stage("caching the frozen teacher's top-k logits")
+        trainer.build_teacher_cache()
+    order = [s.name for s in sorted(trainer.grid, key=trainer.params, reverse=True)]
+    try:
+        while trainer.state.step < r.steps:
+            result = trainer.step()
+            append_metrics(trainer.run_dir, result, order)
+            if on_step:
+                on_step(result)
+            if trainer.state.step % r.checkpoint_every == 0 or trainer.state.step == r.steps:
+                trainer.save_checkpoint()
+    except torch.OutOfMemoryError as exc:
+        raise out_of_memory(exc) from None
+    except RuntimeError as exc:
+        if "out of memory" in str(exc).lower() or "can't allocate memory" in str(exc).lower():
+            raise out_of_memory(exc) from None
+        raise
+    return trainer.state

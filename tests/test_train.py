@@ -1,0 +1,139 @@
+"""One-for-all training on the tiny plan: sampling, balancing, exact resume, recipes and their bad input."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgekit.elastic.recipe import load_recipe
+from edgekit.elastic.train import balance_weights, prepare_run, sample_shapes, train
+from edgekit.errors import UsageError
+from edgekit.shapes import Shape
+
+
+def _recipe(plan: Path, data: Path, *extra: str):
+    return load_recipe(
+        None,
+        [
+            f"plan={plan}",
+            f"data.train={data}",
+            "data.seq_len=32",
+            "train.batch_size=2",
+            "train.steps=4",
+            "train.warmup=1",
+            "train.lr=0.01",
+            "train.checkpoint_every=2",
+            "train.grid=[d6-w100, d5-w67, d4-w50, d3-w34]",
+            "smol.rank=2",
+            "smol.experts=3",
+            *extra,
+        ],
+    )
+
+
+def test_sandwich_always_has_the_largest_and_the_smallest():
+    grid = [Shape(d, w) for d in (6, 5, 4, 3) for w in (100, 50)]
+    params = lambda s: s.depth * s.width  # noqa: E731
+    rng = random.Random(0)
+    seen = set()
+    for _ in range(50):
+        shapes = sample_shapes(grid, 4, True, rng, params)
+        assert shapes[0] == Shape(6, 100) and shapes[-1] == Shape(3, 50) and len(set(shapes)) == 4
+        seen.update(shapes[1:-1])
+    assert len(seen) == len(grid) - 2, "the middle shapes are drawn from the whole rest of the grid"
+    plain = [sample_shapes(grid, 2, False, rng, params) for _ in range(50)]
+    assert any(Shape(6, 100) not in s for s in plain), "without the sandwich the largest is not forced"
+
+
+def test_balancing_rescales_magnitudes_but_keeps_directions():
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    losses = [x.sum() * 2, x.pow(2).sum() * 10, x.sum() * 0.1]
+    weights = balance_weights(losses, True)
+    assert [float(w * loss.detach()) for w, loss in zip(weights, losses, strict=True)] == pytest.approx([6.0] * 3)
+    grad = torch.autograd.grad(weights[1] * losses[1], x)[0]
+    plain = torch.autograd.grad(x.pow(2).sum() * 10, x)[0]
+    assert torch.allclose(grad, plain * 6.0 / 50.0)
+    assert all(float(w) == 1.0 for w in balance_weights(losses, False))
+
+
+def test_resume_takes_exactly_the_step_the_uninterrupted_run_took(tiny_plan: Path, calib_text: Path, tmp_path: Path):
+    whole = prepare_run(_recipe(tiny_plan, calib_text), tmp_path / "a", resume=False)
+    losses = []
+    train(whole, on_step=lambda r: losses.append(r.losses))
+    assert (tmp_path / "a/checkpoints/step-000002/state.json").is_file()
+    assert (tmp_path / "a/metrics.csv").read_text().count("\n") == 5  # header + 4 steps
+    # a second run stopped after step 2, then resumed
+    cut = tmp_path / "b"
+    first = prepare_run(_recipe(tiny_plan, calib_text, "train.steps=2"), cut, resume=False)
+    train(first)
+    resumed = prepare_run(_recipe(tiny_plan, calib_text), cut, resume=True)
+    assert resumed.state.step == 2
+    nxt = resumed.step()
+    assert nxt.losses == pytest.approx(losses[2], rel=1e-6, abs=1e-7)
+
+
+def test_training_lowers_every_shapes_loss(tiny_plan: Path, calib_text: Path, tmp_path: Path):
+    trainer = prepare_run(
+        _recipe(tiny_plan, calib_text, "train.steps=30", "train.checkpoint_every=100", "train.shapes_per_step=4"),
+        tmp_path / "run",
+        resume=False,
+    )
+    first: dict[str, float] = {}
+    last: dict[str, float] = {}
+
+    def record(r):
+        for k, v in r.losses.items():
+            first.setdefault(k, v)
+            last[k] = v
+
+    train(trainer, on_step=record)
+    assert set(first) == {"d6-w100", "d5-w67", "d4-w50", "d3-w34"}
+    assert all(last[k] < first[k] for k in first), (first, last)
+
+
+def test_frozen_teacher_caches_top_k_once(tiny_plan: Path, calib_text: Path, tmp_path: Path):
+    trainer = prepare_run(
+        _recipe(tiny_plan, calib_text, "train.teacher=frozen", "train.teacher_topk=8", "train.steps=2"),
+        tmp_path / "run",
+        resume=False,
+    )
+    train(trainer)
+    cache = tmp_path / "run/teacher-topk.safetensors"
+    assert cache.is_file()
+    assert trainer.teacher_cache["indices"].shape[-1] == 8
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["train.stepz=3"], "unknown key train.stepz"),
+        (["bogus=1"], "unknown key bogus"),
+        (["train.steps=0"], "train.steps must be at least 1"),
+        (["train.teacher=oracle"], "train.teacher must be inplace or frozen"),
+        (["smol.top_k=9"], "top_k must be between 1 and experts"),
+        (["train.steps"], "not key=value"),
+    ],
+)
+def test_bad_recipes_name_the_key(tiny_plan: Path, calib_text: Path, overrides: list[str], message: str):
+    with pytest.raises(UsageError, match=message.replace("(", r"\(")):
+        _recipe(tiny_plan, calib_text, *overrides)
+
+
+def test_bad_runs_are_refused_before_training(tiny_plan: Path, calib_text: Path, tmp_path: Path):
+    with pytest.raises(UsageError, match="outside plan"):
+        prepare_run(_recipe(tiny_plan, calib_text, "train.grid=[d6-w100, d2-w50]"), tmp_path / "x", resume=False)
+    with pytest.raises(UsageError, match="not found"):
+        prepare_run(_recipe(tiny_plan, tmp_path / "missing.txt"), tmp_path / "x", resume=False)
+    small = tmp_path / "small.txt"
+    small.write_text("tiny")
+    with pytest.raises(UsageError, match="too small"):
+        prepare_run(_recipe(tiny_plan, small), tmp_path / "x", resume=False)
+    run = tmp_path / "run"
+    train(prepare_run(_recipe(tiny_plan, calib_text, "train.steps=2"), run, resume=False))
+    with pytest.raises(UsageError, match="already holds a run"):
+        prepare_run(_recipe(tiny_plan, calib_text), run, resume=False)
+    with pytest.raises(UsageError, match="another recipe"):
+        prepare_run(_recipe(tiny_plan, calib_text, "smol.rank=3"), run, resume=True)
