@@ -137,3 +137,40 @@ def test_bad_runs_are_refused_before_training(tiny_plan: Path, calib_text: Path,
         prepare_run(_recipe(tiny_plan, calib_text), run, resume=False)
     with pytest.raises(UsageError, match="another recipe"):
         prepare_run(_recipe(tiny_plan, calib_text, "smol.rank=3"), run, resume=True)
+
+
+def test_train_cli_writes_an_elastic_checkpoint_that_extracts_exactly(
+    tiny_plan: Path, calib_text: Path, tmp_path: Path, cli
+):
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    from edgekit.elastic.checkpoint import load_elastic_checkpoint
+
+    run = tmp_path / "run"
+    result = cli(
+        "elastic", "train", "--out", str(run), "--json", f"plan={tiny_plan}", f"data.train={calib_text}",
+        "data.seq_len=32", "train.batch_size=2", "train.steps=3", "train.warmup=1", "train.lr=0.01",
+        "train.grid=[d6-w100, d4-w50, d3-w34]", "smol.rank=2", f"eval.text={calib_text}", "eval.text_max_tokens=130",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    summary = json.loads(result.out)
+    assert summary["training"]["steps"] == 3
+    assert set(summary["accuracy"]["shapes"]) == {"d6-w100", "d4-w50", "d3-w34"}
+    ckpt_dir = run / "elastic"
+    assert {"plan", "smol.safetensors", "smol.json", "recipe.yaml", "accuracy.json", "manifest.json"} <= {
+        p.name for p in ckpt_dir.iterdir()
+    }
+    out = tmp_path / "sub"
+    result = cli("elastic", "extract", "--elastic", str(ckpt_dir), "--shape", "d4-w50", "--out", str(out))
+    assert result.code == 0, result.err
+    elastic, ckpt = load_elastic_checkpoint(ckpt_dir)
+    ids = torch.randint(0, 300, (2, 16), generator=torch.Generator().manual_seed(0))
+    hf = AutoModelForCausalLM.from_pretrained(out).eval()
+    with torch.no_grad():
+        assert (hf(ids).logits - elastic(ids, ckpt.plan.shape("d4-w50")).logits).abs().max().item() < 1e-5
+    # a tampered checkpoint is refused
+    (ckpt_dir / "smol.safetensors").write_bytes(b"x" * 10)
+    result = cli("elastic", "extract", "--elastic", str(ckpt_dir), "--shape", "d4-w50", "--out", str(tmp_path / "o"))
+    assert result.code == 3 and "smol.safetensors" in result.err

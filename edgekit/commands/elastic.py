@@ -126,8 +126,11 @@ def _print_plan(plan: Any) -> None:
 
 @app.command("extract")
 def extract_cmd(
-    plan: str = typer.Option(..., "--plan", help="Plan folder or shipped plan name."),
     shape: str = typer.Option(..., "--shape", help="Shape to cut, e.g. d20-w75, or 'full'."),
+    plan: str | None = typer.Option(None, "--plan", help="Plan folder or shipped plan name."),
+    elastic_ckpt: str | None = typer.Option(
+        None, "--elastic", help="Elastic checkpoint: cut the shape with its SMOL mix merged."
+    ),
     out_dir: Path = typer.Option(..., "--out", help="Folder for the Hugging Face checkpoint."),
     model: str | None = typer.Option(None, "--model", "-m", help="Base model (default: the plan's)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing folder."),
@@ -141,12 +144,26 @@ def extract_cmd(
     from edgekit.elastic.plan import load_permutations, load_plan
 
     start = time.perf_counter()
-    p = load_plan(plan)
-    s = p.shape(shape)
-    if out_dir.exists() and not force:
-        raise UsageError(f"{out_dir} exists: pass --force to replace it")
-    base = base_folder(p, model)
-    info = extract(p, load_permutations(p), base, s, out_dir, force=force)
+    if (plan is None) == (elastic_ckpt is None):
+        raise UsageError("give one of --plan (stage-1 shape) or --elastic (fine-tuned shape)")
+    if elastic_ckpt is not None:
+        from edgekit.elastic.checkpoint import load_checkpoint, load_elastic_checkpoint
+        from edgekit.elastic.extract import extract_elastic
+
+        p = load_checkpoint(elastic_ckpt).plan
+        s = p.shape(shape)
+        if out_dir.exists() and not force:
+            raise UsageError(f"{out_dir} exists: pass --force to replace it")
+        elastic, ckpt = load_elastic_checkpoint(elastic_ckpt, model)
+        extra = {"elastic_checkpoint": {"path": str(ckpt.path), "smol": ckpt.smol_config.to_dict()}}
+        info = extract_elastic(elastic, p, base_folder(p, model), s, out_dir, force=force, extra=extra)
+    else:
+        assert plan is not None
+        p = load_plan(plan)
+        s = p.shape(shape)
+        if out_dir.exists() and not force:
+            raise UsageError(f"{out_dir} exists: pass --force to replace it")
+        info = extract(p, load_permutations(p), base_folder(p, model), s, out_dir, force=force)
     seconds = time.perf_counter() - start
     if json_out:
         print_json({**asdict(info), "path": str(out_dir), "seconds": round(seconds, 3)})
@@ -267,3 +284,155 @@ def _print_points(points: list[Any], evaluation: dict[str, Any]) -> None:
     notes.append("* the same network as another row's (identical layers and channels), evaluated once")
     for n in notes:
         out.print(f"[dim]{n}[/dim]")
+
+
+@app.command("train")
+def train_cmd(
+    recipe: str = typer.Option("smollm2-135m", "--recipe", help="Recipe YAML file or shipped recipe name."),
+    out_dir: Path = typer.Option(..., "--out", help="Run folder: checkpoints, metrics.csv, and the result."),
+    overrides: list[str] | None = typer.Argument(None, help="Recipe overrides, e.g. train.steps=200 smol.rank=8."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's latest checkpoint."),
+    evaluate: bool = typer.Option(True, "--eval/--no-eval", help="Measure the accuracy table at the end."),
+    half: bool = typer.Option(False, "--half", help="Store the SMOL weights in fp16 (the shipped checkpoint)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """One-for-all SMOL fine-tuning of a plan; writes an elastic checkpoint to OUT/elastic."""
+    from edgekit.elastic.checkpoint import write_checkpoint
+    from edgekit.elastic.recipe import load_recipe
+    from edgekit.elastic.train import prepare_run, train
+
+    r = load_recipe(recipe, overrides or [])
+    with err.status("loading plan, weights and data…"):
+        trainer = prepare_run(r, out_dir, resume)
+    start_step = trainer.state.step
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[losses]}"),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+    with progress:
+        task = progress.add_task("training", total=r.train.steps, completed=start_step, losses="")
+
+        def on_step(result: Any) -> None:
+            shown = " ".join(f"{k}:{v:.2f}" for k, v in result.losses.items())
+            progress.update(task, advance=1, losses=shown)
+            if not err.is_terminal and (result.step + 1) % r.train.log_every == 0:
+                err.print(f"step {result.step + 1}/{r.train.steps} {shown} ({result.seconds:.1f} s/step)")
+
+        state = train(trainer, on_step=on_step, on_stage=lambda s: progress.update(task, description=s))
+    training = {
+        "steps": state.step,
+        "tokens": state.tokens,
+        "seconds": round(state.seconds, 1),
+        "device": str(trainer.device),
+        "resumed_from": start_step or None,
+    }
+    accuracy = None
+    if evaluate:
+        accuracy = _accuracy(trainer.model, trainer.plan, trainer.grid, r)
+    ckpt = write_checkpoint(
+        out_dir / "elastic", trainer.plan, trainer.smol, r.to_dict(), training, accuracy, half=half, force=True
+    )
+    summary = {"checkpoint": str(ckpt), "training": training, "accuracy": accuracy}
+    if json_out:
+        print_json(summary)
+        return
+    out.print(
+        f"trained {state.step} steps ({state.tokens:,} tokens) in {state.seconds / 60:.1f} min on "
+        f"{trainer.device}; elastic checkpoint: {ckpt}"
+    )
+    if accuracy:
+        _print_accuracy(accuracy)
+
+
+def _accuracy(elastic: Any, plan: Any, grid: list[Any], r: Any) -> dict[str, Any]:
+    from transformers import AutoTokenizer
+
+    from edgekit.elastic.accuracy import evaluate_shapes
+    from edgekit.elastic.base import base_folder
+
+    tokenizer = AutoTokenizer.from_pretrained(base_folder(plan, r.model))
+    e = r.eval
+    with err.status("measuring the accuracy table…") as status:
+        return evaluate_shapes(
+            elastic, tokenizer, plan, grid, e.text, e.text_max_tokens, e.domain_text, e.mc, e.mc_labels, e.mc_limit,
+            on_shape=lambda name: status.update(f"measuring the accuracy table: {name}…"),
+        )  # fmt: skip
+
+
+def _print_accuracy(accuracy: dict[str, Any]) -> None:
+    table = Table(title="accuracy per shape")
+    cols = ["shape", "params", "ppl", "domain_ppl", "acc", "acc_norm"]
+    for col in cols:
+        table.add_column(col, justify="left" if col == "shape" else "right")
+    for name, row in accuracy["shapes"].items():
+        cells = [name, f"{row['params'] / 1e6:.1f} M"]
+        for key in cols[2:]:
+            v = row.get(key)
+            cells.append("-" if v is None else f"{v:.3f}" if key.startswith("acc") else f"{v:.2f}")
+        table.add_row(*cells)
+    out.print(table)
+    for key, desc in accuracy.get("data", {}).items():
+        if desc:
+            out.print(f"[dim]{key}: {desc}[/dim]")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    checkpoint: str = typer.Argument(..., help="Elastic checkpoint folder (or shipped name)."),
+    shapes: str | None = typer.Option(None, "--shapes", help="Grid (default: the recipe's grid)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the table as JSON."),
+) -> None:
+    """Measure (or re-measure) an elastic checkpoint's accuracy table and store it in the checkpoint."""
+    from edgekit.elastic.checkpoint import load_elastic_checkpoint, set_accuracy
+    from edgekit.elastic.recipe import load_recipe
+
+    elastic, ckpt = load_elastic_checkpoint(checkpoint)
+    r = load_recipe(str(ckpt.path / "recipe.yaml"))
+    grid = ckpt.plan.grid(shapes or (",".join(r.train.grid) if r.train.grid else None))
+    accuracy = _accuracy(elastic, ckpt.plan, grid, r)
+    set_accuracy(ckpt, accuracy)
+    if json_out:
+        print_json(accuracy)
+        return
+    _print_accuracy(accuracy)
+
+
+@app.command("list")
+def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print the list as JSON.")) -> None:
+    """Elastic checkpoints available: shipped with edgekit and made by the user (under EDGEKIT_HOME/elastic)."""
+    from edgekit.elastic.checkpoint import list_checkpoints
+    from edgekit.elastic.plan import shipped_plans
+    from edgekit.paths import home
+
+    rows = []
+    for path, manifest, kind in list_checkpoints([home() / "elastic", Path.cwd() / "runs"]):
+        rows.append(
+            {
+                "path": str(path),
+                "kind": kind,
+                "model": (manifest or {}).get("model", {}).get("name"),
+                "steps": (manifest or {}).get("training", {}).get("steps"),
+                "has_accuracy": bool(manifest) and "accuracy.json" in (manifest or {}).get("files", {}),
+                "ok": manifest is not None,
+            }
+        )
+    if json_out:
+        print_json({"checkpoints": rows, "plans": shipped_plans()})
+        return
+    table = Table(title="elastic checkpoints")
+    for col in ("path", "kind", "model", "steps", "accuracy table"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(
+            row["path"], row["kind"], row["model"] or "[red]broken[/red]", str(row["steps"] or "-"),
+            "yes" if row["has_accuracy"] else "no",
+        )  # fmt: skip
+    out.print(table)
+    out.print(f"[dim]shipped plans (stage 1, no fine-tuning): {', '.join(shipped_plans()) or 'none'}[/dim]")
