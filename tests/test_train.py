@@ -152,7 +152,8 @@ def test_train_cli_writes_an_elastic_checkpoint_that_extracts_exactly(
     result = cli(
         "elastic", "train", "--out", str(run), "--json", f"plan={tiny_plan}", f"data.train={calib_text}",
         "data.seq_len=32", "train.batch_size=2", "train.steps=3", "train.warmup=1", "train.lr=0.01",
-        "train.grid=[d6-w100, d4-w50, d3-w34]", "smol.rank=2", f"eval.text={calib_text}", "eval.text_max_tokens=130",
+        "train.grid=[d6-w100, d4-w50, d3-w34]", "smol.rank=2", f"eval.text={calib_text}",
+        "eval.text_max_tokens=130", "eval.window=64",
     )  # fmt: skip
     assert result.code == 0, result.err
     summary = json.loads(result.out)

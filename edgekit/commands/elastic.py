@@ -362,7 +362,7 @@ def _accuracy(elastic: Any, plan: Any, grid: list[Any], r: Any) -> dict[str, Any
     with err.status("measuring the accuracy table…") as status:
         return evaluate_shapes(
             elastic, tokenizer, plan, grid, e.text, e.text_max_tokens, e.domain_text, e.mc, e.mc_labels, e.mc_limit,
-            on_shape=lambda name: status.update(f"measuring the accuracy table: {name}…"),
+            on_shape=lambda name: status.update(f"measuring the accuracy table: {name}…"), window=e.window,
         )  # fmt: skip
 
 

@@ -29,6 +29,7 @@ def evaluate_shapes(
     mc_labels: str | None = None,
     mc_limit: int | None = None,
     on_shape: Callable[[str], None] | None = None,
+    window: int = 512,
 ) -> dict[str, Any]:
     from edgekit.evaluate import load_piqa, multiple_choice, perplexity, read_text
 
@@ -50,10 +51,8 @@ def evaluate_shapes(
         shaped = elastic.eval().at(shape)
         row: dict[str, Any] = {"params": plan.geometry.non_embedding_params(shape)}
         for key, (corpus, skip, _) in texts.items():
-            row[key] = perplexity(
-                shaped, tokenizer, corpus, max_length=512, stride=512, max_tokens=text_max_tokens, skip_tokens=skip,
-                progress=False,
-            ).ppl  # fmt: skip
+            budget = {"max_length": window, "stride": window, "max_tokens": text_max_tokens, "skip_tokens": skip}
+            row[key] = perplexity(shaped, tokenizer, corpus, progress=False, **budget).ppl
         if items:
             result = multiple_choice(shaped, tokenizer, items, progress=False)
             row["acc"], row["acc_norm"] = result.acc, result.acc_norm
@@ -62,10 +61,10 @@ def evaluate_shapes(
     return {
         "shapes": rows,
         "data": {
-            "ppl": f"{texts['ppl'][2]}, {text_max_tokens} tokens after {texts['ppl'][1]}, windows 512/512"
+            "ppl": f"{texts['ppl'][2]}, {text_max_tokens} tokens after {texts['ppl'][1]}, windows {window}/{window}"
             if "ppl" in texts
             else None,
-            "domain_ppl": f"{texts['domain_ppl'][2]}, first {text_max_tokens} tokens, windows 512/512"
+            "domain_ppl": f"{texts['domain_ppl'][2]}, first {text_max_tokens} tokens, windows {window}/{window}"
             if "domain_ppl" in texts
             else None,
             "mc": f"{Path(mc).name}, {len(items)} items, zero-shot" if items else None,

@@ -59,6 +59,7 @@ class TrainConfig:
 class EvalConfig:
     text: str | None = None
     text_max_tokens: int = 16384
+    window: int = 512  # perplexity windows of this many tokens, non-overlapping
     domain_text: str | None = None
     mc: str | None = None
     mc_labels: str | None = None
