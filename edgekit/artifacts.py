@@ -104,6 +104,9 @@ def atomic_dir(final: Path, replace: bool = False) -> Iterator[Path]:
     tmp.chmod(0o755)  # mkdtemp makes it private; the artifact should read like any other folder
     try:
         yield tmp
+        for path in tmp.rglob("*"):  # some writers (safetensors) create files private; artifacts are shared
+            if path.is_file():
+                path.chmod(path.stat().st_mode | 0o644)
         if final.exists():
             if not replace:
                 raise IntegrityError(f"{final} appeared while it was being built; nothing was replaced")

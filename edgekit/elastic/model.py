@@ -87,6 +87,7 @@ class ElasticModel(nn.Module):
         # inputs of o_proj (rank-major heads) and down_proj here without a second model.
         self.observer: Any = None
         # SMOL adapters (stage 2), when attached; `_mix` is the gate's expert weights for the shape being run.
+        self._columns: dict[int, torch.Tensor] = {}
         self.smol: Any = None
         self._mix: torch.Tensor | None = None
 
@@ -179,10 +180,28 @@ class ElasticModel(nn.Module):
             k = k.repeat_interleave(per_group, dim=1)
             v = v.repeat_interleave(per_group, dim=1)
         out = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1)
-        out = out.view(bsz, kv, per_group, t, hd).permute(0, 3, 2, 1, 4).reshape(bsz, t, rows)
+        # o_proj sums over heads in Hugging Face's group-major order, so a cut checkpoint reproduces these
+        # logits bit for bit rather than within rounding: the kept columns are gathered (a transient index,
+        # the stored weights are untouched) when rank-major and group-major orders differ.
+        out = out.transpose(1, 2).reshape(bsz, t, rows)
         if self.observer is not None:
             self.observer(blk, "o", out)
-        return self.proj(index, "o", out, blk.o[:, :rows], cols=rows)
+        cols = self.group_major_columns(q_heads)
+        weight = blk.o[:, :rows] if cols is None else blk.o.index_select(1, cols)
+        return self.proj(index, "o", out, weight, cols=rows if cols is None else cols)
+
+    def group_major_columns(self, q_heads: int) -> torch.Tensor | None:
+        """o_proj columns, in group-major head order, of the first q_heads rank-major heads (None: a prefix)."""
+        g = self.geometry
+        per, kv = q_heads // g.num_kv_heads, g.num_kv_heads
+        if per == 1 or kv == 1:
+            return None
+        cached = self._columns.get(q_heads)
+        if cached is None:
+            slots = torch.tensor([(h % per) * kv + h // per for h in range(q_heads)])
+            cached = (slots[:, None] * g.head_dim + torch.arange(g.head_dim)).reshape(-1).to(self.embed.device)
+            self._columns[q_heads] = cached
+        return cached
 
     def mlp(self, index: int, blk: Block, x: torch.Tensor, ffn: int) -> torch.Tensor:
         gate = self.proj(index, "gate", x, blk.gate[:ffn], rows=ffn)

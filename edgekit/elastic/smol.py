@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -114,14 +115,17 @@ class Smol(nn.Module):
     # ------------------------------------------------------------------ LoRA
 
     def factors(
-        self, layer: int, target: str, mix: torch.Tensor, rows: int | None = None, cols: int | None = None
+        self, layer: int, target: str, mix: torch.Tensor, rows: int | None = None, cols: Any = None
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The mixed (A, B) of one projection, sliced to the shape's kept rows / columns; None if not adapted."""
+        """The mixed (A, B) of one projection, sliced to the shape's kept rows / columns (a count for a
+        prefix, or an index tensor); None if not adapted."""
         if target not in self.A:
             return None
         a = torch.einsum("e,eri->ri", mix, self.A[target][layer])
         b = torch.einsum("e,eor->or", mix, self.B[target][layer])
-        if cols is not None:
+        if isinstance(cols, torch.Tensor):
+            a = a.index_select(1, cols)
+        elif cols is not None:
             a = a[:, :cols]
         if rows is not None:
             b = b[:rows]
@@ -129,7 +133,7 @@ class Smol(nn.Module):
 
     def delta(
         self, layer: int, target: str, x: torch.Tensor, mix: torch.Tensor, rows: int | None = None,
-        cols: int | None = None,
+        cols: Any = None,
     ) -> torch.Tensor | None:  # fmt: skip
         ab = self.factors(layer, target, mix, rows, cols)
         if ab is None:

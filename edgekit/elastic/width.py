@@ -102,11 +102,8 @@ def width_importance(
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
     """FFN and head permutations (and scores) per layer from the full model's calibration activations.
 
-    `model` is an ElasticModel built from the *unpermuted* weights; its o_proj inputs arrive in
-    rank-major head order and are mapped back to Hugging Face's group-major order here.
+    `model` is an ElasticModel built from the *unpermuted* weights.
     """
-    from edgekit.elastic.model import rank_major_index
-
     g = model.geometry
     blocks = list(model.blocks)
     index = {id(b): i for i, b in enumerate(blocks)}
@@ -125,20 +122,13 @@ def width_importance(
                 model.run_layers(torch.nn.functional.embedding(chunk, model.embed), model.layers_for(g.num_layers), 100)
     finally:
         model.observer = None
-    order = rank_major_index(g.num_heads, g.num_kv_heads)
-    to_group_major = (order[:, None] * g.head_dim + torch.arange(g.head_dim)).reshape(-1)
+    # The observer sees o_proj's input in Hugging Face's group-major head order already; o's columns are
+    # stored rank-major, so gather them into the same order.
+    cols = model.group_major_columns(g.num_heads)
     ffn_perms, head_perms, ffn_scores, head_scores = [], [], [], []
     for i, blk in enumerate(blocks):
-        # Undo the rank-major storage for both the statistics and o_proj's columns.
-        stats = o_stats[i]
-        gm = ChannelStats(
-            stats.count,
-            *(
-                torch.empty_like(t).index_copy_(0, to_group_major, t)
-                for t in (stats.total, stats.total_sq, stats.total_abs)
-            ),
-        )
-        o_weight = torch.empty_like(blk.o).index_copy_(1, to_group_major, blk.o)
+        gm = o_stats[i]
+        o_weight = blk.o if cols is None else blk.o.index_select(1, cols)
         perm, hs = head_permutation(channel_scores(gm, o_weight, method), g)
         fs = channel_scores(down_stats[i], blk.down, method)
         ffn_perms.append(ffn_permutation(fs))
