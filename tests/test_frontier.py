@@ -44,12 +44,12 @@ def test_frontier_compares_ours_with_every_baseline(tiny_plan: Path, calib_text:
         assert p["ppl"] > 1 and 0 <= p["acc"] <= 1 and 0 <= p["acc_norm"] <= 1
     # the calibration text was given for perplexity: only its held-out part is scored
     assert data["evaluation"]["skip_tokens"] == 256
-    # "last" keeps layers 0..3: a different network from ours unless the DP chose the same
+    # "last" drops the deepest layers but keeps the final one: 0, 1, 2 and 5, unless the DP chose the same
     last, amoeba = by[("last/flap", "d4-w100")], by[("amoeba/flap", "d4-w100")]
     if last["layers"] == amoeba["layers"]:
         assert last["shared_with"] == "amoeba/flap" and last["ppl"] == amoeba["ppl"]
     else:
-        assert last["layers"] == [0, 1, 2, 3]
+        assert last["layers"] == [0, 1, 2, 5]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

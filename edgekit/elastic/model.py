@@ -198,8 +198,9 @@ class ElasticModel(nn.Module):
             return None
         cached = self._columns.get(q_heads)
         if cached is None:
-            slots = torch.tensor([(h % per) * kv + h // per for h in range(q_heads)])
-            cached = (slots[:, None] * g.head_dim + torch.arange(g.head_dim)).reshape(-1).to(self.embed.device)
+            with torch.inference_mode(False):  # cached across calls: must not be an inference-mode tensor
+                slots = torch.tensor([(h % per) * kv + h // per for h in range(q_heads)])
+                cached = (slots[:, None] * g.head_dim + torch.arange(g.head_dim)).reshape(-1).to(self.embed.device)
             self._columns[q_heads] = cached
         return cached
 
