@@ -175,3 +175,18 @@ def test_train_cli_writes_an_elastic_checkpoint_that_extracts_exactly(
     (ckpt_dir / "smol.safetensors").write_bytes(b"x" * 10)
     result = cli("elastic", "extract", "--elastic", str(ckpt_dir), "--shape", "d4-w50", "--out", str(tmp_path / "o"))
     assert result.code == 3 and "smol.safetensors" in result.err
+
+
+def test_per_shape_lora_distills_from_the_frozen_original(tiny_plan: Path, calib_text: Path, tmp_path: Path):
+    one = ["train.grid=[d4-w50]", "train.sandwich=false", "train.shapes_per_step=1", "smol.gated=false"]
+    with pytest.raises(UsageError, match="train.teacher=frozen"):
+        prepare_run(_recipe(tiny_plan, calib_text, *one), tmp_path / "a", resume=False)
+    trainer = prepare_run(
+        _recipe(tiny_plan, calib_text, *one, "train.teacher=frozen", "train.teacher_topk=4", "train.steps=2"),
+        tmp_path / "b",
+        resume=False,
+    )
+    seen = []
+    train(trainer, on_step=lambda r: seen.append(r.losses))
+    assert [list(s) for s in seen] == [["d4-w50"], ["d4-w50"]]
+    assert trainer.teacher_cache is not None  # the loss came from the cached original model

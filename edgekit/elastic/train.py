@@ -111,7 +111,7 @@ class Trainer:
         self.recipe, self.model, self.data, self.grid, self.run_dir = recipe, elastic, sequences, grid, run_dir
         g = elastic.geometry
         self.params = g.non_embedding_params
-        self.full = max(grid, key=self.params)
+        self.full = Shape(g.num_layers, 100)  # the teacher, and the one shape trained on the data itself
         self.smol = elastic.smol
         self.opt = torch.optim.AdamW(self.smol.parameters(), lr=recipe.train.lr, weight_decay=recipe.train.weight_decay)
         self.state = RunState()
@@ -308,8 +308,10 @@ def prepare_run(recipe: Recipe, run_dir: Path, resume: bool) -> Trainer:
 
     plan = load_plan(recipe.plan)
     grid = plan.grid(",".join(recipe.train.grid)) if recipe.train.grid else plan.grid()
-    if len(grid) < 2:
-        raise UsageError("train.grid needs at least two shapes: one-for-all training of one shape is plain LoRA")
+    if len(grid) < 2 and recipe.train.sandwich:
+        raise UsageError("the sandwich needs at least two shapes in train.grid (train.sandwich=false for one shape)")
+    if len(grid) == 1 and recipe.train.distill and recipe.train.teacher == "inplace" and grid[0] != plan.full:
+        raise UsageError("one shape cannot distill in place (the full model is not trained): use train.teacher=frozen")
     existing = latest_checkpoint(run_dir) if run_dir.exists() else None
     if existing is not None and not resume:
         raise UsageError(f"{run_dir} already holds a run ({existing.name}): pass --resume, or choose another --out")

@@ -1,0 +1,136 @@
+"""Stage 2 benchmark: one-for-all SMOL (ours) against stage 1 alone, one plain LoRA for all shapes,
+per-shape LoRA, and the ablations; evaluated on the same shapes and data.
+
+Runs live in bench/runs/<name> and resume from their checkpoints, and each finished run's figures
+are written to bench/results/one_for_all.json at once, so the benchmark can be run in pieces:
+
+    .venv/bin/python bench/one_for_all.py --steps 250 [--only ours,single-lora] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import PIQA, PIQA_LABELS, RESULTS, ROOT, SHARED_DATA, WIKITEXT, describe, machine, write_result  # noqa: E402
+
+SHAPES = ["d30-w100", "d24-w100", "d20-w100", "d15-w100", "d30-w82", "d30-w61", "d30-w48"]
+PYDOC_TRAIN = SHARED_DATA / "pydoc" / "train.txt"
+PYDOC_DEV = SHARED_DATA / "pydoc" / "dev.txt"
+RUNS = {
+    "ours": [],
+    "single-lora": ["smol.gated=false"],
+    "no-distill": ["train.distill=false"],
+    "no-balance": ["train.balance=false"],
+    "no-sandwich": ["train.sandwich=false"],
+}
+
+
+def overrides(steps: int, device: str) -> list[str]:
+    return [f"data.train={PYDOC_TRAIN}", f"train.steps={steps}", "train.checkpoint_every=25", f"train.device={device}"]
+
+
+def evaluate(elastic, plan, tokenizer, limit: int) -> dict:
+    from edgekit.elastic.accuracy import evaluate_shapes
+
+    return evaluate_shapes(
+        elastic, tokenizer, plan, [plan.shape(s) for s in SHAPES], str(WIKITEXT), 16384, str(PYDOC_DEV), str(PIQA),
+        str(PIQA_LABELS), limit,
+    )["shapes"]  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=250, help="steps of the one-for-all runs")
+    ap.add_argument("--only", default="", help="comma-separated run names (stage1, ours, single-lora, per-shape, ...)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--limit", type=int, default=400, help="PIQA items")
+    args = ap.parse_args()
+
+    from transformers import AutoTokenizer
+
+    from edgekit.elastic.accuracy import evaluate_shapes
+    from edgekit.elastic.base import base_folder, load_elastic
+    from edgekit.elastic.plan import load_plan
+    from edgekit.elastic.recipe import load_recipe
+    from edgekit.elastic.train import prepare_run, train
+
+    path = RESULTS / "one_for_all.json"
+    results = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
+    results["machine"] = machine()
+    only = [x for x in args.only.split(",") if x]
+    plan = load_plan("smollm2-135m")
+    tokenizer = AutoTokenizer.from_pretrained(base_folder(plan))
+
+    def save() -> None:
+        write_result("one_for_all", results)
+
+    if (not only or "stage1" in only) and "stage1" not in results["runs"]:
+        start = time.perf_counter()
+        table = evaluate(load_elastic(plan), plan, tokenizer, args.limit)
+        results["runs"]["stage1"] = {"shapes": table, "eval_seconds": round(time.perf_counter() - start, 1)}
+        save()
+    for name, extra in RUNS.items():
+        if (only and name not in only) or name in results["runs"]:
+            continue
+        recipe = load_recipe("smollm2-135m", overrides(args.steps, args.device) + extra)
+        run_dir = ROOT / "runs" / name
+        trainer = prepare_run(recipe, run_dir, resume=True)
+        state = train(trainer, on_step=lambda r, n=name: print(f"{n} step {r.step + 1}: {r.losses}", flush=True))
+        start = time.perf_counter()
+        table = evaluate(trainer.model, plan, tokenizer, args.limit)
+        results["runs"][name] = {
+            "overrides": extra, "steps": state.step, "tokens": state.tokens, "train_seconds": round(state.seconds, 1),
+            "shape_samples": state.step * recipe.train.shapes_per_step, "shapes": table,
+            "eval_seconds": round(time.perf_counter() - start, 1),
+        }  # fmt: skip
+        save()
+    if (not only or "per-shape" in only) and "ours" in results["runs"]:
+        ours = results["runs"]["ours"]
+        grid = len(load_plan("smollm2-135m").grid())
+        # the same number of tokens per shape as ours spent in total, divided by the grid size
+        per_steps = max(1, ours["shape_samples"] // grid)
+        per = results["runs"].setdefault("per-shape", {"shapes": {}, "steps_each": per_steps})
+        for shape in SHAPES:
+            if shape in per["shapes"]:
+                continue
+            extra = [f"train.grid=[{shape}]", "train.sandwich=false", "train.shapes_per_step=1", "smol.gated=false",
+                     "train.teacher=" + ("inplace" if shape == "d30-w100" else "frozen")]  # fmt: skip
+            recipe = load_recipe("smollm2-135m", overrides(per_steps, args.device) + extra)
+            trainer = prepare_run(recipe, ROOT / "runs" / f"per-shape-{shape}", resume=True)
+            state = train(trainer)
+            row = evaluate_shapes(
+                trainer.model, tokenizer, plan, [plan.shape(shape)], str(WIKITEXT), 16384, str(PYDOC_DEV), str(PIQA),
+                str(PIQA_LABELS), args.limit,
+            )["shapes"][shape]  # fmt: skip
+            per["shapes"][shape] = {**row, "train_seconds": round(state.seconds, 1), "tokens": state.tokens}
+            save()
+    print_table(results)
+    print(describe(results["machine"]))
+
+
+def print_table(results: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    runs = results["runs"]
+    table = Table(title="stage 2: held-out wikitext ppl / pydoc-dev ppl / PIQA acc_norm per shape")
+    table.add_column("run")
+    for s in SHAPES:
+        table.add_column(s, justify="right")
+    for name, run in runs.items():
+        cells = []
+        for s in SHAPES:
+            row = run["shapes"].get(s)
+            cells.append("-" if not row else f"{row['ppl']:.1f} / {row['domain_ppl']:.1f} / {row['acc_norm']:.3f}")
+        table.add_row(name, *cells)
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
