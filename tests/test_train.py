@@ -190,3 +190,39 @@ def test_per_shape_lora_distills_from_the_frozen_original(tiny_plan: Path, calib
     train(trainer, on_step=lambda r: seen.append(r.losses))
     assert [list(s) for s in seen] == [["d4-w50"], ["d4-w50"]]
     assert trainer.teacher_cache is not None  # the loss came from the cached original model
+
+
+def test_two_processes_take_the_same_steps_as_one(tiny_plan: Path, calib_text: Path, tmp_path: Path):
+    """torchrun (or accelerate launch) with 2 processes splits each batch and averages gradients: with
+    balancing off that is the single-process update, so the adapters end up the same."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    args = [
+        f"plan={tiny_plan}", f"data.train={calib_text}", "data.seq_len=32", "train.batch_size=2", "train.steps=2",
+        "train.warmup=1", "train.lr=0.01", "train.grid=[d6-w100, d4-w50, d3-w34]", "smol.rank=2",
+        "train.balance=false", "train.device=cpu",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name, launcher in (
+        ("one", [sys.executable, "-m", "edgekit"]),
+        (
+            "two",
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "edgekit"],
+        ),
+    ):
+        done = subprocess.run(
+            [*launcher, "elastic", "train", "--out", str(tmp_path / name), "--no-eval", *args],
+            env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+    one = load_file(str(tmp_path / "one/elastic/smol.safetensors"))
+    two = load_file(str(tmp_path / "two/elastic/smol.safetensors"))
+    # B starts at zero, so its size is what training moved it by; the two runs agree to a small part of that
+    moved = max(one[k].abs().max().item() for k in one if k.startswith("B."))
+    assert moved > 5e-3
+    assert max((one[k] - two[k]).abs().max().item() for k in one) < 0.01 * moved
+    assert (tmp_path / "two/metrics.csv").read_text().count("\n") == 3  # written once, by rank 0

@@ -326,6 +326,8 @@ def train_cmd(
                 err.print(f"step {result.step + 1}/{r.train.steps} {shown} ({result.seconds:.1f} s/step)")
 
         state = train(trainer, on_step=on_step, on_stage=lambda s: progress.update(task, description=s))
+    if trainer.rank != 0:  # under torchrun / accelerate launch, rank 0 writes and evaluates the result
+        return
     training = {
         "steps": state.step,
         "tokens": state.tokens,

@@ -52,6 +52,28 @@ class RunState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+def distributed() -> tuple[int, int]:
+    """(rank, world size) under `torchrun` or `accelerate launch`, initialising the process group once;
+    (0, 1) in a plain single process, the default."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world
+
+
+def barrier() -> None:
+    if distributed()[1] > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
 def recipe_identity(recipe: Recipe) -> str:
     """What a checkpoint must share with the recipe that resumes it (run length and logging may change)."""
     data = recipe.to_dict()
@@ -117,6 +139,9 @@ class Trainer:
         self.state = RunState()
         self.teacher_cache: dict[str, torch.Tensor] | None = None
         self.device = next(self.smol.parameters()).device
+        self.rank, self.world = distributed()
+        if recipe.train.batch_size % self.world:
+            raise UsageError(f"train.batch_size ({recipe.train.batch_size}) must divide among {self.world} processes")
         self.autocast = self.device.type == "cuda" and recipe.train.bf16 != "false" and torch.cuda.is_bf16_supported()
 
     # --------------------------------------------------------------- one step
@@ -128,7 +153,10 @@ class Trainer:
         torch.manual_seed(r.seed * 1_000_003 + step)  # gate noise: a function of the step, for exact resume
         rng = random.Random(r.seed * 1_000_003 + step)
         shapes = sample_shapes(self.grid, r.shapes_per_step, r.sandwich, rng, self.params)
-        ids = self.data.batch(step).to(self.device)
+        ids = self.data.batch(step)
+        if self.world > 1:  # data parallel: every rank takes its share of the same step's batch
+            ids = ids[self.rank :: self.world]
+        ids = ids.to(self.device)
         lr = lr_at(step, self.recipe)
         for group in self.opt.param_groups:
             group["lr"] = lr
@@ -155,6 +183,13 @@ class Trainer:
             weights = balance_weights(losses, r.balance)
             total = sum(w * loss for w, loss in zip(weights, losses, strict=True)) / len(losses)
         total.backward()
+        if self.world > 1:
+            import torch.distributed as dist
+
+            for p in self.smol.parameters():
+                if p.grad is not None:
+                    dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+                    p.grad /= self.world
         if r.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.smol.parameters(), r.grad_clip)
         self.opt.step()
@@ -175,8 +210,12 @@ class Trainer:
         path = self.run_dir / "teacher-topk.safetensors"
         from safetensors.torch import load_file, save_file
 
+        if self.rank != 0:  # rank 0 computes the cache once; the others read it
+            barrier()
         if path.is_file():
             self.teacher_cache = load_file(str(path))
+            if self.rank == 0:
+                barrier()
             return
         smol, self.model.smol = self.model.smol, None
         values, indices = [], []
@@ -194,6 +233,7 @@ class Trainer:
             self.model.smol = smol
         self.teacher_cache = {"values": torch.cat(values), "indices": torch.cat(indices)}
         save_file(self.teacher_cache, str(path))
+        barrier()
 
     def _cached_teacher(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self.teacher_cache is None:
@@ -289,10 +329,14 @@ def out_of_memory(exc: BaseException) -> ResourceError:
 
 
 def resolve_device(choice: str) -> str:
+    import os
+
     if choice == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
     if choice == "cuda" and not torch.cuda.is_available():
         raise ResourceError("train.device=cuda but no CUDA device is available")
+    if choice == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
     return choice
 
 
@@ -329,7 +373,8 @@ def prepare_run(recipe: Recipe, run_dir: Path, resume: bool) -> Trainer:
     trainer.plan = plan  # type: ignore[attr-defined]
     if existing is not None:
         trainer.load_checkpoint(existing)
-    (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    if trainer.rank == 0:
+        (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     return trainer
 
 
@@ -347,11 +392,14 @@ def train(
     try:
         while trainer.state.step < r.steps:
             result = trainer.step()
-            append_metrics(trainer.run_dir, result, order)
-            if on_step:
-                on_step(result)
+            if trainer.rank == 0:
+                append_metrics(trainer.run_dir, result, order)
+                if on_step:
+                    on_step(result)
             if trainer.state.step % r.checkpoint_every == 0 or trainer.state.step == r.steps:
-                trainer.save_checkpoint()
+                if trainer.rank == 0:
+                    trainer.save_checkpoint()
+                barrier()
     except torch.OutOfMemoryError as exc:
         raise out_of_memory(exc) from None
     except RuntimeError as exc:
