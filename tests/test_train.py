@@ -226,3 +226,46 @@ def test_two_processes_take_the_same_steps_as_one(tiny_plan: Path, calib_text: P
     assert moved > 5e-3
     assert max((one[k] - two[k]).abs().max().item() for k in one) < 0.01 * moved
     assert (tmp_path / "two/metrics.csv").read_text().count("\n") == 3  # written once, by rank 0
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_plan: Path, calib_text: Path, tmp_path: Path):
+    trainer = prepare_run(_recipe(tiny_plan, calib_text, "train.grad_checkpointing=true"), tmp_path / "r", False)
+    assert trainer.model.grad_checkpointing
+    ids = trainer.data.batch(0)
+    grads = []
+    for flag in (True, False):
+        trainer.model.grad_checkpointing = flag
+        trainer.smol.zero_grad()
+        torch.manual_seed(0)
+        trainer.smol.train()
+        trainer.model(ids, Shape(4, 50), labels=ids).loss.backward()
+        grads.append([p.grad.clone() for p in trainer.smol.parameters() if p.grad is not None])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads, strict=True))
+
+
+def test_out_of_memory_says_what_to_lower(tiny_plan: Path, calib_text: Path, tmp_path: Path, monkeypatch):
+    from edgekit.elastic import train as train_mod
+    from edgekit.errors import ResourceError
+
+    trainer = prepare_run(_recipe(tiny_plan, calib_text), tmp_path / "r", resume=False)
+
+    def boom(self):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 99 GB")
+
+    monkeypatch.setattr(train_mod.Trainer, "step", boom)
+    with pytest.raises(ResourceError, match="lower train.batch_size, data.seq_len or train.shapes_per_step"):
+        train(trainer)
+    assert not (tmp_path / "r/checkpoints").exists()
+
+
+def test_resume_refuses_a_run_of_another_plan(tiny_plan: Path, calib_text: Path, tmp_path: Path):
+    import json
+
+    run = tmp_path / "run"
+    train(prepare_run(_recipe(tiny_plan, calib_text, "train.steps=2"), run, resume=False))
+    state_path = run / "checkpoints/step-000002/state.json"
+    state = json.loads(state_path.read_text())
+    state["plan_sha256"] = "0" * 64
+    state_path.write_text(json.dumps(state))
+    with pytest.raises(UsageError, match="another recipe or model"):
+        prepare_run(_recipe(tiny_plan, calib_text), run, resume=True)

@@ -88,6 +88,7 @@ class ElasticModel(nn.Module):
         self.observer: Any = None
         # SMOL adapters (stage 2), when attached; `_mix` is the gate's expert weights for the shape being run.
         self._columns: dict[int, torch.Tensor] = {}
+        self.grad_checkpointing = False
         self.smol: Any = None
         self._mix: torch.Tensor | None = None
 
@@ -217,6 +218,16 @@ class ElasticModel(nn.Module):
         x = x + self.attention(index, blk, rms_norm(x, blk.ln1, self.eps), cos, sin, dims.num_heads)
         return x + self.mlp(index, blk, rms_norm(x, blk.ln2, self.eps), dims.ffn)
 
+    def _block_with_mix(
+        self, index: int, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, width: int, mix: Any
+    ) -> torch.Tensor:
+        # backward recomputes after run_layers has returned, so the mix travels as an argument
+        saved, self._mix = self._mix, mix
+        try:
+            return self.block(index, x, cos, sin, width)
+        finally:
+            self._mix = saved
+
     def rope(self, x: torch.Tensor, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         pos = torch.arange(start, start + x.shape[1], device=x.device).unsqueeze(0)
         return self.rotary(x, pos)
@@ -229,7 +240,14 @@ class ElasticModel(nn.Module):
         self._mix = self.smol.mix(Shape(len(layers), width), layers) if self.smol is not None else None
         try:
             for i in layers:
-                x = self.block(i, x, cos, sin, width)
+                if self.grad_checkpointing and torch.is_grad_enabled():
+                    # recompute the block in backward instead of keeping its activations; the gate's mix
+                    # (and its noise) was drawn above, so the recomputation sees the same adapters
+                    from torch.utils.checkpoint import checkpoint
+
+                    x = checkpoint(self._block_with_mix, i, x, cos, sin, width, self._mix, use_reentrant=False)
+                else:
+                    x = self.block(i, x, cos, sin, width)
         finally:
             self._mix = None
         return x

@@ -54,6 +54,13 @@ class TrainConfig:
     bf16: str = "auto"  # autocast where a GPU supports it
     grad_checkpointing: str = "auto"
 
+    def __post_init__(self) -> None:
+        # YAML reads `true`/`false` as booleans; these switches also take "auto"
+        for name in ("bf16", "grad_checkpointing"):
+            value = getattr(self, name)
+            if isinstance(value, bool):
+                setattr(self, name, "true" if value else "false")
+
 
 @dataclass
 class EvalConfig:
@@ -94,6 +101,8 @@ class Recipe:
             (self.data.format in ("auto", "text", "jsonl"), "data.format must be auto, text or jsonl"),
             (bool(self.data.train), "data.train is required (a text file, a JSONL file or a dataset name)"),
             (t.device in ("auto", "cpu", "cuda"), "train.device must be auto, cpu or cuda"),
+            (t.grad_checkpointing in ("auto", "true", "false"), "train.grad_checkpointing must be auto, true or false"),
+            (t.bf16 in ("auto", "false"), "train.bf16 must be auto or false"),
         ]
         for ok, message in problems:
             if not ok:

@@ -140,9 +140,12 @@ class Trainer:
         self.teacher_cache: dict[str, torch.Tensor] | None = None
         self.device = next(self.smol.parameters()).device
         self.rank, self.world = distributed()
+        self.plan_identity: tuple[str, str] = ("", "")  # (model digest, permutations sha256), set by prepare_run
         if recipe.train.batch_size % self.world:
             raise UsageError(f"train.batch_size ({recipe.train.batch_size}) must divide among {self.world} processes")
         self.autocast = self.device.type == "cuda" and recipe.train.bf16 != "false" and torch.cuda.is_bf16_supported()
+        gc = recipe.train.grad_checkpointing
+        elastic.grad_checkpointing = gc == "true" or (gc == "auto" and self.device.type == "cuda")
 
     # --------------------------------------------------------------- one step
 
@@ -270,6 +273,8 @@ class Trainer:
                     "tokens": self.state.tokens,
                     "seconds": self.state.seconds,
                     "recipe": recipe_identity(self.recipe),
+                    "model_digest": self.plan_identity[0],
+                    "plan_sha256": self.plan_identity[1],
                     "optimizer": meta,
                 },
             )
@@ -282,7 +287,9 @@ class Trainer:
             state = json.loads((folder / "state.json").read_text())
         except (OSError, json.JSONDecodeError):
             raise IntegrityError(f"checkpoint {folder} is incomplete or corrupt (state.json)") from None
-        if state.get("recipe") != recipe_identity(self.recipe):
+        recorded = (state.get("model_digest"), state.get("plan_sha256"))
+        other_plan = recorded[0] is not None and recorded != self.plan_identity  # older checkpoints lack them
+        if state.get("recipe") != recipe_identity(self.recipe) or other_plan:
             raise UsageError(
                 f"checkpoint {folder} was made with another recipe or model: start a new run (another --out) "
                 "or resume with the recipe that made it"
@@ -371,6 +378,7 @@ def prepare_run(recipe: Recipe, run_dir: Path, resume: bool) -> Trainer:
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(recipe, elastic, sequences, grid, run_dir)
     trainer.plan = plan  # type: ignore[attr-defined]
+    trainer.plan_identity = (plan.model.digest, plan.permutations_sha256)
     if existing is not None:
         trainer.load_checkpoint(existing)
     if trainer.rank == 0:
