@@ -91,3 +91,27 @@ def test_extract_equals_the_elastic_model_and_takes_under_2s(pulled: Path, tmp_p
         diff = (elastic(_ids(1), s).logits - hf(_ids(1)).logits).abs().max().item()
     assert diff < 1e-4, f"{shape}: max abs logit difference {diff:.2e}"
     assert seconds < 2.0, f"{shape}: extraction took {seconds:.2f} s"
+
+
+def test_smol_merged_extraction_equals_the_adapted_elastic_model(pulled: Path, tmp_path: Path):
+    from transformers import AutoModelForCausalLM
+
+    from edgekit.elastic.base import base_folder, load_elastic
+    from edgekit.elastic.extract import extract_elastic
+    from edgekit.elastic.plan import load_plan
+    from edgekit.elastic.smol import Smol, SmolConfig
+
+    plan = load_plan("smollm2-135m")
+    elastic = load_elastic(plan)
+    torch.manual_seed(0)
+    smol = Smol(plan.geometry, SmolConfig(experts=4, rank=6, alpha=12), plan.width.grid)
+    with torch.no_grad():
+        for b in smol.B.values():
+            b.normal_(0, 0.02)
+    elastic.smol = smol.eval()
+    s = plan.shape("d20-w61")
+    extract_elastic(elastic, plan, base_folder(plan), s, tmp_path / "sub")
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "sub").eval()
+    with torch.no_grad():
+        diff = (elastic(_ids(2), s).logits - hf(_ids(2)).logits).abs().max().item()
+    assert diff < 1e-4, f"max abs logit difference {diff:.2e}"

@@ -89,6 +89,8 @@ class ElasticModel(nn.Module):
         # SMOL adapters (stage 2), when attached; `_mix` is the gate's expert weights for the shape being run.
         self._columns: dict[int, torch.Tensor] = {}
         self.grad_checkpointing = False
+        self._merged: dict[tuple[int, str], torch.Tensor] = {}
+        self._merged_for: Any = None
         self.smol: Any = None
         self._mix: torch.Tensor | None = None
 
@@ -152,12 +154,18 @@ class ElasticModel(nn.Module):
         rows: int | None = None, cols: int | None = None,
     ) -> torch.Tensor:  # fmt: skip
         """One projection on its kept rows/columns, plus the shape's SMOL LoRA when one is attached."""
-        y = F.linear(x, weight, bias)
         if self.smol is not None and self._mix is not None:
+            if not torch.is_grad_enabled() and not self.smol.training:
+                # Inference: the shape's LoRA merged into the weights exactly as `extract` merges it, so a
+                # cut checkpoint reproduces these logits bit for bit. Kept for the current shape only.
+                key = (index, target)
+                if key not in self._merged:
+                    self._merged[key] = self.smol.merged(index, target, weight, self._mix, rows, cols)
+                return F.linear(x, self._merged[key], bias)
             delta = self.smol.delta(index, target, x, self._mix, rows, cols)
             if delta is not None:
-                y = y + delta
-        return y
+                return F.linear(x, weight, bias) + delta
+        return F.linear(x, weight, bias)
 
     def attention(
         self, index: int, blk: Block, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, q_heads: int
@@ -238,6 +246,10 @@ class ElasticModel(nn.Module):
     def run_layers(self, x: torch.Tensor, layers: list[int], width: int) -> torch.Tensor:
         cos, sin = self.rope(x)
         self._mix = self.smol.mix(Shape(len(layers), width), layers) if self.smol is not None else None
+        if self.smol is not None:
+            key = (tuple(layers), width, id(self.smol), self.smol.training or torch.is_grad_enabled())
+            if key != self._merged_for:  # another shape (or adapters that may have changed): merge afresh
+                self._merged, self._merged_for = {}, key
         try:
             for i in layers:
                 if self.grad_checkpointing and torch.is_grad_enabled():
