@@ -171,6 +171,17 @@ def test_train_cli_writes_an_elastic_checkpoint_that_extracts_exactly(
     hf = AutoModelForCausalLM.from_pretrained(out).eval()
     with torch.no_grad():
         assert (hf(ids).logits - elastic(ids, ckpt.plan.shape("d4-w50")).logits).abs().max().item() < 1e-5
+    # user checkpoints under EDGEKIT_HOME/elastic are listed beside the shipped ones
+    import os
+    import shutil
+
+    mine = Path(os.environ["EDGEKIT_HOME"]) / "elastic" / "mine"
+    shutil.copytree(ckpt_dir, mine)
+    listed = json.loads(cli("elastic", "list", "--json").out)
+    row = next(r for r in listed["checkpoints"] if r["path"] == str(mine))
+    assert row["kind"] == "user" and row["ok"] and row["has_accuracy"] and row["steps"] == 3
+    assert "smollm2-135m" in listed["plans"]
+    shutil.rmtree(mine)
     # a tampered checkpoint is refused
     (ckpt_dir / "smol.safetensors").write_bytes(b"x" * 10)
     result = cli("elastic", "extract", "--elastic", str(ckpt_dir), "--shape", "d4-w50", "--out", str(tmp_path / "o"))
