@@ -33,7 +33,6 @@ def main() -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from edgekit.artifacts import sha256_file
     from edgekit.commands.elastic import _print_points
     from edgekit.elastic.frontier import EvalSettings, compare, plot_png, plot_terminal
     from edgekit.elastic.plan import load_plan
@@ -46,9 +45,9 @@ def main() -> None:
     n = plan.geometry.num_layers
     widths = [w for w in plan.width.grid if w < 100]
     grid = [Shape(n, 100)] + [Shape(d, 100) for d in (24, 20, 15)] + [Shape(n, w) for w in widths]
-    if sha256_file(WIKITEXT) != plan.calibration.sha256:
+    skip = plan.held_out_skip(WIKITEXT)
+    if not skip:
         raise SystemExit(f"plan {plan.name} was not calibrated on {WIKITEXT}")
-    skip = max(plan.calibration.depth_tokens, plan.calibration.width_tokens)
     settings = EvalSettings(
         read_text(WIKITEXT), skip, args.max_tokens, 512, 512, load_piqa(PIQA, PIQA_LABELS, limit=args.limit)
     )

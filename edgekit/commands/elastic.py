@@ -212,12 +212,7 @@ def frontier_cmd(
         raise UsageError("--baselines needs --calib: the calibration text the plan was made with")
     corpus = read_text(text) if text is not None else None
     items = load_piqa(mc, labels=labels, limit=limit) if mc is not None else None
-    skip = 0
-    if text is not None:
-        from edgekit.artifacts import sha256_file
-
-        if sha256_file(text) == first.calibration.sha256:
-            skip = max(first.calibration.depth_tokens, first.calibration.width_tokens)  # held-out part only
+    skip = first.held_out_skip(text) if text is not None else 0
     settings = EvalSettings(corpus, skip, max_tokens, max_length, stride, items)
 
     with _progress() as progress:

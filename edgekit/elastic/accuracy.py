@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgekit.artifacts import sha256_file
 from edgekit.elastic.plan import Plan
 from edgekit.shapes import Shape
 
@@ -37,10 +36,7 @@ def evaluate_shapes(
     for key, path in (("ppl", text), ("domain_ppl", domain_text)):
         if path:
             p = Path(path)
-            skip = 0
-            if sha256_file(p) == plan.calibration.sha256:
-                skip = max(plan.calibration.depth_tokens, plan.calibration.width_tokens)
-            texts[key] = (read_text(p), skip, p.name)
+            texts[key] = (read_text(p), plan.held_out_skip(p), p.name)
     items = load_piqa(Path(mc), Path(mc_labels) if mc_labels else None, limit=mc_limit) if mc else None
     rows: dict[str, dict[str, Any]] = {}
     for shape in shapes:

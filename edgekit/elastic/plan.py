@@ -157,6 +157,13 @@ class Plan:
         depths = sorted({n, *(d for d in self.depths if d in default_depths(n, min(self.depths)))}, reverse=True)
         return [Shape(d, w) for d in depths for w in self.width.grid]
 
+    def held_out_skip(self, text: Path) -> int:
+        """How many leading tokens of `text` to skip so an evaluation never scores what the plan calibrated on:
+        all of them read by planning when `text` is the calibration file, else none."""
+        if sha256_file(text) != self.calibration.sha256:
+            return 0
+        return max(self.calibration.depth_tokens, self.calibration.width_tokens)
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("path")
