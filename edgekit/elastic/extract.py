@@ -24,6 +24,7 @@ import torch
 
 from edgekit import __version__
 from edgekit.artifacts import atomic_dir, hash_tree, write_json_atomic
+from edgekit.elastic.model import head_channels
 from edgekit.elastic.plan import Permutations, Plan
 from edgekit.shapes import Geometry, Shape
 from edgekit.weights import TOKENIZER_FILES, Weights, read_config
@@ -64,8 +65,7 @@ def head_rows(perm: torch.Tensor, geometry: Geometry, per_group: int) -> torch.T
     """Rows of q_proj (columns of o_proj) for the kept heads, group-major."""
     per = geometry.heads_per_group
     heads = torch.cat([perm[g * per : g * per + per_group] for g in range(geometry.num_kv_heads)])
-    hd = geometry.head_dim
-    return (heads[:, None] * hd + torch.arange(hd)).reshape(-1)
+    return head_channels(heads, geometry.head_dim)
 
 
 def subnet_state(
@@ -102,11 +102,11 @@ def elastic_state(elastic: Any, shape: Shape) -> dict[str, torch.Tensor]:
     g = elastic.geometry
     dims = g.dims(shape.width)
     layers = elastic.layers_for(shape.depth)
-    per, kv, hd = dims.heads_per_group, g.num_kv_heads, g.head_dim
-    # rank-major slot (r * kv + grp) -> group-major head (grp * per + r)
-    slots = torch.tensor([(h % per) * kv + h // per for h in range(per * kv)])
-    order = (slots[:, None] * hd + torch.arange(hd)).reshape(-1)
-    rows = dims.num_heads * hd
+    rows = dims.num_heads * g.head_dim
+    # the ElasticModel's rank-major q rows / o columns, put in the group-major order transformers expects
+    order = elastic.group_major_columns(dims.num_heads)
+    if order is None:
+        order = torch.arange(rows)
     smol = elastic.smol
     mix = smol.mix(shape, layers) if smol is not None else None
 

@@ -29,6 +29,11 @@ def rank_major_index(num_heads: int, num_kv: int) -> torch.Tensor:
     return torch.tensor([(i % num_kv) * per_group + i // num_kv for i in range(num_heads)])
 
 
+def head_channels(heads: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """The channel indices (rows of q_proj, columns of o_proj) of the given heads, in their order."""
+    return (heads[:, None] * head_dim + torch.arange(head_dim, device=heads.device)).reshape(-1)
+
+
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     dtype = x.dtype
     h = x.float()
@@ -104,7 +109,7 @@ class ElasticModel(nn.Module):
         g = Geometry.from_config(config)
         order = rank_major_index(g.num_heads, g.num_kv_heads)
         hd = g.head_dim
-        rows = (order[:, None] * hd + torch.arange(hd)).reshape(-1)
+        rows = head_channels(order, hd)
         layers = []
         for i in range(g.num_layers):
             p = f"model.layers.{i}."
@@ -209,7 +214,7 @@ class ElasticModel(nn.Module):
         if cached is None:
             with torch.inference_mode(False):  # cached across calls: must not be an inference-mode tensor
                 slots = torch.tensor([(h % per) * kv + h // per for h in range(q_heads)])
-                cached = (slots[:, None] * g.head_dim + torch.arange(g.head_dim)).reshape(-1).to(self.embed.device)
+                cached = head_channels(slots, g.head_dim).to(self.embed.device)
             self._columns[q_heads] = cached
         return cached
 

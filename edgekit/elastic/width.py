@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from edgekit.elastic.model import head_channels
 from edgekit.shapes import Geometry
 
 WIDTH_METHODS = ("flap", "magnitude", "activation")
@@ -85,7 +86,7 @@ def permute_state(
     hd = geometry.head_dim
     for i in range(geometry.num_layers):
         p = f"model.layers.{i}."
-        rows = (head_perms[i][:, None] * hd + torch.arange(hd)).reshape(-1)
+        rows = head_channels(head_perms[i], hd)
         out[p + "self_attn.q_proj.weight"] = state[p + "self_attn.q_proj.weight"][rows]
         if p + "self_attn.q_proj.bias" in state:
             out[p + "self_attn.q_proj.bias"] = state[p + "self_attn.q_proj.bias"][rows]
