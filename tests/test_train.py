@@ -203,7 +203,8 @@ def test_per_shape_lora_distills_from_the_frozen_original(tiny_plan: Path, calib
     assert trainer.teacher_cache is not None  # the loss came from the cached original model
 
 
-def test_two_processes_take_the_same_steps_as_one(tiny_plan: Path, calib_text: Path, tmp_path: Path):
+@pytest.mark.parametrize("teacher", ["inplace", "frozen"])
+def test_two_processes_take_the_same_steps_as_one(tiny_plan: Path, calib_text: Path, tmp_path: Path, teacher: str):
     """torchrun (or accelerate launch) with 2 processes splits each batch and averages gradients: with
     balancing off that is the single-process update, so the adapters end up the same."""
     import os
@@ -215,7 +216,7 @@ def test_two_processes_take_the_same_steps_as_one(tiny_plan: Path, calib_text: P
     args = [
         f"plan={tiny_plan}", f"data.train={calib_text}", "data.seq_len=32", "train.batch_size=2", "train.steps=2",
         "train.warmup=1", "train.lr=0.01", "train.grid=[d6-w100, d4-w50, d3-w34]", "smol.rank=2",
-        "train.balance=false", "train.device=cpu",
+        "train.balance=false", "train.device=cpu", f"train.teacher={teacher}", "train.teacher_topk=8",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for name, launcher in (

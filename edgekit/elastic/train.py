@@ -156,10 +156,7 @@ class Trainer:
         torch.manual_seed(r.seed * 1_000_003 + step)  # gate noise: a function of the step, for exact resume
         rng = random.Random(r.seed * 1_000_003 + step)
         shapes = sample_shapes(self.grid, r.shapes_per_step, r.sandwich, rng, self.params)
-        ids = self.data.batch(step)
-        if self.world > 1:  # data parallel: every rank takes its share of the same step's batch
-            ids = ids[self.rank :: self.world]
-        ids = ids.to(self.device)
+        ids = self.data.data[self.rows(step)].to(self.device)
         lr = lr_at(step, self.recipe)
         for group in self.opt.param_groups:
             group["lr"] = lr
@@ -238,10 +235,14 @@ class Trainer:
         save_file(self.teacher_cache, str(path))
         barrier()
 
+    def rows(self, step: int) -> torch.Tensor:
+        """This process's sequences of the step's batch: all of them, or its share under data parallelism."""
+        return self.data.rows(step)[self.rank :: self.world]
+
     def _cached_teacher(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self.teacher_cache is None:
             raise UsageError("train.teacher=frozen needs the teacher cache (build_teacher_cache)")
-        rows = self.data.rows(step)
+        rows = self.rows(step)
         return (
             self.teacher_cache["values"][rows].to(self.device),
             self.teacher_cache["indices"][rows].to(self.device),
