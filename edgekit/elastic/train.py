@@ -18,7 +18,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,6 @@ class RunState:
     step: int = 0
     tokens: int = 0
     seconds: float = 0.0
-    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def distributed() -> tuple[int, int]:
@@ -129,8 +128,11 @@ def lr_at(step: int, recipe: Recipe) -> float:
 
 
 class Trainer:
-    def __init__(self, recipe: Recipe, elastic: Any, sequences: Any, grid: list[Shape], run_dir: Path) -> None:
-        self.recipe, self.model, self.data, self.grid, self.run_dir = recipe, elastic, sequences, grid, run_dir
+    def __init__(
+        self, recipe: Recipe, plan: Any, elastic: Any, sequences: Any, grid: list[Shape], run_dir: Path
+    ) -> None:
+        self.recipe, self.plan, self.model, self.data, self.grid = recipe, plan, elastic, sequences, grid
+        self.run_dir = run_dir
         g = elastic.geometry
         self.params = g.non_embedding_params
         self.full = Shape(g.num_layers, 100)  # the teacher, and the one shape trained on the data itself
@@ -140,12 +142,16 @@ class Trainer:
         self.teacher_cache: dict[str, torch.Tensor] | None = None
         self.device = next(self.smol.parameters()).device
         self.rank, self.world = distributed()
-        self.plan_identity: tuple[str, str] = ("", "")  # (model digest, permutations sha256), set by prepare_run
         if recipe.train.batch_size % self.world:
             raise UsageError(f"train.batch_size ({recipe.train.batch_size}) must divide among {self.world} processes")
         self.autocast = self.device.type == "cuda" and recipe.train.bf16 != "false" and torch.cuda.is_bf16_supported()
         gc = recipe.train.grad_checkpointing
         elastic.grad_checkpointing = gc == "true" or (gc == "auto" and self.device.type == "cuda")
+
+    @property
+    def plan_identity(self) -> tuple[str, str]:
+        """The weights and plan a checkpoint belongs to: (model digest, permutations sha256)."""
+        return self.plan.model.digest, self.plan.permutations_sha256
 
     # --------------------------------------------------------------- one step
 
@@ -377,9 +383,7 @@ def prepare_run(recipe: Recipe, run_dir: Path, resume: bool) -> Trainer:
     torch.manual_seed(recipe.train.seed)
     elastic.smol = Smol(plan.geometry, recipe.smol, plan.width.grid).to(device)
     run_dir.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(recipe, elastic, sequences, grid, run_dir)
-    trainer.plan = plan  # type: ignore[attr-defined]
-    trainer.plan_identity = (plan.model.digest, plan.permutations_sha256)
+    trainer = Trainer(recipe, plan, elastic, sequences, grid, run_dir)
     if existing is not None:
         trainer.load_checkpoint(existing)
     if trainer.rank == 0:
