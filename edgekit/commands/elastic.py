@@ -17,17 +17,23 @@ from edgekit.registry import DEFAULT_MODEL
 app = typer.Typer(help="Elastic subnets: plan layer sets and nested widths, cut shapes, compare methods.")
 
 
-def _progress() -> Progress:
+def _progress(*extra: Any) -> Progress:
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
+        *extra,
         console=err,
         transient=True,
         disable=not err.is_terminal,
     )
+
+
+def _refuse_existing(out_dir: Path, force: bool) -> None:
+    if out_dir.exists() and not force:
+        raise UsageError(f"{out_dir} exists: pass --force to replace it")
 
 
 @app.command("plan")
@@ -50,8 +56,7 @@ def plan_cmd(
     from edgekit.elastic.plan import save_plan
     from edgekit.elastic.planner import PlanRequest, build_plan
 
-    if out_dir.exists() and not force:
-        raise UsageError(f"{out_dir} exists: pass --force to replace it")
+    _refuse_existing(out_dir, force)
     req = PlanRequest(model, calib, method, scorer, width_method, calib_tokens, width_tokens, seq_len, min_depth)
     start = time.perf_counter()
     with _progress() as progress:
@@ -146,23 +151,23 @@ def extract_cmd(
     start = time.perf_counter()
     if (plan is None) == (elastic_ckpt is None):
         raise UsageError("give one of --plan (stage-1 shape) or --elastic (fine-tuned shape)")
-    if elastic_ckpt is not None:
-        from edgekit.elastic.checkpoint import load_checkpoint, load_elastic_checkpoint
+    from edgekit.elastic.checkpoint import load_checkpoint, load_elastic_checkpoint
+
+    ckpt = load_checkpoint(elastic_ckpt) if elastic_ckpt is not None else None
+    if ckpt is not None:
+        p = ckpt.plan
+    else:
+        assert plan is not None  # exactly one of --plan / --elastic, checked above
+        p = load_plan(plan)
+    s = p.shape(shape)
+    _refuse_existing(out_dir, force)
+    if ckpt is not None:
         from edgekit.elastic.extract import extract_elastic
 
-        p = load_checkpoint(elastic_ckpt).plan
-        s = p.shape(shape)
-        if out_dir.exists() and not force:
-            raise UsageError(f"{out_dir} exists: pass --force to replace it")
-        elastic, ckpt = load_elastic_checkpoint(elastic_ckpt, model)
+        elastic, _ = load_elastic_checkpoint(ckpt, model)
         extra = {"elastic_checkpoint": {"path": str(ckpt.path), "smol": ckpt.smol_config.to_dict()}}
         info = extract_elastic(elastic, p, base_folder(p, model), s, out_dir, force=force, extra=extra)
     else:
-        assert plan is not None
-        p = load_plan(plan)
-        s = p.shape(shape)
-        if out_dir.exists() and not force:
-            raise UsageError(f"{out_dir} exists: pass --force to replace it")
         info = extract(p, load_permutations(p), base_folder(p, model), s, out_dir, force=force)
     seconds = time.perf_counter() - start
     if json_out:
@@ -300,17 +305,7 @@ def train_cmd(
     with err.status("loading plan, weights and data…"):
         trainer = prepare_run(r, out_dir, resume)
     start_step = trainer.state.step
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[losses]}"),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    )
+    progress = _progress(TextColumn("{task.fields[losses]}"))
     with progress:
         task = progress.add_task("training", total=r.train.steps, completed=start_step, losses="")
 
