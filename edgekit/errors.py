@@ -36,3 +36,9 @@ class ResourceError(EdgekitError):
     """The host cannot do this: not enough memory, no network to a registry."""
 
     exit_code = 5
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none): for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -9,9 +9,10 @@ from typing import Any, Literal
 
 import psutil
 
-from edgekit.errors import IntegrityError, ResourceError, UsageError
+from edgekit.errors import ResourceError, UsageError, first_line
 from edgekit.modelstore import entry_dir, read_entry
 from edgekit.registry import find_model, known_models
+from edgekit.weights import weight_files
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 GiB = 1024**3
@@ -73,8 +74,7 @@ def load(ref: str | ModelRef, dtype: Any = None, device: str = "cpu") -> tuple[A
     model_ref = ref if isinstance(ref, ModelRef) else resolve(ref)
     if model_ref.path is not None:
         check_fits_memory(model_ref.path)
-        if not any(model_ref.path.glob("*.safetensors")):
-            raise IntegrityError(f"{model_ref.path} has no safetensors weights (edgekit never loads pickled ones)")
+        weight_files(model_ref.path)  # refuses a folder with pickled weights only
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_ref.source)
         model = AutoModelForCausalLM.from_pretrained(
@@ -82,8 +82,7 @@ def load(ref: str | ModelRef, dtype: Any = None, device: str = "cpu") -> tuple[A
         )
     except OSError as exc:
         where = "the Hugging Face hub" if model_ref.kind == "hub" else model_ref.source
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ResourceError(f"could not load '{model_ref.name}' from {where}: {first}") from None
+        raise ResourceError(f"could not load '{model_ref.name}' from {where}: {first_line(exc)}") from None
     return model.to(device).eval(), tokenizer, model_ref
 
 
@@ -99,5 +98,5 @@ def local_folder(model_ref: ModelRef) -> Path:
 
         return Path(snapshot_download(model_ref.source, allow_patterns=HUB_PATTERNS))
     except Exception as exc:  # offline, unknown repo, gated: the hub client raises many types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ResourceError(f"could not fetch '{model_ref.source}' from the Hugging Face hub: {first}") from None
+        where = f"could not fetch '{model_ref.source}' from the Hugging Face hub"
+        raise ResourceError(f"{where}: {first_line(exc)}") from None

@@ -7,7 +7,7 @@ import typer
 from rich.table import Table
 
 from edgekit.console import err, out, print_json
-from edgekit.errors import UsageError
+from edgekit.errors import UsageError, first_line
 from edgekit.registry import DEFAULT_MODEL
 
 
@@ -128,6 +128,5 @@ def run_lm_eval(model: Any, tokenizer: Any, tasks: list[str]) -> dict[str, Any]:
     try:
         out = simple_evaluate(model=lm, tasks=tasks)
     except Exception as exc:  # unknown task, dataset unreachable: lm_eval raises many kinds
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"lm-eval failed on {', '.join(tasks)}: {first}") from None
+        raise UsageError(f"lm-eval failed on {', '.join(tasks)}: {first_line(exc)}") from None
     return {task: dict(metrics) for task, metrics in out["results"].items()}

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from edgekit.errors import UsageError
+from edgekit.errors import UsageError, first_line
 
 PROMPT_KEYS = ("instruction", "prompt", "question", "input")
 RESPONSE_KEYS = ("response", "output", "answer", "completion")
@@ -75,7 +75,7 @@ def _hub_stream(name: str, tokenizer: Any, max_tokens: int | None) -> torch.Tens
     try:
         ds = load_dataset(name, split="train", streaming=True)
     except Exception as exc:  # offline or unknown dataset
-        raise UsageError(f"could not open dataset '{name}': {str(exc).splitlines()[0]}") from None
+        raise UsageError(f"could not open dataset '{name}': {first_line(exc)}") from None
     ids: list[int] = []
     for row in ds:
         text = row.get("text") or ""

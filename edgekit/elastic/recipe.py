@@ -14,7 +14,7 @@ from typing import Any, get_type_hints
 import yaml
 
 from edgekit.elastic.smol import SmolConfig
-from edgekit.errors import UsageError
+from edgekit.errors import UsageError, first_line
 
 
 def _shipped() -> Path:
@@ -169,7 +169,7 @@ def load_recipe(ref: str | None, overrides: list[str] | None = None) -> Recipe:
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise UsageError(f"recipe {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+            raise UsageError(f"recipe {path} is not valid YAML: {first_line(exc)}") from None
     data = apply_overrides(data, overrides or [])
     recipe = _build(Recipe, data, "")
     recipe.check()

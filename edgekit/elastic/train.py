@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from edgekit.artifacts import atomic_dir, write_json_atomic
 from edgekit.elastic.recipe import Recipe
-from edgekit.errors import IntegrityError, ResourceError, UsageError
+from edgekit.errors import IntegrityError, ResourceError, UsageError, first_line
 from edgekit.shapes import Shape
 
 CHECKPOINTS = "checkpoints"
@@ -305,7 +305,7 @@ class Trainer:
             self.smol.load_state_dict(load_file(str(folder / "smol.safetensors")))
             tensors = load_file(str(folder / "optimizer.safetensors"))
         except Exception as exc:  # safetensors/torch raise several types for a bad file
-            raise IntegrityError(f"checkpoint {folder} is corrupt: {str(exc).splitlines()[0]}") from None
+            raise IntegrityError(f"checkpoint {folder} is corrupt: {first_line(exc)}") from None
         meta = state["optimizer"]
         opt_state: dict[int, dict[str, Any]] = {}
         for pid, st in meta["state"].items():
@@ -337,7 +337,7 @@ def append_metrics(run_dir: Path, result: StepResult, shapes_order: list[str]) -
 
 def out_of_memory(exc: BaseException) -> ResourceError:
     return ResourceError(
-        f"out of memory while training ({str(exc).splitlines()[0][:80]}): lower train.batch_size, data.seq_len "
+        f"out of memory while training ({first_line(exc)[:80]}): lower train.batch_size, data.seq_len "
         "or train.shapes_per_step"
     )
 
