@@ -49,37 +49,43 @@ def build_tokenizer(out: Path, vocab_size: int = 320):
     return fast
 
 
-def build_tiny_llama(
-    out: Path, seed: int = 0, layers: int = 4, hidden: int = 64, ffn: int = 128, heads: int = 4, kv_heads: int = 2
-) -> Path:
-    """A random Llama with GQA and tied embeddings, saved as a safetensors HF folder with a tokenizer."""
+def _random_model(out: Path, seed: int, config_cls, model_cls, matrices_only: bool, **config):
+    """A model of `config_cls` with the tiny tokenizer's vocabulary and weights drawn from N(0, 0.08)."""
     import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(out)
     torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=ffn,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
-        head_dim=hidden // heads,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        rms_norm_eps=1e-5,
-        rope_theta=10000.0,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+    model = model_cls(
+        config_cls(
+            vocab_size=len(tokenizer),
+            max_position_embeddings=512,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            **config,
+        )
     )
-    model = LlamaForCausalLM(config)
     with torch.no_grad():  # larger than the default init so outputs differ clearly between inputs
         for p in model.parameters():
-            if p.dim() == 2:
+            if p.dim() == 2 or not matrices_only:
                 p.normal_(0, 0.08)
+    return model
+
+
+def build_tiny_llama(
+    out: Path, seed: int = 0, layers: int = 4, hidden: int = 64, ffn: int = 128, heads: int = 4, kv_heads: int = 2
+) -> Path:
+    """A random Llama with GQA and tied embeddings, saved as a safetensors HF folder with a tokenizer."""
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    model = _random_model(
+        out, seed, LlamaConfig, LlamaForCausalLM, True,
+        hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=layers, num_attention_heads=heads,
+        num_key_value_heads=kv_heads, head_dim=hidden // heads, tie_word_embeddings=True, rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+    )  # fmt: skip
+    config = model.config
     model.generation_config = GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id)
     model.save_pretrained(out, safe_serialization=True)
     return out
@@ -177,27 +183,12 @@ def build_wheel(gguf_path: Path, wheel_dir: Path, package: str = "tiny-llm", ver
 
 def build_tiny_qwen2(out: Path, seed: int = 2, layers: int = 4, hidden: int = 64, ffn: int = 192) -> Path:
     """A random Qwen2 (q/k/v biases, untied LM head, 4 heads / 2 KV heads) with the tiny tokenizer."""
-    import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer(out)
-    torch.manual_seed(seed)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=ffn,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=False,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    model = Qwen2ForCausalLM(config)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.08)
+    model = _random_model(
+        out, seed, Qwen2Config, Qwen2ForCausalLM, False,
+        hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=layers, num_attention_heads=4,
+        num_key_value_heads=2, tie_word_embeddings=False,
+    )  # fmt: skip
     model.save_pretrained(out, safe_serialization=True)
     return out
