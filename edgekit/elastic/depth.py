@@ -169,12 +169,14 @@ def select_depth(
     min_depth: int | None = None,
     protect_first: bool = True,
     on_call: Callable[[], None] | None = None,
+    calib: Calibration | None = None,
 ) -> DepthPlan:
+    """Layer sets per depth; `calib` reuses hidden states already computed for the same model and ids."""
     start = time.perf_counter()
     n = model.geometry.num_layers
     min_depth = min_depth or math.ceil(n / 2)
     protected = {n - 1} | ({0} if protect_first else set())
-    calib = Calibration(model, ids)
+    calib = calib or Calibration(model, ids)
     if method == "amoeba":
         sets, _, calls = dp_select(n, min_depth, make_scorer(calib, scorer), protected, on_call)
     else:

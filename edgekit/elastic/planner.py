@@ -79,6 +79,7 @@ class Context:
     depth_ids: torch.Tensor
     width_ids: torch.Tensor
     min_depth: int
+    hidden: Any = None  # the full model's hidden states on depth_ids (depth.Calibration), computed once
 
 
 def check_methods(req: PlanRequest) -> None:
@@ -141,9 +142,12 @@ def rank_width(ctx: Context, method: str) -> tuple[WidthSection, Permutations]:
 
 
 def select_layers(ctx: Context, method: str, scorer: str, on_call: Callable[[], None] | None = None) -> DepthSection:
+    from edgekit.elastic.depth import Calibration as Hidden
     from edgekit.elastic.depth import select_depth
 
-    depth = select_depth(ctx.model, ctx.depth_ids, method, scorer, ctx.min_depth, on_call=on_call)
+    if ctx.hidden is None:  # baselines select from the same hidden states: compute them once
+        ctx.hidden = Hidden(ctx.model, ctx.depth_ids)
+    depth = select_depth(ctx.model, ctx.depth_ids, method, scorer, ctx.min_depth, on_call=on_call, calib=ctx.hidden)
     protected = sorted({0, ctx.geometry.num_layers - 1})
     return DepthSection(
         depth.method,
