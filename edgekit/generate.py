@@ -101,3 +101,54 @@ def generate(
         ms_per_token=decode,
         tokens_per_s=1000 / decode if decode else 0.0,
     )
+
+
+def chat_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
+    if getattr(tokenizer, "chat_template", None):
+        out = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+        return list(out["input_ids"])
+    return list(tokenizer(messages[-1]["content"])["input_ids"])
+
+
+def stream_reply(
+    session: Any,
+    tokenizer: Any,
+    messages: list[dict[str, str]],
+    sampling: Any,
+    on_text: Callable[[str], None] | None = None,
+) -> GenerationResult:
+    """One reply through any runtime session (edgekit.engines), streamed as text, with honest timings."""
+    if not messages or not messages[-1]["content"].strip():
+        raise UsageError("the prompt is empty")
+    ids = chat_ids(tokenizer, messages)
+    printed = 0
+    pieces: list[int] = []
+
+    def emit(final: bool = False) -> None:
+        nonlocal printed
+        text = tokenizer.decode(pieces, skip_special_tokens=True)
+        # a trailing replacement char is half of a multi-byte character: wait for the rest
+        if (final or not text.endswith("\ufffd")) and len(text) > printed:
+            if on_text:
+                on_text(text[printed:])
+            printed = len(text)
+
+    stamps: list[float] = []
+    start = time.perf_counter()
+    for token in session.stream(ids, sampling):
+        stamps.append(time.perf_counter())
+        if token in session.eos_ids:
+            break
+        pieces.append(token)
+        emit()
+    emit(final=True)
+    ttft = (stamps[0] - start) * 1000 if stamps else 0.0
+    decode = (stamps[-1] - stamps[0]) / (len(stamps) - 1) * 1000 if len(stamps) > 1 else ttft
+    return GenerationResult(
+        text=tokenizer.decode(pieces, skip_special_tokens=True).strip(),
+        prompt_tokens=len(ids),
+        new_tokens=len(stamps),
+        ttft_ms=ttft,
+        ms_per_token=decode,
+        tokens_per_s=1000 / decode if decode else 0.0,
+    )

@@ -10,8 +10,17 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager as ContextManager
+from typing import Any
 
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from edgekit.console import err
 
@@ -39,3 +48,18 @@ def steps() -> Iterator[Callable[[str], ContextManager[None]]]:
 
     with progress:
         yield step
+
+
+def bar(*extra: Any) -> Progress:
+    """A progress bar with counts and times on stderr (hidden when stderr is not a terminal)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        *extra,
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )

@@ -7,28 +7,19 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress, TextColumn
 from rich.table import Table
 
 from edgekit.console import err, out, print_json
 from edgekit.errors import UsageError
+from edgekit.progress import bar
 from edgekit.registry import DEFAULT_MODEL
 
 app = typer.Typer(help="Elastic subnets: plan layer sets and nested widths, cut shapes, compare methods.")
 
 
 def _progress(*extra: Any) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        *extra,
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    )
+    return bar(*extra)
 
 
 def _refuse_existing(out_dir: Path, force: bool) -> None:

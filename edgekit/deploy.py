@@ -1,0 +1,514 @@
+"""`edgekit deploy`: pick the best shape a target can afford under a budget, cut it, compile it for
+the target's runtime, measure it when the target is this machine, and write a deployment folder.
+
+    resolve target and runtime -> LUT (measured, else estimated) -> candidates (predicted latency,
+    memory, expected accuracy) -> best that fits -> extract (SMOL merged) -> compile -> verify
+    (host only; step down to the next shape if the budget is missed) -> deployment folder
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekit import __version__
+from edgekit.artifacts import atomic_dir, hash_tree, verify_files, write_json_atomic
+from edgekit.budget import Budget
+from edgekit.elastic.plan import Plan
+from edgekit.errors import IntegrityError, UsageError
+from edgekit.lut import ESTIMATED, MEASURED, Lut, estimate, find_lut, host_target_name
+from edgekit.measure import MeasureSettings, RuntimeFigures, measure_folder
+from edgekit.ranking import Ranking
+from edgekit.shapes import Shape, parse_shape
+from edgekit.target_registry import HOST, Target, get_target, match_host
+
+FORMAT = "edgekit-deployment/1"
+MANIFEST = "manifest.json"
+MAX_STEP_DOWNS = 3
+
+
+@dataclass
+class Candidate:
+    shape: str
+    params: int  # non-embedding
+    decode_ms: float  # predicted
+    ttft_ms: float  # predicted, for the request's prompt length
+    memory_mb: float  # predicted peak
+    score: float  # the ranking metric
+    fits: bool
+    why_not: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class DeployRequest:
+    target: str
+    budget: Budget
+    runtime: str | None = None
+    precision: str | None = None
+    elastic: str | None = None  # elastic checkpoint folder or shipped name
+    plan: str | None = None  # a plan instead (stage-1 weights only)
+    model: str | None = None  # base model; picks its shipped checkpoint or plan when neither is given
+    out: Path | None = None
+    prompt_len: int = 128
+    gen_len: int = 128
+    metric: str = "ppl"
+    dev_text: Path | None = None
+    verify: bool | None = None  # None: measure when the target is this machine
+    force: bool = False
+    settings: MeasureSettings = field(default_factory=lambda: MeasureSettings(runs=5, warmup=2, prompt_lens=()))
+
+
+@dataclass
+class Resolved:
+    """What the request names, found and checked."""
+
+    target: Target | None  # the descriptor (None for an unmatched host)
+    target_name: str  # the LUT target: a descriptor's name, or host-<id>
+    title: str
+    kind: str
+    is_host: bool
+    runtime: str
+    precision: str
+    device: str
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Deployment:
+    path: Path
+    manifest: dict[str, Any]
+    candidates: list[Candidate]
+    notes: list[str]
+
+    @property
+    def shape(self) -> str:
+        return self.manifest["shape"]["name"]
+
+
+# ------------------------------------------------------------------- target, runtime, LUT
+
+
+def resolve_target(name: str, runtime: str | None, precision: str | None) -> Resolved:
+    from edgekit.engines import ENGINES
+    from edgekit.host import detect_host
+
+    host = detect_host()
+    here = match_host(host)
+    notes: list[str] = []
+    if name.strip().lower() == HOST:
+        target = here
+        if target is None:
+            target = get_target("host-cpu")
+            notes.append("no descriptor matches this machine; using the generic CPU one")
+        tname, title, is_host = host_target_name(host), f"this machine ({host.cpu.model})", True
+    else:
+        target = get_target(name)
+        tname, title, is_host = target.name, target.title, here is not None and here.name == target.name
+    options = target.runtimes if target else []
+    if runtime:
+        entry = next((r for r in options if r["runtime"] == runtime), None)
+        if entry is None:
+            device = "cuda" if target and target.kind in ("gpu", "jetson") else "cpu"
+            entry = {"runtime": runtime, "device": device, "precision": precision}
+    else:
+        entry = next((r for r in options if r["runtime"] in ENGINES), None)
+        skipped = [r["runtime"] for r in options[: options.index(entry)]] if entry in options else []
+        if entry is None:
+            raise UsageError(f"target {tname} lists no runtime edgekit can drive ({', '.join(ENGINES)})")
+        if skipped:
+            notes.append(f"runtime {entry['runtime']}: {', '.join(skipped)} (preferred on {tname}) is not built yet")
+    from edgekit.engines import get_engine
+
+    engine = get_engine(entry["runtime"])
+    device = entry.get("device") or "cpu"
+    prec = precision or entry.get("precision") or engine.precisions(device)[0]
+    if prec not in engine.precisions(device):
+        raise UsageError(f"runtime {engine.name} builds {', '.join(engine.precisions(device))} on {device}, not {prec}")
+    kind = target.kind if target else host.kind
+    return Resolved(target, tname, title, kind, is_host, engine.name, prec, device, notes)
+
+
+def lut_for(res: Resolved, model: str) -> tuple[Lut, str | None]:
+    """The LUT to predict with, and a note when it is an estimate."""
+    lut = find_lut(res.target_name, res.runtime, model, res.precision)
+    if lut is not None and (lut.status == MEASURED or not res.is_host):
+        note = None if lut.status == MEASURED else _estimated_note(lut, res)
+        return lut, note
+    source = _reference_lut(res, model)
+    if source is None:
+        raise UsageError(
+            f"no latency LUT for {model} on {res.target_name} with {res.runtime} {res.precision}: "
+            f"run `edgekit profile --target {HOST if res.is_host else res.target_name} --runtime {res.runtime}`"
+        )
+    if res.is_host:
+        from edgekit.microbench import measure
+
+        figures = measure("cuda" if res.device == "cuda" else "cpu")
+        bw, flops = figures["memory_bandwidth"]["value"], figures["matmul"]["value"]
+        # a host's own measured bandwidth is not a datasheet peak: undo the discount estimate() applies
+        from edgekit.lut import ACHIEVABLE_FRACTION
+
+        lut = estimate(
+            source, res.target_name, res.kind, bw / ACHIEVABLE_FRACTION, flops, res.runtime, res.precision,
+            res.device, "this machine has no measured LUT yet; scaled by its measured bandwidth",
+        )  # fmt: skip
+    else:
+        assert res.target is not None
+        bw = res.target.memory.get("bandwidth_gbs")
+        tflops = res.target.compute.get("fp16_tensor_tflops") or res.target.compute.get("fp32_tflops")
+        if not bw:
+            raise UsageError(f"target {res.target_name} has no memory bandwidth to estimate a LUT from")
+        lut = estimate(
+            source, res.target_name, res.kind, bw, tflops * 1000 if tflops else None, res.runtime, res.precision,
+            res.device, "no measured LUT for this device; scaled from published specs",
+        )  # fmt: skip
+    return lut, _estimated_note(lut, res)
+
+
+def _estimated_note(lut: Lut, res: Resolved) -> str:
+    src = lut.provenance.get("estimated_from", "?")
+    how = f"edgekit profile --target {HOST if res.is_host else res.target_name} --runtime {res.runtime}"
+    return f"latency is ESTIMATED (from {src}, scaled by bandwidth); measure it with `{how}`"
+
+
+def _reference_lut(res: Resolved, model: str) -> Lut | None:
+    """A measured LUT to scale from: same runtime and precision first, then any measured one."""
+    from edgekit.lut import all_luts
+
+    measured = [lut for _, lut, _ in all_luts() if lut.status == MEASURED and lut.model["name"] == model]
+    measured.sort(key=lambda lut: (lut.runtime != res.runtime, lut.precision != res.precision))
+    return measured[0] if measured else None
+
+
+# ------------------------------------------------------------------- source: elastic checkpoint or plan
+
+
+@dataclass
+class Source:
+    plan: Plan
+    ckpt: Any | None  # ElasticCheckpoint
+    label: str
+
+
+def resolve_source(req: DeployRequest) -> Source:
+    from edgekit.elastic.checkpoint import list_checkpoints, load_checkpoint
+    from edgekit.elastic.plan import load_plan, shipped_plans
+    from edgekit.registry import DEFAULT_MODEL
+
+    if req.elastic and req.plan:
+        raise UsageError("give --elastic or --plan, not both")
+    if req.elastic:
+        ckpt = load_checkpoint(req.elastic)
+        return Source(ckpt.plan, ckpt, f"elastic checkpoint {ckpt.name}")
+    if req.plan:
+        plan = load_plan(req.plan)
+        return Source(plan, None, f"plan {plan.name} (stage 1, no fine-tuning)")
+    model = req.model or DEFAULT_MODEL
+    for folder, manifest, kind in list_checkpoints([]):
+        if kind == "shipped" and manifest and manifest["model"]["name"] == model:
+            ckpt = load_checkpoint(folder)
+            return Source(ckpt.plan, ckpt, f"shipped elastic checkpoint {ckpt.name}")
+    if model in shipped_plans():
+        plan = load_plan(model)
+        return Source(plan, None, f"shipped plan {plan.name} (stage 1, no fine-tuning)")
+    raise UsageError(
+        f"no elastic checkpoint or plan for model '{model}': make one with `edgekit elastic plan --model {model}` "
+        "and pass it as --plan (or train it and pass --elastic)"
+    )
+
+
+def rank(source: Source, shapes: list[Shape], req: DeployRequest) -> Ranking:
+    from edgekit.ranking import from_dev_text, from_params, from_table
+
+    table = source.ckpt.accuracy if source.ckpt else None
+    if table and req.dev_text is None:
+        ranking = from_table(table, req.metric)
+        if all(s.name in ranking.scores for s in shapes):
+            return ranking
+    if req.dev_text is not None:
+        return from_dev_text(source.plan, shapes, req.dev_text)
+    return from_params(source.plan, shapes)
+
+
+def candidate_shapes(source: Source) -> list[Shape]:
+    table = source.ckpt.accuracy if source.ckpt else None
+    if table and table.get("shapes"):
+        return [parse_shape(name) for name in table["shapes"]]
+    return source.plan.grid()
+
+
+# ------------------------------------------------------------------- choosing
+
+
+def candidates(lut: Lut, shapes: list[Shape], ranking: Ranking, budget: Budget, prompt_len: int) -> list[Candidate]:
+    """Every shape with its predicted figures and whether it fits, best expected accuracy first."""
+    rows = []
+    for shape in shapes:
+        p = lut.predict(shape, prompt_len)
+        why = []
+        if budget.ms_per_token is not None and p.decode_ms > budget.ms_per_token:
+            why.append(f"{p.decode_ms:.2f} > {budget.ms_per_token:.3g} ms/token")
+        if budget.ttft_ms is not None and p.ttft_ms > budget.ttft_ms:
+            why.append(f"first token {p.ttft_ms:.0f} > {budget.ttft_ms:.4g} ms")
+        if budget.mem_bytes is not None and p.memory_mb * 1e6 > budget.mem_bytes:
+            why.append(f"{p.memory_mb:.0f} MB > {budget.mem_bytes / 1e6:.0f} MB")
+        params = lut.geometry.non_embedding_params(shape)
+        rows.append(
+            Candidate(
+                shape.name,
+                params,
+                p.decode_ms,
+                p.ttft_ms,
+                p.memory_mb,
+                ranking.scores[shape.name],
+                not why,
+                "; ".join(why) or None,
+            )  # fmt: skip
+        )
+    order = {name: i for i, name in enumerate(ranking.order([r.shape for r in rows]))}
+    # equal scores (the params ranking has none, tables rarely): the faster shape first
+    return sorted(rows, key=lambda r: (order[r.shape], r.decode_ms))
+
+
+def infeasible(rows: list[Candidate], budget: Budget, lut: Lut) -> UsageError:
+    fastest = min(rows, key=lambda r: r.decode_ms)
+    smallest = min(rows, key=lambda r: r.memory_mb)
+    label = "" if lut.status == MEASURED else " (estimated)"
+    return UsageError(
+        f"no shape fits the budget {budget.describe()}: the fastest, {fastest.shape}, is predicted at "
+        f"{fastest.decode_ms:.2f} ms/token{label}, first token {fastest.ttft_ms:.0f} ms; the smallest takes "
+        f"{smallest.memory_mb:.0f} MB"
+    )
+
+
+def _misses(figures: RuntimeFigures, budget: Budget) -> str | None:
+    why = []
+    if budget.ms_per_token is not None and figures.decode_ms > budget.ms_per_token:
+        why.append(f"measured {figures.decode_ms:.2f} ms/token > {budget.ms_per_token:.3g}")
+    if budget.mem_bytes is not None and figures.peak_rss_mb * 1e6 > budget.mem_bytes:
+        why.append(f"measured {figures.peak_rss_mb:.0f} MB > {budget.mem_bytes / 1e6:.0f} MB")
+    return "; ".join(why) or None
+
+
+# ------------------------------------------------------------------- the whole job
+
+
+def default_out(res: Resolved, shape: str) -> Path:
+    from edgekit.paths import home
+
+    return home() / "deployments" / f"{res.target_name}-{res.runtime}-{res.precision}-{shape}"
+
+
+def deploy(req: DeployRequest, step: Callable[[str], Any] | None = None) -> Deployment:
+    """Run the whole deploy; `step(label)` is a context manager that shows progress (optional)."""
+    import contextlib
+
+    step = step or (lambda _label: contextlib.nullcontext())
+    from edgekit.engines import get_engine
+
+    res = resolve_target(req.target, req.runtime, req.precision)
+    source = resolve_source(req)
+    notes = list(res.notes)
+    model_name = source.plan.model.name
+    lut, lut_note = lut_for(res, model_name)
+    if lut_note:
+        notes.append(lut_note)
+    full = lut.predict(source.plan.full, req.prompt_len).decode_ms
+    budget = req.budget.resolve(full)
+    shapes = candidate_shapes(source)
+    with step("ranking shapes"):
+        ranking = rank(source, shapes, req)
+    notes.append(f"accuracy: {ranking.note}")
+    rows = candidates(lut, shapes, ranking, budget, req.prompt_len)
+    fitting = [r for r in rows if r.fits]
+    if not fitting:
+        raise infeasible(rows, budget, lut)
+    if req.out is not None and req.out.exists() and not req.force:
+        raise UsageError(f"{req.out} exists; pass --force to replace it")
+    engine = get_engine(res.runtime)
+    engine.check()
+    verify = res.is_host if req.verify is None else req.verify
+    if verify and not res.is_host:
+        raise UsageError(f"cannot measure on {res.target_name} from this machine; drop --verify")
+    elastic = None
+    stepped: list[dict[str, Any]] = []
+    for attempt, chosen in enumerate(fitting[: MAX_STEP_DOWNS + 1]):
+        shape = parse_shape(chosen.shape)
+        with tempfile.TemporaryDirectory(prefix="edgekit-deploy-") as tmp:
+            hf_dir, compiled = Path(tmp) / "hf", Path(tmp) / "model"
+            start = time.perf_counter()
+            with step(f"extracting {shape.name}" + (" (merging its SMOL mix)" if source.ckpt else "")):
+                elastic = _extract(source, shape, hf_dir, elastic)
+            t_extract = time.perf_counter() - start
+            compiled.mkdir()
+            start = time.perf_counter()
+            with step(f"compiling for {res.runtime} {res.precision} on {res.device}"):
+                build = engine.compile(hf_dir, compiled, res.precision, res.device)
+            t_compile = time.perf_counter() - start
+            figures, t_verify, miss = None, 0.0, None
+            if verify:
+                start = time.perf_counter()
+                with step(f"measuring {shape.name} on this machine"):
+                    figures = measure_folder(res.runtime, compiled, res.device, req.settings)
+                t_verify = time.perf_counter() - start
+                miss = _misses(figures, budget)
+            if miss and attempt < min(MAX_STEP_DOWNS, len(fitting) - 1):
+                stepped.append({"shape": shape.name, "measured_decode_ms": figures.decode_ms, "why": miss})
+                notes.append(f"{shape.name} missed the budget ({miss}); stepping down to the next shape")
+                continue
+            if miss:
+                notes.append(f"{shape.name} missed the budget when measured ({miss}); kept as the closest")
+            out = req.out or default_out(res, shape.name)
+            timings = {
+                "extract_s": round(t_extract, 2),
+                "compile_s": round(t_compile, 2),
+                "verify_s": round(t_verify, 2),
+            }
+            manifest = _manifest(req, res, source, lut, budget, chosen, rows, ranking, build, figures, stepped,
+                                 timings, engine.versions(), hf_dir)  # fmt: skip
+            # our own default folder is replaced by a new deploy of the same shape; a user's needs --force
+            with atomic_dir(out, replace=req.force or req.out is None) as final:
+                shutil.copytree(compiled, final / "model", dirs_exist_ok=True)
+                (final / "README.md").write_text(_readme(manifest, out))
+                manifest["files"] = hash_tree(final)
+                write_json_atomic(final / MANIFEST, manifest)
+            return Deployment(out, manifest, rows, notes)
+    raise AssertionError("unreachable: the loop returns or steps down")
+
+
+def _extract(source: Source, shape: Shape, out: Path, elastic: Any) -> Any:
+    from edgekit.elastic.base import base_folder
+    from edgekit.elastic.extract import extract, extract_elastic
+    from edgekit.elastic.plan import load_permutations
+
+    base = base_folder(source.plan)
+    if source.ckpt is None:
+        extract(source.plan, load_permutations(source.plan), base, shape, out)
+        return None
+    if elastic is None:
+        from edgekit.elastic.checkpoint import load_elastic_checkpoint
+
+        elastic, _ = load_elastic_checkpoint(source.ckpt)
+    extract_elastic(elastic, source.plan, base, shape, out, extra={"elastic_checkpoint": source.ckpt.name})
+    return elastic
+
+
+def _manifest(
+    req: DeployRequest,
+    res: Resolved,
+    source: Source,
+    lut: Lut,
+    budget: Budget,
+    chosen: Candidate,
+    rows: list[Candidate],
+    ranking: Ranking,
+    build: dict[str, Any],
+    figures: RuntimeFigures | None,
+    stepped: list[dict[str, Any]],
+    timings: dict[str, float],
+    versions: dict[str, str],
+    hf_dir: Path,
+) -> dict[str, Any]:
+    import datetime as dt
+
+    subnet = json.loads((hf_dir / "edgekit-subnet.json").read_text())
+    plan = source.plan
+    return {
+        "format": FORMAT,
+        "created": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "edgekit_version": __version__,
+        "model": asdict(plan.model),
+        "plan": {"name": plan.name, "permutations_sha256": plan.permutations_sha256},
+        "elastic": (
+            {"name": source.ckpt.name, "smol_sha256": source.ckpt.manifest["files"]["smol.safetensors"]["sha256"]}
+            if source.ckpt
+            else None
+        ),
+        "shape": {"name": chosen.shape, **subnet["subnet"], "weights_sha256": subnet["files"]["model.safetensors"]},
+        "runtime": {
+            "name": res.runtime,
+            "precision": res.precision,
+            "device": res.device,
+            "versions": versions,
+            "build": build,
+        },  # fmt: skip
+        "target": {"name": res.target_name, "title": res.title, "kind": res.kind, "is_this_machine": res.is_host},
+        "lut": {"key": lut.key, "status": lut.status, "created": lut.created},
+        "budget": {
+            "text": req.budget.text,
+            "resolved": budget.to_dict(),
+            "prompt_len": req.prompt_len,
+            "gen_len": req.gen_len,
+        },  # fmt: skip
+        "predicted": {
+            "decode_ms": round(chosen.decode_ms, 3),
+            "ttft_ms": round(chosen.ttft_ms, 1),
+            "memory_mb": round(chosen.memory_mb, 1),
+        },  # fmt: skip
+        "measured": figures.to_dict() if figures else None,
+        "stepped_down_from": stepped,
+        "accuracy": {"source": ranking.source, "metric": ranking.metric, "value": chosen.score, "note": ranking.note},
+        "candidates": [r.to_dict() for r in rows],
+        "timings": timings,
+    }
+
+
+def _readme(manifest: dict[str, Any], out: Path) -> str:
+    shape, rt = manifest["shape"]["name"], manifest["runtime"]
+    measured = manifest["measured"]
+    figure = (
+        f"measured {measured['decode_ms']:.2f} ms/token"
+        if measured
+        else f"predicted {manifest['predicted']['decode_ms']:.2f} ms/token ({manifest['lut']['status']})"
+    )
+    return (
+        f"# {manifest['model']['name']} {shape} for {manifest['target']['title']}\n\n"
+        f"{rt['name']} {rt['precision']} on {rt['device']}, budget `{manifest['budget']['text']}`, {figure}.\n\n"
+        f'Chat with it: `edgekit generate --deployment {out} "Hello"`\n'
+    )
+
+
+# ------------------------------------------------------------------- reading a deployment back
+
+
+def load_deployment(path: Path) -> dict[str, Any]:
+    """The manifest of a deployment folder, after checking every file against its hash."""
+    path = Path(path)
+    what = f"deployment {path}"
+    if not path.is_dir():
+        raise UsageError(f"no deployment at {path}: run `edgekit deploy --target ... --out {path}`")
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise IntegrityError(f"{what} has no {MANIFEST}: redeploy it with `edgekit deploy`") from None
+    except json.JSONDecodeError:
+        raise IntegrityError(f"{what} is corrupt: {MANIFEST} is not JSON; redeploy it") from None
+    if manifest.get("format") != FORMAT:
+        raise IntegrityError(f"{what} has format {manifest.get('format')!r}; this edgekit reads {FORMAT}")
+    verify_files(path, manifest["files"], what)
+    return manifest
+
+
+def open_deployment(path: Path) -> tuple[dict[str, Any], Any, Any]:
+    """(manifest, session, tokenizer) for a verified deployment."""
+    from transformers import AutoTokenizer
+
+    from edgekit.engines import get_engine
+
+    manifest = load_deployment(path)
+    rt = manifest["runtime"]
+    session = get_engine(rt["name"]).open(Path(path) / "model", rt["device"])
+    tokenizer = AutoTokenizer.from_pretrained(Path(path) / "model")
+    return manifest, session, tokenizer
+
+
+__all__ = ["deploy", "DeployRequest", "Deployment", "Candidate", "load_deployment", "open_deployment", ESTIMATED]

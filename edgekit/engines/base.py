@@ -1,0 +1,76 @@
+"""What every runtime engine offers: compile a Hugging Face subnet folder, open it, stream tokens.
+
+An engine's compiled folder is self-contained (weights in the runtime's format plus the tokenizer
+files), so a deployment runs with no reference to the elastic checkpoint it was cut from.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.0  # 0 is greedy
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    min_new_tokens: int = 0  # measurement sets it so a reply cannot end early at EOS
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Session(Protocol):
+    """A loaded model. `stream` yields new token ids as they are made; stop iterating to cancel."""
+
+    runtime: str
+    device: str
+    context_length: int
+    eos_ids: set[int]
+
+    def stream(self, ids: list[int], sampling: Sampling) -> Iterator[int]: ...
+
+    def first_token(self, ids: list[int]) -> tuple[float, float]:
+        """Process a prompt and pick one token: (seconds to process the prompt, seconds to the token)."""
+        ...
+
+
+class Engine(Protocol):
+    name: str
+
+    def check(self) -> None:
+        """Raise MissingDependencyError (saying what to install) when the runtime is absent."""
+        ...
+
+    def versions(self) -> dict[str, str]: ...
+
+    def precisions(self, device: str) -> list[str]:
+        """What this engine can compile for a device, the preferred one first."""
+        ...
+
+    def compile(
+        self, hf_dir: Path, out: Path, precision: str, device: str, options: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """Write the compiled model into the (empty, temporary) folder `out`; return what was done."""
+        ...
+
+    def open(self, folder: Path, device: str) -> Session: ...
+
+
+def timed_stream(session: Session, ids: list[int], sampling: Sampling) -> tuple[list[int], list[float], float]:
+    """(tokens, the perf_counter time each arrived, start time): the raw data of every latency figure."""
+    tokens: list[int] = []
+    stamps: list[float] = []
+    start = time.perf_counter()
+    for token in session.stream(ids, sampling):
+        stamps.append(time.perf_counter())
+        tokens.append(token)
+    return tokens, stamps, start
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())

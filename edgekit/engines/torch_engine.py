@@ -1,0 +1,115 @@
+"""PyTorch eager through transformers: the reference runtime, and the one that can reshape live."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from edgekit.engines.base import Sampling
+from edgekit.errors import UsageError
+from edgekit.weights import TOKENIZER_FILES
+
+PRECISIONS = {"cpu": ["fp32", "bf16"], "cuda": ["bf16", "fp16", "fp32"], "mps": ["fp16", "fp32"]}
+MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors")
+
+
+class TorchEngine:
+    name = "torch"
+
+    def check(self) -> None:
+        import torch  # noqa: F401  (a dependency of edgekit itself)
+
+    def versions(self) -> dict[str, str]:
+        return {"torch": version("torch"), "transformers": version("transformers")}
+
+    def precisions(self, device: str) -> list[str]:
+        return PRECISIONS.get(device, ["fp32"])
+
+    def compile(
+        self, hf_dir: Path, out: Path, precision: str, device: str, options: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """Nothing to compile: the subnet folder is what transformers loads; the dtype is chosen at load."""
+        if precision not in self.precisions(device):
+            raise UsageError(f"torch runs {', '.join(self.precisions(device))} on {device}, not {precision}")
+        start = time.perf_counter()
+        for name in (*MODEL_FILES, *TOKENIZER_FILES):
+            if (hf_dir / name).is_file():
+                shutil.copy2(hf_dir / name, out / name)
+        (out / "edgekit-torch.txt").write_text(precision + "\n")
+        return {
+            "tool": "copy",
+            "precision": precision,
+            "device": device,
+            "seconds": round(time.perf_counter() - start, 2),
+        }
+
+    def open(self, folder: Path, device: str = "cpu") -> TorchSession:
+        return TorchSession(folder, device)
+
+
+def pick_token(logits: Any, sampling: Sampling, generator: Any = None) -> int:
+    import torch
+
+    if sampling.temperature <= 0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)
+    if sampling.top_p < 1.0:
+        sorted_p, order = torch.sort(probs, descending=True)
+        keep = torch.cumsum(sorted_p, dim=-1) - sorted_p < sampling.top_p  # the top token always stays
+        probs = torch.zeros_like(probs).scatter(-1, order[keep], sorted_p[keep])
+    return int(torch.multinomial(probs / probs.sum(), 1, generator=generator))
+
+
+class TorchSession:
+    runtime = "torch"
+
+    def __init__(self, folder: Path, device: str = "cpu", model: Any = None) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        self.device = device
+        marker = folder / "edgekit-torch.txt"
+        precision = marker.read_text().strip() if marker.is_file() else "fp32"
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        self.model = model or AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
+        config = self.model.config
+        self.context_length = int(getattr(config, "max_position_embeddings", 2048))
+        eos = self.model.generation_config.eos_token_id or config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+
+    def stream(self, ids: list[int], sampling: Sampling) -> Iterator[int]:
+        import torch
+
+        x = torch.tensor([ids], device=self.device)
+        made = 0
+        with torch.inference_mode():
+            out = self.model(input_ids=x, use_cache=True, logits_to_keep=1)
+            while made < sampling.max_new_tokens and len(ids) + made < self.context_length:
+                logits = out.logits[0, -1]
+                if made < sampling.min_new_tokens:
+                    for eos in self.eos_ids:
+                        logits[eos] = -float("inf")
+                token = pick_token(logits, sampling)
+                made += 1
+                yield token
+                if token in self.eos_ids or made >= sampling.max_new_tokens:
+                    return
+                x = torch.tensor([[token]], device=self.device)
+                out = self.model(input_ids=x, past_key_values=out.past_key_values, use_cache=True)
+
+    def first_token(self, ids: list[int]) -> tuple[float, float]:
+        import torch
+
+        x = torch.tensor([ids], device=self.device)
+        with torch.inference_mode():
+            start = time.perf_counter()
+            out = self.model(input_ids=x, use_cache=True, logits_to_keep=1)
+            if self.device == "cuda":
+                torch.cuda.synchronize()
+            prefilled = time.perf_counter()
+            pick_token(out.logits[0, -1], Sampling())
+            return prefilled - start, time.perf_counter() - start
