@@ -1,0 +1,204 @@
+"""Engines, measurement, profile and deploy on the tiny model, through the real ONNX Runtime GenAI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("onnxruntime_genai")
+
+from edgekit.engines import Sampling, get_engine  # noqa: E402
+from edgekit.engines.base import timed_stream  # noqa: E402
+
+PROFILE_FAST = ["--runs", "1", "--new-tokens", "4", "--prompt-lens", "8,24"]
+
+
+@pytest.fixture(scope="session")
+def tiny_subnet(tiny_plan: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from edgekit.cli import main
+
+    out = tmp_path_factory.mktemp("subnet") / "d4-w67"
+    try:
+        main(["elastic", "extract", "--plan", str(tiny_plan), "--shape", "d4-w67", "--out", str(out)])
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_ort_fp32(tiny_subnet: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ort") / "fp32"
+    out.mkdir()
+    get_engine("ort").compile(tiny_subnet, out, "fp32", "cpu")
+    return out
+
+
+def test_ort_fp32_decodes_the_same_tokens_as_torch(tiny_subnet: Path, tiny_ort_fp32: Path, tmp_path: Path) -> None:
+    torch_dir = tmp_path / "torch"
+    torch_dir.mkdir()
+    get_engine("torch").compile(tiny_subnet, torch_dir, "fp32", "cpu")
+    ids = [5, 17, 42, 99, 7, 3, 250, 11]
+    greedy = Sampling(max_new_tokens=12, min_new_tokens=12)
+    ort_tokens, stamps, _ = timed_stream(get_engine("ort").open(tiny_ort_fp32), ids, greedy)
+    torch_tokens, _, _ = timed_stream(get_engine("torch").open(torch_dir), ids, greedy)
+    assert len(ort_tokens) == 12 and ort_tokens == torch_tokens
+    assert stamps == sorted(stamps)
+
+
+def test_measurement_worker_reports_every_figure(tiny_ort_fp32: Path) -> None:
+    from edgekit.measure import MeasureSettings, measure_folder
+
+    fig = measure_folder(
+        "ort", tiny_ort_fp32, "cpu", MeasureSettings(new_tokens=6, runs=2, warmup=1, prompt_lens=(8, 32))
+    )
+    assert fig.runs == 2 and fig.decode_ms > 0 and fig.decode_spread_pct >= 0
+    assert set(fig.prefill_ms) == {8, 32} and all(v > 0 for v in fig.ttft_ms.values())
+    assert fig.ttft_ms[8] >= fig.prefill_ms[8]
+    # the worker's own peak, not its parent's (pytest holds torch and models: far more than this)
+    assert fig.baseline_rss_mb < fig.peak_rss_mb < 1000
+
+
+def test_unknown_and_missing_runtimes_are_one_line_errors(cli, tiny_plan: Path) -> None:
+    r = cli("profile", "--target", "host", "--runtime", "mlc", "--plan", str(tiny_plan))
+    assert r.code == 4 and "MLC" in r.err and "Traceback" not in r.err
+    r = cli("profile", "--target", "host", "--runtime", "vllm", "--plan", str(tiny_plan))
+    assert r.code == 2 and "unknown runtime" in r.err
+
+
+@pytest.fixture(scope="session")
+def tiny_lut(tiny_plan: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real measured LUT of the tiny plan on this machine (ORT int4), written by `edgekit profile`."""
+    import os
+
+    from edgekit.cli import main
+
+    home = tmp_path_factory.mktemp("lut-home")
+    old = os.environ.get("EDGEKIT_HOME")
+    os.environ["EDGEKIT_HOME"] = str(home)
+    args = ["profile", "--target", "host", "--plan", str(tiny_plan), "--shapes", "d6-w100,d3-w100,d6-w50,d3-w50,d4-w67",
+            "--fit-on", "d6-w100,d3-w100,d6-w50,d3-w50", *PROFILE_FAST, "--json"]  # fmt: skip
+    try:
+        main(args)
+    except SystemExit as exc:
+        assert exc.code in (0, None), f"profile failed with exit {exc.code}"
+    finally:
+        if old is None:
+            os.environ.pop("EDGEKIT_HOME")
+        else:
+            os.environ["EDGEKIT_HOME"] = old
+    luts = list((home / "luts").glob("*.json"))
+    assert len(luts) == 1
+    return luts[0]
+
+
+def _use_lut(lut: Path, home: Path) -> None:
+    (home / "luts").mkdir(parents=True, exist_ok=True)
+    (home / "luts" / lut.name).write_text(lut.read_text())
+
+
+def test_profile_writes_a_measured_lut_with_validation(tiny_lut: Path) -> None:
+    from edgekit.lut import read_lut
+    from edgekit.shapes import Shape
+
+    lut = read_lut(tiny_lut)
+    assert lut.status == "measured" and lut.target.startswith("host-") and lut.runtime == "ort"
+    assert lut.precision == "int4" and [m.shape for m in lut.measured][-1] == "d4-w67"
+    assert all(m.decode_ms > 0 and m.model_bytes > 0 and m.peak_rss_mb > 0 for m in lut.measured)
+    assert lut.validation["held_out"] == ["d4-w67"] and lut.validation["decode"]["n"] == 1
+    assert lut.provenance["bandwidth_gbs"] > 0 and "onnxruntime-genai" in lut.provenance["runtime_versions"]
+    assert lut.predict(Shape(6, 100)).decode_ms > 0
+
+
+def test_deploy_picks_fits_compiles_verifies_and_chats(
+    cli, tiny_plan: Path, tiny_lut: Path, edgekit_home: Path
+) -> None:
+    from edgekit.lut import read_lut
+    from edgekit.shapes import Shape
+
+    _use_lut(tiny_lut, edgekit_home)
+    lut = read_lut(tiny_lut)
+    full = lut.predict(Shape(6, 100)).decode_ms
+    out = edgekit_home / "dep"
+    r = cli("deploy", "--target", "host", "--budget", "99%", "--plan", str(tiny_plan), "--out", str(out), "--json")
+    assert r.code == 0, r.err
+    m = json.loads(r.out)
+    chosen = m["shape"]["name"]
+    assert chosen != "d6-w100"  # 99 % of the full model's latency rules the full model out
+    fitting = [c for c in m["candidates"] if c["fits"]]
+    assert all(c["decode_ms"] <= 0.99 * full + 1e-9 for c in fitting)
+    # ranked by parameters without an accuracy table: the chosen one is the largest that fits
+    assert chosen == max(fitting, key=lambda c: c["params"])["shape"] or m["stepped_down_from"]
+    assert m["lut"]["status"] == "measured" and m["measured"]["decode_ms"] > 0
+    assert m["runtime"]["name"] == "ort" and m["runtime"]["precision"] == "int4"
+    assert set(m["timings"]) == {"extract_s", "compile_s", "verify_s"}
+    assert (out / "model" / "genai_config.json").is_file() and "manifest.json" not in m["files"]
+    assert "model/model.onnx" in m["files"]
+    r = cli("generate", "--deployment", str(out), "Where do edge devices run models?", "--max-new-tokens", "8",
+            "--json")  # fmt: skip
+    assert r.code == 0, r.err
+    reply = json.loads(r.out)
+    assert reply["shape"] == chosen and 1 <= reply["new_tokens"] <= 8
+    # a deployment altered after the fact is refused, naming the file
+    data = out / "model" / "model.onnx.data"
+    target = data if data.exists() else out / "model" / "model.onnx"
+    target.write_bytes(target.read_bytes()[:-1] + b"\0")
+    r = cli("generate", "--deployment", str(out), "hi")
+    assert r.code == 3 and "does not match" in r.err and "Traceback" not in r.err
+
+
+def test_deploy_refuses_bad_input_in_one_line(cli, tiny_plan: Path, tiny_lut: Path, edgekit_home: Path) -> None:
+    _use_lut(tiny_lut, edgekit_home)
+    base = ["deploy", "--plan", str(tiny_plan)]
+    r = cli(*base, "--target", "moon", "--budget", "40ms")
+    assert r.code == 2 and "unknown target 'moon'" in r.err and "orin" in r.err
+    r = cli(*base, "--target", "host", "--budget", "soon")
+    assert r.code == 2 and "cannot read budget term" in r.err
+    r = cli(*base, "--target", "host", "--budget", "0.0001ms")
+    assert r.code == 2 and "no shape fits" in r.err and "the fastest, d3-w" in r.err and "ms/token" in r.err
+    r = cli(*base, "--target", "host", "--budget", "mem<1MB")
+    assert r.code == 2 and "smallest takes" in r.err
+    (edgekit_home / "exists").mkdir()
+    r = cli(*base, "--target", "host", "--budget", "100%", "--out", str(edgekit_home / "exists"))
+    assert r.code == 2 and "--force" in r.err
+    r = cli("generate", "--deployment", str(edgekit_home / "nowhere"), "hi")
+    assert r.code == 2 and "no deployment" in r.err
+    for line in (r.err,):
+        assert line.count("\n") <= 1
+
+
+def test_deploy_steps_down_when_the_measurement_misses(tiny_plan: Path, tiny_lut: Path, edgekit_home: Path) -> None:
+    """A LUT that promises far too much: every chosen shape misses when measured, so deploy steps down."""
+    from edgekit.budget import parse_budget
+    from edgekit.deploy import MAX_STEP_DOWNS, DeployRequest, deploy
+    from edgekit.lut import read_lut, save_lut
+
+    lut = read_lut(tiny_lut)
+    lut.predictor = lut.predictor.scaled(0.001, 1.0)
+    save_lut(lut)
+    fastest = min(m.decode_ms for m in lut.measured)
+    budget = parse_budget(f"{fastest * 0.01:.6f}ms")
+    dep = deploy(DeployRequest(target="host", budget=budget, plan=str(tiny_plan), out=edgekit_home / "d"))
+    stepped = dep.manifest["stepped_down_from"]
+    assert len(stepped) == MAX_STEP_DOWNS and all("measured" in s["why"] for s in stepped)
+    assert any("stepping down" in n for n in dep.notes) and any("missed the budget" in n for n in dep.notes)
+    assert dep.shape not in {s["shape"] for s in stepped}
+
+
+def test_estimated_target_deploys_without_verifying(cli, tiny_plan: Path, tiny_lut: Path, edgekit_home: Path) -> None:
+    _use_lut(tiny_lut, edgekit_home)
+    out = edgekit_home / "orin"
+    r = cli("deploy", "--target", "orin", "--budget", "100%", "--plan", str(tiny_plan), "--out", str(out), "--json")
+    assert r.code == 0, r.err
+    m = json.loads(r.out)
+    assert m["lut"]["status"] == "estimated" and m["measured"] is None
+    assert m["target"]["name"] == "orin-nx-16gb" and m["runtime"]["device"] == "cuda"
+    assert any("ESTIMATED" in n for n in m["notes"]) and any("mlc" in n for n in m["notes"])
+    r = cli("profile", "--target", "orin", "--plan", str(tiny_plan))
+    assert r.code == 2 and "--estimate" in r.err
+    r = cli("profile", "--target", "orin", "--plan", str(tiny_plan), "--estimate", "--json")
+    assert r.code == 0 and json.loads(r.out)["status"] == "estimated"
+    r = cli("targets", "--json")
+    rows = {row["name"]: row for row in json.loads(r.out)}
+    assert any("estimated" in x for x in rows["orin-nx-16gb"]["luts"])
