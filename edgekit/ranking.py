@@ -48,13 +48,23 @@ def from_params(plan: Plan, shapes: list[Shape]) -> Ranking:
 
 
 def from_dev_text(plan: Plan, shapes: list[Shape], text: Path, max_tokens: int = 4096) -> Ranking:
-    """Perplexity of each shape on `text` (stage-1 weights, calibrated tokens skipped)."""
+    """Perplexity of each shape on `text` (stage-1 weights, calibrated tokens skipped); remembered per
+    (plan, text, budget) in $EDGEKIT_HOME so repeated deploys do not re-measure."""
+    import json
+
     from transformers import AutoTokenizer
 
+    from edgekit.artifacts import sha256_cached, write_json_atomic
     from edgekit.elastic.base import base_folder, load_elastic
     from edgekit.evaluate import perplexity, read_text
+    from edgekit.paths import home
 
     corpus = read_text(text)
+    cache = home() / "rankings" / f"{plan.permutations_sha256[:16]}-{sha256_cached(text)[:16]}-{max_tokens}.json"
+    known: dict[str, float] = json.loads(cache.read_text()) if cache.is_file() else {}
+    note = f"perplexity on {text.name} ({max_tokens} tokens), stage-1 weights"
+    if all(s.name in known for s in shapes):
+        return Ranking("dev-text", "ppl", {s.name: known[s.name] for s in shapes}, note)
     tokenizer = AutoTokenizer.from_pretrained(base_folder(plan))
     elastic = load_elastic(plan)
     skip = plan.held_out_skip(text)
@@ -64,4 +74,6 @@ def from_dev_text(plan: Plan, shapes: list[Shape], text: Path, max_tokens: int =
             elastic.at(shape), tokenizer, corpus, 512, 512, max_tokens, progress=False, skip_tokens=skip
         )
         scores[shape.name] = result.ppl
-    return Ranking("dev-text", "ppl", scores, f"perplexity on {text.name} ({max_tokens} tokens), stage-1 weights")
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(cache, {**known, **scores})
+    return Ranking("dev-text", "ppl", scores, note)
