@@ -32,6 +32,9 @@ ACHIEVABLE_FRACTION = 0.7
 # DESIGN.md's figure (SmolLM2-135M at ~6 ms/token on an Orin Nano: 30 layers) and the usual ~5 us
 # per launch x ~10 kernels per layer on a desktop GPU.
 LAUNCH_FLOOR_MS_PER_LAYER = {"jetson": 0.15, "gpu": 0.05, "cpu": 0.0}
+# Bytes a weight takes in each precision (4-bit formats carry a scale per block of 32: +1/16 byte).
+BYTES_PER_PARAM = {"int4": 0.5625, "q4f16_1": 0.5625, "q4_0": 0.5625, "q4_1": 0.625, "int8": 1.0625,
+                   "fp16": 2.0, "bf16": 2.0, "fp32": 4.0}  # fmt: skip
 
 
 @dataclass
@@ -167,7 +170,11 @@ def estimate(
         raise IntegrityError(f"LUT {source.key} records no measured bandwidth, so it cannot be scaled")
     decode_ratio = src_bw / (bandwidth_gbs * ACHIEVABLE_FRACTION)
     compute_ratio = (src_flops / compute_gflops) if (src_flops and compute_gflops) else decode_ratio
+    # the bytes streamed per parameter change with the precision; per-call overheads do not
+    bytes_ratio = BYTES_PER_PARAM.get(precision, 1.0) / BYTES_PER_PARAM.get(source.precision, 1.0)
     scaled = source.predictor.scaled(decode_ratio, compute_ratio)
+    scaled.decode[2] *= bytes_ratio
+    scaled.memory[1] *= bytes_ratio
     floor = LAUNCH_FLOOR_MS_PER_LAYER.get(kind, 0.0)
     scaled.decode[1] = max(scaled.decode[1], floor)
     return Lut(
@@ -185,6 +192,7 @@ def estimate(
             "target_bandwidth_gbs": bandwidth_gbs,
             "achievable_fraction": ACHIEVABLE_FRACTION,
             "decode_ratio": round(decode_ratio, 5),
+            "bytes_ratio": round(bytes_ratio, 4),
             "compute_ratio": round(compute_ratio, 5),
             "launch_floor_ms_per_layer": floor,
             "why": why,

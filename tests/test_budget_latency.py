@@ -125,6 +125,10 @@ def test_estimate_scales_by_bandwidth_with_a_launch_floor() -> None:
     assert est.predictor.decode[1] >= 0.15  # per-layer launch floor on a Jetson
     full = Shape(30, 100)
     assert est.predict(full).decode_ms < src.predict(full).decode_ms
+    fp16 = estimate(src, "rtx-4090", "gpu", 1008, 165000.0, "ort", "fp16", "cuda", "test")
+    r4090 = 20.0 / (1008 * 0.7)
+    assert fp16.predictor.decode[2] == pytest.approx(src.predictor.decode[2] * r4090 * 2.0 / 0.5625)
+    assert fp16.predictor.memory[1] == pytest.approx(src.predictor.memory[1] * 2.0 / 0.5625)
     with pytest.raises(IntegrityError):
         estimate(_lut("host-z", bandwidth=None), "h100", "gpu", 3350, None, "ort", "fp16", "cuda", "x")
 
