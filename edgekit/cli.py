@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from edgekit.commands import deploy, doctor, elastic, generate, models
+from edgekit.commands import chat, deploy, doctor, elastic, generate, models
 from edgekit.commands.eval import eval_cmd
 from edgekit.console import err
 from edgekit.errors import EdgekitError
@@ -25,6 +25,7 @@ app.command("eval")(eval_cmd)
 app.command("profile")(deploy.profile_cmd)
 app.command("deploy")(deploy.deploy_cmd)
 app.command("targets")(deploy.targets_cmd)
+app.command("chat")(chat.chat_cmd)
 app.add_typer(models.app, name="models")
 app.add_typer(elastic.app, name="elastic")
 

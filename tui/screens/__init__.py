@@ -1,0 +1,1 @@
+"""Modal screens: help, generation settings, one-line text (rename, system prompt), confirm."""

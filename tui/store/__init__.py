@@ -1,0 +1,1 @@
+"""Where conversations live: JSONL files under the user's data dir."""

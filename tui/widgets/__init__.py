@@ -1,0 +1,1 @@
+"""The chat screen's parts: the conversation list, the message log, the stats panel."""
