@@ -8,10 +8,11 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from textual import work
+from textual import events, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.geometry import Size
 from textual.message import Message as TMessage
 from textual.widgets import Footer, Header, Input, Static
 
@@ -59,7 +60,7 @@ class ChatApp(App[None]):
         Binding("escape", "stop", "Stop", priority=True),
         Binding("ctrl+n", "new_chat", "New"),
         Binding("ctrl+r", "rename", "Rename"),
-        Binding("ctrl+x", "delete", "Delete"),
+        Binding("ctrl+x", "delete", "Delete", priority=True),  # Input would take it as "cut"
         Binding("ctrl+s", "system_prompt", "System"),
         Binding("ctrl+g", "settings", "Settings"),
         Binding("ctrl+l", "shape", "Shape", show=False),
@@ -105,11 +106,12 @@ class ChatApp(App[None]):
         self.query_one("#prompt", Input).focus()
         self._check_size()
 
-    def on_resize(self) -> None:
-        self._check_size()
+    def on_resize(self, event: events.Resize) -> None:
+        self._check_size(event.size)
 
-    def _check_size(self) -> None:
-        small = self.size.width < MIN_WIDTH or self.size.height < MIN_HEIGHT
+    def _check_size(self, size: Size | None = None) -> None:
+        size = size or self.size
+        small = size.width < MIN_WIDTH or size.height < MIN_HEIGHT
         self.screen.set_class(small, "too-small")
 
     def _label(self) -> str:
@@ -232,7 +234,7 @@ class ChatApp(App[None]):
         self.push_screen(TextDialog("Rename conversation", conv.title), done)
 
     def action_delete(self) -> None:
-        if self.busy or self.conv is None:
+        if self.busy or self.conv is None or len(self.screen_stack) > 1:
             return
         conv = self.conv
 
