@@ -264,3 +264,15 @@ def test_chat_command_bad_input(cli, tmp_path: Path) -> None:
     assert r.code == 3 and "redeploy" in r.err and "Traceback" not in r.err
     r = cli("chat")
     assert r.code == 2 and "deployment" in r.err
+
+
+def test_main_screen_snapshot(snap_compare, torch_session, tokenizer, store: Store, monkeypatch) -> None:
+    """The main screen as a user first sees it (figures that vary run to run are pinned)."""
+    import edgekit.tui.widgets.stats as stats_mod
+
+    monkeypatch.setattr(stats_mod, "process_memory_mb", lambda: 123.0)
+    conv = store.create("A saved chat")
+    store.append(conv, Message("user", "What is an **elastic** checkpoint?"))
+    store.append(conv, Message("assistant", "One set of weights from which a subnet of any shape is cut:\n\n- depth\n- width"))
+    app = _app(make_engine(torch_session, tokenizer), store)
+    assert snap_compare(app, terminal_size=(120, 32))

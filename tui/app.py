@@ -66,7 +66,8 @@ class ChatApp(App[None]):
         Binding("ctrl+l", "shape", "Shape", show=False),
         Binding("ctrl+t", "toggle_dark", "Theme"),
         Binding("f1", "help", "Help"),
-        Binding("ctrl+q,ctrl+c", "quit", "Quit", priority=True),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),  # clean exit, history already saved
     ]
 
     def __init__(
