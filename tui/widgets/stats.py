@@ -77,7 +77,7 @@ class StatsPanel(Vertical):
         mean = stats.mean_ms if stats else None
         last = stats.ms_per_token[-1] if stats and stats.ms_per_token else None
         if mean is not None:
-            mark = "" if budget is None else ("  [red]over budget[/]" if mean > budget else "  [green]within[/]")
+            mark = "" if budget is None else (" [red]over[/]" if mean > budget else " [green]ok[/]")
             lines.append(f"now {last:.1f}  mean {mean:.1f} ms{mark}")
         else:
             lines.append("now -  mean - ms")
