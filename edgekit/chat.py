@@ -103,6 +103,8 @@ class ChatEngine:
         self.tokenizer = tokenizer
         self.info = info
         self.lock = threading.Lock()  # one reply at a time per session
+        self.shapes: list[str] = []  # what reshape() offers
+        self.accuracy: dict[str, Any] = {}  # shape -> accuracy row, when a checkpoint has a table
 
     @classmethod
     def from_deployment(cls, path: Path) -> ChatEngine:
@@ -116,6 +118,46 @@ class ChatEngine:
             budget, manifest["budget"]["text"], manifest["lut"]["status"], session.context_length,
         )  # fmt: skip
         return cls(session, tokenizer, info)
+
+    @classmethod
+    def from_elastic(cls, source: Any, shape: str | None = None, device: str = "cpu") -> ChatEngine:
+        """A torch engine on an elastic checkpoint (SMOL merged per shape) or a plan, able to reshape live.
+        `source` is deploy's Source: (plan, checkpoint or None, label)."""
+        from edgekit.elastic.base import base_folder, load_elastic
+        from edgekit.engines.torch_engine import ElasticTorchSession
+        from edgekit.weights import read_config
+
+        plan = source.plan
+        if source.ckpt is not None:
+            from edgekit.elastic.checkpoint import load_elastic_checkpoint
+
+            elastic, _ = load_elastic_checkpoint(source.ckpt, device=device)
+        else:
+            elastic = load_elastic(plan, device=device)
+        folder = base_folder(plan)
+        the_shape = plan.shape(shape) if shape else plan.full
+        session = ElasticTorchSession(elastic, plan, read_config(folder), the_shape, device)
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        info = Info(plan.model.name, the_shape.name, "torch", "fp32", device, context_length=session.context_length)
+        engine = cls(session, tokenizer, info)
+        engine.shapes = [s.name for s in plan.grid()]
+        engine.accuracy = (source.ckpt.accuracy or {}).get("shapes", {}) if source.ckpt is not None else {}
+        return engine
+
+    @property
+    def can_reshape(self) -> bool:
+        return hasattr(self.session, "reshape")
+
+    def reshape(self, shape: str) -> float:
+        """Change the live model's shape (torch on an elastic model); return the seconds it took."""
+        if not self.can_reshape:
+            raise UsageError("changing shape live needs the torch runtime on an elastic checkpoint or plan")
+        with self.lock:
+            seconds = self.session.reshape(self.session.plan.shape(shape))
+        self.info.shape = shape
+        return seconds
 
     def reply(
         self, messages: list[dict[str, str]], sampling: Sampling, cancel: threading.Event | None = None

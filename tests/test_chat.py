@@ -273,6 +273,65 @@ def test_main_screen_snapshot(snap_compare, torch_session, tokenizer, store: Sto
     monkeypatch.setattr(stats_mod, "process_memory_mb", lambda: 123.0)
     conv = store.create("A saved chat")
     store.append(conv, Message("user", "What is an **elastic** checkpoint?"))
-    store.append(conv, Message("assistant", "One set of weights from which a subnet of any shape is cut:\n\n- depth\n- width"))
+    reply = "One set of weights from which a subnet of any shape is cut:\n\n- depth\n- width"
+    store.append(conv, Message("assistant", reply))
     app = _app(make_engine(torch_session, tokenizer), store)
     assert snap_compare(app, terminal_size=(120, 32))
+
+
+def test_live_reshape_matches_the_extracted_checkpoint(tiny_plan: Path, tmp_path: Path) -> None:
+    """Torch on an elastic model: each shape built from memory decodes the same tokens as its extracted
+    Hugging Face checkpoint, and switching shape is fast."""
+    from edgekit.budget import parse_budget
+    from edgekit.cli import main
+    from edgekit.deploy import DeployRequest, resolve_source
+    from edgekit.engines.base import timed_stream
+    from edgekit.engines.torch_engine import TorchSession
+
+    source = resolve_source(DeployRequest(target="host", budget=parse_budget("100%"), plan=str(tiny_plan)))
+    engine = ChatEngine.from_elastic(source, "d6-w100")
+    assert engine.can_reshape and "d3-w50" in engine.shapes and engine.info.shape == "d6-w100"
+    ids = [5, 17, 42, 99, 7]
+    greedy = Sampling(max_new_tokens=8, min_new_tokens=8)
+    for shape in ("d6-w100", "d3-w50"):
+        if shape != engine.info.shape:
+            assert engine.reshape(shape) < 1.0 and engine.info.shape == shape
+        out = tmp_path / shape
+        try:
+            main(["elastic", "extract", "--plan", str(tiny_plan), "--shape", shape, "--out", str(out)])
+        except SystemExit as exc:
+            assert exc.code in (0, None)
+        live, _, _ = timed_stream(engine.session, ids, greedy)
+        ref, _, _ = timed_stream(TorchSession(out), ids, greedy)
+        assert live == ref, shape
+    with pytest.raises(UsageError):
+        engine.reshape("d99-w100")
+
+
+def test_plain_engine_cannot_reshape(torch_session, tokenizer) -> None:
+    engine = make_engine(torch_session, tokenizer)
+    assert not engine.can_reshape
+    with pytest.raises(UsageError, match="torch runtime"):
+        engine.reshape("d3-w50")
+
+
+async def test_tui_shape_selector_reshapes_live(tiny_plan: Path, store: Store) -> None:
+    from edgekit.budget import parse_budget
+    from edgekit.deploy import DeployRequest, resolve_source
+    from edgekit.tui.widgets.messages import Notice
+
+    source = resolve_source(DeployRequest(target="host", budget=parse_budget("100%"), plan=str(tiny_plan)))
+    engine = ChatEngine.from_elastic(source, "d6-w100")
+    app = _app(engine, store)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("ctrl+l")
+        await pilot.pause()
+        await pilot.press("down")
+        await pilot.press("enter")
+        await _wait_idle(app, pilot)
+        assert engine.info.shape == engine.shapes[1] != "d6-w100"
+        assert any("now running" in str(n.render()) for n in app.query(Notice))
+        assert engine.shapes[1] in app.sub_title
+        await _send(pilot, "hello")
+        await _wait_idle(app, pilot)
+        assert store.list()[0].messages[-1].role == "assistant"

@@ -6,7 +6,6 @@ to the UI (non-blocking), so the UI never waits on the model and the model never
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 from textual import events, work
 from textual.app import App, ComposeResult
@@ -19,7 +18,14 @@ from textual.widgets import Footer, Header, Input, Static
 from edgekit.chat import ChatEngine, Stats
 from edgekit.engines import Sampling
 from edgekit.errors import EdgekitError
-from edgekit.tui.screens.dialogs import ConfirmDialog, HelpScreen, Settings, SettingsDialog, TextDialog
+from edgekit.tui.screens.dialogs import (
+    ConfirmDialog,
+    HelpScreen,
+    Settings,
+    SettingsDialog,
+    ShapeDialog,
+    TextDialog,
+)
 from edgekit.tui.store.conversations import Conversation, Message, Store
 from edgekit.tui.widgets.messages import MessageBlock, MessageLog
 from edgekit.tui.widgets.sidebar import Sidebar
@@ -63,7 +69,7 @@ class ChatApp(App[None]):
         Binding("ctrl+x", "delete", "Delete", priority=True),  # Input would take it as "cut"
         Binding("ctrl+s", "system_prompt", "System"),
         Binding("ctrl+g", "settings", "Settings"),
-        Binding("ctrl+l", "shape", "Shape", show=False),
+        Binding("ctrl+l", "shape", "Shape"),
         Binding("ctrl+t", "toggle_dark", "Theme"),
         Binding("f1", "help", "Help"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
@@ -269,10 +275,38 @@ class ChatApp(App[None]):
         self.push_screen(SettingsDialog(self.settings), done)
 
     def action_shape(self) -> None:
-        reshape: Any = getattr(self.engine, "reshape", None)
-        if reshape is None:
+        if not self.engine.can_reshape:
             self.notify("changing shape live needs the torch runtime on an elastic checkpoint", severity="warning")
             return
+        if self.busy:
+            self.notify("wait for the reply to finish, or press Esc", severity="warning")
+            return
+
+        def done(shape: str | None) -> None:
+            if shape and shape != self.engine.info.shape:
+                self.busy = True
+                self.reshape(shape)
+
+        self.push_screen(ShapeDialog(self.engine.shapes, self.engine.info.shape, self.engine.accuracy), done)
+
+    @work(thread=True, exclusive=True, group="generate")
+    def reshape(self, shape: str) -> None:
+        try:
+            seconds = self.engine.reshape(shape)
+        except EdgekitError as exc:
+            self.call_from_thread(self.notify, str(exc), severity="error")
+        else:
+            self.call_from_thread(self._reshaped, shape, seconds)
+        finally:
+            self.busy = False
+
+    def _reshaped(self, shape: str, seconds: float) -> None:
+        info = self.engine.info
+        self.sub_title = f"{info.model} {info.shape} · {info.runtime} {info.precision} {info.device}"
+        panel = self.query_one(StatsPanel)
+        panel.set_info(info)
+        panel.samples = []
+        self.query_one(MessageLog).notice(f"now running {shape} (reshaped in {seconds:.2f} s)")
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

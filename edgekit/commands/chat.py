@@ -10,6 +10,10 @@ from edgekit.errors import UsageError
 
 def chat_cmd(
     deployment: Path = typer.Argument(None, help="A folder from `edgekit deploy`."),
+    model: str = typer.Option(None, "--model", "-m", help="Chat with a model's elastic checkpoint through torch."),
+    elastic: str = typer.Option(None, "--elastic", help="Elastic checkpoint (torch, live shape changes)."),
+    plan: str = typer.Option(None, "--plan", help="A plan (stage-1 weights; torch, live shape changes)."),
+    shape: str = typer.Option(None, "--shape", help="Shape to start with (default: the full model)."),
     plain: bool = typer.Option(False, "--plain", help="Line-based REPL instead of the TUI (automatic off a terminal)."),
     prompt: str = typer.Option(None, "--prompt", "-p", help="Answer this one message and exit."),
     system: str = typer.Option(None, "--system", help="System prompt (the chat template's default if unset)."),
@@ -23,12 +27,27 @@ def chat_cmd(
     from edgekit.console import err
     from edgekit.engines import Sampling
 
-    if deployment is None:
-        raise UsageError("name a deployment folder (from `edgekit deploy --target host --budget ...`)")
+    elastic_mode = model is not None or elastic is not None or plan is not None
+    if deployment is None and not elastic_mode:
+        raise UsageError(
+            "name a deployment folder (from `edgekit deploy --target host --budget ...`), or --model/--elastic"
+        )
+    if deployment is not None and elastic_mode:
+        raise UsageError("give a deployment or --model/--elastic/--plan, not both")
     if json_out and prompt is None:
         raise UsageError("--json needs --prompt (one turn, one JSON object)")
-    with err.status(f"loading {deployment}…"):
-        engine = ChatEngine.from_deployment(deployment)
+    if elastic_mode:
+        from edgekit.budget import parse_budget
+        from edgekit.deploy import DeployRequest, resolve_source
+
+        source = resolve_source(
+            DeployRequest(target="host", budget=parse_budget("100%"), elastic=elastic, plan=plan, model=model)
+        )
+        with err.status(f"loading {source.label}…"):
+            engine = ChatEngine.from_elastic(source, shape)
+    else:
+        with err.status(f"loading {deployment}…"):
+            engine = ChatEngine.from_deployment(deployment)
     sampling = Sampling(temperature=temperature, top_p=top_p, max_new_tokens=max_tokens)
     if plain or prompt is not None or not sys.stdout.isatty() or not sys.stdin.isatty():
         from edgekit.tui.plain import run_plain

@@ -113,3 +113,42 @@ class TorchSession:
             prefilled = time.perf_counter()
             pick_token(out.logits[0, -1], Sampling())
             return prefilled - start, time.perf_counter() - start
+
+
+class ElasticTorchSession(TorchSession):
+    """A torch session on an elastic model that can change shape in place: every shape is a slice of
+    the same loaded weights (with its SMOL mix merged), so reshaping builds a new small module from
+    tensors already in memory instead of reading a checkpoint."""
+
+    def __init__(self, elastic: Any, plan: Any, base_config: dict[str, Any], shape: Any, device: str = "cpu") -> None:
+        self.elastic, self.plan, self.base_config = elastic, plan, base_config
+        self.shape, self.device = shape, device
+        super().__init__(Path("."), device, model=self._build(shape))
+
+    def _build(self, shape: Any) -> Any:
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        from edgekit.elastic.extract import elastic_state, subnet_config
+
+        self.plan.check_shape(shape)
+        layers = self.plan.layer_sets[shape.depth]
+        with torch.no_grad():
+            state = elastic_state(self.elastic.eval(), shape)
+        config = AutoConfig.for_model(**subnet_config(self.base_config, self.plan.geometry, shape, layers))
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+        if config.tie_word_embeddings:
+            state.pop("lm_head.weight", None)
+        model.load_state_dict(state, strict=False, assign=True)
+        if config.tie_word_embeddings:
+            model.tie_weights()
+        model.model.rotary_emb = type(model.model.rotary_emb)(config=config)  # buffers are not in the state
+        return model.to(self.device).eval()
+
+    def reshape(self, shape: Any) -> float:
+        """Switch to `shape`; return the seconds it took."""
+        start = time.perf_counter()
+        self.model = self._build(shape)
+        self.shape = shape
+        return time.perf_counter() - start

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -143,4 +144,42 @@ class HelpScreen(ModalScreen[None]):
             yield Markdown(HELP)
 
     def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class ShapeDialog(ModalScreen[str | None]):
+    """Pick the shape to run (torch on an elastic model): the plan's grid, with its accuracy when known."""
+
+    DEFAULT_CSS = DIALOG_CSS.format(name="ShapeDialog") + "ShapeDialog OptionList { height: auto; max-height: 20; }"
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, shapes: list[str], current: str, accuracy: dict[str, dict]) -> None:
+        super().__init__()
+        self.shapes, self.current, self.accuracy = shapes, current, accuracy
+
+    def compose(self) -> ComposeResult:
+        from textual.widgets import OptionList
+        from textual.widgets.option_list import Option
+
+        options = []
+        for name in self.shapes:
+            row = self.accuracy.get(name) or {}
+            ppl = f"  ppl {row['ppl']:.1f}" if row.get("ppl") is not None else ""
+            mark = "  (current)" if name == self.current else ""
+            options.append(Option(f"{name}{ppl}{mark}", id=name))
+        with Vertical():
+            yield Label("Run another shape (slices of the same weights; Enter picks, Esc cancels)")
+            yield OptionList(*options, id="shapes")
+
+    def on_mount(self) -> None:
+        from textual.widgets import OptionList
+
+        ol = self.query_one(OptionList)
+        ol.highlighted = self.shapes.index(self.current) if self.current in self.shapes else 0
+        ol.focus()
+
+    def on_option_list_option_selected(self, event: Any) -> None:
+        self.dismiss(event.option.id)
+
+    def action_cancel(self) -> None:
         self.dismiss(None)

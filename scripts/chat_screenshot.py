@@ -1,0 +1,34 @@
+"""Save the README's screenshot of `edgekit chat`: a real deployment answering one prompt, headless.
+
+    .venv/bin/python scripts/chat_screenshot.py DEPLOYMENT docs/chat.svg   (then rsvg-convert to PNG)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+
+
+async def shoot(deployment: Path, out: Path) -> None:
+    from edgekit.chat import ChatEngine
+    from edgekit.engines import Sampling
+    from edgekit.tui.app import ChatApp
+    from edgekit.tui.store.conversations import Store
+
+    with tempfile.TemporaryDirectory() as tmp:
+        app = ChatApp(ChatEngine.from_deployment(deployment), Sampling(max_new_tokens=96), store=Store(Path(tmp)))
+        async with app.run_test(size=(120, 32)) as pilot:
+            app.query_one("#prompt").value = "Give me three tips for writing clear Python code."
+            await pilot.press("enter")
+            while not app.busy:
+                await pilot.pause(0.01)
+            while app.busy:
+                await pilot.pause(0.05)
+            await pilot.pause(0.3)
+            app.save_screenshot(filename=out.name, path=str(out.parent))
+
+
+if __name__ == "__main__":
+    asyncio.run(shoot(Path(sys.argv[1]), Path(sys.argv[2])))
