@@ -40,7 +40,7 @@ def profile_host(plan: Any) -> Any:
 
     res = resolve_target("host", "ort", "int4")
     grid = plan.grid()
-    req = ProfileRequest(res.target_name, "ort", "int4", "cpu", grid, fit_subset(grid), MeasureSettings())
+    req = ProfileRequest(res.target_name, "ort", "int4", "cpu", grid, fit_subset(grid), MeasureSettings(runs=7))
     lut = profile(plan, req, on_shape=lambda s: print(f"profiling {s}", flush=True))
     save_lut(lut)
     return lut
@@ -61,21 +61,31 @@ def ranking_for(plan: Any) -> Any:
 def sweep(lut: Any, plan: Any, dev_text: Path | None) -> dict[str, Any]:
     from edgekit.budget import parse_budget
     from edgekit.deploy import DeployRequest, deploy
+    from edgekit.errors import UsageError
+    from edgekit.shapes import parse_shape
 
     source, ranking, _ = ranking_for(plan)
     measured = {m.shape: m.decode_ms for m in lut.measured}
-    fastest, slowest = min(measured.values()), max(measured.values())
-    budgets = [fastest * 1.03 + (slowest - fastest) * i / 7 for i in range(8)]
+    predicted = {m.shape: lut.predict(parse_shape(m.shape)).decode_ms for m in lut.measured}
+    # from the fastest shape (as measured, and as the predictor sees it) to the full model
+    fastest = max(min(measured.values()), min(predicted.values())) * 1.02
+    slowest = max(measured[plan.full.name], predicted[plan.full.name])
+    budgets = [fastest + (slowest - fastest) * i / 7 for i in range(8)]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for b in budgets:
             req = DeployRequest(target="host", budget=parse_budget(f"{b:.3f}ms"), model=MODEL,
                                 out=Path(tmp) / f"b{b:.2f}", dev_text=dev_text)  # fmt: skip
             start = time.perf_counter()
-            dep = deploy(req)
-            wall = time.perf_counter() - start
             fits = [s for s, ms in measured.items() if ms <= b]
             oracle = ranking.order(fits)[0] if fits else None
+            try:
+                dep = deploy(req)
+            except UsageError as exc:
+                rows.append({"budget_ms": round(b, 3), "chosen": None, "error": str(exc), "oracle": oracle})
+                print(rows[-1], flush=True)
+                continue
+            wall = time.perf_counter() - start
             m = dep.manifest
             rows.append({
                 "budget_ms": round(b, 3), "chosen": dep.shape, "predicted_ms": m["predicted"]["decode_ms"],
@@ -176,7 +186,7 @@ def main() -> None:
     _, _, dev_text = ranking_for(plan)
     if "b" in only or "c" in only:
         results["sweep"] = sweep(lut, plan, dev_text)
-        t = [r["timings"] for r in results["sweep"]["rows"]]
+        t = [r["timings"] for r in results["sweep"]["rows"] if r.get("chosen")]
         results["deploy_time"] = {k: round(statistics.median(x[k] for x in t), 2) for k in t[0]}
         write_result("deploy", results)
     if "d" in only:
@@ -207,6 +217,9 @@ def print_tables(results: dict[str, Any]) -> None:
         for col in ("budget ms", "chosen", "predicted", "measured", "fits", "score", "oracle", "oracle score"):
             t.add_column(col, justify="right")
         for r in sweep["rows"]:
+            if r.get("chosen") is None:
+                t.add_row(f"{r['budget_ms']:.2f}", "infeasible", "", "", "", "", r["oracle"] or "-", "")
+                continue
             t.add_row(f"{r['budget_ms']:.2f}", r["chosen"], f"{r['predicted_ms']:.2f}", f"{r['measured_ms']:.2f}",
                       "yes" if r["within_budget"] else "NO", f"{r['chosen_score']:.4g}", r["oracle"] or "-",
                       f"{r['oracle_score']:.4g}" if r["oracle_score"] else "-")  # fmt: skip

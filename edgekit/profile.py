@@ -25,6 +25,9 @@ from edgekit.lut import MEASURED, Lut, now
 from edgekit.measure import MeasureSettings, measure_folder
 from edgekit.shapes import Shape
 
+STEADY_SPREAD_PCT = 10.0
+RETRIES = 2
+
 
 @dataclass(frozen=True)
 class ProfileRequest:
@@ -77,6 +80,14 @@ def measure_shape(
     engine.compile(hf_dir, compiled, req.precision, req.device, req.options)
     compile_s = time.perf_counter() - start
     figures = measure_folder(req.runtime, compiled, req.device, req.settings)
+    # A burst of other work on a small shared machine shows as a wide spread: measure again (in a
+    # fresh process) and keep the steadier run, rather than fit a predictor to noise.
+    for _ in range(RETRIES):
+        if figures.decode_spread_pct <= STEADY_SPREAD_PCT:
+            break
+        again = measure_folder(req.runtime, compiled, req.device, req.settings)
+        if again.decode_spread_pct < figures.decode_spread_pct:
+            figures = again
     size = folder_bytes(compiled)
     shutil.rmtree(hf_dir, ignore_errors=True)
     shutil.rmtree(compiled, ignore_errors=True)

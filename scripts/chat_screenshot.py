@@ -1,6 +1,6 @@
 """Save the README's screenshot of `edgekit chat`: a real deployment answering one prompt, headless.
 
-    .venv/bin/python scripts/chat_screenshot.py DEPLOYMENT docs/chat.svg   (then rsvg-convert to PNG)
+.venv/bin/python scripts/chat_screenshot.py DEPLOYMENT docs/chat.svg   (then rsvg-convert to PNG)
 """
 
 from __future__ import annotations
