@@ -22,9 +22,7 @@ async def shoot(deployment: Path, out: Path) -> None:
         async with app.run_test(size=(120, 32)) as pilot:
             app.query_one("#prompt").value = "Give me three tips for writing clear Python code."
             await pilot.press("enter")
-            while not app.busy:
-                await pilot.pause(0.01)
-            while app.busy:
+            while app.replies == 0:
                 await pilot.pause(0.05)
             await pilot.pause(0.3)
             app.save_screenshot(filename=out.name, path=str(out.parent))

@@ -6,6 +6,7 @@ to the UI (non-blocking), so the UI never waits on the model and the model never
 from __future__ import annotations
 
 import threading
+import time
 
 from textual import events, work
 from textual.app import App, ComposeResult
@@ -32,6 +33,7 @@ from edgekit.tui.widgets.sidebar import Sidebar
 from edgekit.tui.widgets.stats import StatsPanel
 
 MIN_WIDTH, MIN_HEIGHT = 80, 20
+UI_HZ = 15
 
 
 def clean_text(text: str) -> str:
@@ -54,6 +56,7 @@ class Finished(TMessage):
 
 class ChatApp(App[None]):
     TITLE = "edgekit chat"
+    AUTO_FOCUS = "#prompt"  # the first focusable widget would be the conversation list
     CSS = """
     #main { height: 1fr; }
     #chat { width: 1fr; }
@@ -91,6 +94,7 @@ class ChatApp(App[None]):
         self.reply_text = ""
         self.last_stats: Stats | None = None
         self.overflow_shown = False
+        self.replies = 0  # finished replies: what tests and benchmarks wait on
         info = engine.info
         self.sub_title = f"{info.model} {info.shape} · {info.runtime} {info.precision} {info.device}"
 
@@ -175,12 +179,18 @@ class ChatApp(App[None]):
 
     @work(thread=True, exclusive=True, group="generate")
     def generate(self, messages: list[dict[str, str]], sampling: Sampling) -> None:
-        text, stats = "", Stats()
+        # The UI is refreshed at most UI_HZ times a second, not per token: on a small CPU every
+        # Markdown re-render takes cycles from the runtime's own threads.
+        text, pending, stats, last = "", "", Stats(), 0.0
         try:
             for piece in self.engine.reply(messages, sampling, self.cancel):
                 text += piece.text
+                pending += piece.text
                 stats = piece.stats
-                self.post_message(Streamed(piece.text, stats))
+                now = time.perf_counter()
+                if now - last >= 1 / UI_HZ:
+                    self.post_message(Streamed(pending, stats))
+                    pending, last = "", now
         except EdgekitError as exc:
             self.post_message(Finished(text, stats, str(exc)))
             return
@@ -200,14 +210,22 @@ class ChatApp(App[None]):
         self.last_stats = event.stats
         self.query_one(StatsPanel).show(event.stats)
 
-    def on_finished(self, event: Finished) -> None:
-        self.busy = False
+    async def on_finished(self, event: Finished) -> None:
         assert self.conv is not None
         if event.error:
+            self.busy = False
+            self.replies += 1
             self.notify(event.error, severity="error")
             if self.reply_block is not None:
-                self.reply_block.remove()
+                await self.reply_block.remove()
             return
+        rest = event.text[len(self.reply_text) :]
+        if rest and self.reply_block is not None:
+            self.reply_text += rest
+            await self.reply_block.append(rest)
+            self.query_one(MessageLog).scroll_end(animate=False)
+        self.busy = False
+        self.replies += 1
         text = event.text.strip()
         self.store.append(self.conv, Message("assistant", text, stats=event.stats.to_dict()))
         if event.stats.cancelled:

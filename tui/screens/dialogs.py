@@ -22,6 +22,7 @@ class TextDialog(ModalScreen[str | None]):
     """One line of text: rename a conversation, set the system prompt."""
 
     DEFAULT_CSS = DIALOG_CSS.format(name="TextDialog")
+    AUTO_FOCUS = "*"  # the app focuses its prompt; a dialog focuses its own first field
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, title: str, value: str = "", placeholder: str = "") -> None:
@@ -43,6 +44,7 @@ class TextDialog(ModalScreen[str | None]):
 
 class ConfirmDialog(ModalScreen[bool]):
     DEFAULT_CSS = DIALOG_CSS.format(name="ConfirmDialog")
+    AUTO_FOCUS = "*"  # the app focuses its prompt; a dialog focuses its own first field
     BINDINGS = [Binding("y,enter", "yes", "Yes"), Binding("n,escape", "no", "No")]
 
     def __init__(self, question: str) -> None:
@@ -72,6 +74,7 @@ class SettingsDialog(ModalScreen[Settings | None]):
     """Generation settings; values are checked before the dialog closes."""
 
     DEFAULT_CSS = DIALOG_CSS.format(name="SettingsDialog")
+    AUTO_FOCUS = "*"  # the app focuses its prompt; a dialog focuses its own first field
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, current: Settings) -> None:
@@ -137,6 +140,7 @@ class HelpScreen(ModalScreen[None]):
     HelpScreen { align: center middle; }
     HelpScreen > Vertical { width: 80; height: 80%; border: thick $accent; background: $surface; }
     """
+    AUTO_FOCUS = "*"  # the app focuses its prompt; a dialog focuses its own first field
     BINDINGS = [Binding("escape,f1,q", "close", "Close")]
 
     def compose(self) -> ComposeResult:
@@ -151,6 +155,7 @@ class ShapeDialog(ModalScreen[str | None]):
     """Pick the shape to run (torch on an elastic model): the plan's grid, with its accuracy when known."""
 
     DEFAULT_CSS = DIALOG_CSS.format(name="ShapeDialog") + "ShapeDialog OptionList { height: auto; max-height: 20; }"
+    AUTO_FOCUS = "*"  # the app focuses its prompt; a dialog focuses its own first field
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, shapes: list[str], current: str, accuracy: dict[str, dict]) -> None:
