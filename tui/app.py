@@ -5,6 +5,8 @@ to the UI (non-blocking), so the UI never waits on the model and the model never
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 
@@ -28,12 +30,17 @@ from edgekit.tui.screens.dialogs import (
     TextDialog,
 )
 from edgekit.tui.store.conversations import Conversation, Message, Store
-from edgekit.tui.widgets.messages import MessageBlock, MessageLog
+from edgekit.tui.widgets.messages import MessageLog, StreamingBlock
 from edgekit.tui.widgets.sidebar import Sidebar
 from edgekit.tui.widgets.stats import StatsPanel
 
 MIN_WIDTH, MIN_HEIGHT = 80, 20
-UI_HZ = 15
+# Redraws per second while a reply streams. Every redraw is Python work on the UI thread, which on
+# a machine with few cores takes CPU from the runtime's own threads (measured in bench/chat_overhead).
+SMALL_CPU = (os.cpu_count() or 1) <= 2
+UI_HZ = 5 if SMALL_CPU else 20
+GIL_SWITCH_S = 0.0002
+STATS_HZ = 2 if SMALL_CPU else 4  # the panel's figures (memory is read from the OS each time)
 
 
 def clean_text(text: str) -> str:
@@ -90,11 +97,12 @@ class ChatApp(App[None]):
         self.conv: Conversation | None = None
         self.cancel = threading.Event()
         self.busy = False
-        self.reply_block: MessageBlock | None = None
+        self.reply_block: StreamingBlock | None = None
         self.reply_text = ""
         self.last_stats: Stats | None = None
         self.overflow_shown = False
         self.replies = 0  # finished replies: what tests and benchmarks wait on
+        self.stats_shown = 0.0
         info = engine.info
         self.sub_title = f"{info.model} {info.shape} · {info.runtime} {info.precision} {info.device}"
 
@@ -169,7 +177,7 @@ class ChatApp(App[None]):
         self.store.append(self.conv, Message("user", text))
         log = self.query_one(MessageLog)
         log.add("user", text)
-        self.reply_block = log.add("assistant", "")
+        self.reply_block = log.add_streaming()
         self.reply_text = ""
         self.overflow_shown = False
         self.busy = True
@@ -182,6 +190,11 @@ class ChatApp(App[None]):
         # The UI is refreshed at most UI_HZ times a second, not per token: on a small CPU every
         # Markdown re-render takes cycles from the runtime's own threads.
         text, pending, stats, last = "", "", Stats(), 0.0
+        # Each token the worker leaves Python (the runtime computes) and must take the GIL back; by
+        # default the UI thread may keep it up to 5 ms, a third of a small model's token. Ask it to
+        # hand the GIL over sooner while a reply is being made.
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(GIL_SWITCH_S)
         try:
             for piece in self.engine.reply(messages, sampling, self.cancel):
                 text += piece.text
@@ -194,12 +207,14 @@ class ChatApp(App[None]):
         except EdgekitError as exc:
             self.post_message(Finished(text, stats, str(exc)))
             return
+        finally:
+            sys.setswitchinterval(switch)
         self.post_message(Finished(text, stats))
 
     def on_streamed(self, event: Streamed) -> None:
         if event.text and self.reply_block is not None:
             self.reply_text += event.text
-            self.reply_block.append(event.text)
+            self.reply_block.update(self.reply_text)
             self.query_one(MessageLog).scroll_end(animate=False)
         if event.stats.dropped_turns and not self.overflow_shown:
             self.overflow_shown = True
@@ -208,7 +223,10 @@ class ChatApp(App[None]):
             self.query_one(MessageLog).notice(msg)
             self.notify(msg, severity="warning")
         self.last_stats = event.stats
-        self.query_one(StatsPanel).show(event.stats)
+        now = time.perf_counter()
+        if now - self.stats_shown >= 1 / STATS_HZ:
+            self.stats_shown = now
+            self.query_one(StatsPanel).show(event.stats)
 
     async def on_finished(self, event: Finished) -> None:
         assert self.conv is not None
@@ -219,11 +237,9 @@ class ChatApp(App[None]):
             if self.reply_block is not None:
                 await self.reply_block.remove()
             return
-        rest = event.text[len(self.reply_text) :]
-        if rest and self.reply_block is not None:
-            self.reply_text += rest
-            await self.reply_block.append(rest)
-            self.query_one(MessageLog).scroll_end(animate=False)
+        self.reply_text = event.text
+        if self.reply_block is not None:  # the finished reply is rendered as Markdown once
+            await self.query_one(MessageLog).finish_streaming(self.reply_block, event.text.strip())
         self.busy = False
         self.replies += 1
         text = event.text.strip()

@@ -15,6 +15,15 @@ class MessageBlock(Markdown):
     """
 
 
+class StreamingBlock(Static):
+    """The reply being made, as plain text: re-rendering Markdown for every piece would take CPU
+    from the runtime on a small machine. It becomes a MessageBlock when the reply is done."""
+
+    DEFAULT_CSS = """
+    StreamingBlock { margin: 0 1 1 1; padding: 0 1; border-left: thick $success; height: auto; }
+    """
+
+
 class Notice(Static):
     DEFAULT_CSS = """
     Notice { margin: 0 1 1 1; color: $warning; text-style: italic; }
@@ -31,6 +40,19 @@ class MessageLog(VerticalScroll):
         self.mount(block)
         self.scroll_end(animate=False)
         return block
+
+    def add_streaming(self) -> StreamingBlock:
+        block = StreamingBlock("…", markup=False)
+        self.mount(block)
+        self.scroll_end(animate=False)
+        return block
+
+    async def finish_streaming(self, block: StreamingBlock, text: str) -> MessageBlock:
+        final = MessageBlock(text, classes="assistant")
+        await self.mount(final, after=block)
+        await block.remove()
+        self.scroll_end(animate=False)
+        return final
 
     def notice(self, text: str) -> Notice:
         note = Notice(text)

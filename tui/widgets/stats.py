@@ -70,7 +70,7 @@ class StatsPanel(Vertical):
     def show(self, stats: Stats | None) -> None:
         self.last = stats
         if stats is not None and stats.ms_per_token:
-            self.samples = (self.samples + stats.ms_per_token[-1:])[-SPARK_POINTS:]
+            self.samples = list(stats.ms_per_token[-SPARK_POINTS:])
             self.query_one("#spark", Sparkline).data = self.samples
         budget = self.info.budget_ms
         lines = []
