@@ -20,7 +20,7 @@ async def shoot(deployment: Path, out: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         app = ChatApp(ChatEngine.from_deployment(deployment), Sampling(max_new_tokens=96), store=Store(Path(tmp)))
         async with app.run_test(size=(120, 32)) as pilot:
-            app.query_one("#prompt").value = "Give me three tips for writing clear Python code."
+            app.query_one("#prompt").value = "What is the capital of France, and what is it famous for?"
             await pilot.press("enter")
             while app.replies == 0:
                 await pilot.pause(0.05)
