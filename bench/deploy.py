@@ -32,7 +32,7 @@ MODEL = "smollm2-135m"
 
 
 def profile_host(plan: Any) -> Any:
-    from edgekit.deploy import resolve_target
+    from edgekit.deployment import resolve_target
     from edgekit.latency import fit_subset
     from edgekit.lut import save_lut
     from edgekit.measure import MeasureSettings
@@ -49,7 +49,7 @@ def profile_host(plan: Any) -> Any:
 def ranking_for(plan: Any) -> Any:
     """The shipped elastic checkpoint's table when there is one, else stage-1 held-out wikitext ppl."""
     from edgekit.budget import parse_budget
-    from edgekit.deploy import DeployRequest, rank, resolve_source
+    from edgekit.deployment import DeployRequest, rank, resolve_source
 
     req = DeployRequest(target="host", budget=parse_budget("100%"), model=MODEL)
     source = resolve_source(req)
@@ -60,7 +60,7 @@ def ranking_for(plan: Any) -> Any:
 
 def sweep(lut: Any, plan: Any, dev_text: Path | None) -> dict[str, Any]:
     from edgekit.budget import parse_budget
-    from edgekit.deploy import DeployRequest, deploy
+    from edgekit.deployment import DeployRequest, deploy
     from edgekit.errors import UsageError
     from edgekit.shapes import parse_shape
 
@@ -159,7 +159,7 @@ def main() -> None:
     args = ap.parse_args()
     only = set(args.only.split(","))
 
-    from edgekit.deploy import resolve_target
+    from edgekit.deployment import resolve_target
     from edgekit.elastic.plan import load_plan
     from edgekit.lut import find_lut, shipped_dir
 

@@ -108,7 +108,7 @@ class ChatEngine:
 
     @classmethod
     def from_deployment(cls, path: Path) -> ChatEngine:
-        from edgekit.deploy import open_deployment
+        from edgekit.deployment import open_deployment
 
         manifest, session, tokenizer = open_deployment(path)
         rt = manifest["runtime"]

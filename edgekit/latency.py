@@ -132,7 +132,18 @@ class Predictor:
 
 
 def _lstsq(rows: list[list[float]], y: list[float]) -> list[float]:
-    coef, *_ = np.linalg.lstsq(np.asarray(rows, dtype=float), np.asarray(y, dtype=float), rcond=None)
+    """Least squares with every coefficient >= 0: each term is a cost, and a negative one (noise on a
+    few points) would predict negative latency for shapes outside the fitted range. Active set:
+    refit without the terms that came out negative until none does."""
+    x, target = np.asarray(rows, dtype=float), np.asarray(y, dtype=float)
+    active = list(range(x.shape[1]))
+    coef = np.zeros(x.shape[1])
+    while active:
+        sol, *_ = np.linalg.lstsq(x[:, active], target, rcond=None)
+        if (sol >= 0).all():
+            coef[active] = sol
+            break
+        active = [a for a, c in zip(active, sol, strict=True) if c > 0]
     return [float(c) for c in coef]
 
 

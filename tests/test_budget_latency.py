@@ -82,6 +82,19 @@ def test_predictor_recovers_known_coefficients_and_scores_held_out_shapes() -> N
     assert 2 < noisy["decode"]["median_pct"] < 25
 
 
+def test_predictor_never_goes_negative_on_noisy_points() -> None:
+    """Two noisy shapes that a free fit would explain with a negative per-layer cost."""
+    grid = [Shape(6, 100), Shape(3, 100), Shape(6, 50), Shape(3, 50)]
+    tiny = Geometry(num_layers=6, hidden=96, ffn=256, num_heads=6, num_kv_heads=2, head_dim=16, vocab=320)
+    measured = _synthetic(tiny, grid, [0.5, 0.01, 0.01])
+    measured[0].decode_ms, measured[1].decode_ms = 0.3, 0.9  # the deeper one measured faster
+    p = fit_predictor(tiny, measured)
+    assert all(c >= 0 for c in p.decode + p.ttft + p.memory)
+    for d in range(1, 7):
+        for w in (17, 50, 100):
+            assert p.predict(tiny, Shape(d, w)).decode_ms > 0
+
+
 def test_error_stats_follow_nn_meter() -> None:
     s = error_stats([10.0, 11.0, 8.0, 10.5], [10.0, 10.0, 10.0, 10.0])
     assert s.n == 4 and s.median_pct == pytest.approx(7.5) and s.max_pct == pytest.approx(20.0)

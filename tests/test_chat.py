@@ -284,7 +284,7 @@ def test_live_reshape_matches_the_extracted_checkpoint(tiny_plan: Path, tmp_path
     Hugging Face checkpoint, and switching shape is fast."""
     from edgekit.budget import parse_budget
     from edgekit.cli import main
-    from edgekit.deploy import DeployRequest, resolve_source
+    from edgekit.deployment import DeployRequest, resolve_source
     from edgekit.engines.base import timed_stream
     from edgekit.engines.torch_engine import TorchSession
 
@@ -317,7 +317,7 @@ def test_plain_engine_cannot_reshape(torch_session, tokenizer) -> None:
 
 async def test_tui_shape_selector_reshapes_live(tiny_plan: Path, store: Store) -> None:
     from edgekit.budget import parse_budget
-    from edgekit.deploy import DeployRequest, resolve_source
+    from edgekit.deployment import DeployRequest, resolve_source
     from edgekit.tui.widgets.messages import Notice
 
     source = resolve_source(DeployRequest(target="host", budget=parse_budget("100%"), plan=str(tiny_plan)))

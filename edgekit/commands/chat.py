@@ -38,7 +38,7 @@ def chat_cmd(
         raise UsageError("--json needs --prompt (one turn, one JSON object)")
     if elastic_mode:
         from edgekit.budget import parse_budget
-        from edgekit.deploy import DeployRequest, resolve_source
+        from edgekit.deployment import DeployRequest, resolve_source
 
         source = resolve_source(
             DeployRequest(target="host", budget=parse_budget("100%"), elastic=elastic, plan=plan, model=model)

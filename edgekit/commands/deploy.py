@@ -53,7 +53,7 @@ def profile_cmd(
 ) -> None:
     """Measure decode, prefill, first-token latency and memory of a plan's shapes in a real runtime; fit and
     validate a predictor; write the LUT that `deploy` uses."""
-    from edgekit.deploy import lut_for, resolve_target
+    from edgekit.deployment import lut_for, resolve_target
     from edgekit.latency import fit_subset
     from edgekit.lut import save_lut
     from edgekit.measure import MeasureSettings
@@ -162,7 +162,7 @@ def deploy_cmd(
     """Pick the most accurate shape whose predicted latency and memory fit the budget on the target, cut it
     (SMOL merged), compile it for the target's runtime, verify it on this host, write a deployment folder."""
     from edgekit.budget import parse_budget
-    from edgekit.deploy import DeployRequest, deploy
+    from edgekit.deployment import DeployRequest, deploy
     from edgekit.progress import steps
     from edgekit.ranking import LOWER_IS_BETTER
 
@@ -207,7 +207,7 @@ def _print_candidates(dep: Any) -> None:
         )
     t = m["timings"]
     out.print(f"extract {t['extract_s']:.1f} s, compile {t['compile_s']:.1f} s, verify {t['verify_s']:.1f} s")
-    out.print(f'deployment: {dep.path}\nchat: edgekit generate --deployment {dep.path} "Hello"')
+    out.print(f"deployment: {dep.path}\nchat: edgekit chat {dep.path}")
 
 
 def targets_cmd(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:

@@ -22,7 +22,7 @@ def generate_cmd(
     """Answer one prompt, streaming the reply: with a model through torch, or through a deployment's runtime."""
     stream = None if json_out else (lambda piece: out.print(piece, end="", markup=False))
     if deployment is not None:
-        from edgekit.deploy import open_deployment
+        from edgekit.deployment import open_deployment
         from edgekit.engines import Sampling
         from edgekit.generate import stream_reply
 

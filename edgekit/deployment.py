@@ -473,7 +473,7 @@ def _readme(manifest: dict[str, Any], out: Path) -> str:
     return (
         f"# {manifest['model']['name']} {shape} for {manifest['target']['title']}\n\n"
         f"{rt['name']} {rt['precision']} on {rt['device']}, budget `{manifest['budget']['text']}`, {figure}.\n\n"
-        f'Chat with it: `edgekit generate --deployment {out} "Hello"`\n'
+        f'Chat with it: `edgekit chat {out}` (one turn: `edgekit chat {out} --prompt "Hello"`)\n'
     )
 
 
