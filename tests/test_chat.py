@@ -335,3 +335,43 @@ async def test_tui_shape_selector_reshapes_live(tiny_plan: Path, store: Store) -
         await _send(pilot, "hello")
         await _wait_idle(app, pilot)
         assert store.list()[0].messages[-1].role == "assistant"
+
+
+async def test_tui_dialogs_settings_system_prompt_help_theme(torch_session, tokenizer, store: Store) -> None:
+    from textual.widgets import Input
+
+    from edgekit.tui.screens.dialogs import HelpScreen, SettingsDialog
+
+    app = _app(make_engine(torch_session, tokenizer), store)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("ctrl+g")
+        await pilot.pause()
+        assert isinstance(app.screen, SettingsDialog)
+        app.screen.query_one("#temperature", Input).value = "-1"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, SettingsDialog)  # refused, with the rule shown
+        app.screen.query_one("#temperature", Input).value = "0.7"
+        app.screen.query_one("#max_tokens", Input).value = "5"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.settings.temperature == 0.7 and app.settings.max_tokens == 5
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        for ch in "Be brief":
+            await pilot.press("space" if ch == " " else ch)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert store.load(app.conv.id).system == "Be brief"
+        await _send(pilot, "hi")
+        await _wait_idle(app, pilot)
+        assert store.load(app.conv.id).messages[-1].stats["new_tokens"] <= 5
+        await pilot.press("f1")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, HelpScreen)
+        before = app.theme
+        await pilot.press("ctrl+t")
+        assert app.theme != before
