@@ -341,10 +341,15 @@ def deploy(req: DeployRequest, step: Callable[[str], Any] | None = None) -> Depl
         raise UsageError(f"cannot measure on {res.target_name} from this machine; drop --verify")
     elastic = None
     stepped: list[dict[str, Any]] = []
-    for attempt, chosen in enumerate(fitting[: MAX_STEP_DOWNS + 1]):
-        shape = parse_shape(chosen.shape)
-        with tempfile.TemporaryDirectory(prefix="edgekit-deploy-") as tmp:
-            hf_dir, compiled = Path(tmp) / "hf", Path(tmp) / "model"
+    attempts: list[Attempt] = []
+    slowdown = 1.0  # measured / predicted of the shapes that missed: the machine is slower than its LUT
+    with tempfile.TemporaryDirectory(prefix="edgekit-deploy-") as tmp:
+        for i in range(MAX_STEP_DOWNS + 1):
+            chosen = _next_candidate(fitting, {a.candidate.shape for a in attempts}, budget, slowdown)
+            if chosen is None:
+                break
+            shape = parse_shape(chosen.shape)
+            hf_dir, compiled = Path(tmp) / f"hf-{i}", Path(tmp) / f"model-{i}"
             start = time.perf_counter()
             with step(f"extracting {shape.name}" + (" (merging its SMOL mix)" if source.ckpt else "")):
                 elastic = _extract(source, shape, hf_dir, elastic)
@@ -361,28 +366,61 @@ def deploy(req: DeployRequest, step: Callable[[str], Any] | None = None) -> Depl
                     figures = measure_folder(res.runtime, compiled, res.device, req.settings)
                 t_verify = time.perf_counter() - start
                 miss = _misses(figures, budget)
-            if miss and attempt < min(MAX_STEP_DOWNS, len(fitting) - 1):
-                stepped.append({"shape": shape.name, "measured_decode_ms": figures.decode_ms, "why": miss})
-                notes.append(f"{shape.name} missed the budget ({miss}); stepping down to the next shape")
-                continue
-            if miss:
-                notes.append(f"{shape.name} missed the budget when measured ({miss}); kept as the closest")
-            out = req.out or default_out(res, shape.name)
             timings = {
                 "extract_s": round(t_extract, 2),
                 "compile_s": round(t_compile, 2),
                 "verify_s": round(t_verify, 2),
             }
-            manifest = _manifest(req, res, source, lut, budget, chosen, rows, ranking, build, figures, stepped,
-                                 timings, engine.versions(), hf_dir)  # fmt: skip
-            # our own default folder is replaced by a new deploy of the same shape; a user's needs --force
-            with atomic_dir(out, replace=req.force or req.out is None) as final:
-                shutil.copytree(compiled, final / "model", dirs_exist_ok=True)
-                (final / "README.md").write_text(_readme(manifest, out))
-                manifest["files"] = hash_tree(final)
-                write_json_atomic(final / MANIFEST, manifest)
-            return Deployment(out, manifest, rows, notes)
-    raise AssertionError("unreachable: the loop returns or steps down")
+            attempts.append(Attempt(chosen, hf_dir, compiled, build, figures, miss, timings))
+            if not miss:
+                break
+            assert figures is not None
+            slowdown = max(slowdown, figures.decode_ms / chosen.decode_ms)
+            stepped.append({"shape": shape.name, "measured_decode_ms": figures.decode_ms, "why": miss})
+            notes.append(f"{shape.name} missed the budget ({miss}); stepping down")
+        final_attempt = attempts[-1]
+        if final_attempt.miss:
+            # every try missed: keep the one that came closest, and say so
+            final_attempt = min(attempts, key=lambda a: a.figures.decode_ms if a.figures else float("inf"))
+            stepped = [s for s in stepped if s["shape"] != final_attempt.candidate.shape]
+            notes.append(
+                f"no shape met the budget when measured on this machine; kept the fastest measured, "
+                f"{final_attempt.candidate.shape} ({final_attempt.miss})"
+            )
+        chosen = final_attempt.candidate
+        out = req.out or default_out(res, chosen.shape)
+        manifest = _manifest(req, res, source, lut, budget, chosen, rows, ranking, final_attempt.build,
+                             final_attempt.figures, stepped, final_attempt.timings, engine.versions(),
+                             final_attempt.hf_dir)  # fmt: skip
+        # our own default folder is replaced by a new deploy of the same shape; a user's needs --force
+        with atomic_dir(out, replace=req.force or req.out is None) as final:
+            shutil.copytree(final_attempt.compiled, final / "model", dirs_exist_ok=True)
+            (final / "README.md").write_text(_readme(manifest, out))
+            manifest["files"] = hash_tree(final)
+            write_json_atomic(final / MANIFEST, manifest)
+    return Deployment(out, manifest, rows, notes)
+
+
+@dataclass
+class Attempt:
+    candidate: Candidate
+    hf_dir: Path
+    compiled: Path
+    build: dict[str, Any]
+    figures: RuntimeFigures | None
+    miss: str | None
+    timings: dict[str, float]
+
+
+def _next_candidate(fitting: list[Candidate], tried: set[str], budget: Budget, slowdown: float) -> Candidate | None:
+    """The best remaining shape that still fits once its prediction is scaled by the slowdown seen so far;
+    if none does, the fastest remaining one (it may still fit: predictions are not exact)."""
+    left = [c for c in fitting if c.shape not in tried]
+    if not left:
+        return None
+    limit = budget.ms_per_token
+    ok = [c for c in left if limit is None or c.decode_ms * slowdown <= limit]
+    return ok[0] if ok else min(left, key=lambda c: c.decode_ms)
 
 
 def _extract(source: Source, shape: Shape, out: Path, elastic: Any) -> Any:
