@@ -120,3 +120,18 @@ def atomic_dir(final: Path, replace: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def read_format_json(path: Path, fmt: str, what: str, fix: str = "") -> dict[str, Any]:
+    """A JSON artifact file that names its format: missing, unreadable or foreign is an IntegrityError
+    saying which (and `fix`, how to get a good one)."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise IntegrityError(f"{what} is incomplete: no {path.name}{fix}") from None
+    except json.JSONDecodeError:
+        raise IntegrityError(f"{what} is corrupt: {path.name} is not valid JSON{fix}") from None
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        found = data.get("format") if isinstance(data, dict) else None
+        raise IntegrityError(f"{what} has format {found!r}; this edgekit reads {fmt}")
+    return data

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from edgekit import __version__
-from edgekit.artifacts import atomic_dir, hash_tree, verify_files, write_json_atomic
+from edgekit.artifacts import atomic_dir, hash_tree, read_format_json, verify_files, write_json_atomic
 from edgekit.budget import Budget
 from edgekit.elastic.plan import Plan
-from edgekit.errors import IntegrityError, UsageError
+from edgekit.errors import UsageError
 from edgekit.lut import ESTIMATED, MEASURED, Lut, estimate, find_lut, host_target_name
 from edgekit.measure import MeasureSettings, RuntimeFigures, measure_folder
 from edgekit.ranking import Ranking
@@ -524,14 +524,7 @@ def load_deployment(path: Path) -> dict[str, Any]:
     what = f"deployment {path}"
     if not path.is_dir():
         raise UsageError(f"no deployment at {path}: run `edgekit deploy --target ... --out {path}`")
-    try:
-        manifest = json.loads((path / MANIFEST).read_text())
-    except FileNotFoundError:
-        raise IntegrityError(f"{what} has no {MANIFEST}: redeploy it with `edgekit deploy`") from None
-    except json.JSONDecodeError:
-        raise IntegrityError(f"{what} is corrupt: {MANIFEST} is not JSON; redeploy it") from None
-    if manifest.get("format") != FORMAT:
-        raise IntegrityError(f"{what} has format {manifest.get('format')!r}; this edgekit reads {FORMAT}")
+    manifest = read_format_json(path / MANIFEST, FORMAT, what, "; redeploy it with `edgekit deploy`")
     verify_files(path, manifest["files"], what)
     return manifest
 

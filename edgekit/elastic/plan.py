@@ -12,14 +12,13 @@ smollm2-135m` works without planning first.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from edgekit.artifacts import sha256_file, write_json_atomic
+from edgekit.artifacts import read_format_json, sha256_file, write_json_atomic
 from edgekit.errors import IntegrityError, UsageError
 from edgekit.shapes import Geometry, Shape, parse_grid, parse_shape
 
@@ -207,14 +206,7 @@ def plan_dir(ref: str | Path) -> Path:
 def load_plan(ref: str | Path) -> Plan:
     folder = plan_dir(ref)
     what = f"plan {folder}"
-    try:
-        data = json.loads((folder / PLAN_JSON).read_text())
-    except FileNotFoundError:
-        raise IntegrityError(f"{what} is incomplete: no {PLAN_JSON}") from None
-    except json.JSONDecodeError:
-        raise IntegrityError(f"{what} is corrupt: {PLAN_JSON} is not valid JSON") from None
-    if data.get("format") != FORMAT:
-        raise IntegrityError(f"{what} has format {data.get('format')!r}; this edgekit reads {FORMAT}")
+    data = read_format_json(folder / PLAN_JSON, FORMAT, what)
     try:
         depth = data["depth"]
         depth["layer_sets"] = {int(k): list(v) for k, v in depth["layer_sets"].items()}
