@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgekit.engines import Sampling
 from edgekit.errors import UsageError
+from edgekit.generate import GenerationResult
 
 
 @dataclass
@@ -158,6 +159,22 @@ class ChatEngine:
             seconds = self.session.reshape(self.session.plan.shape(shape))
         self.info.shape = shape
         return seconds
+
+    def complete(
+        self, messages: list[dict[str, str]], sampling: Sampling, on_text: Callable[[str], None] | None = None
+    ) -> GenerationResult:
+        """One whole reply (streamed to `on_text` as it comes), with the figures `generate` reports."""
+        text, stats = "", Stats()
+        for piece in self.reply(messages, sampling):
+            text += piece.text
+            stats = piece.stats
+            if on_text and piece.text:
+                on_text(piece.text)
+        ttft = stats.ttft_ms or 0.0
+        decode = stats.mean_ms or ttft
+        return GenerationResult(
+            text.strip(), stats.prompt_tokens, stats.new_tokens, ttft, decode, 1000 / decode if decode else 0.0
+        )
 
     def reply(
         self, messages: list[dict[str, str]], sampling: Sampling, cancel: threading.Event | None = None

@@ -22,20 +22,19 @@ def generate_cmd(
     """Answer one prompt, streaming the reply: with a model through torch, or through a deployment's runtime."""
     stream = None if json_out else (lambda piece: out.print(piece, end="", markup=False))
     if deployment is not None:
-        from edgekit.deployment import open_deployment
+        from edgekit.chat import ChatEngine
         from edgekit.engines import Sampling
-        from edgekit.generate import stream_reply
 
         with err.status(f"loading {deployment}…"):
-            manifest, session, tokenizer = open_deployment(deployment)
+            engine = ChatEngine.from_deployment(deployment)
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         sampling = Sampling(
             temperature=temperature, top_p=0.95 if temperature > 0 else 1.0, max_new_tokens=max_new_tokens
         )
-        result = stream_reply(session, tokenizer, messages, sampling, on_text=stream)
-        rt = manifest["runtime"]
-        where = f"{manifest['shape']['name']}, {rt['name']} {rt['precision']} {rt['device']}"
-        info = {"deployment": str(deployment), "shape": manifest["shape"]["name"], "runtime": rt["name"]}
+        result = engine.complete(messages, sampling, on_text=stream)
+        i = engine.info
+        where = f"{i.shape}, {i.runtime} {i.precision} {i.device}"
+        info = {"deployment": str(deployment), "shape": i.shape, "runtime": i.runtime}
     else:
         from edgekit.generate import generate
         from edgekit.modelref import load
