@@ -59,6 +59,17 @@ class Budget:
             ms = min(ms, self.ms_per_token)
         return Budget(ms, self.ttft_ms, self.mem_bytes, None, self.text)
 
+    def violations(self, decode_ms: float, memory_mb: float, ttft_ms: float | None = None) -> list[str]:
+        """Which absolute terms these figures break, each said with the figure and its limit."""
+        why = []
+        if self.ms_per_token is not None and decode_ms > self.ms_per_token:
+            why.append(f"{decode_ms:.2f} ms/token > {self.ms_per_token:.3g}")
+        if self.ttft_ms is not None and ttft_ms is not None and ttft_ms > self.ttft_ms:
+            why.append(f"first token {ttft_ms:.0f} > {self.ttft_ms:.4g} ms")
+        if self.mem_bytes is not None and memory_mb * 1e6 > self.mem_bytes:
+            why.append(f"{memory_mb:.0f} MB > {self.mem_bytes / 1e6:.0f} MB")
+        return why
+
     def describe(self) -> str:
         parts = []
         if self.ms_per_token is not None:

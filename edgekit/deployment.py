@@ -254,13 +254,7 @@ def candidates(lut: Lut, shapes: list[Shape], ranking: Ranking, budget: Budget, 
     rows = []
     for shape in shapes:
         p = lut.predict(shape, prompt_len)
-        why = []
-        if budget.ms_per_token is not None and p.decode_ms > budget.ms_per_token:
-            why.append(f"{p.decode_ms:.2f} > {budget.ms_per_token:.3g} ms/token")
-        if budget.ttft_ms is not None and p.ttft_ms > budget.ttft_ms:
-            why.append(f"first token {p.ttft_ms:.0f} > {budget.ttft_ms:.4g} ms")
-        if budget.mem_bytes is not None and p.memory_mb * 1e6 > budget.mem_bytes:
-            why.append(f"{p.memory_mb:.0f} MB > {budget.mem_bytes / 1e6:.0f} MB")
+        why = budget.violations(p.decode_ms, p.memory_mb, p.ttft_ms)
         params = lut.geometry.non_embedding_params(shape)
         rows.append(
             Candidate(
@@ -291,12 +285,8 @@ def infeasible(rows: list[Candidate], budget: Budget, lut: Lut) -> UsageError:
 
 
 def _misses(figures: RuntimeFigures, budget: Budget) -> str | None:
-    why = []
-    if budget.ms_per_token is not None and figures.decode_ms > budget.ms_per_token:
-        why.append(f"measured {figures.decode_ms:.2f} ms/token > {budget.ms_per_token:.3g}")
-    if budget.mem_bytes is not None and figures.peak_rss_mb * 1e6 > budget.mem_bytes:
-        why.append(f"measured {figures.peak_rss_mb:.0f} MB > {budget.mem_bytes / 1e6:.0f} MB")
-    return "; ".join(why) or None
+    why = budget.violations(figures.decode_ms, figures.peak_rss_mb)
+    return "; ".join(f"measured {w}" for w in why) or None
 
 
 # ------------------------------------------------------------------- the whole job

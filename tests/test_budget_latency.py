@@ -55,6 +55,13 @@ def test_relative_budget_resolves_against_the_full_model() -> None:
     assert parse_budget("50%,3ms").resolve(8.0).ms_per_token == pytest.approx(3.0)
 
 
+def test_budget_violations_name_each_broken_term() -> None:
+    b = parse_budget("40ms,ttft<300ms,mem<1GB")
+    assert b.violations(39.0, 900.0, 200.0) == []
+    assert b.violations(41.0, 1100.0, 400.0) == ["41.00 ms/token > 40", "first token 400 > 300 ms", "1100 MB > 1000 MB"]
+    assert b.violations(41.0, 900.0) == ["41.00 ms/token > 40"]  # no first-token figure: that term is not judged
+
+
 def _synthetic(geometry: Geometry, shapes: list[Shape], decode: list[float], noise: float = 0.0) -> list:
     """Measurements generated from known coefficients (optionally with a deterministic wobble)."""
     out = []
