@@ -52,7 +52,7 @@ def ranking_for(plan: Any) -> Any:
     from edgekit.deployment import DeployRequest, rank, resolve_source
 
     req = DeployRequest(target="host", budget=parse_budget("100%"), model=MODEL)
-    source = resolve_source(req)
+    source = resolve_source(model=MODEL)
     if source.ckpt is None or not source.ckpt.accuracy:
         req = DeployRequest(target="host", budget=parse_budget("100%"), model=MODEL, dev_text=WIKITEXT)
     return source, rank(source, plan.grid(), req), req.dev_text

@@ -22,7 +22,7 @@ from edgekit.artifacts import atomic_dir, hash_tree, read_format_json, verify_fi
 from edgekit.budget import Budget
 from edgekit.elastic.plan import Plan
 from edgekit.errors import UsageError
-from edgekit.lut import ESTIMATED, MEASURED, Lut, estimate, find_lut, host_target_name
+from edgekit.lut import MEASURED, Lut, estimate, find_lut, host_target_name
 from edgekit.measure import MeasureSettings, RuntimeFigures, measure_folder
 from edgekit.ranking import Ranking
 from edgekit.shapes import Shape, parse_shape
@@ -199,27 +199,28 @@ class Source:
     label: str
 
 
-def resolve_source(req: DeployRequest) -> Source:
+def resolve_source(elastic: str | None = None, plan: str | None = None, model: str | None = None) -> Source:
+    """What to cut subnets from: an elastic checkpoint, a plan, or a model's shipped checkpoint (else plan)."""
     from edgekit.elastic.checkpoint import list_checkpoints, load_checkpoint
     from edgekit.elastic.plan import load_plan, shipped_plans
     from edgekit.registry import DEFAULT_MODEL
 
-    if req.elastic and req.plan:
+    if elastic and plan:
         raise UsageError("give --elastic or --plan, not both")
-    if req.elastic:
-        ckpt = load_checkpoint(req.elastic)
+    if elastic:
+        ckpt = load_checkpoint(elastic)
         return Source(ckpt.plan, ckpt, f"elastic checkpoint {ckpt.name}")
-    if req.plan:
-        plan = load_plan(req.plan)
-        return Source(plan, None, f"plan {plan.name} (stage 1, no fine-tuning)")
-    model = req.model or DEFAULT_MODEL
+    if plan:
+        the_plan = load_plan(plan)
+        return Source(the_plan, None, f"plan {the_plan.name} (stage 1, no fine-tuning)")
+    model = model or DEFAULT_MODEL
     for folder, manifest, kind in list_checkpoints([]):
         if kind == "shipped" and manifest and manifest["model"]["name"] == model:
             ckpt = load_checkpoint(folder)
             return Source(ckpt.plan, ckpt, f"shipped elastic checkpoint {ckpt.name}")
     if model in shipped_plans():
-        plan = load_plan(model)
-        return Source(plan, None, f"shipped plan {plan.name} (stage 1, no fine-tuning)")
+        the_plan = load_plan(model)
+        return Source(the_plan, None, f"shipped plan {the_plan.name} (stage 1, no fine-tuning)")
     raise UsageError(
         f"no elastic checkpoint or plan for model '{model}': make one with `edgekit elastic plan --model {model}` "
         "and pass it as --plan (or train it and pass --elastic)"
@@ -306,7 +307,7 @@ def deploy(req: DeployRequest, step: Callable[[str], Any] | None = None) -> Depl
     from edgekit.engines import get_engine
 
     res = resolve_target(req.target, req.runtime, req.precision)
-    source = resolve_source(req)
+    source = resolve_source(req.elastic, req.plan, req.model)
     notes = list(res.notes)
     model_name = source.plan.model.name
     lut, lut_note = lut_for(res, model_name)
@@ -532,4 +533,4 @@ def open_deployment(path: Path) -> tuple[dict[str, Any], Any, Any]:
     return manifest, session, tokenizer
 
 
-__all__ = ["deploy", "DeployRequest", "Deployment", "Candidate", "load_deployment", "open_deployment", ESTIMATED]
+__all__ = ["deploy", "DeployRequest", "Deployment", "Candidate", "load_deployment", "open_deployment"]

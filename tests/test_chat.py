@@ -282,13 +282,12 @@ def test_main_screen_snapshot(snap_compare, torch_session, tokenizer, store: Sto
 def test_live_reshape_matches_the_extracted_checkpoint(tiny_plan: Path, tmp_path: Path) -> None:
     """Torch on an elastic model: each shape built from memory decodes the same tokens as its extracted
     Hugging Face checkpoint, and switching shape is fast."""
-    from edgekit.budget import parse_budget
     from edgekit.cli import main
-    from edgekit.deployment import DeployRequest, resolve_source
+    from edgekit.deployment import resolve_source
     from edgekit.engines.base import timed_stream
     from edgekit.engines.torch_engine import TorchSession
 
-    source = resolve_source(DeployRequest(target="host", budget=parse_budget("100%"), plan=str(tiny_plan)))
+    source = resolve_source(plan=str(tiny_plan))
     engine = ChatEngine.from_elastic(source, "d6-w100")
     assert engine.can_reshape and "d3-w50" in engine.shapes and engine.info.shape == "d6-w100"
     ids = [5, 17, 42, 99, 7]
@@ -316,11 +315,10 @@ def test_plain_engine_cannot_reshape(torch_session, tokenizer) -> None:
 
 
 async def test_tui_shape_selector_reshapes_live(tiny_plan: Path, store: Store) -> None:
-    from edgekit.budget import parse_budget
-    from edgekit.deployment import DeployRequest, resolve_source
+    from edgekit.deployment import resolve_source
     from edgekit.tui.widgets.messages import Notice
 
-    source = resolve_source(DeployRequest(target="host", budget=parse_budget("100%"), plan=str(tiny_plan)))
+    source = resolve_source(plan=str(tiny_plan))
     engine = ChatEngine.from_elastic(source, "d6-w100")
     app = _app(engine, store)
     async with app.run_test(size=(120, 36)) as pilot:

@@ -37,12 +37,9 @@ def chat_cmd(
     if json_out and prompt is None:
         raise UsageError("--json needs --prompt (one turn, one JSON object)")
     if elastic_mode:
-        from edgekit.budget import parse_budget
-        from edgekit.deployment import DeployRequest, resolve_source
+        from edgekit.deployment import resolve_source
 
-        source = resolve_source(
-            DeployRequest(target="host", budget=parse_budget("100%"), elastic=elastic, plan=plan, model=model)
-        )
+        source = resolve_source(elastic, plan, model)
         with err.status(f"loading {source.label}…"):
             engine = ChatEngine.from_elastic(source, shape)
     else:

@@ -22,18 +22,6 @@ def _options(pairs: list[str] | None) -> dict[str, str]:
     return found
 
 
-def _plan_of(plan: str | None, elastic: str | None) -> Any:
-    from edgekit.elastic.checkpoint import load_checkpoint
-    from edgekit.elastic.plan import load_plan
-    from edgekit.registry import DEFAULT_MODEL
-
-    if plan and elastic:
-        raise UsageError("give --plan or --elastic, not both")
-    if elastic:
-        return load_checkpoint(elastic).plan
-    return load_plan(plan or DEFAULT_MODEL)
-
-
 def profile_cmd(
     target: str = typer.Option("host", "--target", "-t", help="host (this machine) or a target name to estimate."),
     runtime: str = typer.Option(None, "--runtime", "-r", help="ort or torch (default: the target's first)."),
@@ -53,7 +41,7 @@ def profile_cmd(
 ) -> None:
     """Measure decode, prefill, first-token latency and memory of a plan's shapes in a real runtime; fit and
     validate a predictor; write the LUT that `deploy` uses."""
-    from edgekit.deployment import lut_for, resolve_target
+    from edgekit.deployment import lut_for, resolve_source, resolve_target
     from edgekit.latency import fit_subset
     from edgekit.lut import save_lut
     from edgekit.measure import MeasureSettings
@@ -61,7 +49,7 @@ def profile_cmd(
     from edgekit.progress import bar
 
     res = resolve_target(target, runtime, precision)
-    the_plan = _plan_of(plan, elastic)
+    the_plan = resolve_source(elastic, plan).plan
     for note in res.notes:
         err.print(f"[dim]{note}[/dim]")
     if estimate:
