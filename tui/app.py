@@ -261,7 +261,7 @@ class ChatApp(App[None]):
         if self.busy:
             return
         self.open(self.store.create(system=self.default_system, deployment=self._label()))
-        self.query_one(StatsPanel).samples = []
+        self.query_one(StatsPanel).show(None)
 
     def action_rename(self) -> None:
         assert self.conv is not None
@@ -339,7 +339,7 @@ class ChatApp(App[None]):
         self.sub_title = f"{info.model} {info.shape} · {info.runtime} {info.precision} {info.device}"
         panel = self.query_one(StatsPanel)
         panel.set_info(info)
-        panel.samples = []
+        panel.show(None)
         self.query_one(MessageLog).notice(f"now running {shape} (reshaped in {seconds:.2f} s)")
 
     def action_help(self) -> None:

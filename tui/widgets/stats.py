@@ -42,7 +42,6 @@ class StatsPanel(Vertical):
     def __init__(self, info: Info, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.info = info
-        self.samples: list[float] = []
         self.last: Stats | None = None
 
     def compose(self) -> ComposeResult:
@@ -69,9 +68,7 @@ class StatsPanel(Vertical):
 
     def show(self, stats: Stats | None) -> None:
         self.last = stats
-        if stats is not None and stats.ms_per_token:
-            self.samples = list(stats.ms_per_token[-SPARK_POINTS:])
-            self.query_one("#spark", Sparkline).data = self.samples
+        self.query_one("#spark", Sparkline).data = list(stats.ms_per_token[-SPARK_POINTS:]) if stats else []
         budget = self.info.budget_ms
         lines = []
         mean = stats.mean_ms if stats else None
