@@ -20,7 +20,7 @@ from edgekit import __version__
 from edgekit.elastic.plan import Plan
 from edgekit.engines import get_engine
 from edgekit.engines.base import folder_bytes
-from edgekit.latency import ShapeMeasurement, fit_predictor, fit_subset, validate
+from edgekit.latency import ShapeMeasurement, fit_predictor, validate
 from edgekit.lut import MEASURED, Lut, now
 from edgekit.measure import MeasureSettings, measure_folder
 from edgekit.shapes import Shape
@@ -41,7 +41,7 @@ class ProfileRequest:
     options: dict[str, str] | None = None  # runtime build options (e.g. int4_accuracy_level=4)
 
 
-def machine_provenance(device: str, bench: bool = True) -> dict[str, Any]:
+def machine_provenance(device: str) -> dict[str, Any]:
     """This machine, its measured bandwidth and compute: what an estimate for another device scales by."""
     from edgekit.host import detect_host
     from edgekit.microbench import measure
@@ -60,10 +60,9 @@ def machine_provenance(device: str, bench: bool = True) -> dict[str, Any]:
         },
         "power_mode": host.jetson.power_mode if host.jetson else None,
     }
-    if bench:
-        figures = measure("cuda" if device == "cuda" else "cpu")
-        prov["bandwidth_gbs"] = figures["memory_bandwidth"]["value"]
-        prov["compute_gflops"] = figures["matmul"]["value"]
+    figures = measure("cuda" if device == "cuda" else "cpu")
+    prov["bandwidth_gbs"] = figures["memory_bandwidth"]["value"]
+    prov["compute_gflops"] = figures["matmul"]["value"]
     return prov
 
 
@@ -154,7 +153,3 @@ def profile(
         validation=validation,
         created=now(),
     )
-
-
-def default_fit(shapes: list[Shape]) -> list[Shape]:
-    return fit_subset(shapes)

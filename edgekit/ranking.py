@@ -24,10 +24,6 @@ class Ranking:
     scores: dict[str, float]  # shape name -> value of `metric`
     note: str
 
-    def better(self, a: str, b: str) -> bool:
-        lower = LOWER_IS_BETTER[self.metric]
-        return self.scores[a] < self.scores[b] if lower else self.scores[a] > self.scores[b]
-
     def order(self, names: list[str]) -> list[str]:
         """Best first."""
         return sorted(names, key=lambda n: self.scores[n], reverse=not LOWER_IS_BETTER[self.metric])
