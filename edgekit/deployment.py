@@ -22,7 +22,7 @@ from edgekit.artifacts import atomic_dir, hash_tree, read_format_json, verify_fi
 from edgekit.budget import Budget
 from edgekit.elastic.plan import Plan
 from edgekit.errors import UsageError
-from edgekit.lut import MEASURED, Lut, estimate, find_lut, host_target_name
+from edgekit.lut import ACHIEVABLE_FRACTION, MEASURED, Lut, estimate, find_lut, host_target_name
 from edgekit.measure import MeasureSettings, RuntimeFigures, measure_folder
 from edgekit.ranking import Ranking
 from edgekit.shapes import Shape, parse_shape
@@ -121,9 +121,9 @@ def resolve_target(name: str, runtime: str | None, precision: str | None) -> Res
             entry = {"runtime": runtime, "device": device, "precision": precision}
     else:
         entry = next((r for r in options if r["runtime"] in ENGINES), None)
-        skipped = [r["runtime"] for r in options[: options.index(entry)]] if entry in options else []
         if entry is None:
             raise UsageError(f"target {tname} lists no runtime edgekit can drive ({', '.join(ENGINES)})")
+        skipped = [r["runtime"] for r in options[: options.index(entry)]]
         if skipped:
             notes.append(f"runtime {entry['runtime']}: {', '.join(skipped)} (preferred on {tname}) is not built yet")
     from edgekit.engines import get_engine
@@ -155,8 +155,6 @@ def lut_for(res: Resolved, model: str) -> tuple[Lut, str | None]:
         figures = measure("cuda" if res.device == "cuda" else "cpu")
         bw, flops = figures["memory_bandwidth"]["value"], figures["matmul"]["value"]
         # a host's own measured bandwidth is not a datasheet peak: undo the discount estimate() applies
-        from edgekit.lut import ACHIEVABLE_FRACTION
-
         lut = estimate(
             source, res.target_name, res.kind, bw / ACHIEVABLE_FRACTION, flops, res.runtime, res.precision,
             res.device, "this machine has no measured LUT yet; scaled by its measured bandwidth",
