@@ -102,8 +102,9 @@ def checkpoint_dir(ref: str | Path) -> Path:
     shipped = shipped_dir() / str(ref)
     if (shipped / MANIFEST).is_file():
         return shipped
-    names = ", ".join(sorted(p.name for p in shipped_dir().glob("*") if (p / MANIFEST).is_file())) or "none"
-    raise UsageError(f"no elastic checkpoint at '{ref}': give a folder from `edgekit elastic train` or {names}")
+    names = ", ".join(sorted(p.name for p in shipped_dir().glob("*") if (p / MANIFEST).is_file()))
+    shipped = f"or a shipped one ({names})" if names else "(none ships with this edgekit yet)"
+    raise UsageError(f"no elastic checkpoint at '{ref}': give a folder from `edgekit elastic train` {shipped}")
 
 
 def load_checkpoint(ref: str | Path, verify: bool = True) -> ElasticCheckpoint:
