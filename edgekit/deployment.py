@@ -21,7 +21,7 @@ from edgekit import __version__
 from edgekit.artifacts import atomic_dir, hash_tree, read_format_json, verify_files, write_json_atomic
 from edgekit.budget import Budget
 from edgekit.elastic.plan import Plan
-from edgekit.errors import UsageError
+from edgekit.errors import MissingDependencyError, UsageError, first_line
 from edgekit.lut import ACHIEVABLE_FRACTION, MEASURED, Lut, estimate, find_lut, host_target_name
 from edgekit.measure import MeasureSettings, RuntimeFigures, measure_folder
 from edgekit.ranking import Ranking
@@ -64,6 +64,8 @@ class DeployRequest:
     dev_text: Path | None = None
     verify: bool | None = None  # None: measure when the target is this machine
     force: bool = False
+    options: dict[str, str] = field(default_factory=dict)  # runtime build options (--option key=value)
+    dry_run: bool = False  # choose and say what would run; extract, compile and write nothing
     settings: MeasureSettings = field(default_factory=lambda: MeasureSettings(runs=5, warmup=2, prompt_lens=()))
 
 
@@ -120,21 +122,41 @@ def resolve_target(name: str, runtime: str | None, precision: str | None) -> Res
             device = "cuda" if target and target.kind in ("gpu", "jetson") else "cpu"
             entry = {"runtime": runtime, "device": device, "precision": precision}
     else:
-        entry = next((r for r in options if r["runtime"] in ENGINES), None)
+        entry, skipped = _first_usable(options)
         if entry is None:
-            raise UsageError(f"target {tname} lists no runtime edgekit can drive ({', '.join(ENGINES)})")
-        skipped = [r["runtime"] for r in options[: options.index(entry)]]
+            why = "; ".join(skipped) or f"none listed; edgekit drives {', '.join(ENGINES)}"
+            raise MissingDependencyError(f"target {tname} has no runtime usable here: {why}")
         if skipped:
-            notes.append(f"runtime {entry['runtime']}: {', '.join(skipped)} (preferred on {tname}) is not built yet")
+            notes.append(f"runtime {entry['runtime']}: preferred on {tname} but not usable here: {'; '.join(skipped)}")
     from edgekit.engines import get_engine
 
     engine = get_engine(entry["runtime"])
     device = entry.get("device") or "cpu"
+    if not engine.precisions(device):
+        raise UsageError(f"runtime {engine.name} builds nothing for {device} ({title} has no GPU it drives)")
     prec = precision or entry.get("precision") or engine.precisions(device)[0]
     if prec not in engine.precisions(device):
         raise UsageError(f"runtime {engine.name} builds {', '.join(engine.precisions(device))} on {device}, not {prec}")
     kind = target.kind if target else host.kind
     return Resolved(target, tname, title, kind, is_host, engine.name, prec, device, notes)
+
+
+def _first_usable(options: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, list[str]]:
+    """The target's first listed runtime that is installed here (it compiles here), and why earlier ones are not."""
+    from edgekit.engines import ENGINES, get_engine
+
+    skipped = []
+    for entry in options:
+        if entry["runtime"] not in ENGINES:
+            skipped.append(f"{entry['runtime']} is not built into edgekit")
+            continue
+        try:
+            get_engine(entry["runtime"]).check()
+        except MissingDependencyError as exc:
+            skipped.append(first_line(exc).removeprefix(f"runtime '{entry['runtime']}': "))
+            continue
+        return entry, skipped
+    return None, skipped
 
 
 def lut_for(res: Resolved, model: str) -> tuple[Lut, str | None]:
@@ -321,9 +343,12 @@ def deploy(req: DeployRequest, step: Callable[[str], Any] | None = None) -> Depl
     fitting = [r for r in rows if r.fits]
     if not fitting:
         raise infeasible(rows, budget, lut)
-    if req.out is not None and req.out.exists() and not req.force:
+    if req.out is not None and req.out.exists() and not req.force and not req.dry_run:
         raise UsageError(f"{req.out} exists; pass --force to replace it")
     engine = get_engine(res.runtime)
+    options = {**build_options(res), **req.options}
+    if req.dry_run:
+        return _dry_run(req, res, source, lut, budget, rows, ranking, notes, engine, options)
     engine.check()
     verify = res.is_host if req.verify is None else req.verify
     if verify and not res.is_host:
@@ -346,7 +371,7 @@ def deploy(req: DeployRequest, step: Callable[[str], Any] | None = None) -> Depl
             compiled.mkdir()
             start = time.perf_counter()
             with step(f"compiling for {res.runtime} {res.precision} on {res.device}"):
-                build = engine.compile(hf_dir, compiled, res.precision, res.device)
+                build = engine.compile(hf_dir, compiled, res.precision, res.device, options)
             t_compile = time.perf_counter() - start
             figures, t_verify, miss = None, 0.0, None
             if verify:
@@ -388,6 +413,68 @@ def deploy(req: DeployRequest, step: Callable[[str], Any] | None = None) -> Depl
             manifest["files"] = hash_tree(final)
             write_json_atomic(final / MANIFEST, manifest)
     return Deployment(out, manifest, rows, notes)
+
+
+def build_options(res: Resolved) -> dict[str, str]:
+    """Compiling on a PC for a board: name the board's GPU architecture and CPU so nothing is detected."""
+    if res.is_host or res.target is None or res.device != "cuda" or res.runtime not in ("mlc", "tvm"):
+        return {}
+    found = {}
+    if arch := res.target.compute.get("cuda_arch"):
+        found["arch"] = str(arch)
+    if res.kind == "jetson":
+        found["host"] = "aarch64"
+    return found
+
+
+def _dry_run(
+    req: DeployRequest, res: Resolved, source: Source, lut: Lut, budget: Any, rows: list[Candidate],
+    ranking: Ranking, notes: list[str], engine: Any, options: dict[str, str],
+) -> Deployment:  # fmt: skip
+    """The shape deploy would cut and the commands it would run, with nothing extracted or written."""
+    fitting = [r for r in rows if r.fits]
+    chosen = _next_candidate(fitting, set(), budget, 1.0)
+    assert chosen is not None
+    out = req.out or default_out(res, chosen.shape)
+    with tempfile.TemporaryDirectory(prefix="edgekit-dry-run-") as tmp:
+        # the engine reads the subnet's config and chat template; the weights are not needed to plan
+        hf_dir, compiled = Path(tmp) / "hf", Path(tmp) / "model"
+        _planned_subnet(source.plan, parse_shape(chosen.shape), hf_dir)
+        commands = [line.replace(tmp, "<tmp>") for line in engine.describe(hf_dir, compiled, res.precision,
+                                                                            res.device, options)]  # fmt: skip
+    manifest = {
+        "dry_run": True,
+        "shape": {"name": chosen.shape},
+        "target": {"name": res.target_name, "title": res.title, "kind": res.kind},
+        "runtime": {"name": res.runtime, "precision": res.precision, "device": res.device, "options": options},
+        "budget": budget.to_dict(),
+        "lut": {"key": lut.key, "status": lut.status},
+        "accuracy": {"metric": ranking.metric, "note": ranking.note},
+        "predicted": {"decode_ms": chosen.decode_ms, "ttft_ms": chosen.ttft_ms, "memory_mb": chosen.memory_mb},
+        "steps": [
+            f"extract {chosen.shape} from {source.label}" + (" (merging its SMOL mix)" if source.ckpt else "")
+            + " -> <tmp>/hf",
+            *commands,
+            f"write {out}",
+        ],
+        "measured": None,
+    }  # fmt: skip
+    return Deployment(out, manifest, rows, notes)
+
+
+def _planned_subnet(plan: Plan, shape: Shape, folder: Path) -> None:
+    """The config and tokenizer files a cut of `shape` would have, without its weights."""
+    from edgekit.elastic.base import base_folder
+    from edgekit.elastic.extract import subnet_config
+    from edgekit.weights import TOKENIZER_FILES, read_config
+
+    base = base_folder(plan)
+    folder.mkdir(parents=True)
+    config = subnet_config(read_config(base), plan.geometry, shape, plan.layer_sets[shape.depth])
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    for name in ("generation_config.json", *TOKENIZER_FILES):
+        if (base / name).is_file():
+            shutil.copy2(base / name, folder / name)
 
 
 @dataclass
@@ -482,11 +569,20 @@ def _manifest(
             "memory_mb": round(chosen.memory_mb, 1),
         },  # fmt: skip
         "measured": figures.to_dict() if figures else None,
+        "measured_on": _measured_on() if figures else None,
         "stepped_down_from": stepped,
         "accuracy": {"source": ranking.source, "metric": ranking.metric, "value": chosen.score, "note": ranking.note},
         "candidates": [r.to_dict() for r in rows],
         "timings": timings,
     }
+
+
+def _measured_on() -> dict[str, Any]:
+    """The machine the figures were measured on, with its power mode: on a Jetson a figure means little
+    without the nvpmodel mode and clocks it was taken at."""
+    from edgekit.host import detect_host, machine_record
+
+    return machine_record(detect_host())
 
 
 def _readme(manifest: dict[str, Any], out: Path) -> str:

@@ -145,6 +145,8 @@ def deploy_cmd(
     dev_text: Path = typer.Option(None, "--dev-text", help="Without an accuracy table: rank by ppl on this text."),
     verify: bool = typer.Option(None, "--verify/--no-verify", help="Measure the result (default: on this host)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out folder."),
+    option: list[str] = typer.Option(None, "--option", help="Runtime build option key=value (repeatable)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Choose the shape and print what would run; write nothing."),
     json_out: bool = typer.Option(False, "--json", help="Print the deployment manifest as JSON."),
 ) -> None:
     """Pick the most accurate shape whose predicted latency and memory fit the budget on the target, cut it
@@ -159,7 +161,7 @@ def deploy_cmd(
     req = DeployRequest(
         target=target, budget=parse_budget(budget), runtime=runtime, precision=precision, elastic=elastic, plan=plan,
         model=model, out=out_dir, prompt_len=prompt_len, gen_len=gen_len, metric=metric, dev_text=dev_text,
-        verify=verify, force=force,
+        verify=verify, force=force, options=_options(option), dry_run=dry_run,
     )  # fmt: skip
     with steps() as step:
         dep = deploy(req, step)
@@ -167,6 +169,12 @@ def deploy_cmd(
         print_json({"path": str(dep.path), "notes": dep.notes, **dep.manifest})
         return
     _print_candidates(dep)
+    if dry_run:
+        out.print(f"dry run: would cut {dep.shape} and run:")
+        for line in dep.manifest["steps"]:
+            out.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
+        return
+    _print_result(dep)
 
 
 def _print_candidates(dep: Any) -> None:
@@ -187,6 +195,10 @@ def _print_candidates(dep: Any) -> None:
     pred = m["predicted"]
     line = f"chose {dep.shape}: the best {metric} among shapes predicted to fit {m['budget']['text']}"
     out.print(line + f" (predicted {pred['decode_ms']:.2f} ms/token{est})")
+
+
+def _print_result(dep: Any) -> None:
+    m = dep.manifest
     if m["measured"]:
         meas = m["measured"]
         out.print(

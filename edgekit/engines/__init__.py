@@ -8,10 +8,8 @@ from edgekit.errors import MissingDependencyError, UsageError
 __all__ = ["Engine", "Sampling", "Session", "get_engine", "ENGINES"]
 
 # Runtimes named in target descriptors that this edgekit cannot drive yet say so plainly.
-ENGINES = ("ort", "torch")
+ENGINES = ("ort", "torch", "mlc")
 LATER = {
-    "mlc": "MLC-LLM needs its own wheels (jetson-containers' MLC image or MLC's wheel index); "
-    "edgekit's mlc runtime is not built yet",
     "tvm": "the TVM runtime is not built yet",
     "llamacpp": "llama.cpp is compared in bench/ only; deploy with ort or torch",
 }
@@ -26,6 +24,10 @@ def get_engine(name: str) -> Engine:
         from edgekit.engines.torch_engine import TorchEngine
 
         return TorchEngine()
+    if name == "mlc":
+        from edgekit.engines.mlc import MlcEngine
+
+        return MlcEngine()
     if name in LATER:
         raise MissingDependencyError(f"runtime '{name}': {LATER[name]}")
     raise UsageError(f"unknown runtime '{name}'; known: {', '.join(ENGINES)}")

@@ -58,6 +58,12 @@ class Engine(Protocol):
         """Write the compiled model into the (empty, temporary) folder `out`; return what was done."""
         ...
 
+    def describe(
+        self, hf_dir: Path, out: Path, precision: str, device: str, options: dict[str, str] | None = None
+    ) -> list[str]:
+        """What compile would do, as command lines or one-line steps: for --dry-run."""
+        ...
+
     def open(self, folder: Path, device: str) -> Session: ...
 
 

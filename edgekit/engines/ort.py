@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -64,12 +65,8 @@ class OrtEngine:
         extra = {**BASE_OPTIONS, **(options or {})}
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="edgekit-ort-cache-") as cache:
-            cmd = [
-                sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf_dir), "-o", str(out),
-                "-p", precision, "-e", device, "-c", cache, "--extra_options",
-                *(f"{k}={v}" for k, v in extra.items()),
-            ]  # fmt: skip
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            proc = subprocess.run(builder_command(hf_dir, out, precision, device, extra, Path(cache)),
+                                  capture_output=True, text=True)  # fmt: skip
         if proc.returncode != 0 or not (out / "genai_config.json").is_file():
             raise EdgekitError(f"ONNX Runtime GenAI's builder failed: {_last_error(proc.stderr + proc.stdout)}")
         return {
@@ -80,9 +77,24 @@ class OrtEngine:
             "seconds": round(time.perf_counter() - start, 2),
         }
 
+    def describe(
+        self, hf_dir: Path, out: Path, precision: str, device: str, options: dict[str, str] | None = None
+    ) -> list[str]:
+        extra = {**BASE_OPTIONS, **(options or {})}
+        return [shlex.join(builder_command(hf_dir, out, precision, device, extra, Path("<cache>")))]
+
     def open(self, folder: Path, device: str = "cpu") -> OrtSession:
         self.check()
         return OrtSession(folder, device)
+
+
+def builder_command(
+    hf_dir: Path, out: Path, precision: str, device: str, extra: dict[str, str], cache: Path
+) -> list[str]:
+    return [
+        sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf_dir), "-o", str(out),
+        "-p", precision, "-e", device, "-c", str(cache), "--extra_options", *(f"{k}={v}" for k, v in extra.items()),
+    ]  # fmt: skip
 
 
 def _last_error(log: str) -> str:

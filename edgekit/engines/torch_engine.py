@@ -47,6 +47,12 @@ class TorchEngine:
             "seconds": round(time.perf_counter() - start, 2),
         }
 
+    def describe(
+        self, hf_dir: Path, out: Path, precision: str, device: str, options: dict[str, str] | None = None
+    ) -> list[str]:
+        return [f"copy the subnet's safetensors, config and tokenizer {hf_dir} -> {out}; "
+                f"transformers loads it in {precision} on {device} at run time"]  # fmt: skip
+
     def open(self, folder: Path, device: str = "cpu") -> TorchSession:
         return TorchSession(folder, device)
 
