@@ -5,6 +5,12 @@ Runs live in bench/runs/<name> and resume from their checkpoints, and each finis
 are written to bench/results/one_for_all.json at once, so the benchmark can be run in pieces:
 
     .venv/bin/python bench/one_for_all.py --steps 250 [--only ours,single-lora] [--device cpu]
+                                          [--stop-at 100]
+
+--stop-at N compares every run at step N of the same --steps schedule (same learning rate, data and
+shapes up to there), reported as `<run>@N`: an equal-budget comparison that costs N steps per run.
+Ours at N is read back from its own checkpoint when its full run has passed N; per-shape gets the
+token budget of ours@N.
 """
 
 from __future__ import annotations
@@ -50,7 +56,10 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated run names (stage1, ours, single-lora, per-shape, ...)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--limit", type=int, default=400, help="PIQA items")
+    ap.add_argument("--stop-at", type=int, default=None, help="compare every run at this step of the schedule")
     args = ap.parse_args()
+    stop = args.stop_at if args.stop_at and args.stop_at < args.steps else None
+    tag = f"@{stop}" if stop else ""
 
     from transformers import AutoTokenizer
 
@@ -76,33 +85,36 @@ def main() -> None:
         results["runs"]["stage1"] = {"shapes": table, "eval_seconds": round(time.perf_counter() - start, 1)}
         save()
     for name, extra in RUNS.items():
-        if (only and name not in only) or name in results["runs"]:
+        if (only and name not in only) or name + tag in results["runs"]:
             continue
         recipe = load_recipe("smollm2-135m", overrides(args.steps, args.device) + extra)
         run_dir = ROOT / "runs" / name
         trainer = prepare_run(recipe, run_dir, resume=True)
-        state = train(trainer, on_step=lambda r, n=name: print(f"{n} step {r.step + 1}: {r.losses}", flush=True))
+        if stop and trainer.state.step > stop:  # this run went past N already: read N back from its checkpoint
+            trainer.load_checkpoint(run_dir / "checkpoints" / f"step-{stop:06d}")
+        log = lambda r, n=name: print(f"{n} step {r.step + 1}: {r.losses}", flush=True)  # noqa: E731
+        state = train(trainer, on_step=log, stop_at=stop)
         start = time.perf_counter()
         table = evaluate(trainer.model, plan, tokenizer, args.limit)
-        results["runs"][name] = {
+        results["runs"][name + tag] = {
             "overrides": extra, "steps": state.step, "tokens": state.tokens, "train_seconds": round(state.seconds, 1),
             "shape_samples": state.step * recipe.train.shapes_per_step, "shapes": table,
             "eval_seconds": round(time.perf_counter() - start, 1),
         }  # fmt: skip
         save()
-    if (not only or "per-shape" in only) and "ours" in results["runs"]:
-        ours = results["runs"]["ours"]
+    if (not only or "per-shape" in only) and "ours" + tag in results["runs"]:
+        ours = results["runs"]["ours" + tag]
         grid = len(load_plan("smollm2-135m").grid())
         # the same number of tokens per shape as ours spent in total, divided by the grid size
         per_steps = max(1, ours["shape_samples"] // grid)
-        per = results["runs"].setdefault("per-shape", {"shapes": {}, "steps_each": per_steps})
+        per = results["runs"].setdefault("per-shape" + tag, {"shapes": {}, "steps_each": per_steps})
         for shape in SHAPES:
             if shape in per["shapes"]:
                 continue
             extra = [f"train.grid=[{shape}]", "train.sandwich=false", "train.shapes_per_step=1", "smol.gated=false",
                      "train.teacher=" + ("inplace" if shape == "d30-w100" else "frozen")]  # fmt: skip
             recipe = load_recipe("smollm2-135m", overrides(per_steps, args.device) + extra)
-            trainer = prepare_run(recipe, ROOT / "runs" / f"per-shape-{shape}", resume=True)
+            trainer = prepare_run(recipe, ROOT / "runs" / f"per-shape{tag}-{shape}", resume=True)
             state = train(trainer)
             row = evaluate_shapes(
                 trainer.model, tokenizer, plan, [plan.shape(shape)], str(WIKITEXT), 16384, str(PYDOC_DEV), str(PIQA),

@@ -75,6 +75,17 @@ def test_resume_takes_exactly_the_step_the_uninterrupted_run_took(tiny_plan: Pat
     assert nxt.losses == pytest.approx(losses[2], rel=1e-6, abs=1e-7)
 
 
+def test_stop_at_pauses_the_same_schedule_at_a_checkpoint(tiny_plan: Path, calib_text: Path, tmp_path: Path):
+    whole = prepare_run(_recipe(tiny_plan, calib_text, "train.checkpoint_every=100"), tmp_path / "a", resume=False)
+    losses = []
+    train(whole, on_step=lambda r: losses.append(r.losses))
+    paused = prepare_run(_recipe(tiny_plan, calib_text, "train.checkpoint_every=100"), tmp_path / "b", resume=False)
+    assert train(paused, stop_at=3).step == 3
+    assert (tmp_path / "b/checkpoints/step-000003/state.json").is_file()  # saved although not a multiple of 100
+    resumed = prepare_run(_recipe(tiny_plan, calib_text, "train.checkpoint_every=100"), tmp_path / "b", resume=True)
+    assert resumed.step().losses == pytest.approx(losses[3], rel=1e-6, abs=1e-7)
+
+
 def test_training_lowers_every_shapes_loss(tiny_plan: Path, calib_text: Path, tmp_path: Path):
     trainer = prepare_run(
         _recipe(tiny_plan, calib_text, "train.steps=30", "train.checkpoint_every=100", "train.shapes_per_step=4"),

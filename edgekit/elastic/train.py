@@ -395,21 +395,25 @@ def train(
     trainer: Trainer,
     on_step: Callable[[StepResult], None] | None = None,
     on_stage: Callable[[str], None] | None = None,
+    stop_at: int | None = None,
 ) -> RunState:
+    """Train to the recipe's last step, or pause at `stop_at` (a checkpoint) of the same schedule:
+    equal-budget comparisons stop several runs at one step without changing their learning rate."""
     r = trainer.recipe.train
+    last = min(r.steps, stop_at) if stop_at else r.steps
     if r.teacher == "frozen" and trainer.teacher_cache is None:
         if on_stage:
             on_stage("caching the frozen teacher's top-k logits")
         trainer.build_teacher_cache()
     order = [s.name for s in sorted(trainer.grid, key=trainer.params, reverse=True)]
     try:
-        while trainer.state.step < r.steps:
+        while trainer.state.step < last:
             result = trainer.step()
             if trainer.rank == 0:
                 append_metrics(trainer.run_dir, result, order)
                 if on_step:
                     on_step(result)
-            if trainer.state.step % r.checkpoint_every == 0 or trainer.state.step == r.steps:
+            if trainer.state.step % r.checkpoint_every == 0 or trainer.state.step == last:
                 if trainer.rank == 0:
                     trainer.save_checkpoint()
                 barrier()
