@@ -37,7 +37,7 @@ def main() -> None:
     from edgekit.elastic.recipe import load_recipe
     from edgekit.elastic.train import prepare_run
 
-    ran = load_recipe("smollm2-135m", overrides(args.steps, "cpu"))
+    ran = load_recipe("smollm2-135m", overrides(args.steps, "auto"))  # as bench/one_for_all.py ran it
     trainer = prepare_run(ran, args.run, resume=True)
     state = trainer.state
     if state.step < args.steps:

@@ -366,6 +366,57 @@ def _print_accuracy(accuracy: dict[str, Any]) -> None:
             out.print(f"[dim]{key}: {desc}[/dim]")
 
 
+@app.command("teacher-data")
+def teacher_data_cmd(
+    out_file: Path = typer.Option(..., "--out", help="JSONL of prompt/response pairs to write."),
+    from_text: Path = typer.Option(None, "--from-text", help="Make prompts from this corpus's section headings."),
+    prompts: Path = typer.Option(None, "--prompts", help="Or: a file of prompts, one per line."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="The teacher: cache name, HF folder or hub id."),
+    count: int = typer.Option(512, "--count", min=1, help="Prompts to answer (at most)."),
+    max_new_tokens: int = typer.Option(160, "--max-new-tokens", min=8, help="Longest reply."),
+    temperature: float = typer.Option(0.7, "--temperature", min=0.0, help="0 for greedy."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Prompts generated together."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out file."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """The base model's own replies to prompts, as JSONL a recipe mixes in (data.chat) to keep chat manners."""
+    from edgekit.elastic.teacher_data import (
+        TeacherSettings,
+        generate_replies,
+        prompts_from_file,
+        prompts_from_text,
+        write_jsonl,
+    )
+    from edgekit.elastic.train import resolve_device
+    from edgekit.modelref import local_folder, resolve
+
+    if (from_text is None) == (prompts is None):
+        raise UsageError("give one prompt source: --from-text CORPUS or --prompts FILE")
+    _refuse_existing(out_file, force)
+    asked = prompts_from_text(from_text, count, seed) if from_text else prompts_from_file(prompts, count)
+    folder = local_folder(resolve(model))
+    settings = TeacherSettings(max_new_tokens, temperature, 0.9, batch_size, seed)
+    dev = resolve_device(device)
+    start = time.perf_counter()
+    with _progress() as progress:
+        task = progress.add_task(f"teacher replies ({folder.name}, {dev})", total=len(asked))
+        rows = generate_replies(folder, asked, settings, dev, on_batch=lambda n: progress.advance(task, n))
+    seconds = time.perf_counter() - start
+    meta = {
+        "teacher": str(folder), "source": str(from_text or prompts), "prompts": len(asked),
+        "settings": settings.to_dict(), "device": dev, "seconds": round(seconds, 1),
+    }  # fmt: skip
+    meta = write_jsonl(rows, out_file, meta)
+    summary = {"out": str(out_file), **meta}
+    if json_out:
+        print_json(summary)
+        return
+    out.print(f"{len(rows)} replies to {len(asked)} prompts in {seconds:.0f} s -> {out_file}")
+    out.print(f"mix them into training with: data.chat={out_file} data.chat_fraction=0.5")
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     checkpoint: str = typer.Argument(..., help="Elastic checkpoint folder (or shipped name)."),

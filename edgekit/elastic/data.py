@@ -110,3 +110,28 @@ class Sequences:
 
     def batch(self, step: int) -> torch.Tensor:
         return self.data[self.rows(step)]
+
+    def mixed(self, other: Sequences, fraction: float) -> MixedSequences:
+        return MixedSequences(self, other, fraction)
+
+
+class MixedSequences(Sequences):
+    """Two sources in every batch: `round(batch x fraction)` sequences of the second, the rest of the first,
+    each walked in its own seeded order (an epoch of the small source is shorter), still a function of the
+    step alone so resume stays exact."""
+
+    def __init__(self, main: Sequences, extra: Sequences, fraction: float) -> None:
+        self.main, self.extra = main, extra
+        self.data = torch.cat([main.data, extra.data])
+        self.batch_size, self.seed = main.batch_size, main.seed
+        self.take = min(main.batch_size - 1, max(1, round(main.batch_size * fraction)))
+
+    def rows(self, step: int) -> torch.Tensor:
+        main = self.main.rows(step)[: self.batch_size - self.take]
+        n = len(self.extra)
+        picked = []
+        for position in range(step * self.take, (step + 1) * self.take):
+            epoch, offset = divmod(position, n)
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.extra.seed * 7919 + epoch))
+            picked.append(int(order[offset]))
+        return torch.cat([main, torch.tensor(picked) + len(self.main)])

@@ -29,6 +29,10 @@ class DataConfig:
     format: str = "auto"  # auto | text | jsonl
     seq_len: int = 256
     max_tokens: int | None = None  # read at most this many training tokens
+    # a second source mixed into every batch: instruction/response JSONL, e.g. the base model's own replies
+    # (`edgekit elastic teacher-data`), so that subnets keep the instruct model's chat manners
+    chat: str = ""
+    chat_fraction: float = 0.0  # share of each batch's sequences drawn from `chat`
 
 
 @dataclass
@@ -100,6 +104,8 @@ class Recipe:
             (self.data.seq_len >= 8, "data.seq_len must be at least 8"),
             (self.data.format in ("auto", "text", "jsonl"), "data.format must be auto, text or jsonl"),
             (bool(self.data.train), "data.train is required (a text file, a JSONL file or a dataset name)"),
+            (0.0 <= self.data.chat_fraction < 1.0, "data.chat_fraction must be in [0, 1)"),
+            (bool(self.data.chat) == (self.data.chat_fraction > 0), "data.chat and data.chat_fraction go together"),
             (t.device in ("auto", "cpu", "cuda"), "train.device must be auto, cpu or cuda"),
             (t.grad_checkpointing in ("auto", "true", "false"), "train.grad_checkpointing must be auto, true or false"),
             (t.bf16 in ("auto", "false"), "train.bf16 must be auto or false"),

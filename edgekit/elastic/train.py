@@ -79,6 +79,9 @@ def recipe_identity(recipe: Recipe) -> str:
     for key in ("steps", "checkpoint_every", "log_every"):
         data["train"].pop(key, None)
     data.pop("eval", None)
+    if not data["data"].get("chat"):  # added later: runs without a chat mix keep the identity they had
+        data["data"].pop("chat", None)
+        data["data"].pop("chat_fraction", None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -379,6 +382,9 @@ def prepare_run(recipe: Recipe, run_dir: Path, resume: bool) -> Trainer:
     d = recipe.data
     stream = token_stream(d.train, tokenizer, d.format, d.max_tokens)
     sequences = Sequences(stream, d.seq_len, recipe.train.batch_size, recipe.train.seed, d.train)
+    if d.chat:
+        chat = token_stream(d.chat, tokenizer, "jsonl", d.max_tokens)
+        sequences = sequences.mixed(Sequences(chat, d.seq_len, 1, recipe.train.seed + 1, d.chat), d.chat_fraction)
     elastic = load_elastic(plan, recipe.model, device)
     torch.manual_seed(recipe.train.seed)
     elastic.smol = Smol(plan.geometry, recipe.smol, plan.width.grid).to(device)

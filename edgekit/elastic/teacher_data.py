@@ -1,0 +1,150 @@
+"""Teacher-generated chat data: the base instruct model's own replies to prompts, as instruction/response
+JSONL that a recipe mixes into training (`data.chat`).
+
+Fine-tuning only on plain text teaches subnets the text, not the turn-taking of the instruct model they
+were cut from: a stage-1 subnet asked a question tends to answer with end-of-turn at once or with
+text-continuation. Replies written by the full model carry its chat manners, and in-place
+distillation on them teaches every shape to follow the full model on chat-formatted inputs.
+
+Prompts come from a file (one per line) or from the headings of a reStructuredText/Markdown corpus
+(the training corpus itself, so nothing leaks from evaluation data), turned into questions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import UsageError
+
+RST_UNDERLINE = re.compile(r"^([=\-~^\"'`#*+])\1{2,}\s*$")
+DASHES = re.compile(r"\s+-{2,3}\s+")  # "module --- what it is", also with two dashes
+RST_ROLE = re.compile(r":[\w:-]+:`~?([^`<]+?)(?:\s*<[^>]*>)?`")
+TEMPLATES = (  # phrased to fit any noun-phrase heading: a module, a PEP, a how-to title
+    "Explain {} briefly.",
+    "What should I know about {}?",
+    "Give me a short overview of {}.",
+    "I'm reading the Python docs on {}. What is it about?",
+    "Write a short note about {} for a Python developer.",
+)
+
+
+@dataclass
+class TeacherSettings:
+    max_new_tokens: int = 160
+    temperature: float = 0.7  # sampled, not greedy: greedy replies of a 135M model loop more often
+    top_p: float = 0.9
+    batch_size: int = 16
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def clean_heading(text: str) -> str:
+    text = RST_ROLE.sub(r"\1", text.strip().lstrip("#").strip())
+    text = text.replace("``", "").replace("*", "").strip(" :.-")
+    # ":mod:`asyncio` --- Asynchronous I/O" -> "asyncio (Asynchronous I/O)"
+    parts = DASHES.split(text, maxsplit=1)
+    return f"{parts[0].strip()} ({parts[1].strip()})" if len(parts) == 2 and parts[1].strip() else text
+
+
+def headings(text: str) -> list[str]:
+    """Section titles of reStructuredText (underlined) and Markdown (# ...) documents, cleaned, deduplicated."""
+    lines = text.splitlines()
+    found: list[str] = []
+    for i, line in enumerate(lines):
+        below = lines[i + 1] if i + 1 < len(lines) else ""
+        markdown = line.startswith("#") and not line.startswith("#!") and len(line.strip("# ")) > 2
+        # an rst title is underlined at least as long as itself
+        rst = bool(line.strip()) and not RST_UNDERLINE.match(line) and bool(RST_UNDERLINE.match(below))
+        rst = rst and len(below.rstrip()) >= len(line.rstrip()) - 1
+        if markdown or rst:
+            title = line
+            cleaned = clean_heading(title)
+            if 3 <= len(cleaned) <= 80 and any(c.isalpha() for c in cleaned):
+                found.append(cleaned)
+    return list(dict.fromkeys(found))
+
+
+def prompts_from_text(path: Path, count: int, seed: int = 0) -> list[str]:
+    if not path.is_file():
+        raise UsageError(f"prompt source not found: {path}")
+    titles = headings(path.read_text(encoding="utf-8", errors="replace"))
+    if not titles:
+        raise UsageError(f"{path} has no reStructuredText or Markdown headings to make prompts from")
+    rng = random.Random(seed)
+    rng.shuffle(titles)
+    return [TEMPLATES[i % len(TEMPLATES)].format(t) for i, t in enumerate(titles[:count])]
+
+
+def prompts_from_file(path: Path, count: int) -> list[str]:
+    if not path.is_file():
+        raise UsageError(f"prompt file not found: {path}")
+    prompts = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if not prompts:
+        raise UsageError(f"{path} holds no prompts (one per line)")
+    return prompts[:count]
+
+
+def generate_replies(
+    model_dir: Path,
+    prompts: list[str],
+    settings: TeacherSettings,
+    device: str = "cpu",
+    on_batch: Callable[[int], None] | None = None,
+) -> list[dict[str, str]]:
+    """The model's reply to each prompt, in batches with left padding; replies cut at end-of-turn."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.padding_side = "left"  # decoder-only batches generate from the right edge
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
+    torch.manual_seed(settings.seed)
+    rows: list[dict[str, str]] = []
+    for start in range(0, len(prompts), settings.batch_size):
+        batch = prompts[start : start + settings.batch_size]
+        texts = [
+            tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+            for p in batch
+        ]
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        with torch.no_grad():
+            out = model.generate(
+                **enc, max_new_tokens=settings.max_new_tokens, do_sample=settings.temperature > 0,
+                temperature=settings.temperature if settings.temperature > 0 else None,
+                top_p=settings.top_p if settings.temperature > 0 else None, pad_token_id=tokenizer.pad_token_id,
+            )  # fmt: skip
+        for prompt, ids in zip(batch, out[:, enc["input_ids"].shape[1] :], strict=True):
+            reply = tokenizer.decode(ids, skip_special_tokens=True).strip()
+            if reply:
+                rows.append({"prompt": prompt, "response": reply})
+        if on_batch:
+            on_batch(len(batch))
+    return rows
+
+
+def write_jsonl(rows: list[dict[str, str]], out: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """The JSONL and a sidecar saying how it was made (with the JSONL's sha256), each written whole or not at all."""
+    from edgekit.artifacts import write_json_atomic
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+    tmp = out.with_name(out.name + ".partial")
+    tmp.write_bytes(body)
+    tmp.replace(out)
+    meta = {**meta, "rows": len(rows), "sha256": hashlib.sha256(body).hexdigest(),
+            "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+    write_json_atomic(out.with_name(out.name + ".meta.json"), meta)
+    return meta
