@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from edgekit.commands import chat, deploy, doctor, elastic, generate, models
+from edgekit.commands import chat, container, deploy, doctor, elastic, generate, models
 from edgekit.commands.eval import eval_cmd
 from edgekit.console import err
 from edgekit.errors import EdgekitError
@@ -28,6 +28,7 @@ app.command("targets")(deploy.targets_cmd)
 app.command("chat")(chat.chat_cmd)
 app.add_typer(models.app, name="models")
 app.add_typer(elastic.app, name="elastic")
+app.add_typer(container.app, name="container")
 
 
 @app.callback(invoke_without_command=True)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from edgekit import __version__
@@ -14,13 +16,20 @@ from edgekit.runtimes import detect_runtimes
 from edgekit.target_registry import match_host
 
 
-def run_doctor(benchmark: bool = True) -> dict[str, Any]:
+def run_doctor(benchmark: bool = True, root: Path = Path("/")) -> dict[str, Any]:
+    """The report; `root` is where Jetson files are read from (tests point it at a recorded board)."""
+    from dataclasses import asdict
+
+    from edgekit.jetson import runtime_readiness
+
     start = time.perf_counter()
-    host = detect_host()
+    host = detect_host(root)
     matched = match_host(host)
     report: dict[str, Any] = {
         "edgekit_version": __version__,
         "host": host.to_dict(),
+        # on a board: can the two runtimes a Jetson deployment uses actually run here
+        "jetson_runtimes": {k: asdict(v) for k, v in runtime_readiness().items()} if host.jetson else None,
         "runtimes": [r.to_dict() for r in detect_runtimes()],
         "target": {
             "matched": matched.name if matched else None,
@@ -53,12 +62,8 @@ def render(report: dict[str, Any]) -> list[Any]:
             f"{gpu['memory_free_gb']:.1f}/{gpu['memory_total_gb']:.1f} GB free",
         )
     if host["jetson"]:
-        j = host["jetson"]
-        summary.add_row(
-            "jetson",
-            f"{j['board']}, L4T {j['l4t'] or '?'} (JetPack {j['jetpack'] or '?'}), "
-            f"power mode {j['power_mode'] or 'unknown'}",
-        )
+        for label, text in _jetson_rows(host["jetson"], report.get("jetson_runtimes") or {}):
+            summary.add_row(label, text)
     measured = report.get("measured")
     if measured:
         bw, mm = measured["memory_bandwidth"], measured["matmul"]
@@ -80,3 +85,36 @@ def render(report: dict[str, Any]) -> list[Any]:
         offers = ", ".join(rt["offers"]) if rt["installed"] else f"[dim]not installed: {rt['note'] or ''}[/dim]"
         runtimes.add_row(rt["name"], rt["package"], rt["version"] or "-", offers)
     return [summary, runtimes]
+
+
+def _jetson_rows(j: dict[str, Any], ready: dict[str, Any]) -> list[tuple[str, str]]:
+    """Board, release, power state and runtime readiness: what to check first when a Jetson deploy fails."""
+    rows = [("jetson", f"{escape(j['board'])}, L4T {j['l4t'] or '?'} (JetPack {j['jetpack'] or '?'})")]
+    power = j.get("power") or {}
+    mode = j["power_mode"] or "unknown (no jtop service, no nvpmodel)"
+    if power.get("jetson_clocks") is not None:
+        mode += f", jetson_clocks {'on' if power['jetson_clocks'] else 'off'}"
+    rows.append(
+        ("power mode", mode + (f" [dim](via {j['source']})[/dim]" if j.get("source") in ("jtop", "nvpmodel") else ""))
+    )
+    if j.get("gpu_freq_mhz") is not None:
+        top = f" of {power['gpu_max_mhz']:g} MHz max" if power.get("gpu_max_mhz") else ""
+        load = f", load {power['gpu_load_pct']:g}%" if power.get("gpu_load_pct") is not None else ""
+        rows.append(("gpu clock", f"{j['gpu_freq_mhz']:g} MHz{top}{load}"))
+    if power.get("total_mw") is not None:
+        rails = ", ".join(f"{r['name']} {r['power_mw'] / 1000:.1f} W" for r in power.get("rails", []))
+        rows.append(
+            ("power", f"{power['total_mw'] / 1000:.1f} W ({power['total_rail']})" + (f"; {rails}" if rails else ""))
+        )
+    for key, label in (("mlc", "MLC-LLM"), ("ort_cuda", "ORT CUDA")):
+        if key in ready:
+            r = ready[key]
+            rows.append(
+                (
+                    label,
+                    f"[green]usable[/green]: {escape(r['detail'])}"
+                    if r["usable"]
+                    else f"[yellow]no[/yellow]: {escape(r['detail'])}",
+                )
+            )
+    return rows

@@ -10,12 +10,14 @@ import os
 import platform
 import re
 import socket
-import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import psutil
+
+from edgekit.jetson import PowerState, read_power_state
+from edgekit.jetson import parse_nvpmodel_query as parse_nvpmodel_query  # its old home: callers import it here
 
 GiB = 1024**3
 
@@ -60,9 +62,10 @@ class JetsonInfo:
     board: str
     l4t: str | None
     jetpack: str | None
-    power_mode: str | None = None
+    power_mode: str | None = None  # 'MAXN (mode 0)': what LUTs and deployments record
     gpu_freq_mhz: float | None = None
     source: str = "device-tree"
+    power: PowerState | None = None  # the full reading: rails, clocks, jetson_clocks, the board's modes
 
 
 @dataclass
@@ -162,15 +165,6 @@ def parse_device_tree_model(raw: bytes) -> str:
     return raw.replace(b"\x00", b"").decode("utf-8", "replace").strip()
 
 
-def parse_nvpmodel_query(text: str) -> str | None:
-    """Output of `nvpmodel -q`: 'NV Power Mode: MAXN\\n0' -> 'MAXN (mode 0)'."""
-    match = re.search(r"NV Power Mode:\s*(\S+)", text)
-    if not match:
-        return None
-    mode_id = re.search(r"^\s*(\d+)\s*$", text[match.end() :], re.M)
-    return f"{match.group(1)} (mode {mode_id.group(1)})" if mode_id else match.group(1)
-
-
 # ---------------------------------------------------------------- probes
 
 
@@ -232,30 +226,39 @@ def detect_jetson(root: Path = Path("/")) -> JetsonInfo | None:
 
 def _jetson_power(info: JetsonInfo) -> None:
     """Power mode and GPU clock through jtop when its service runs, else `nvpmodel -q`."""
-    try:
-        from jtop import jtop  # jetson-stats
-
-        with jtop(interval=0.5) as jetson:
-            if jetson.ok():
-                info.power_mode = str(jetson.nvpmodel) if jetson.nvpmodel else None
-                gpu = next(iter(jetson.gpu.values()), None) if jetson.gpu else None
-                if gpu and "freq" in gpu:
-                    info.gpu_freq_mhz = round(gpu["freq"]["cur"] / 1000, 1)
-                info.source = "jtop"
-                return
-    except Exception:  # jetson-stats missing or its service not running: fall back below
-        pass
-    try:
-        done = subprocess.run(["nvpmodel", "-q"], capture_output=True, text=True, timeout=5)
-        info.power_mode = parse_nvpmodel_query(done.stdout)
-    except (OSError, subprocess.SubprocessError):
-        pass
+    state = read_power_state()
+    info.power = state
+    info.power_mode, info.gpu_freq_mhz = state.label, state.gpu_freq_mhz
+    if state.source != "none":
+        info.source = state.source
 
 
-def detect_host() -> HostInfo:
+def machine_record(host: HostInfo) -> dict[str, Any]:
+    """The machine as LUT provenance and deployment manifests record it. On a Jetson the power mode and
+    clocks decide latency as much as the board does, so they are part of the record."""
+    j = host.jetson
+    return {
+        "kind": host.kind,
+        "cpu": host.cpu.model,
+        "cores": host.cpu.physical_cores,
+        "threads": host.cpu.logical_cores,
+        "memory_gb": host.memory_total_gb,
+        "gpus": [g.name for g in host.gpus],
+        "jetson": j.board if j else None,
+        "l4t": j.l4t if j else None,
+        "jetpack": j.jetpack if j else None,
+        "power_mode": j.power_mode if j else None,
+        "gpu_freq_mhz": j.gpu_freq_mhz if j else None,
+        "jetson_clocks": j.power.jetson_clocks if j and j.power else None,
+        "os": host.os,
+    }
+
+
+def detect_host(root: Path = Path("/")) -> HostInfo:
+    """This machine; `root` moves where the Jetson files are read from (tests use recorded boards)."""
     cpu = detect_cpu()
     vm = psutil.virtual_memory()
-    jetson = detect_jetson()
+    jetson = detect_jetson(root)
     gpus = [] if jetson else detect_gpus()
     kind: Literal["jetson", "gpu", "cpu"] = "jetson" if jetson else ("gpu" if gpus else "cpu")
     return HostInfo(

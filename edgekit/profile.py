@@ -43,23 +43,13 @@ class ProfileRequest:
 
 def machine_provenance(device: str) -> dict[str, Any]:
     """This machine, its measured bandwidth and compute: what an estimate for another device scales by."""
-    from edgekit.host import detect_host
+    from edgekit.host import detect_host, machine_record
     from edgekit.microbench import measure
 
     host = detect_host()
-    prov: dict[str, Any] = {
-        "machine": {
-            "kind": host.kind,
-            "cpu": host.cpu.model,
-            "cores": host.cpu.physical_cores,
-            "threads": host.cpu.logical_cores,
-            "memory_gb": host.memory_total_gb,
-            "gpus": [g.name for g in host.gpus],
-            "jetson": host.jetson.board if host.jetson else None,
-            "os": host.os,
-        },
-        "power_mode": host.jetson.power_mode if host.jetson else None,
-    }
+    machine = machine_record(host)
+    # power_mode also stays at the top level, where LUTs written before the machine record had it
+    prov: dict[str, Any] = {"machine": machine, "power_mode": machine["power_mode"]}
     figures = measure("cuda" if device == "cuda" else "cpu")
     prov["bandwidth_gbs"] = figures["memory_bandwidth"]["value"]
     prov["compute_gflops"] = figures["matmul"]["value"]

@@ -1,0 +1,94 @@
+"""External programs edgekit drives (docker, ssh, pip): each is a Command that prints exactly as it runs.
+
+Checks capture their output; long steps stream to the user's terminal; a pipeline (`docker save | ssh
+... docker load`) is joined with an OS pipe, never through a shell, so nothing is re-quoted.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from dataclasses import dataclass
+from typing import Any
+
+NOT_FOUND = 127  # what a shell returns for a missing program; used here for the same case
+STDERR_FD = 2
+
+
+@dataclass(frozen=True)
+class Command:
+    argv: tuple[str, ...]
+    why: str
+    pipe_into: tuple[str, ...] = ()  # a second program reading the first one's stdout
+    interactive: bool = False  # needs the user's terminal (ssh -t ... docker run -it)
+
+    def text(self) -> str:
+        first = shlex.join(self.argv)
+        return f"{first} | {shlex.join(self.pipe_into)}" if self.pipe_into else first
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run": self.text(), "why": self.why}
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 0
+
+    def last_error_line(self) -> str:
+        """The line a failing program says why in, for most (ssh, pip): its last non-empty stderr line,
+        else stdout's."""
+        return self._error_line(-1)
+
+    def first_error_line(self) -> str:
+        """For programs that say why first and add usage hints after (docker)."""
+        return self._error_line(0)
+
+    def _error_line(self, which: int) -> str:
+        for text in (self.err, self.out):
+            lines = [line.strip() for line in text.splitlines() if line.strip()]
+            if lines:
+                return lines[which]
+        return f"exit status {self.code}"
+
+
+def capture(cmd: Command, timeout: float = 60.0) -> Result:
+    """Run a check and keep its output. A missing program or a timeout is a result, not an exception."""
+    try:
+        done = subprocess.run(list(cmd.argv), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        return Result(NOT_FOUND, "", f"{cmd.argv[0]}: command not found")
+    except subprocess.TimeoutExpired:
+        return Result(124, "", f"{cmd.argv[0]} gave no answer within {timeout:g} s")
+    return Result(done.returncode, done.stdout, done.stderr)
+
+
+def stream(cmd: Command) -> Result:
+    """Run a long step with its output shown as it comes: on stderr, where edgekit's progress goes, so a
+    --json result on stdout stays parseable (an interactive command keeps the terminal). For a pipeline,
+    the exit status of the first program that failed (a failed `docker save` is not a successful load)."""
+    shown = None if cmd.interactive else STDERR_FD
+    try:
+        if not cmd.pipe_into:
+            return Result(subprocess.call(list(cmd.argv), stdout=shown), "", "")
+        first = subprocess.Popen(list(cmd.argv), stdout=subprocess.PIPE)
+        try:
+            second = subprocess.Popen(list(cmd.pipe_into), stdin=first.stdout, stdout=shown)
+        except FileNotFoundError:
+            first.kill()
+            first.wait()
+            raise
+        assert first.stdout is not None
+        first.stdout.close()  # the reader holds the pipe now, so the writer sees SIGPIPE if it dies
+        code_second = second.wait()
+        code_first = first.wait()
+    except FileNotFoundError as exc:
+        return Result(NOT_FOUND, "", f"{exc.filename}: command not found")
+    if code_first != 0:
+        return Result(code_first, "", f"{cmd.argv[0]} exited with status {code_first}")
+    return Result(code_second, "", "" if code_second == 0 else f"{cmd.pipe_into[0]} exited with status {code_second}")
