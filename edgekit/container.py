@@ -208,14 +208,16 @@ def source_root() -> Path | None:
 
 
 def dockerfile_path() -> Path:
+    """The checkout's Dockerfile.jetson, else the copy installed with the package (a symlink in the source)."""
     root = source_root()
-    path = root / DOCKERFILE if root else None
-    if path is None or not path.is_file():
-        raise MissingDependencyError(
-            f"{DOCKERFILE} is not here: container builds run from an edgekit source checkout "
-            "(git clone, then `bash scripts/install.sh`)"
-        )
-    return path
+    if root is not None and (root / DOCKERFILE).is_file():
+        return root / DOCKERFILE
+    packaged = Path(__file__).resolve().parent / DOCKERFILE
+    if packaged.is_file():
+        return packaged
+    raise MissingDependencyError(
+        f"{DOCKERFILE} is missing from this edgekit install: reinstall it, or build from a source checkout"
+    )
 
 
 def _source_parts(root: Path) -> list[str]:
