@@ -96,8 +96,12 @@ def _tvm() -> RuntimeInfo:
     else:
         try:
             import tvm
+            from tvm.target import codegen
 
-            info.offers = ["llvm"] + (["cuda"] if tvm.cuda(0).exist else [])
+            info.offers = [f"llvm ({codegen.llvm_get_system_cpu()})"]
+            gpu = tvm.cuda(0)
+            if gpu.exist:
+                info.offers.append(f"cuda ({gpu.device_name}, sm_{gpu.compute_version.replace('.', '')})")
         except Exception as exc:
             info.note = f"installed but not importable: {exc}"
     return info

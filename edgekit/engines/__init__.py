@@ -8,9 +8,8 @@ from edgekit.errors import MissingDependencyError, UsageError
 __all__ = ["Engine", "Sampling", "Session", "get_engine", "ENGINES"]
 
 # Runtimes named in target descriptors that this edgekit cannot drive yet say so plainly.
-ENGINES = ("ort", "torch", "mlc")
+ENGINES = ("ort", "torch", "tvm", "mlc")
 LATER = {
-    "tvm": "the TVM runtime is not built yet",
     "llamacpp": "llama.cpp is compared in bench/ only; deploy with ort or torch",
 }
 
@@ -24,6 +23,10 @@ def get_engine(name: str) -> Engine:
         from edgekit.engines.torch_engine import TorchEngine
 
         return TorchEngine()
+    if name == "tvm":
+        from edgekit.engines.tvm_engine import TvmEngine
+
+        return TvmEngine()
     if name == "mlc":
         from edgekit.engines.mlc import MlcEngine
 

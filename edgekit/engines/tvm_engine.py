@@ -1,0 +1,403 @@
+"""Apache TVM (Relax): the subnet compiled ahead of time into one shared library plus its weights.
+
+compile: export `tvm_llama`'s graph for the folder's config, build it with relax for the host CPU
+(llvm) or an NVIDIA GPU (cuda, dlight's default GPU schedules), and write a self-contained folder:
+
+    model.so                the compiled functions (embed, prefill, decode, create_paged_kv_cache)
+    params.safetensors      the weights under the graph's names, fused and cast to the precision
+    config.json, tokenizer  copied from the subnet folder
+    edgekit-tvm.json        the build: target, precision, weight order, KV cache sizes, TVM version
+
+open: load the library into a relax VM, the weights onto the device, and make one paged KV cache.
+Each stream is one fresh sequence in that cache; tokens are picked with numpy from float32 logits.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.engines.base import Sampling
+from edgekit.errors import EdgekitError, IntegrityError, MissingDependencyError, UsageError, first_line
+from edgekit.weights import TOKENIZER_FILES
+
+PRECISIONS = {"cpu": ["fp32"], "cuda": ["fp16", "fp32"]}
+DTYPES = {"fp32": "float32", "fp16": "float16"}
+LIB, WEIGHTS, BUILD = "model.so", "params.safetensors", "edgekit-tvm.json"
+# The paged KV cache is allocated whole when a session opens: cap it by default so the default model
+# (8192 positions) does not reserve memory for contexts an edge chat never reaches. `context_length=N`
+# in the compile options sets it.
+DEFAULT_CONTEXT = 4096
+PREFILL_CHUNK = 1024  # longest prompt piece per prefill call: bounds the planned activation memory
+PAGE_SIZE = 16
+SEQ = 0  # the one sequence a session decodes
+HOST_TRIPLES = {"aarch64": "aarch64-linux-gnu", "x86_64": "x86_64-linux-gnu"}
+OPTIONS = {
+    "arch": "CUDA architecture, e.g. sm_87 for Orin (default: the GPU's own)",
+    "host": "the CPU family of the machine that runs it, aarch64 or x86_64 or an LLVM triple (default: this one)",
+    "mcpu": "LLVM CPU name of the host code, e.g. cortex-a78ae (default: this CPU, or generic when cross-compiling)",
+    "context_length": f"tokens the KV cache holds (default: the model's, at most {DEFAULT_CONTEXT})",
+}
+
+
+def _tvm_version() -> str | None:
+    for dist in ("apache-tvm", "tlcpack", "mlc-ai-nightly"):
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+class TvmEngine:
+    name = "tvm"
+
+    def check(self) -> None:
+        try:
+            import tvm  # noqa: F401
+        except ImportError:
+            raise MissingDependencyError("runtime 'tvm' needs Apache TVM: pip install apache-tvm") from None
+        try:  # the tirx/s_tir namespaces this runtime builds with arrived in 0.24
+            from tvm import relax, s_tir, tirx  # noqa: F401
+        except ImportError as exc:
+            raise MissingDependencyError(
+                f"runtime 'tvm' needs Apache TVM 0.24 or newer (found {_tvm_version()}: {first_line(exc)}): "
+                "pip install -U apache-tvm"
+            ) from None
+
+    def versions(self) -> dict[str, str]:
+        found = _tvm_version()
+        return {"apache-tvm": found} if found else {}
+
+    def precisions(self, device: str) -> list[str]:
+        return PRECISIONS.get(device, [])
+
+    def compile(
+        self, hf_dir: Path, out: Path, precision: str, device: str, options: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        self.check()
+        if device not in PRECISIONS:
+            raise UsageError(f"the tvm runtime compiles for {', '.join(PRECISIONS)}, not {device}")
+        if precision not in self.precisions(device):
+            raise UsageError(f"TVM builds {', '.join(self.precisions(device))} for {device}, not {precision}")
+        from edgekit.engines.tvm_llama import LlamaConfig
+        from edgekit.weights import Weights, read_config
+
+        opts = _options(options)
+        config = LlamaConfig.from_hf(read_config(hf_dir))
+        weights = Weights(hf_dir)  # refuses a folder without safetensors before minutes of building
+        context = min(config.max_position_embeddings, int(opts.get("context_length", DEFAULT_CONTEXT)))
+        chunk, dtype = min(context, PREFILL_CHUNK), DTYPES[precision]
+        start = time.perf_counter()
+        target, linker = _target(device, opts)
+        try:
+            names = _build(config, target, linker, dtype, chunk, out / LIB)
+        except Exception as exc:  # TVM raises many kinds; the user needs the reason, not its stack
+            raise EdgekitError(
+                f"TVM could not compile {hf_dir.name} for {_target_name(target)}: {_reason(exc)}"
+            ) from None
+        built = time.perf_counter()
+        _write_weights(weights, config, names, dtype, out / WEIGHTS)
+        for name in ("config.json", *TOKENIZER_FILES):
+            if (hf_dir / name).is_file():
+                shutil.copy2(hf_dir / name, out / name)
+        seconds = round(time.perf_counter() - start, 2)
+        build = {
+            "format": "edgekit-tvm/1",
+            "target": json.loads(str(target)),
+            "device": device,
+            "precision": precision,
+            "dtype": dtype,
+            "context_length": context,
+            "prefill_chunk": chunk,
+            "page_size": PAGE_SIZE,
+            "params": names,
+            "tvm_version": _tvm_version(),
+            "build_seconds": round(built - start, 2),
+            "seconds": seconds,
+        }
+        (out / BUILD).write_text(json.dumps(build, indent=2) + "\n")
+        return {
+            "tool": "tvm.relax.build",
+            "precision": precision,
+            "device": device,
+            "target": _target_name(target),
+            "options": opts,
+            "seconds": seconds,
+        }
+
+    def open(self, folder: Path, device: str = "cpu") -> TvmSession:
+        self.check()
+        return TvmSession(folder, device)
+
+
+def _options(options: dict[str, str] | None) -> dict[str, str]:
+    opts = dict(options or {})
+    unknown = set(opts) - set(OPTIONS)
+    if unknown:
+        raise UsageError(f"unknown tvm option {', '.join(sorted(unknown))}; known: {', '.join(OPTIONS)}")
+    if "context_length" in opts and not (str(opts["context_length"]).isdigit() and int(opts["context_length"]) > 0):
+        raise UsageError(f"tvm option context_length must be a positive number of tokens, not {opts['context_length']}")
+    return opts
+
+
+def _host(opts: dict[str, str]) -> tuple[dict[str, str], str | None]:
+    """The llvm target of the host code, and the cross linker when that host is not this machine."""
+    from tvm.target import codegen
+
+    here = codegen.llvm_get_system_triple()
+    triple = HOST_TRIPLES.get(opts.get("host", ""), opts.get("host")) or here
+    cross = triple.split("-")[0] != here.split("-")[0]
+    # Natively, this CPU as LLVM names it (znver3, neoverse-v1...), not a generic x86-64/aarch64: LLVM
+    # then uses all of its vector units (AVX2, NEON dot products) in the matrix products that bound
+    # decoding. The library then runs only on CPUs with those features; deploy compiles on the machine
+    # that runs it, or names the board (host=aarch64, mcpu=...).
+    cpu = opts.get("mcpu") or ("generic" if cross else codegen.llvm_get_system_cpu())
+    if not codegen.llvm_is_valid_cpu(cpu, triple):
+        raise UsageError(f"LLVM knows no CPU '{cpu}' for {triple} (tvm option mcpu)")
+    if not cross:
+        return {"kind": "llvm", "mcpu": cpu}, None
+    linker = f"{triple}-g++"
+    if shutil.which(linker) is None:
+        raise MissingDependencyError(f"cross-compiling for {triple} needs {linker} on PATH, or compile on the board")
+    return {"kind": "llvm", "mtriple": triple, "mcpu": cpu}, linker
+
+
+def _target(device: str, opts: dict[str, str]) -> tuple[Any, str | None]:
+    import tvm
+
+    host, linker = _host(opts)
+    if device == "cpu":
+        spec, host_spec = host, None
+    else:
+        gpu, arch = tvm.cuda(0), opts.get("arch")
+        if arch is None:
+            if not gpu.exist:
+                raise UsageError("no CUDA GPU here to read the architecture from: pass the option arch=sm_87 (Orin)")
+            arch = "sm_" + gpu.compute_version.replace(".", "")
+        # 48 KiB is what every CUDA GPU gives a block without opting in; say it rather than have TVM warn
+        shared = gpu.max_shared_memory_per_block if gpu.exist and not opts.get("arch") else 49152
+        spec, host_spec = {"kind": "cuda", "arch": arch, "max_shared_memory_per_block": shared}, host
+    try:
+        return tvm.target.Target(spec, host=host_spec), linker
+    except Exception as exc:
+        raise UsageError(f"TVM rejects the target {json.dumps(spec)}: {_reason(exc)}") from None
+
+
+def _target_name(target: Any) -> str:
+    attrs = json.loads(str(target))
+    detail = attrs.get("arch") or attrs.get("mcpu") or ""
+    return f"{target.kind.name} ({detail})" if detail else target.kind.name
+
+
+def _reason(exc: BaseException) -> str:
+    """One line out of a TVM error: compiler failures start with a header and end with the command."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.endswith(":") and not ln.startswith("Command line:")]
+    hit = next((ln for ln in lines if "error" in ln.lower()), lines[0] if lines else type(exc).__name__)
+    return hit[:300]
+
+
+def _build(config: Any, target: Any, linker: str | None, dtype: str, prefill_chunk: int, lib: Path) -> list[str]:
+    """Export the graph, build it for `target`, write the library; return the weight names in call order."""
+    from tvm import relax
+    from tvm.support import cc
+
+    from edgekit.engines.tvm_llama import LlamaForCausalLM
+
+    model = LlamaForCausalLM(config, target, dtype)
+    model.to(dtype)
+    mod, params = model.export_tvm(spec=model.spec())
+    # A known longest prompt piece lets relax plan every activation buffer once, at build time.
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            mod[gv] = func.with_attr("tir_var_upper_bound", {"seq_len": prefill_chunk})
+    with target:
+        executable = relax.build(mod, target=target, relax_pipeline=_pipeline(target))
+    executable.export_library(str(lib), fcompile=cc.cross_compiler(linker) if linker else None)
+    return [name for name, _ in params]
+
+
+def _pipeline(target: Any) -> Any:
+    """relax's default lowering after fusing each weight's transpose into its matmul (else every call
+    would first write a transposed copy of every weight). On llvm, schedules are added between fusion
+    and lowering: relax's CPU pipeline leaves every kernel a plain loop nest (cuda's already applies
+    dlight's default GPU schedules)."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.backend.cpu_generic import pipeline as cpu  # the package does not export every stage
+    from tvm.s_tir import dlight as dl
+
+    from edgekit.engines.tvm_schedule import MatmulNT
+
+    if target.kind.name != "llvm":
+        return tvm.transform.Sequential([relax.transform.FuseTransposeMatmul(), relax.get_default_pipeline(target)])
+
+    @tvm.transform.module_pass(opt_level=0)
+    def pipeline(mod: Any, _ctx: Any) -> Any:
+        with target:
+            passes = [
+                relax.transform.FuseTransposeMatmul(),
+                *cpu.library_dispatch_passes(target),
+                *cpu.legalize_passes(target),
+                dl.ApplyDefaultSchedule(MatmulNT()),  # dl.cpu.Reduction makes rms_norm quadratic
+                *cpu.dataflow_lower_passes(target),
+                *cpu.finalize_passes(target),
+            ]
+            return tvm.transform.Sequential(passes)(mod)
+
+    return pipeline
+
+
+def _write_weights(source: Any, config: Any, names: list[str], dtype: str, path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    from edgekit.engines.tvm_llama import runtime_weights
+
+    def get(name: str) -> np.ndarray:
+        # through torch: checkpoints are often bf16, which numpy cannot read
+        return source.get(name).float().numpy()
+
+    state = {}
+    for name, t in runtime_weights(config, get):
+        state[name] = np.ascontiguousarray(np.concatenate(t) if isinstance(t, list) else t, dtype=dtype)
+    save_file({n: state[n] for n in names}, str(path), metadata={"format": "edgekit-tvm"})
+
+
+def pick_token(logits: np.ndarray, sampling: Sampling, rng: np.random.Generator) -> int:
+    """Greedy at temperature 0, else a draw from the temperature-scaled top-p nucleus."""
+    if sampling.temperature <= 0:
+        return int(np.argmax(logits))
+    z = logits.astype(np.float64) / sampling.temperature
+    probs = np.exp(z - z.max())
+    probs /= probs.sum()
+    order = np.argsort(-probs, kind="stable")
+    sorted_p = probs[order]
+    keep = np.cumsum(sorted_p) - sorted_p < sampling.top_p  # the top token always stays
+    nucleus = sorted_p[keep] / sorted_p[keep].sum()
+    return int(order[keep][rng.choice(len(nucleus), p=nucleus)])
+
+
+class TvmSession:
+    runtime = "tvm"
+
+    def __init__(self, folder: Path, device: str = "cpu", seed: int | None = None) -> None:
+        import tvm
+        import tvm_ffi
+        from tvm import relax
+
+        self.device, self._shape = device, tvm_ffi.Shape
+        self._rng = np.random.default_rng(seed)
+        build = _read_build(folder)
+        if build["device"] != device:
+            raise UsageError(f"{folder.name} was compiled for {build['device']}, not {device}")
+        self._dev = tvm.cuda(0) if device == "cuda" else tvm.cpu(0)
+        try:
+            self._vm = relax.VirtualMachine(tvm.runtime.load_module(str(folder / LIB)), self._dev)
+        except Exception as exc:
+            raise IntegrityError(f"{folder / LIB} does not load as a TVM library: {first_line(exc)}") from None
+        self._params = _load_weights(folder / WEIGHTS, build["params"], self._dev)
+        self.context_length = int(build["context_length"])
+        self._chunk = int(build["prefill_chunk"])
+        self._cache = self._vm["create_paged_kv_cache"](
+            *(self._shape([n]) for n in (1, self.context_length, self._chunk, int(build["page_size"]), 0))
+        )
+        self._kv = {
+            name: tvm.get_global_func(f"vm.builtin.kv_state_{name}")
+            for name in ("add_sequence", "remove_sequence", "begin_forward", "end_forward")
+        }
+        self._active = False
+        self.eos_ids = _eos_ids(folder)
+
+    def _new_sequence(self) -> None:
+        """Forget the previous stream (possibly abandoned mid-way) and start an empty sequence."""
+        if self._active:
+            self._kv["remove_sequence"](self._cache, SEQ)
+        self._kv["add_sequence"](self._cache, SEQ)
+        self._active = True
+
+    def _forward(self, ids: list[int], fn: str) -> Any:
+        import tvm
+
+        x = tvm.runtime.tensor(np.asarray([ids], dtype="int32"), self._dev)
+        embeddings = self._vm["embed"](x, self._params)
+        self._kv["begin_forward"](self._cache, self._shape([SEQ]), self._shape([len(ids)]))
+        logits, _ = self._vm[fn](embeddings, self._cache, self._params)
+        self._kv["end_forward"](self._cache)
+        return logits
+
+    def prefill(self, ids: list[int]) -> Any:
+        """Start a fresh sequence with the prompt `ids`; the next token's logits, on the device."""
+        if not 0 < len(ids) <= self.context_length:
+            raise UsageError(f"a prompt of {len(ids)} tokens does not fit the context of {self.context_length}")
+        self._new_sequence()
+        for i in range(0, len(ids), self._chunk):
+            logits = self._forward(ids[i : i + self._chunk], "prefill")
+        return logits
+
+    def decode(self, token: int) -> Any:
+        """Append one token to the sequence; the next token's logits, on the device."""
+        return self._forward([token], "decode")
+
+    def stream(self, ids: list[int], sampling: Sampling) -> Iterator[int]:
+        logits = self.prefill(ids)
+        made = 0
+        while made < sampling.max_new_tokens and len(ids) + made < self.context_length:
+            row = logits.numpy()[0, -1]
+            if made < sampling.min_new_tokens:
+                row[list(self.eos_ids)] = -np.inf
+            token = pick_token(row, sampling, self._rng)
+            made += 1
+            yield token
+            if token in self.eos_ids or made >= sampling.max_new_tokens:
+                return
+            logits = self.decode(token)
+
+    def first_token(self, ids: list[int]) -> tuple[float, float]:
+        start = time.perf_counter()
+        logits = self.prefill(ids)
+        self._dev.sync()
+        prefilled = time.perf_counter()
+        pick_token(logits.numpy()[0, -1], Sampling(), self._rng)
+        return prefilled - start, time.perf_counter() - start
+
+
+def _read_build(folder: Path) -> dict[str, Any]:
+    try:
+        build = json.loads((folder / BUILD).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise IntegrityError(f"{folder} is not a compiled tvm model ({BUILD}: {first_line(exc)})") from None
+    for name in (LIB, WEIGHTS):
+        if not (folder / name).is_file():
+            raise IntegrityError(f"{folder} is not a complete tvm model: {name} is missing")
+    return build
+
+
+def _load_weights(path: Path, names: list[str], dev: Any) -> list[Any]:
+    """The weights on the device in call order, read one at a time so the host never holds two copies."""
+    import tvm
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "np") as f:
+            return [tvm.runtime.tensor(f.get_tensor(n), dev) for n in names]
+    except Exception as exc:
+        raise IntegrityError(f"{path} does not hold the weights the library needs: {first_line(exc)}") from None
+
+
+def _eos_ids(folder: Path) -> set[int]:
+    for name in ("generation_config.json", "config.json"):
+        try:
+            eos = json.loads((folder / name).read_text()).get("eos_token_id")
+        except (OSError, json.JSONDecodeError):
+            continue
+        if eos is not None:
+            return set(eos if isinstance(eos, list) else [eos])
+    return set()
