@@ -24,7 +24,7 @@ def _options(pairs: list[str] | None) -> dict[str, str]:
 
 def profile_cmd(
     target: str = typer.Option("host", "--target", "-t", help="host (this machine) or a target name to estimate."),
-    runtime: str = typer.Option(None, "--runtime", "-r", help="ort or torch (default: the target's first)."),
+    runtime: str = typer.Option(None, "--runtime", "-r", help="ort, tvm, torch, mlc (default: first installed)."),
     precision: str = typer.Option(None, "--precision", help="int4, fp16, fp32, ... (default: the target's)."),
     plan: str = typer.Option(None, "--plan", help="Plan folder or shipped plan (default: the default model's)."),
     elastic: str = typer.Option(None, "--elastic", help="Elastic checkpoint: profile the shapes of its plan."),
@@ -133,7 +133,7 @@ def _report(lut: Any, path: Path, json_out: bool) -> None:
 def deploy_cmd(
     target: str = typer.Option(..., "--target", "-t", help="Target name or alias (orin, rtx-4090, host, ...)."),
     budget: str = typer.Option(..., "--budget", "-b", help="40ms, 25tok/s, ttft<300ms, mem<2GB, 60%, or a mix."),
-    runtime: str = typer.Option(None, "--runtime", "-r", help="ort or torch (default: the target's first)."),
+    runtime: str = typer.Option(None, "--runtime", "-r", help="ort, tvm, torch, mlc (default: first installed)."),
     precision: str = typer.Option(None, "--precision", help="int4, fp16, fp32, ... (default: the target's)."),
     elastic: str = typer.Option(None, "--elastic", help="Elastic checkpoint (default: the model's shipped one)."),
     plan: str = typer.Option(None, "--plan", help="Deploy from a plan instead (stage-1 weights, no fine-tuning)."),
