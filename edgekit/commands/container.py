@@ -8,6 +8,7 @@ from typing import Any
 import typer
 from rich.markup import escape
 
+from edgekit.commands import key_values
 from edgekit.console import err, out, print_json
 from edgekit.errors import UsageError
 
@@ -15,16 +16,6 @@ app = typer.Typer(
     help="Jetson images of a deployment: build one for a board's L4T release, move it onto the board.",
     no_args_is_help=True,
 )
-
-
-def _build_args(pairs: list[str] | None) -> dict[str, str]:
-    found = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--build-arg takes KEY=VALUE, not '{pair}'")
-        found[key] = value
-    return found
 
 
 @app.command("build")
@@ -60,7 +51,7 @@ def build_cmd(
     found = [] if dry_run else preflight_build()
     plan = prepare_context(
         deployment, tgt, runtime, context_out, l4t=release, tag=tag, wheel=wheel, base_image=base_image,
-        build_args=_build_args(build_arg), force=force,
+        build_args=key_values(build_arg, "--build-arg"), force=force,
     )  # fmt: skip
     commands = build_commands(plan)
     report: dict[str, Any] = {

@@ -8,18 +8,9 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from edgekit.commands import key_values
 from edgekit.console import err, out, print_json
 from edgekit.errors import UsageError
-
-
-def _options(pairs: list[str] | None) -> dict[str, str]:
-    found = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--option takes key=value, not '{pair}'")
-        found[key] = value
-    return found
 
 
 def profile_cmd(
@@ -75,7 +66,7 @@ def profile_cmd(
         raise UsageError(f"--prompt-lens takes comma-separated integers, not '{prompt_lens}'") from None
     req = ProfileRequest(
         res.target_name, res.runtime, res.precision, res.device, fit if quick else grid, fit,
-        MeasureSettings(new_tokens=new_tokens, runs=runs, prompt_lens=lens), _options(option),
+        MeasureSettings(new_tokens=new_tokens, runs=runs, prompt_lens=lens), key_values(option, "--option"),
     )  # fmt: skip
     with bar() as progress:
         task = progress.add_task("profiling", total=len(req.shapes))
@@ -161,7 +152,7 @@ def deploy_cmd(
     req = DeployRequest(
         target=target, budget=parse_budget(budget), runtime=runtime, precision=precision, elastic=elastic, plan=plan,
         model=model, out=out_dir, prompt_len=prompt_len, gen_len=gen_len, metric=metric, dev_text=dev_text,
-        verify=verify, force=force, options=_options(option), dry_run=dry_run,
+        verify=verify, force=force, options=key_values(option, "--option"), dry_run=dry_run,
     )  # fmt: skip
     with steps() as step:
         dep = deploy(req, step)
