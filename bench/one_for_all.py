@@ -72,17 +72,26 @@ def main() -> None:
     path = RESULTS / "one_for_all.json"
     results = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
     results["machine"] = machine()
+    touched: set[str] = set()
     only = [x for x in args.only.split(",") if x]
     plan = load_plan("smollm2-135m")
     tokenizer = AutoTokenizer.from_pretrained(base_folder(plan))
 
     def save() -> None:
-        write_result("one_for_all", results)
+        # Two pieces of the benchmark may run side by side (one thread each): merge into what is on disk
+        # instead of overwriting the other's runs.
+        on_disk = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
+        on_disk["runs"].update({k: results["runs"][k] for k in touched})
+        on_disk["machine"] = results["machine"]
+        write_result("one_for_all", on_disk)
 
     if (not only or "stage1" in only) and "stage1" not in results["runs"]:
         start = time.perf_counter()
         table = evaluate(load_elastic(plan), plan, tokenizer, args.limit)
-        results["runs"]["stage1"] = {"shapes": table, "eval_seconds": round(time.perf_counter() - start, 1)}
+        results["runs"]["stage1"] = {
+            "shapes": table, "eval_seconds": round(time.perf_counter() - start, 1), "threads": threads(),
+        }  # fmt: skip
+        touched.add("stage1")
         save()
     for name, extra in RUNS.items():
         if (only and name not in only) or name + tag in results["runs"]:
@@ -99,8 +108,9 @@ def main() -> None:
         results["runs"][name + tag] = {
             "overrides": extra, "steps": state.step, "tokens": state.tokens, "train_seconds": round(state.seconds, 1),
             "shape_samples": state.step * recipe.train.shapes_per_step, "shapes": table,
-            "eval_seconds": round(time.perf_counter() - start, 1),
+            "eval_seconds": round(time.perf_counter() - start, 1), "threads": threads(),
         }  # fmt: skip
+        touched.add(name + tag)
         save()
     if (not only or "per-shape" in only) and "ours" + tag in results["runs"]:
         ours = results["runs"]["ours" + tag]
@@ -108,6 +118,7 @@ def main() -> None:
         # the same number of tokens per shape as ours spent in total, divided by the grid size
         per_steps = max(1, ours["shape_samples"] // grid)
         per = results["runs"].setdefault("per-shape" + tag, {"shapes": {}, "steps_each": per_steps})
+        touched.add("per-shape" + tag)
         for shape in SHAPES:
             if shape in per["shapes"]:
                 continue
@@ -120,10 +131,19 @@ def main() -> None:
                 trainer.model, tokenizer, plan, [plan.shape(shape)], str(WIKITEXT), 16384, str(PYDOC_DEV), str(PIQA),
                 str(PIQA_LABELS), args.limit,
             )["shapes"][shape]  # fmt: skip
-            per["shapes"][shape] = {**row, "train_seconds": round(state.seconds, 1), "tokens": state.tokens}
+            per["shapes"][shape] = {
+                **row, "train_seconds": round(state.seconds, 1), "tokens": state.tokens, "steps": state.step,
+                "threads": threads(),
+            }  # fmt: skip
             save()
     print_table(results)
     print(describe(results["machine"]))
+
+
+def threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def print_table(results: dict) -> None:
