@@ -57,7 +57,13 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--limit", type=int, default=400, help="PIQA items")
     ap.add_argument("--stop-at", type=int, default=None, help="compare every run at this step of the schedule")
+    ap.add_argument("--report", action="store_true", help="print the tables from the results on disk and exit")
     args = ap.parse_args()
+    if args.report:
+        results = json.loads((RESULTS / "one_for_all.json").read_text())
+        print_table(results)
+        print(markdown(results, args.stop_at))
+        return
     stop = args.stop_at if args.stop_at and args.stop_at < args.steps else None
     tag = f"@{stop}" if stop else ""
 
@@ -162,6 +168,69 @@ def print_table(results: dict) -> None:
             cells.append("-" if not row else f"{row['ppl']:.1f} / {row['domain_ppl']:.1f} / {row['acc_norm']:.3f}")
         table.add_row(name, *cells)
     Console().print(table)
+
+
+METRICS = (("ppl", "wikitext ppl", False), ("domain_ppl", "pydoc ppl", False), ("acc_norm", "PIQA acc_norm", True))
+
+
+def wins(ours: dict, other: dict) -> dict[str, list[str]]:
+    """Per metric, the shapes (present in both) where ours is strictly better."""
+    out: dict[str, list[str]] = {}
+    for key, _, higher in METRICS:
+        shared = [s for s in SHAPES if s in ours["shapes"] and s in other["shapes"]]
+        out[key] = [s for s in shared if (ours["shapes"][s][key] > other["shapes"][s][key]) == higher
+                    and ours["shapes"][s][key] != other["shapes"][s][key]]  # fmt: skip
+    return out
+
+
+def averages(run: dict, shapes: list[str]) -> dict[str, float]:
+    """Geometric mean for perplexities (one bad shape must not swamp the rest), arithmetic for accuracy."""
+    import math
+
+    rows = [run["shapes"][s] for s in shapes]
+    return {
+        "ppl": math.exp(sum(math.log(r["ppl"]) for r in rows) / len(rows)),
+        "domain_ppl": math.exp(sum(math.log(r["domain_ppl"]) for r in rows) / len(rows)),
+        "acc_norm": sum(r["acc_norm"] for r in rows) / len(rows),
+    }
+
+
+def markdown(results: dict, stop: int | None) -> str:
+    """The README / closing-note tables: every run per shape, then ours against each baseline."""
+    runs = results["runs"]
+    tag = f"@{stop}" if stop else ""
+    lines = ["| run | steps | tokens | train s | " + " | ".join(SHAPES) + " |", "| --- " * (4 + len(SHAPES)) + "|"]
+    for name, run in runs.items():
+        cells = [f"{r['ppl']:.1f} / {r['domain_ppl']:.1f} / {r['acc_norm']:.3f}" if (r := run["shapes"].get(s)) else "-"
+                 for s in SHAPES]  # fmt: skip
+        if name.startswith("per-shape"):
+            each = list(run["shapes"].values())
+            steps = f"{run['steps_each']} per shape"
+            tokens = f"{sum(r['tokens'] for r in each):,} ({len(each)} shapes)"
+            secs = f"{sum(r['train_seconds'] for r in each):,.0f}"
+        else:
+            steps, tokens = str(run.get("steps", 0)), f"{run.get('tokens', 0):,}"
+            secs = f"{run['train_seconds']:,.0f}" if "train_seconds" in run else "0"
+        lines.append(f"| {name} | {steps} | {tokens} | {secs} | " + " | ".join(cells) + " |")
+    ours = runs.get("ours" + tag)
+    if ours is None:
+        return "\n".join(lines)
+    lines += ["", "| ours" + tag + " against | shapes compared | better wikitext ppl | better pydoc ppl | better PIQA |"
+              " avg wikitext ppl (geo) ours / them | avg pydoc ppl (geo) | avg PIQA |", "| --- " * 8 + "|"]  # fmt: skip
+    for name, run in runs.items():
+        if name == "ours" + tag or name.startswith("ours"):
+            continue
+        shared = [s for s in SHAPES if s in run["shapes"] and s in ours["shapes"]]
+        if not shared:
+            continue
+        w = wins(ours, run)
+        a, b = averages(ours, shared), averages(run, shared)
+        lines.append(
+            f"| {name} | {len(shared)} | {len(w['ppl'])} | {len(w['domain_ppl'])} | {len(w['acc_norm'])} | "
+            f"{a['ppl']:.1f} / {b['ppl']:.1f} | {a['domain_ppl']:.1f} / {b['domain_ppl']:.1f} | "
+            f"{a['acc_norm']:.3f} / {b['acc_norm']:.3f} |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
