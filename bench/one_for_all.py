@@ -206,7 +206,7 @@ def markdown(results: dict, stop: int | None) -> str:
         if name.startswith("per-shape"):
             each = list(run["shapes"].values())
             steps = f"{run['steps_each']} per shape"
-            tokens = f"{sum(r['tokens'] for r in each):,} ({len(each)} shapes)"
+            tokens = f"{sum(r['tokens'] for r in each):,} ({len(each)} shape{'s' * (len(each) != 1)})"
             secs = f"{sum(r['train_seconds'] for r in each):,.0f}"
         else:
             steps, tokens = str(run.get("steps", 0)), f"{run.get('tokens', 0):,}"
