@@ -115,6 +115,22 @@ def test_frozen_teacher_caches_top_k_once(tiny_plan: Path, calib_text: Path, tmp
     cache = tmp_path / "run/teacher-topk.safetensors"
     assert cache.is_file()
     assert trainer.teacher_cache["indices"].shape[-1] == 8
+    # only the sequences the schedule visits are cached, not the whole corpus
+    visited = torch.unique(torch.cat([trainer.data.rows(s) for s in range(2)]))
+    assert torch.equal(trainer.teacher_cache["rows"], visited)
+    assert len(visited) < len(trainer.data)
+    # and a step's cached logits are the original model's (no adapters) top-k for that step's batch
+    smol, trainer.model.smol = trainer.model.smol, None
+    with torch.no_grad():
+        top = torch.topk(trainer.model(trainer.data.batch(1)).logits[:, :-1].float(), 8, dim=-1)
+    trainer.model.smol = smol
+    values, indices = trainer._cached_teacher(1)
+    torch.testing.assert_close(values.float(), top.values, atol=2e-2, rtol=2e-3)
+    assert (indices == top.indices).float().mean() > 0.95  # ties in fp16 may swap neighbours
+    # a resumed run reads the cache back instead of recomputing it
+    again = prepare_run(trainer.recipe, tmp_path / "run", resume=True)
+    again.build_teacher_cache()
+    assert torch.equal(again.teacher_cache["rows"], visited)
 
 
 @pytest.mark.parametrize(

@@ -214,33 +214,39 @@ class Trainer:
     # --------------------------------------------------------------- frozen teacher
 
     def build_teacher_cache(self, on_progress: Callable[[int, int], None] | None = None) -> None:
-        """Top-k logits of the original model (no adapters) for every training sequence, computed once."""
+        """Top-k logits of the original model (no adapters) for the sequences this run's schedule visits,
+        computed once. Only those: the corpus can hold far more sequences than `steps x batch_size`."""
         r = self.recipe.train
         path = self.run_dir / "teacher-topk.safetensors"
         from safetensors.torch import load_file, save_file
 
+        needed = torch.unique(torch.cat([self.data.rows(step) for step in range(r.steps)]))
         if self.rank != 0:  # rank 0 computes the cache once; the others read it
             barrier()
         if path.is_file():
-            self.teacher_cache = load_file(str(path))
-            if self.rank == 0:
-                barrier()
-            return
+            cache = load_file(str(path))
+            if "rows" in cache and bool(torch.isin(needed, cache["rows"]).all()):
+                self.teacher_cache = cache
+                if self.rank == 0:
+                    barrier()
+                return
+            if self.rank != 0:
+                raise UsageError(f"{path} does not cover this run's sequences: delete it and start again")
         smol, self.model.smol = self.model.smol, None
         values, indices = [], []
-        data = self.data.data
         try:
             with torch.inference_mode():
-                for start in range(0, data.shape[0], 8):
-                    logits = self.model(data[start : start + 8].to(self.device)).logits[:, :-1].float()
+                for start in range(0, len(needed), 8):
+                    batch = self.data.data[needed[start : start + 8]].to(self.device)
+                    logits = self.model(batch).logits[:, :-1].float()
                     top = torch.topk(logits, r.teacher_topk, dim=-1)
                     values.append(top.values.half().cpu())
                     indices.append(top.indices.int().cpu())
                     if on_progress:
-                        on_progress(min(start + 8, data.shape[0]), data.shape[0])
+                        on_progress(min(start + 8, len(needed)), len(needed))
         finally:
             self.model.smol = smol
-        self.teacher_cache = {"values": torch.cat(values), "indices": torch.cat(indices)}
+        self.teacher_cache = {"rows": needed, "values": torch.cat(values), "indices": torch.cat(indices)}
         save_file(self.teacher_cache, str(path))
         barrier()
 
@@ -251,10 +257,11 @@ class Trainer:
     def _cached_teacher(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self.teacher_cache is None:
             raise UsageError("train.teacher=frozen needs the teacher cache (build_teacher_cache)")
-        rows = self.rows(step)
+        # the cache holds the visited rows in sorted order
+        at = torch.searchsorted(self.teacher_cache["rows"], self.rows(step))
         return (
-            self.teacher_cache["values"][rows].to(self.device),
-            self.teacher_cache["indices"][rows].to(self.device),
+            self.teacher_cache["values"][at].to(self.device),
+            self.teacher_cache["indices"][at].to(self.device),
         )
 
     # --------------------------------------------------------------- checkpoints
