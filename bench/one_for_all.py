@@ -30,6 +30,7 @@ PYDOC_TRAIN = SHARED_DATA / "pydoc" / "train.txt"
 PYDOC_DEV = SHARED_DATA / "pydoc" / "dev.txt"
 RUNS = {
     "ours": [],
+    "ours-factors": ["smol.mixing=factors"],  # the first SMOL form (mixed A and B), as shipped first
     "single-lora": ["smol.gated=false"],
     "no-distill": ["train.distill=false"],
     "no-balance": ["train.balance=false"],

@@ -31,10 +31,11 @@ def _adapted(plan, cfg: SmolConfig | None = None):
     return elastic.eval()
 
 
+@pytest.mark.parametrize("mixing", ["outputs", "factors"])
 @pytest.mark.parametrize("shape", ["d6-w100", "d5-w67", "d3-w34"])
-def test_merged_extraction_equals_the_elastic_model_with_smol(tiny_plan: Path, tmp_path: Path, shape: str):
+def test_merged_extraction_equals_the_elastic_model_with_smol(tiny_plan: Path, tmp_path: Path, shape: str, mixing: str):
     plan = load_plan(tiny_plan)
-    elastic = _adapted(plan)
+    elastic = _adapted(plan, SmolConfig(experts=4, rank=4, top_k=2, mixing=mixing))
     s = plan.shape(shape)
     with torch.no_grad():
         adapted = elastic(_ids(), s).logits
@@ -46,6 +47,27 @@ def test_merged_extraction_equals_the_elastic_model_with_smol(tiny_plan: Path, t
     hf = AutoModelForCausalLM.from_pretrained(tmp_path / "sub").eval()
     with torch.no_grad():
         assert (hf(_ids()).logits - adapted).abs().max().item() < 1e-5
+
+
+def test_mixing_outputs_is_the_gated_sum_of_whole_loras(tiny_plan: Path):
+    plan = load_plan(tiny_plan)
+    smol = _adapted(plan, SmolConfig(experts=4, rank=4, top_k=2, mixing="outputs")).smol
+    shape = plan.shape("d5-w67")
+    mix = smol.mix(shape, plan.layer_sets[5])
+    x = torch.randn(3, plan.geometry.hidden)
+    want = sum(g * (x @ smol.A["up"][1, e].T) @ smol.B["up"][1, e].T for e, g in enumerate(mix) if g > 0)
+    got = smol.delta(1, "up", x, mix)
+    torch.testing.assert_close(got, want * smol.config.scaling)
+    # the product-of-mixtures form differs: it has cross terms between the chosen experts
+    old = Smol(plan.geometry, SmolConfig(experts=4, rank=4, top_k=2, mixing="factors"), plan.width.grid)
+    old.load_state_dict(smol.state_dict())
+    assert (old.delta(1, "up", x, mix) - got).abs().max() > 1e-4
+
+
+def test_checkpoints_without_mixing_load_as_factors():
+    assert SmolConfig(**{"experts": 4, "rank": 4}).mixing == "factors"
+    with pytest.raises(ValueError, match="mixing must be outputs or factors"):
+        SmolConfig(mixing="sum")
 
 
 def test_extraction_from_the_elastic_model_equals_the_fast_path(tiny_plan: Path, tmp_path: Path):

@@ -4,8 +4,14 @@ Every adapted projection of every layer holds E LoRA pairs (A_e: rank x in, B_e:
 global gate reads the shape, encoded as [layer-active mask of length L, one-hot width over the
 plan's grid, width / 100], and maps it through two small linear layers to E logits; the top k are
 kept (with Gaussian noise on the logits while training, so every expert gets tried) and softmaxed.
-The layer then uses A = sum_e g_e A_e and B = sum_e g_e B_e: for a fixed shape the mix is a single
-LoRA, which merges into the base weights at extraction at no inference cost.
+How the chosen experts combine (`mixing`):
+- `outputs` (the recipe's choice): a mixture of the experts' LoRA outputs, delta = sum_e g_e B_e A_e x.
+  Each expert is a whole LoRA, trained as one; for a fixed shape the mix is one LoRA of rank k x r
+  (A = [g_e A_e] stacked, B = [B_e] side by side).
+- `factors` (the first shipped checkpoint): A = sum_e g_e A_e, B = sum_e g_e B_e, so the delta holds cross
+  terms g_i g_j B_i A_j of experts that never trained as a pair and the mixed A is shorter than any one A
+  (about 1/sqrt(k) for random experts). In the stage-2 benchmark this learned slower than one plain LoRA.
+Either way a fixed shape's mix merges into the base weights at extraction, at no inference cost.
 
 LoRA and width slicing agree: the adapters live in the ElasticModel's nested (permuted, rank-major
 for query heads) coordinates, so a narrower shape uses the prefix rows of B for q/k/v/gate/up and
@@ -37,12 +43,16 @@ class SmolConfig:
     gate_hidden: int = 64
     noise: float = 1.0  # std of the logit noise while training (noisy top-k)
     gated: bool = True
+    # default "factors" so checkpoints written before the field existed load as they were trained
+    mixing: str = "factors"
     targets: list[str] = field(default_factory=lambda: list(TARGETS))
 
     def __post_init__(self) -> None:
         bad = [t for t in self.targets if t not in TARGETS]
         if bad:
             raise ValueError(f"unknown SMOL target {bad[0]}; choose from {', '.join(TARGETS)}")
+        if self.mixing not in ("outputs", "factors"):
+            raise ValueError(f"mixing must be outputs or factors, got {self.mixing}")
         if not self.gated:
             self.experts, self.top_k = 1, 1
         if not 1 <= self.top_k <= self.experts:
@@ -121,8 +131,13 @@ class Smol(nn.Module):
         prefix, or an index tensor); None if not adapted."""
         if target not in self.A:
             return None
-        a = torch.einsum("e,eri->ri", mix, self.A[target][layer])
-        b = torch.einsum("e,eor->or", mix, self.B[target][layer])
+        if self.config.mixing == "outputs":
+            chosen = mix.nonzero().flatten()  # the top-k experts; their stacked factors give sum_e g_e B_e A_e
+            a = (mix[chosen, None, None] * self.A[target][layer][chosen]).flatten(0, 1)
+            b = self.B[target][layer][chosen].permute(1, 0, 2).flatten(1)
+        else:
+            a = torch.einsum("e,eri->ri", mix, self.A[target][layer])
+            b = torch.einsum("e,eor->or", mix, self.B[target][layer])
         if isinstance(cols, torch.Tensor):
             a = a.index_select(1, cols)
         elif cols is not None:
