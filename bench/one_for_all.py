@@ -119,11 +119,11 @@ def main() -> None:
         }  # fmt: skip
         touched.add(name + tag)
         save()
-    if (not only or "per-shape" in only) and "ours" + tag in results["runs"]:
-        ours = results["runs"]["ours" + tag]
-        grid = len(load_plan("smollm2-135m").grid())
-        # the same number of tokens per shape as ours spent in total, divided by the grid size
-        per_steps = max(1, ours["shape_samples"] // grid)
+    if not only or "per-shape" in only:
+        shapes_per_step = load_recipe("smollm2-135m", overrides(args.steps, args.device)).train.shapes_per_step
+        grid = len(plan.grid())
+        # the same number of tokens per shape as ours spends in total, divided by the grid size
+        per_steps = max(1, (stop or args.steps) * shapes_per_step // grid)
         per = results["runs"].setdefault("per-shape" + tag, {"shapes": {}, "steps_each": per_steps})
         touched.add("per-shape" + tag)
         for shape in SHAPES:
