@@ -64,6 +64,29 @@ def test_mixing_outputs_is_the_gated_sum_of_whole_loras(tiny_plan: Path):
     assert (old.delta(1, "up", x, mix) - got).abs().max() > 1e-4
 
 
+def test_shared_expert_is_always_on_beside_the_routed_ones(tiny_plan: Path, tmp_path: Path):
+    plan = load_plan(tiny_plan)
+    elastic = _adapted(plan, SmolConfig(experts=4, rank=4, top_k=2, mixing="outputs", shared=True))
+    smol = elastic.smol
+    with torch.no_grad():
+        for b in smol.shared_B.values():
+            b.normal_(0, 0.05)
+    shape = plan.shape("d5-w67")
+    mix = smol.mix(shape, plan.layer_sets[5])
+    x = torch.randn(3, plan.geometry.hidden)
+    routed = sum(g * (x @ smol.A["up"][1, e].T) @ smol.B["up"][1, e].T for e, g in enumerate(mix) if g > 0)
+    want = routed + (x @ smol.shared_A["up"][1].T) @ smol.shared_B["up"][1].T
+    torch.testing.assert_close(smol.delta(1, "up", x, mix), want * smol.config.scaling)
+    with torch.no_grad():
+        adapted = elastic(_ids(), shape).logits
+    extract_elastic(elastic, plan, base_folder(plan), shape, tmp_path / "sub")
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "sub").eval()
+    with torch.no_grad():
+        assert (hf(_ids()).logits - adapted).abs().max().item() < 1e-5
+    with pytest.raises(ValueError, match="shared needs"):
+        SmolConfig(shared=True, mixing="factors")
+
+
 def test_checkpoints_without_mixing_load_as_factors():
     assert SmolConfig(**{"experts": 4, "rank": 4}).mixing == "factors"
     with pytest.raises(ValueError, match="mixing must be outputs or factors"):

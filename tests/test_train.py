@@ -59,17 +59,20 @@ def test_balancing_rescales_magnitudes_but_keeps_directions():
     assert all(float(w) == 1.0 for w in balance_weights(losses, False))
 
 
-def test_resume_takes_exactly_the_step_the_uninterrupted_run_took(tiny_plan: Path, calib_text: Path, tmp_path: Path):
-    whole = prepare_run(_recipe(tiny_plan, calib_text), tmp_path / "a", resume=False)
+@pytest.mark.parametrize("smol", [[], ["smol.mixing=outputs", "smol.shared=true"]], ids=["factors", "shared"])
+def test_resume_takes_exactly_the_step_the_uninterrupted_run_took(
+    tiny_plan: Path, calib_text: Path, tmp_path: Path, smol: list[str]
+):
+    whole = prepare_run(_recipe(tiny_plan, calib_text, *smol), tmp_path / "a", resume=False)
     losses = []
     train(whole, on_step=lambda r: losses.append(r.losses))
     assert (tmp_path / "a/checkpoints/step-000002/state.json").is_file()
     assert (tmp_path / "a/metrics.csv").read_text().count("\n") == 5  # header + 4 steps
     # a second run stopped after step 2, then resumed
     cut = tmp_path / "b"
-    first = prepare_run(_recipe(tiny_plan, calib_text, "train.steps=2"), cut, resume=False)
+    first = prepare_run(_recipe(tiny_plan, calib_text, *smol, "train.steps=2"), cut, resume=False)
     train(first)
-    resumed = prepare_run(_recipe(tiny_plan, calib_text), cut, resume=True)
+    resumed = prepare_run(_recipe(tiny_plan, calib_text, *smol), cut, resume=True)
     assert resumed.state.step == 2
     nxt = resumed.step()
     assert nxt.losses == pytest.approx(losses[2], rel=1e-6, abs=1e-7)

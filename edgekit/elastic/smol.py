@@ -45,6 +45,9 @@ class SmolConfig:
     gated: bool = True
     # default "factors" so checkpoints written before the field existed load as they were trained
     mixing: str = "factors"
+    # one more LoRA pair per projection that every shape uses at weight 1 beside the routed experts
+    # (a shared expert): SMOL then starts as at least the plain one-for-all LoRA; needs mixing=outputs
+    shared: bool = False
     targets: list[str] = field(default_factory=lambda: list(TARGETS))
 
     def __post_init__(self) -> None:
@@ -53,6 +56,8 @@ class SmolConfig:
             raise ValueError(f"unknown SMOL target {bad[0]}; choose from {', '.join(TARGETS)}")
         if self.mixing not in ("outputs", "factors"):
             raise ValueError(f"mixing must be outputs or factors, got {self.mixing}")
+        if self.shared and (self.mixing != "outputs" or not self.gated):
+            raise ValueError("shared needs gated experts mixed as outputs (smol.mixing=outputs)")
         if not self.gated:
             self.experts, self.top_k = 1, 1
         if not 1 <= self.top_k <= self.experts:
@@ -98,6 +103,13 @@ class Smol(nn.Module):
             bound = 1 / math.sqrt(fan_in)
             self.A[t] = nn.Parameter(torch.empty(n, e, r, fan_in).uniform_(-bound, bound))
             self.B[t] = nn.Parameter(torch.zeros(n, e, fan_out, r))
+        if config.shared:
+            self.shared_A, self.shared_B = nn.ParameterDict(), nn.ParameterDict()
+            for t in config.targets:
+                fan_in, fan_out = dims[t]
+                bound = 1 / math.sqrt(fan_in)
+                self.shared_A[t] = nn.Parameter(torch.empty(n, r, fan_in).uniform_(-bound, bound))
+                self.shared_B[t] = nn.Parameter(torch.zeros(n, fan_out, r))
         code = n + len(self.widths) + 1
         self.gate = nn.Sequential(nn.Linear(code, config.gate_hidden), nn.GELU(), nn.Linear(config.gate_hidden, e))
 
@@ -135,6 +147,9 @@ class Smol(nn.Module):
             chosen = mix.nonzero().flatten()  # the top-k experts; their stacked factors give sum_e g_e B_e A_e
             a = (mix[chosen, None, None] * self.A[target][layer][chosen]).flatten(0, 1)
             b = self.B[target][layer][chosen].permute(1, 0, 2).flatten(1)
+            if self.config.shared:
+                a = torch.cat([self.shared_A[target][layer], a])
+                b = torch.cat([self.shared_B[target][layer], b], dim=1)
         else:
             a = torch.einsum("e,eri->ri", mix, self.A[target][layer])
             b = torch.einsum("e,eor->or", mix, self.B[target][layer])
