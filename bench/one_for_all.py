@@ -31,6 +31,7 @@ PYDOC_DEV = SHARED_DATA / "pydoc" / "dev.txt"
 RUNS = {
     "ours": [],
     "ours-factors": ["smol.mixing=factors"],  # the first SMOL form (mixed A and B), as shipped first
+    "ours-shared": ["smol.shared=true"],  # candidate: a shared always-on LoRA beside the routed experts
     "single-lora": ["smol.gated=false"],
     "no-distill": ["train.distill=false"],
     "no-balance": ["train.balance=false"],
