@@ -80,3 +80,18 @@ def timed_stream(session: Session, ids: list[int], sampling: Sampling) -> tuple[
 
 def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def pick_token(logits: Any, sampling: Sampling, generator: Any = None) -> int:
+    """The next token from one row of logits (a torch tensor): greedy at temperature 0, else a draw from
+    the temperature-scaled top-p nucleus. Engines that sample on the host share it."""
+    import torch
+
+    if sampling.temperature <= 0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)
+    if sampling.top_p < 1.0:
+        sorted_p, order = torch.sort(probs, descending=True)
+        keep = torch.cumsum(sorted_p, dim=-1) - sorted_p < sampling.top_p  # the top token always stays
+        probs = torch.zeros_like(probs).scatter(-1, order[keep], sorted_p[keep])
+    return int(torch.multinomial(probs / probs.sum(), 1, generator=generator))

@@ -9,7 +9,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from edgekit.engines.base import Sampling
+from edgekit.engines.base import Sampling, pick_token
 from edgekit.errors import UsageError
 from edgekit.weights import TOKENIZER_FILES
 
@@ -55,19 +55,6 @@ class TorchEngine:
 
     def open(self, folder: Path, device: str = "cpu") -> TorchSession:
         return TorchSession(folder, device)
-
-
-def pick_token(logits: Any, sampling: Sampling, generator: Any = None) -> int:
-    import torch
-
-    if sampling.temperature <= 0:
-        return int(torch.argmax(logits))
-    probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)
-    if sampling.top_p < 1.0:
-        sorted_p, order = torch.sort(probs, descending=True)
-        keep = torch.cumsum(sorted_p, dim=-1) - sorted_p < sampling.top_p  # the top token always stays
-        probs = torch.zeros_like(probs).scatter(-1, order[keep], sorted_p[keep])
-    return int(torch.multinomial(probs / probs.sum(), 1, generator=generator))
 
 
 class TorchSession:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.engines.base import Sampling
+from edgekit.engines.base import Sampling, pick_token
 from edgekit.errors import EdgekitError, IntegrityError, MissingDependencyError, UsageError, first_line
 from edgekit.weights import TOKENIZER_FILES
 
@@ -271,30 +271,17 @@ def _write_weights(source: Any, config: Any, names: list[str], dtype: str, path:
     save_file({n: state[n] for n in names}, str(path), metadata={"format": "edgekit-tvm"})
 
 
-def pick_token(logits: np.ndarray, sampling: Sampling, rng: np.random.Generator) -> int:
-    """Greedy at temperature 0, else a draw from the temperature-scaled top-p nucleus."""
-    if sampling.temperature <= 0:
-        return int(np.argmax(logits))
-    z = logits.astype(np.float64) / sampling.temperature
-    probs = np.exp(z - z.max())
-    probs /= probs.sum()
-    order = np.argsort(-probs, kind="stable")
-    sorted_p = probs[order]
-    keep = np.cumsum(sorted_p) - sorted_p < sampling.top_p  # the top token always stays
-    nucleus = sorted_p[keep] / sorted_p[keep].sum()
-    return int(order[keep][rng.choice(len(nucleus), p=nucleus)])
-
-
 class TvmSession:
     runtime = "tvm"
 
     def __init__(self, folder: Path, device: str = "cpu", seed: int | None = None) -> None:
+        import torch
         import tvm
         import tvm_ffi
         from tvm import relax
 
         self.device, self._shape = device, tvm_ffi.Shape
-        self._rng = np.random.default_rng(seed)
+        self._generator = torch.Generator().manual_seed(seed) if seed is not None else None
         build = _read_build(folder)
         if build["device"] != device:
             raise UsageError(f"{folder.name} was compiled for {build['device']}, not {device}")
@@ -347,13 +334,15 @@ class TvmSession:
         return self._forward([token], "decode")
 
     def stream(self, ids: list[int], sampling: Sampling) -> Iterator[int]:
+        import torch
+
         logits = self.prefill(ids)
         made = 0
         while made < sampling.max_new_tokens and len(ids) + made < self.context_length:
             row = logits.numpy()[0, -1]
             if made < sampling.min_new_tokens:
                 row[list(self.eos_ids)] = -np.inf
-            token = pick_token(row, sampling, self._rng)
+            token = pick_token(torch.from_numpy(row), sampling, self._generator)
             made += 1
             yield token
             if token in self.eos_ids or made >= sampling.max_new_tokens:
@@ -361,11 +350,13 @@ class TvmSession:
             logits = self.decode(token)
 
     def first_token(self, ids: list[int]) -> tuple[float, float]:
+        import torch
+
         start = time.perf_counter()
         logits = self.prefill(ids)
         self._dev.sync()
         prefilled = time.perf_counter()
-        pick_token(logits.numpy()[0, -1], Sampling(), self._rng)
+        pick_token(torch.from_numpy(logits.numpy()[0, -1]), Sampling(), self._generator)
         return prefilled - start, time.perf_counter() - start
 
 
