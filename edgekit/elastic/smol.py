@@ -88,6 +88,20 @@ def projection_dims(g: Geometry) -> dict[str, tuple[int, int]]:
     }
 
 
+def lora_pairs(
+    dims: dict[str, tuple[int, int]], targets: list[str], lead: tuple[int, ...], rank: int
+) -> tuple[nn.ParameterDict, nn.ParameterDict]:
+    """(A, B) per target, each with the `lead` dimensions (layers, experts) in front."""
+    a, b = nn.ParameterDict(), nn.ParameterDict()
+    for t in targets:
+        fan_in, fan_out = dims[t]
+        # LoRA's init: A random (Kaiming-uniform bound), B zero, so training starts at the base model.
+        bound = 1 / math.sqrt(fan_in)
+        a[t] = nn.Parameter(torch.empty(*lead, rank, fan_in).uniform_(-bound, bound))
+        b[t] = nn.Parameter(torch.zeros(*lead, fan_out, rank))
+    return a, b
+
+
 class Smol(nn.Module):
     def __init__(self, geometry: Geometry, config: SmolConfig, widths: list[int]) -> None:
         super().__init__()
@@ -95,21 +109,9 @@ class Smol(nn.Module):
         self.widths = sorted(widths, reverse=True)
         n, e, r = geometry.num_layers, config.experts, config.rank
         dims = projection_dims(geometry)
-        self.A = nn.ParameterDict()
-        self.B = nn.ParameterDict()
-        for t in config.targets:
-            fan_in, fan_out = dims[t]
-            # LoRA's init: A random (Kaiming-uniform bound), B zero, so training starts at the base model.
-            bound = 1 / math.sqrt(fan_in)
-            self.A[t] = nn.Parameter(torch.empty(n, e, r, fan_in).uniform_(-bound, bound))
-            self.B[t] = nn.Parameter(torch.zeros(n, e, fan_out, r))
+        self.A, self.B = lora_pairs(dims, config.targets, (n, e), r)
         if config.shared:
-            self.shared_A, self.shared_B = nn.ParameterDict(), nn.ParameterDict()
-            for t in config.targets:
-                fan_in, fan_out = dims[t]
-                bound = 1 / math.sqrt(fan_in)
-                self.shared_A[t] = nn.Parameter(torch.empty(n, r, fan_in).uniform_(-bound, bound))
-                self.shared_B[t] = nn.Parameter(torch.zeros(n, fan_out, r))
+            self.shared_A, self.shared_B = lora_pairs(dims, config.targets, (n,), r)
         code = n + len(self.widths) + 1
         self.gate = nn.Sequential(nn.Linear(code, config.gate_hidden), nn.GELU(), nn.Linear(config.gate_hidden, e))
 
