@@ -28,11 +28,12 @@ from common import PIQA, PIQA_LABELS, RESULTS, ROOT, SHARED_DATA, WIKITEXT, desc
 SHAPES = ["d30-w100", "d24-w100", "d20-w100", "d15-w100", "d30-w82", "d30-w61", "d30-w48"]
 PYDOC_TRAIN = SHARED_DATA / "pydoc" / "train.txt"
 PYDOC_DEV = SHARED_DATA / "pydoc" / "dev.txt"
+RESULT_FILE = RESULTS / "one_for_all.json"
 RUNS = {
-    "ours": [],
-    "ours-factors": ["smol.mixing=factors"],  # the first SMOL form (mixed A and B), as shipped first
-    "ours-shared": ["smol.shared=true"],  # candidate: a shared always-on LoRA beside the routed experts
-    "single-lora": ["smol.gated=false"],
+    "ours": [],  # the recipe: a shared always-on LoRA beside the routed experts, whole-LoRA mixing
+    "ours-routed": ["smol.shared=false"],  # routed experts only
+    "ours-factors": ["smol.shared=false", "smol.mixing=factors"],  # the first SMOL form (mixed A and B)
+    "single-lora": ["smol.gated=false", "smol.shared=false"],
     "no-distill": ["train.distill=false"],
     "no-balance": ["train.balance=false"],
     "no-sandwich": ["train.sandwich=false"],
@@ -62,7 +63,7 @@ def main() -> None:
     ap.add_argument("--report", action="store_true", help="print the tables from the results on disk and exit")
     args = ap.parse_args()
     if args.report:
-        results = json.loads((RESULTS / "one_for_all.json").read_text())
+        results = json.loads(RESULT_FILE.read_text())
         print_table(results)
         print(markdown(results, args.stop_at))
         return
@@ -77,8 +78,7 @@ def main() -> None:
     from edgekit.elastic.recipe import load_recipe
     from edgekit.elastic.train import prepare_run, train
 
-    path = RESULTS / "one_for_all.json"
-    results = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
+    results = json.loads(RESULT_FILE.read_text()) if RESULT_FILE.is_file() else {"runs": {}}
     results["machine"] = machine()
     touched: set[str] = set()
     only = [x for x in args.only.split(",") if x]
@@ -88,7 +88,7 @@ def main() -> None:
     def save() -> None:
         # Two pieces of the benchmark may run side by side (one thread each): merge into what is on disk
         # instead of overwriting the other's runs.
-        on_disk = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
+        on_disk = json.loads(RESULT_FILE.read_text()) if RESULT_FILE.is_file() else {"runs": {}}
         on_disk["runs"].update({k: results["runs"][k] for k in touched})
         on_disk["machine"] = results["machine"]
         write_result("one_for_all", on_disk)
@@ -131,6 +131,7 @@ def main() -> None:
             if shape in per["shapes"]:
                 continue
             extra = [f"train.grid=[{shape}]", "train.sandwich=false", "train.shapes_per_step=1", "smol.gated=false",
+                     "smol.shared=false",
                      "train.teacher=" + ("inplace" if shape == "d30-w100" else "frozen")]  # fmt: skip
             recipe = load_recipe("smollm2-135m", overrides(per_steps, args.device) + extra)
             trainer = prepare_run(recipe, ROOT / "runs" / f"per-shape{tag}-{shape}", resume=True)
@@ -172,13 +173,13 @@ def print_table(results: dict) -> None:
     Console().print(table)
 
 
-METRICS = (("ppl", "wikitext ppl", False), ("domain_ppl", "pydoc ppl", False), ("acc_norm", "PIQA acc_norm", True))
+METRICS = (("ppl", False), ("domain_ppl", False), ("acc_norm", True))  # (key, higher is better)
 
 
 def wins(ours: dict, other: dict) -> dict[str, list[str]]:
     """Per metric, the shapes (present in both) where ours is strictly better."""
     out: dict[str, list[str]] = {}
-    for key, _, higher in METRICS:
+    for key, higher in METRICS:
         shared = [s for s in SHAPES if s in ours["shapes"] and s in other["shapes"]]
         out[key] = [s for s in shared if (ours["shapes"][s][key] > other["shapes"][s][key]) == higher
                     and ours["shapes"][s][key] != other["shapes"][s][key]]  # fmt: skip
@@ -220,7 +221,7 @@ def markdown(results: dict, stop: int | None) -> str:
     lines += ["", "| ours" + tag + " against | shapes compared | better wikitext ppl | better pydoc ppl | better PIQA |"
               " avg wikitext ppl (geo) ours / them | avg pydoc ppl (geo) | avg PIQA |", "| --- " * 8 + "|"]  # fmt: skip
     for name, run in runs.items():
-        if name == "ours" + tag or name.startswith("ours"):
+        if name.startswith("ours"):
             continue
         shared = [s for s in SHAPES if s in run["shapes"] and s in ours["shapes"]]
         if not shared:
