@@ -145,6 +145,12 @@ def test_frozen_teacher_caches_top_k_once(tiny_plan: Path, calib_text: Path, tmp
         (["train.teacher=oracle"], "train.teacher must be inplace or frozen"),
         (["smol.top_k=9"], "top_k must be between 1 and experts"),
         (["train.steps"], "not key=value"),
+        (["train.lr=abc"], "train.lr must be a number, got 'abc'"),
+        (["train.steps=2.5"], "train.steps must be an integer"),
+        (["train.sandwich=maybe"], "train.sandwich must be true or false"),
+        (["train.grid=d6-w100"], "train.grid must be a list of strings or null"),
+        (["smol.mixing=sum"], "mixing must be outputs or factors"),
+        (["smol.gated=false", "smol.shared=true"], "set smol.shared=false"),
     ],
 )
 def test_bad_recipes_name_the_key(tiny_plan: Path, calib_text: Path, overrides: list[str], message: str):

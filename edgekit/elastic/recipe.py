@@ -1,15 +1,17 @@
 """Training recipes: YAML files with a fixed schema, overridable from the command line as key=value.
 
 Every ingredient of the one-for-all run has a switch here, so the ablations run from the same code:
-`train.distill=false`, `train.balance=false`, `train.sandwich=false`, `smol.gated=false`.
+`train.distill=false`, `train.balance=false`, `train.sandwich=false`,
+`smol.gated=false smol.shared=false` (one plain LoRA).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -55,8 +57,8 @@ class TrainConfig:
     log_every: int = 10
     grad_clip: float = 1.0
     device: str = "auto"  # auto | cpu | cuda
-    bf16: str = "auto"  # autocast where a GPU supports it
-    grad_checkpointing: str = "auto"
+    bf16: str | bool = "auto"  # autocast where a GPU supports it
+    grad_checkpointing: str | bool = "auto"
 
     def __post_init__(self) -> None:
         # YAML reads `true`/`false` as booleans; these switches also take "auto"
@@ -131,11 +133,34 @@ def _build(cls: type, data: Any, where: str) -> Any:
         if dataclasses.is_dataclass(hint):
             kwargs[key] = _build(hint, value, f"{where}.{key}" if where else key)
         else:
-            kwargs[key] = value
+            kwargs[key] = _typed(value, hint, f"{where}.{key}" if where else key)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"recipe: {where or 'top level'}: {exc}") from None
+
+
+_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _typed(value: Any, hint: Any, name: str) -> Any:
+    """The value as the field's type wants it (an int where a float goes), or a UsageError naming the key."""
+    options = get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
+    for option in options:
+        if option is type(None) and value is None:
+            return None
+        if option is bool and isinstance(value, bool):
+            return value
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if option is str and isinstance(value, str):
+            return value
+        if get_origin(option) is list and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value
+    kinds = [_KINDS.get(o, "a list of strings" if get_origin(o) is list else "null") for o in options]
+    raise UsageError(f"recipe: {name} must be {' or '.join(kinds)}, got {value!r}")
 
 
 def _coerce(text: str) -> Any:

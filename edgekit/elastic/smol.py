@@ -57,7 +57,10 @@ class SmolConfig:
         if self.mixing not in ("outputs", "factors"):
             raise ValueError(f"mixing must be outputs or factors, got {self.mixing}")
         if self.shared and (self.mixing != "outputs" or not self.gated):
-            raise ValueError("shared needs gated experts mixed as outputs (smol.mixing=outputs)")
+            raise ValueError(
+                "shared needs gated experts mixed as outputs (smol.mixing=outputs); "
+                "with smol.gated=false or smol.mixing=factors, set smol.shared=false"
+            )
         if not self.gated:
             self.experts, self.top_k = 1, 1
         if not 1 <= self.top_k <= self.experts:
