@@ -68,12 +68,19 @@ def test_resume_takes_exactly_the_step_the_uninterrupted_run_took(
     train(whole, on_step=lambda r: losses.append(r.losses))
     assert (tmp_path / "a/checkpoints/step-000002/state.json").is_file()
     assert (tmp_path / "a/metrics.csv").read_text().count("\n") == 5  # header + 4 steps
-    # a second run stopped after step 2, then resumed
+    # a second run killed during step 3, after its step-2 checkpoint and step 3's log line, then resumed
     cut = tmp_path / "b"
-    first = prepare_run(_recipe(tiny_plan, calib_text, *smol, "train.steps=2"), cut, resume=False)
-    train(first)
+
+    def crash(result) -> None:
+        if result.step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(prepare_run(_recipe(tiny_plan, calib_text, *smol), cut, resume=False), on_step=crash)
     resumed = prepare_run(_recipe(tiny_plan, calib_text, *smol), cut, resume=True)
     assert resumed.state.step == 2
+    # the log forgets what the checkpoint does not hold, so the resumed run does not log step 3 twice
+    assert [row.split(",")[0] for row in (cut / "metrics.csv").read_text().splitlines()[1:]] == ["0", "1"]
     nxt = resumed.step()
     assert nxt.losses == pytest.approx(losses[2], rel=1e-6, abs=1e-7)
 

@@ -345,6 +345,20 @@ def append_metrics(run_dir: Path, result: StepResult, shapes_order: list[str]) -
         )  # fmt: skip
 
 
+def trim_metrics(run_dir: Path, step: int) -> None:
+    """Drop log rows of steps at or after `step`: a run killed between checkpoints logged steps that its
+    resume takes again, and the log must not hold them twice."""
+    path = run_dir / METRICS
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = lines[:1] + [line for line in lines[1:] if int(line.split(",", 1)[0]) < step]
+    if len(kept) < len(lines):
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(kept))
+        tmp.replace(path)
+
+
 def out_of_memory(exc: BaseException) -> ResourceError:
     return ResourceError(
         f"out of memory while training ({first_line(exc)[:80]}): lower train.batch_size, data.seq_len "
@@ -400,6 +414,7 @@ def prepare_run(recipe: Recipe, run_dir: Path, resume: bool) -> Trainer:
     if existing is not None:
         trainer.load_checkpoint(existing)
     if trainer.rank == 0:
+        trim_metrics(run_dir, trainer.state.step)
         (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     return trainer
 
