@@ -34,6 +34,8 @@ RUNS = {
     "ours-routed": ["smol.shared=false"],  # routed experts only
     "ours-factors": ["smol.shared=false", "smol.mixing=factors"],  # the first SMOL form (mixed A and B)
     "single-lora": ["smol.gated=false", "smol.shared=false"],
+    # one plain LoRA as wide as ours' active adapters at any one shape (shared + top-2 routed = 3 x rank 6)
+    "single-lora-r18": ["smol.gated=false", "smol.shared=false", "smol.rank=18", "smol.alpha=36"],
     "no-distill": ["train.distill=false"],
     "no-balance": ["train.balance=false"],
     "no-sandwich": ["train.sandwich=false"],
