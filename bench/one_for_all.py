@@ -31,6 +31,9 @@ PYDOC_DEV = SHARED_DATA / "pydoc" / "dev.txt"
 RESULT_FILE = RESULTS / "one_for_all.json"
 RUNS = {
     "ours": [],  # the recipe: a shared always-on LoRA beside the routed experts, whole-LoRA mixing
+    # candidate: the full shape also distils from the original model (weight 1 beside its data loss), so it
+    # keeps what it knew while learning pydoc
+    "ours-anchor": ["train.anchor=1.0"],
     "ours-routed": ["smol.shared=false"],  # routed experts only
     "ours-factors": ["smol.shared=false", "smol.mixing=factors"],  # the first SMOL form (mixed A and B)
     "single-lora": ["smol.gated=false", "smol.shared=false"],

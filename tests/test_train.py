@@ -143,6 +143,39 @@ def test_frozen_teacher_caches_top_k_once(tiny_plan: Path, calib_text: Path, tmp
     assert torch.equal(again.teacher_cache["rows"], visited)
 
 
+def test_anchor_keeps_the_full_shape_near_the_original_model(tiny_plan: Path, calib_text: Path, tmp_path: Path):
+    import torch.nn.functional as F
+
+    from edgekit.elastic.train import soft_ce_topk
+
+    def original_logits(trainer, ids):
+        smol, trainer.model.smol = trainer.model.smol, None
+        with torch.no_grad():
+            logits = trainer.model(ids).logits[:, :-1].float()
+        trainer.model.smol = smol
+        return logits
+
+    drift = {}
+    for anchor in (0.0, 4.0):
+        extra = ("train.steps=12", "train.checkpoint_every=100", "train.teacher_topk=8", f"train.anchor={anchor}")
+        trainer = prepare_run(_recipe(tiny_plan, calib_text, *extra), tmp_path / f"a{anchor}", resume=False)
+        losses = []
+        train(trainer, on_step=lambda r, out=losses: out.append(r.losses))
+        ids = trainer.data.data[trainer.rows(0)]
+        before = original_logits(trainer, ids)
+        if anchor:
+            # at step 0 the adapters add nothing, so the full shape's loss is the data loss plus the anchor
+            # against the original model's own top-k
+            ce = F.cross_entropy(before.reshape(-1, before.shape[-1]), ids[:, 1:].reshape(-1))
+            top = torch.topk(before, 8, dim=-1)
+            expected = ce + anchor * soft_ce_topk(before, top.values.half(), top.indices, 1.0)
+            assert losses[0]["d6-w100"] == pytest.approx(expected.item(), rel=2e-3)
+        with torch.no_grad():
+            after = trainer.model(ids, trainer.full).logits[:, :-1].float()
+        drift[anchor] = F.kl_div(after.log_softmax(-1), before.log_softmax(-1), log_target=True, reduction="batchmean")
+    assert drift[4.0] < 0.5 * drift[0.0], drift
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -157,6 +190,7 @@ def test_frozen_teacher_caches_top_k_once(tiny_plan: Path, calib_text: Path, tmp
         (["train.sandwich=maybe"], "train.sandwich must be true or false"),
         (["train.grid=d6-w100"], "train.grid must be a list of strings or null"),
         (["smol.mixing=sum"], "mixing must be outputs or factors"),
+        (["train.anchor=-1"], "train.anchor must be at least 0"),
         (["smol.gated=false", "smol.shared=true"], "set smol.shared=false"),
     ],
 )

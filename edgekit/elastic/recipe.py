@@ -50,6 +50,10 @@ class TrainConfig:
     distill: bool = True  # subnets learn from the full model's logits (else from the data)
     teacher: str = "inplace"  # inplace: the full model as it trains | frozen: the original model, cached top-k
     teacher_topk: int = 64
+    # the full shape also learns the original model's cached top-k logits, at this weight beside its data
+    # loss: an anchor that keeps the largest shape (and so every shape it teaches) near the pretrained
+    # model while it specialises on the data
+    anchor: float = 0.0
     temperature: float = 1.0
     balance: bool = True  # loss-magnitude balancing: L_i * sg(L_full) / sg(L_i)
     grid: list[str] | None = None  # shapes to sample from (default: the plan's grid)
@@ -103,6 +107,7 @@ class Recipe:
             ),
             (t.teacher in ("inplace", "frozen"), "train.teacher must be inplace or frozen"),
             (t.temperature > 0, "train.temperature must be positive"),
+            (t.anchor >= 0, "train.anchor must be at least 0"),
             (self.data.seq_len >= 8, "data.seq_len must be at least 8"),
             (self.data.format in ("auto", "text", "jsonl"), "data.format must be auto, text or jsonl"),
             (bool(self.data.train), "data.train is required (a text file, a JSONL file or a dataset name)"),

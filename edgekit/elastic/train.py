@@ -3,7 +3,9 @@
 Each step samples shapes (the sandwich: largest, smallest, and random ones from the grid), runs the
 full model on the data (cross-entropy), and trains every other shape against the full model's
 detached logits (in-place distillation) or a frozen original model's cached top-k logits. Losses are
-balanced so each shape pulls with the full model's strength: L_i * sg(L_full) / sg(L_i).
+balanced so each shape pulls with the full model's strength: L_i * sg(L_full) / sg(L_i). With
+`train.anchor` the full model also learns the original model's cached top-k logits beside the data, so
+it (and every shape it teaches) stays near the pretrained model while it specialises.
 
 Everything a step does depends only on (seed, step): the batch, the shapes, the gate noise. So a run
 resumed from a checkpoint takes exactly the steps the uninterrupted run would have taken.
@@ -180,6 +182,9 @@ class Trainer:
                     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1))
                     if shape == self.full:
                         teacher = logits.detach()
+                        if r.anchor > 0:
+                            values, indices = self._cached_teacher(step)
+                            loss = loss + r.anchor * soft_ce_topk(logits, values, indices, r.temperature)
                 elif r.teacher == "frozen":
                     values, indices = self._cached_teacher(step)
                     loss = soft_ce_topk(logits, values, indices, r.temperature)
@@ -256,7 +261,7 @@ class Trainer:
 
     def _cached_teacher(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self.teacher_cache is None:
-            raise UsageError("train.teacher=frozen needs the teacher cache (build_teacher_cache)")
+            raise UsageError("train.teacher=frozen and train.anchor need the teacher cache (build_teacher_cache)")
         # the cache holds the visited rows in sorted order
         at = torch.searchsorted(self.teacher_cache["rows"], self.rows(step))
         return (
@@ -429,7 +434,7 @@ def train(
     equal-budget comparisons stop several runs at one step without changing their learning rate."""
     r = trainer.recipe.train
     last = min(r.steps, stop_at) if stop_at else r.steps
-    if r.teacher == "frozen" and trainer.teacher_cache is None:
+    if (r.teacher == "frozen" or r.anchor > 0) and trainer.teacher_cache is None:
         if on_stage:
             on_stage("caching the frozen teacher's top-k logits")
         trainer.build_teacher_cache()
