@@ -66,11 +66,12 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=400, help="PIQA items")
     ap.add_argument("--stop-at", type=int, default=None, help="compare every run at this step of the schedule")
     ap.add_argument("--report", action="store_true", help="print the tables from the results on disk and exit")
+    ap.add_argument("--ours", default="ours", help="with --report: the run the others are compared with")
     args = ap.parse_args()
     if args.report:
         results = json.loads(RESULT_FILE.read_text())
         print_table(results)
-        print(markdown(results, args.stop_at))
+        print(markdown(results, args.stop_at, args.ours))
         return
     stop = args.stop_at if args.stop_at and args.stop_at < args.steps else None
     tag = f"@{stop}" if stop else ""
@@ -203,15 +204,16 @@ def averages(run: dict, shapes: list[str]) -> dict[str, float]:
     }
 
 
-def markdown(results: dict, stop: int | None) -> str:
-    """The README / closing-note tables: every run per shape, then ours against each baseline."""
+def markdown(results: dict, stop: int | None, name: str = "ours") -> str:
+    """The README / closing-note tables: every run per shape, then `name` against every other run of the
+    same budget (read at step `stop`, or run to the end when there is no stop) and stage 1."""
     runs = results["runs"]
     tag = f"@{stop}" if stop else ""
     lines = ["| run | steps | tokens | train s | " + " | ".join(SHAPES) + " |", "| --- " * (4 + len(SHAPES)) + "|"]
-    for name, run in runs.items():
+    for row_name, run in runs.items():
         cells = [f"{r['ppl']:.1f} / {r['domain_ppl']:.1f} / {r['acc_norm']:.3f}" if (r := run["shapes"].get(s)) else "-"
                  for s in SHAPES]  # fmt: skip
-        if name.startswith("per-shape"):
+        if row_name.startswith("per-shape"):
             each = list(run["shapes"].values())
             steps = f"{run['steps_each']} per shape"
             tokens = f"{sum(r['tokens'] for r in each):,} ({len(each)} shape{'s' * (len(each) != 1)})"
@@ -219,14 +221,15 @@ def markdown(results: dict, stop: int | None) -> str:
         else:
             steps, tokens = str(run.get("steps", 0)), f"{run.get('tokens', 0):,}"
             secs = f"{run['train_seconds']:,.0f}" if "train_seconds" in run else "0"
-        lines.append(f"| {name} | {steps} | {tokens} | {secs} | " + " | ".join(cells) + " |")
-    ours = runs.get("ours" + tag)
+        lines.append(f"| {row_name} | {steps} | {tokens} | {secs} | " + " | ".join(cells) + " |")
+    ours = runs.get(name + tag)
     if ours is None:
         return "\n".join(lines)
-    lines += ["", "| ours" + tag + " against | shapes compared | better wikitext ppl | better pydoc ppl | better PIQA |"
+    lines += ["", f"| {name}{tag} against | shapes compared | better wikitext ppl | better pydoc ppl | better PIQA |"
               " avg wikitext ppl (geo) ours / them | avg pydoc ppl (geo) | avg PIQA |", "| --- " * 8 + "|"]  # fmt: skip
-    for name, run in runs.items():
-        if name.startswith("ours"):
+    for other, run in runs.items():
+        same_budget = other.endswith(tag) if tag else "@" not in other
+        if other == name + tag or not (same_budget or other == "stage1"):
             continue
         shared = [s for s in SHAPES if s in run["shapes"] and s in ours["shapes"]]
         if not shared:
@@ -234,7 +237,7 @@ def markdown(results: dict, stop: int | None) -> str:
         w = wins(ours, run)
         a, b = averages(ours, shared), averages(run, shared)
         lines.append(
-            f"| {name} | {len(shared)} | {len(w['ppl'])} | {len(w['domain_ppl'])} | {len(w['acc_norm'])} | "
+            f"| {other} | {len(shared)} | {len(w['ppl'])} | {len(w['domain_ppl'])} | {len(w['acc_norm'])} | "
             f"{a['ppl']:.1f} / {b['ppl']:.1f} | {a['domain_ppl']:.1f} / {b['domain_ppl']:.1f} | "
             f"{a['acc_norm']:.3f} / {b['acc_norm']:.3f} |"
         )
