@@ -121,14 +121,26 @@ def test_frozen_teacher_caches_top_k_once(tiny_plan: Path, calib_text: Path, tmp
         tmp_path / "run",
         resume=False,
     )
-    train(trainer)
+    stages: list[str] = []
+    train(trainer, stop_at=1, on_stage=stages.append)
     cache = tmp_path / "run/teacher-topk.safetensors"
     assert cache.is_file()
     assert trainer.teacher_cache["indices"].shape[-1] == 8
-    # only the sequences the schedule visits are cached, not the whole corpus
+    assert stages and stages[-1].endswith(f"{len(trainer.data.rows(0))}/{len(trainer.data.rows(0))} sequences")
+    # a run paused at step 1 caches only step 0's sequences; resumed, it adds the rest, and only the
+    # sequences the schedule visits, not the whole corpus
+    assert torch.equal(trainer.teacher_cache["rows"], torch.unique(trainer.data.rows(0)))
+    first = {k: v.clone() for k, v in trainer.teacher_cache.items()}
+    trainer = prepare_run(trainer.recipe, tmp_path / "run", resume=True)
+    stages.clear()
+    train(trainer, on_stage=stages.append)
     visited = torch.unique(torch.cat([trainer.data.rows(s) for s in range(2)]))
     assert torch.equal(trainer.teacher_cache["rows"], visited)
     assert len(visited) < len(trainer.data)
+    added = len(visited) - len(first["rows"])
+    assert added > 0 and stages[-1].endswith(f"{added}/{added} sequences")  # extended, not recomputed
+    kept = torch.searchsorted(trainer.teacher_cache["rows"], first["rows"])
+    assert torch.equal(trainer.teacher_cache["values"][kept], first["values"])
     # and a step's cached logits are the original model's (no adapters) top-k for that step's batch
     smol, trainer.model.smol = trainer.model.smol, None
     with torch.no_grad():
@@ -139,8 +151,10 @@ def test_frozen_teacher_caches_top_k_once(tiny_plan: Path, calib_text: Path, tmp
     assert (indices == top.indices).float().mean() > 0.95  # ties in fp16 may swap neighbours
     # a resumed run reads the cache back instead of recomputing it
     again = prepare_run(trainer.recipe, tmp_path / "run", resume=True)
-    again.build_teacher_cache()
+    computed: list[int] = []
+    again.build_teacher_cache(on_progress=lambda done, total: computed.append(total))
     assert torch.equal(again.teacher_cache["rows"], visited)
+    assert computed == []
 
 
 def test_anchor_keeps_the_full_shape_near_the_original_model(tiny_plan: Path, calib_text: Path, tmp_path: Path):

@@ -218,42 +218,56 @@ class Trainer:
 
     # --------------------------------------------------------------- frozen teacher
 
-    def build_teacher_cache(self, on_progress: Callable[[int, int], None] | None = None) -> None:
-        """Top-k logits of the original model (no adapters) for the sequences this run's schedule visits,
-        computed once. Only those: the corpus can hold far more sequences than `steps x batch_size`."""
+    def build_teacher_cache(
+        self, upto: int | None = None, on_progress: Callable[[int, int], None] | None = None
+    ) -> None:
+        """Top-k logits of the original model (no adapters) for the sequences the schedule visits before
+        step `upto` (default: the last), computed once. Only those: the corpus can hold far more sequences
+        than `steps x batch_size`, and a run paused early must not pay for steps it has not reached. A
+        cache on disk is extended with the sequences it lacks, not recomputed."""
         r = self.recipe.train
         path = self.run_dir / "teacher-topk.safetensors"
         from safetensors.torch import load_file, save_file
 
-        needed = torch.unique(torch.cat([self.data.rows(step) for step in range(r.steps)]))
+        needed = torch.unique(torch.cat([self.data.rows(step) for step in range(upto or r.steps)]))
         if self.rank != 0:  # rank 0 computes the cache once; the others read it
             barrier()
-        if path.is_file():
+        cache = self.teacher_cache
+        if cache is None and path.is_file():
             cache = load_file(str(path))
-            if "rows" in cache and bool(torch.isin(needed, cache["rows"]).all()):
-                self.teacher_cache = cache
-                if self.rank == 0:
-                    barrier()
-                return
-            if self.rank != 0:
-                raise UsageError(f"{path} does not cover this run's sequences: delete it and start again")
-        smol, self.model.smol = self.model.smol, None
-        values, indices = [], []
-        try:
-            with torch.inference_mode():
-                for start in range(0, len(needed), 8):
-                    batch = self.data.data[needed[start : start + 8]].to(self.device)
-                    logits = self.model(batch).logits[:, :-1].float()
-                    top = torch.topk(logits, r.teacher_topk, dim=-1)
-                    values.append(top.values.half().cpu())
-                    indices.append(top.indices.int().cpu())
-                    if on_progress:
-                        on_progress(min(start + 8, len(needed)), len(needed))
-        finally:
-            self.model.smol = smol
-        self.teacher_cache = {"rows": needed, "values": torch.cat(values), "indices": torch.cat(indices)}
-        save_file(self.teacher_cache, str(path))
-        barrier()
+            if "rows" not in cache:  # written before caches recorded their rows: unusable
+                cache = None
+        have = cache["rows"] if cache is not None else torch.empty(0, dtype=needed.dtype)
+        missing = needed[~torch.isin(needed, have)]
+        if len(missing) and self.rank != 0:
+            raise UsageError(f"{path} does not cover this run's sequences: delete it and start again")
+        if len(missing):
+            smol, self.model.smol = self.model.smol, None
+            values, indices = [], []
+            try:
+                with torch.inference_mode():
+                    for start in range(0, len(missing), 8):
+                        batch = self.data.data[missing[start : start + 8]].to(self.device)
+                        logits = self.model(batch).logits[:, :-1].float()
+                        top = torch.topk(logits, r.teacher_topk, dim=-1)
+                        values.append(top.values.half().cpu())
+                        indices.append(top.indices.int().cpu())
+                        if on_progress:
+                            on_progress(min(start + 8, len(missing)), len(missing))
+            finally:
+                self.model.smol = smol
+            if cache is not None:
+                values.insert(0, cache["values"])
+                indices.insert(0, cache["indices"])
+            rows = torch.cat([have, missing])
+            order = torch.argsort(rows)  # _cached_teacher looks rows up by binary search
+            cache = {"rows": rows[order], "values": torch.cat(values)[order], "indices": torch.cat(indices)[order]}
+            tmp = path.with_suffix(".tmp")
+            save_file(cache, str(tmp))
+            tmp.replace(path)
+        self.teacher_cache = cache
+        if self.rank == 0:
+            barrier()
 
     def rows(self, step: int) -> torch.Tensor:
         """This process's sequences of the step's batch: all of them, or its share under data parallelism."""
@@ -434,10 +448,10 @@ def train(
     equal-budget comparisons stop several runs at one step without changing their learning rate."""
     r = trainer.recipe.train
     last = min(r.steps, stop_at) if stop_at else r.steps
-    if (r.teacher == "frozen" or r.anchor > 0) and trainer.teacher_cache is None:
-        if on_stage:
-            on_stage("caching the frozen teacher's top-k logits")
-        trainer.build_teacher_cache()
+    if r.teacher == "frozen" or r.anchor > 0:
+        label = "caching the original model's top-k logits"
+        progress = (lambda done, total: on_stage(f"{label}: {done}/{total} sequences")) if on_stage else None
+        trainer.build_teacher_cache(upto=last, on_progress=progress)
     order = [s.name for s in sorted(trainer.grid, key=trainer.params, reverse=True)]
     try:
         while trainer.state.step < last:
