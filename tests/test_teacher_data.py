@@ -102,9 +102,10 @@ def test_a_recipe_without_chat_keeps_its_identity_and_one_with_chat_trains(
     for key in ("steps", "checkpoint_every", "log_every"):
         data["train"].pop(key)
     data.pop("eval")
-    del data["data"]["chat"], data["data"]["chat_fraction"]
-    # checkpoints written before the chat mix existed still resume
+    del data["data"]["chat"], data["data"]["chat_fraction"], data["train"]["anchor"]
+    # checkpoints written before the chat mix and the anchor existed still resume
     assert recipe_identity(plain) == hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    assert recipe_identity(_recipe(tiny_plan, calib_text, "train.anchor=1.0")) != recipe_identity(plain)
     chat = tmp_path / "chat.jsonl"
     chat.write_text("".join(json.dumps({"prompt": f"q{i}", "response": "an answer " * 8}) + "\n" for i in range(20)))
     mixed = _recipe(tiny_plan, calib_text, f"data.chat={chat}", "data.chat_fraction=0.5")

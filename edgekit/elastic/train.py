@@ -81,9 +81,13 @@ def recipe_identity(recipe: Recipe) -> str:
     for key in ("steps", "checkpoint_every", "log_every"):
         data["train"].pop(key, None)
     data.pop("eval", None)
-    if not data["data"].get("chat"):  # added later: runs without a chat mix keep the identity they had
+    # Keys added after runs existed: at their neutral value they leave the identity as it was, so those
+    # runs still resume.
+    if not data["data"].get("chat"):
         data["data"].pop("chat", None)
         data["data"].pop("chat_fraction", None)
+    if not data["train"].get("anchor"):
+        data["train"].pop("anchor", None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
