@@ -357,12 +357,13 @@ def deploy(req: DeployRequest, step: Callable[[str], Any] | None = None) -> Depl
     stepped: list[dict[str, Any]] = []
     attempts: list[Attempt] = []
     slowdown = 1.0  # measured / predicted of the shapes that missed: the machine is slower than its LUT
+    check = budget  # what a measurement on this machine is held to
+    full_measured: Attempt | None = None
     with tempfile.TemporaryDirectory(prefix="edgekit-deploy-") as tmp:
-        for i in range(MAX_STEP_DOWNS + 1):
-            chosen = _next_candidate(fitting, {a.candidate.shape for a in attempts}, budget, slowdown)
-            if chosen is None:
-                break
-            shape = parse_shape(chosen.shape)
+
+        def build(candidate: Candidate, i: int) -> Attempt:
+            nonlocal elastic
+            shape = parse_shape(candidate.shape)
             hf_dir, compiled = Path(tmp) / f"hf-{i}", Path(tmp) / f"model-{i}"
             start = time.perf_counter()
             with step(f"extracting {shape.name}" + (" (merging its SMOL mix)" if source.ckpt else "")):
@@ -371,27 +372,47 @@ def deploy(req: DeployRequest, step: Callable[[str], Any] | None = None) -> Depl
             compiled.mkdir()
             start = time.perf_counter()
             with step(f"compiling for {res.runtime} {res.precision} on {res.device}"):
-                build = engine.compile(hf_dir, compiled, res.precision, res.device, options)
+                built = engine.compile(hf_dir, compiled, res.precision, res.device, options)
             t_compile = time.perf_counter() - start
-            figures, t_verify, miss = None, 0.0, None
+            figures, t_verify = None, 0.0
             if verify:
                 start = time.perf_counter()
                 with step(f"measuring {shape.name} on this machine"):
                     figures = measure_folder(res.runtime, compiled, res.device, req.settings)
                 t_verify = time.perf_counter() - start
-                miss = _misses(figures, budget)
-            timings = {
-                "extract_s": round(t_extract, 2),
-                "compile_s": round(t_compile, 2),
-                "verify_s": round(t_verify, 2),
-            }
-            attempts.append(Attempt(chosen, hf_dir, compiled, build, figures, miss, timings))
-            if not miss:
+            timings = {"extract_s": round(t_extract, 2), "compile_s": round(t_compile, 2),
+                       "verify_s": round(t_verify, 2)}  # fmt: skip
+            return Attempt(candidate, hf_dir, compiled, built, figures, None, timings)
+
+        if verify and req.budget.relative is not None and lut.status != MEASURED:
+            # "60%" means 60 % of the full model's latency on this machine; an estimated LUT can be off by
+            # 2x here, and a budget resolved from it would hold every shape to the wrong number
+            full_row = next(r for r in rows if r.shape == source.plan.full.name)
+            full_measured = build(full_row, len(attempts) + MAX_STEP_DOWNS + 1)
+            assert full_measured.figures is not None
+            check = req.budget.resolve(full_measured.figures.decode_ms)
+            slowdown = full_measured.figures.decode_ms / full
+            notes.append(
+                f"the LUT is estimated: measured the full model here, {full_measured.figures.decode_ms:.2f} "
+                f"ms/token ({slowdown:.2f}x its prediction), so the budget is {check.ms_per_token:.3g} ms/token"
+            )
+        for i in range(MAX_STEP_DOWNS + 1):
+            chosen = _next_candidate(fitting, {a.candidate.shape for a in attempts}, check, slowdown)
+            if chosen is None:
                 break
-            assert figures is not None
-            slowdown = max(slowdown, figures.decode_ms / chosen.decode_ms)
-            stepped.append({"shape": shape.name, "measured_decode_ms": figures.decode_ms, "why": miss})
-            notes.append(f"{shape.name} missed the budget ({miss}); stepping down")
+            if full_measured is not None and chosen.shape == full_measured.candidate.shape:
+                attempt = full_measured
+            else:
+                attempt = build(chosen, i)
+            attempt.miss = _misses(attempt.figures, check) if attempt.figures else None
+            attempts.append(attempt)
+            if not attempt.miss:
+                break
+            assert attempt.figures is not None
+            slowdown = max(slowdown, attempt.figures.decode_ms / chosen.decode_ms)
+            stepped.append({"shape": chosen.shape, "measured_decode_ms": attempt.figures.decode_ms,
+                            "why": attempt.miss})  # fmt: skip
+            notes.append(f"{chosen.shape} missed the budget ({attempt.miss}); stepping down")
         final_attempt = attempts[-1]
         if final_attempt.miss:
             # every try missed: keep the one that came closest, and say so
@@ -403,9 +424,15 @@ def deploy(req: DeployRequest, step: Callable[[str], Any] | None = None) -> Depl
             )
         chosen = final_attempt.candidate
         out = req.out or default_out(res, chosen.shape)
-        manifest = _manifest(req, res, source, lut, budget, chosen, rows, ranking, final_attempt.build,
+        manifest = _manifest(req, res, source, lut, check, chosen, rows, ranking, final_attempt.build,
                              final_attempt.figures, stepped, final_attempt.timings, engine.versions(),
                              final_attempt.hf_dir)  # fmt: skip
+        if full_measured is not None and full_measured.figures is not None:
+            manifest["budget"]["full_model_measured"] = {
+                "decode_ms": round(full_measured.figures.decode_ms, 3),
+                "predicted_decode_ms": round(full, 3),
+                "seconds": round(sum(full_measured.timings.values()), 2),
+            }
         # our own default folder is replaced by a new deploy of the same shape; a user's needs --force
         with atomic_dir(out, replace=req.force or req.out is None) as final:
             shutil.copytree(final_attempt.compiled, final / "model", dirs_exist_ok=True)

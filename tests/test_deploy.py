@@ -149,6 +149,28 @@ def test_deploy_picks_fits_compiles_verifies_and_chats(
     assert r.code == 3 and "does not match" in r.err and "Traceback" not in r.err
 
 
+def test_relative_budget_on_an_estimated_lut_is_held_to_the_measured_full_model(
+    cli, tiny_plan: Path, tiny_lut: Path, edgekit_home: Path
+) -> None:
+    # a reference LUT from "another machine" whose recorded bandwidth makes this host look 4x faster than it is:
+    # a budget of 99 % resolved from that estimate would be a quarter of what the full model really takes here
+    data = json.loads(tiny_lut.read_text())
+    data["target"] = "host-0ther"
+    data["provenance"]["bandwidth_gbs"] /= 4
+    (edgekit_home / "luts").mkdir(parents=True, exist_ok=True)
+    (edgekit_home / "luts" / "host-0ther.ort-int4-cpu.tiny.json").write_text(json.dumps(data))
+    out = edgekit_home / "dep-est"
+    r = cli("deploy", "--target", "host", "--budget", "99%", "--plan", str(tiny_plan), "--out", str(out), "--json")
+    assert r.code == 0, r.err
+    m = json.loads(r.out)
+    assert m["lut"]["status"] == "estimated"
+    full = m["budget"]["full_model_measured"]
+    assert full["decode_ms"] > 2 * full["predicted_decode_ms"]  # the estimate was about 4x optimistic
+    assert m["budget"]["resolved"]["ms_per_token"] == pytest.approx(0.99 * full["decode_ms"], rel=1e-2)
+    # held to the measured budget: it met it, or it is the fastest shape that was tried
+    assert m["measured"]["decode_ms"] <= m["budget"]["resolved"]["ms_per_token"] or m["stepped_down_from"]
+
+
 def test_deploy_refuses_bad_input_in_one_line(cli, tiny_plan: Path, tiny_lut: Path, edgekit_home: Path) -> None:
     _use_lut(tiny_lut, edgekit_home)
     base = ["deploy", "--plan", str(tiny_plan)]
