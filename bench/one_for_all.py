@@ -39,6 +39,9 @@ RUNS = {
     "single-lora": ["smol.gated=false", "smol.shared=false"],
     # one plain LoRA as wide as ours' active adapters at any one shape (shared + top-2 routed = 3 x rank 6)
     "single-lora-r18": ["smol.gated=false", "smol.shared=false", "smol.rank=18", "smol.alpha=36"],
+    # candidate at the same active rank as single-lora-r18: a wide shared expert (rank 12) beside 4 routed
+    # experts of rank 3 (top-2), scaling alpha / rank = 2 as everywhere else
+    "ours-shared12": ["smol.rank=3", "smol.alpha=6", "smol.shared_rank=12"],
     "no-distill": ["train.distill=false"],
     "no-balance": ["train.balance=false"],
     "no-sandwich": ["train.sandwich=false"],
@@ -104,6 +107,7 @@ def main() -> None:
         table = evaluate(load_elastic(plan), plan, tokenizer, args.limit)
         results["runs"]["stage1"] = {
             "shapes": table, "eval_seconds": round(time.perf_counter() - start, 1), "threads": threads(),
+            "machine": describe(results["machine"]),
         }  # fmt: skip
         touched.add("stage1")
         save()
@@ -123,6 +127,7 @@ def main() -> None:
             "overrides": extra, "steps": state.step, "tokens": state.tokens, "train_seconds": round(state.seconds, 1),
             "shape_samples": state.step * recipe.train.shapes_per_step, "shapes": table,
             "eval_seconds": round(time.perf_counter() - start, 1), "threads": threads(),
+            "machine": describe(results["machine"]),
         }  # fmt: skip
         touched.add(name + tag)
         save()
@@ -131,7 +136,9 @@ def main() -> None:
         grid = len(plan.grid())
         # the same number of tokens per shape as ours spends in total, divided by the grid size
         per_steps = max(1, (stop or args.steps) * shapes_per_step // grid)
-        per = results["runs"].setdefault("per-shape" + tag, {"shapes": {}, "steps_each": per_steps})
+        per = results["runs"].setdefault(
+            "per-shape" + tag, {"shapes": {}, "steps_each": per_steps, "machine": describe(results["machine"])}
+        )
         touched.add("per-shape" + tag)
         for shape in SHAPES:
             if shape in per["shapes"]:
@@ -222,6 +229,10 @@ def markdown(results: dict, stop: int | None, name: str = "ours") -> str:
             steps, tokens = str(run.get("steps", 0)), f"{run.get('tokens', 0):,}"
             secs = f"{run['train_seconds']:,.0f}" if "train_seconds" in run else "0"
         lines.append(f"| {row_name} | {steps} | {tokens} | {secs} | " + " | ".join(cells) + " |")
+    machines: dict[str, list[str]] = {}
+    for row_name, run in runs.items():
+        machines.setdefault(run.get("machine", "machine not recorded"), []).append(row_name)
+    lines += ["", *(f"- {', '.join(names)}: {where}" for where, names in machines.items())]
     ours = runs.get(name + tag)
     if ours is None:
         return "\n".join(lines)

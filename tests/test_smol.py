@@ -64,10 +64,13 @@ def test_mixing_outputs_is_the_gated_sum_of_whole_loras(tiny_plan: Path):
     assert (old.delta(1, "up", x, mix) - got).abs().max() > 1e-4
 
 
-def test_shared_expert_is_always_on_beside_the_routed_ones(tiny_plan: Path, tmp_path: Path):
+@pytest.mark.parametrize("shared_rank", [0, 7])
+def test_shared_expert_is_always_on_beside_the_routed_ones(tiny_plan: Path, tmp_path: Path, shared_rank: int):
     plan = load_plan(tiny_plan)
-    elastic = _adapted(plan, SmolConfig(experts=4, rank=4, top_k=2, mixing="outputs", shared=True))
+    cfg = SmolConfig(experts=4, rank=4, top_k=2, mixing="outputs", shared=True, shared_rank=shared_rank)
+    elastic = _adapted(plan, cfg)
     smol = elastic.smol
+    assert smol.shared_A["up"].shape[1] == (shared_rank or 4) and smol.A["up"].shape[2] == 4
     with torch.no_grad():
         for b in smol.shared_B.values():
             b.normal_(0, 0.05)
@@ -85,6 +88,8 @@ def test_shared_expert_is_always_on_beside_the_routed_ones(tiny_plan: Path, tmp_
         assert (hf(_ids()).logits - adapted).abs().max().item() < 1e-5
     with pytest.raises(ValueError, match="shared needs"):
         SmolConfig(shared=True, mixing="factors")
+    with pytest.raises(ValueError, match="shared_rank needs"):
+        SmolConfig(shared_rank=8)
 
 
 def test_checkpoints_without_mixing_load_as_factors():

@@ -48,6 +48,8 @@ class SmolConfig:
     # one more LoRA pair per projection that every shape uses at weight 1 beside the routed experts
     # (a shared expert): SMOL then starts as at least the plain one-for-all LoRA; needs mixing=outputs
     shared: bool = False
+    # the shared expert's rank (0: the experts' rank); every pair uses the experts' scaling, alpha / rank
+    shared_rank: int = 0
     targets: list[str] = field(default_factory=lambda: list(TARGETS))
 
     def __post_init__(self) -> None:
@@ -61,6 +63,8 @@ class SmolConfig:
                 "shared needs gated experts mixed as outputs (smol.mixing=outputs); "
                 "with smol.gated=false or smol.mixing=factors, set smol.shared=false"
             )
+        if self.shared_rank < 0 or (self.shared_rank and not self.shared):
+            raise ValueError(f"shared_rank needs smol.shared=true and a rank of at least 1, got {self.shared_rank}")
         if not self.gated:
             self.experts, self.top_k = 1, 1
         if not 1 <= self.top_k <= self.experts:
@@ -114,7 +118,7 @@ class Smol(nn.Module):
         dims = projection_dims(geometry)
         self.A, self.B = lora_pairs(dims, config.targets, (n, e), r)
         if config.shared:
-            self.shared_A, self.shared_B = lora_pairs(dims, config.targets, (n,), r)
+            self.shared_A, self.shared_B = lora_pairs(dims, config.targets, (n,), config.shared_rank or r)
         code = n + len(self.widths) + 1
         self.gate = nn.Sequential(nn.Linear(code, config.gate_hidden), nn.GELU(), nn.Linear(config.gate_hidden, e))
 

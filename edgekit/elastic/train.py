@@ -88,6 +88,8 @@ def recipe_identity(recipe: Recipe) -> str:
         data["data"].pop("chat_fraction", None)
     if not data["train"].get("anchor"):
         data["train"].pop("anchor", None)
+    if not data["smol"].get("shared_rank"):
+        data["smol"].pop("shared_rank", None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
