@@ -102,10 +102,13 @@ def test_a_recipe_without_chat_keeps_its_identity_and_one_with_chat_trains(
     for key in ("steps", "checkpoint_every", "log_every"):
         data["train"].pop(key)
     data.pop("eval")
-    del data["data"]["chat"], data["data"]["chat_fraction"], data["train"]["anchor"]
-    # checkpoints written before the chat mix and the anchor existed still resume
+    del data["data"]["chat"], data["data"]["chat_fraction"], data["train"]["anchor"], data["smol"]["shared_rank"]
+    # checkpoints written before the chat mix, the anchor and the shared expert's own rank existed still resume
     assert recipe_identity(plain) == hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
     assert recipe_identity(_recipe(tiny_plan, calib_text, "train.anchor=1.0")) != recipe_identity(plain)
+    wide = _recipe(tiny_plan, calib_text, "smol.shared=true", "smol.mixing=outputs", "smol.shared_rank=6")
+    assert recipe_identity(wide) != recipe_identity(_recipe(tiny_plan, calib_text, "smol.shared=true",
+                                                             "smol.mixing=outputs"))  # fmt: skip
     chat = tmp_path / "chat.jsonl"
     chat.write_text("".join(json.dumps({"prompt": f"q{i}", "response": "an answer " * 8}) + "\n" for i in range(20)))
     mixed = _recipe(tiny_plan, calib_text, f"data.chat={chat}", "data.chat_fraction=0.5")
