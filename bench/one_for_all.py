@@ -89,6 +89,7 @@ def main() -> None:
 
     results = json.loads(RESULT_FILE.read_text()) if RESULT_FILE.is_file() else {"runs": {}}
     results["machine"] = machine()
+    here = describe(results["machine"])  # recorded with each run: the file gathers runs from several hosts
     touched: set[str] = set()
     only = [x for x in args.only.split(",") if x]
     plan = load_plan("smollm2-135m")
@@ -107,7 +108,7 @@ def main() -> None:
         table = evaluate(load_elastic(plan), plan, tokenizer, args.limit)
         results["runs"]["stage1"] = {
             "shapes": table, "eval_seconds": round(time.perf_counter() - start, 1), "threads": threads(),
-            "machine": describe(results["machine"]),
+            "machine": here,
         }  # fmt: skip
         touched.add("stage1")
         save()
@@ -127,7 +128,7 @@ def main() -> None:
             "overrides": extra, "steps": state.step, "tokens": state.tokens, "train_seconds": round(state.seconds, 1),
             "shape_samples": state.step * recipe.train.shapes_per_step, "shapes": table,
             "eval_seconds": round(time.perf_counter() - start, 1), "threads": threads(),
-            "machine": describe(results["machine"]),
+            "machine": here,
         }  # fmt: skip
         touched.add(name + tag)
         save()
@@ -136,9 +137,7 @@ def main() -> None:
         grid = len(plan.grid())
         # the same number of tokens per shape as ours spends in total, divided by the grid size
         per_steps = max(1, (stop or args.steps) * shapes_per_step // grid)
-        per = results["runs"].setdefault(
-            "per-shape" + tag, {"shapes": {}, "steps_each": per_steps, "machine": describe(results["machine"])}
-        )
+        per = results["runs"].setdefault("per-shape" + tag, {"shapes": {}, "steps_each": per_steps, "machine": here})
         touched.add("per-shape" + tag)
         for shape in SHAPES:
             if shape in per["shapes"]:

@@ -361,10 +361,10 @@ def deploy(req: DeployRequest, step: Callable[[str], Any] | None = None) -> Depl
     full_measured: Attempt | None = None
     with tempfile.TemporaryDirectory(prefix="edgekit-deploy-") as tmp:
 
-        def build(candidate: Candidate, i: int) -> Attempt:
+        def build(candidate: Candidate) -> Attempt:
             nonlocal elastic
             shape = parse_shape(candidate.shape)
-            hf_dir, compiled = Path(tmp) / f"hf-{i}", Path(tmp) / f"model-{i}"
+            hf_dir, compiled = Path(tmp) / f"hf-{shape.name}", Path(tmp) / f"model-{shape.name}"
             start = time.perf_counter()
             with step(f"extracting {shape.name}" + (" (merging its SMOL mix)" if source.ckpt else "")):
                 elastic = _extract(source, shape, hf_dir, elastic)
@@ -388,7 +388,7 @@ def deploy(req: DeployRequest, step: Callable[[str], Any] | None = None) -> Depl
             # "60%" means 60 % of the full model's latency on this machine; an estimated LUT can be off by
             # 2x here, and a budget resolved from it would hold every shape to the wrong number
             full_row = next(r for r in rows if r.shape == source.plan.full.name)
-            full_measured = build(full_row, len(attempts) + MAX_STEP_DOWNS + 1)
+            full_measured = build(full_row)
             assert full_measured.figures is not None
             check = req.budget.resolve(full_measured.figures.decode_ms)
             slowdown = full_measured.figures.decode_ms / full
@@ -396,14 +396,14 @@ def deploy(req: DeployRequest, step: Callable[[str], Any] | None = None) -> Depl
                 f"the LUT is estimated: measured the full model here, {full_measured.figures.decode_ms:.2f} "
                 f"ms/token ({slowdown:.2f}x its prediction), so the budget is {check.ms_per_token:.3g} ms/token"
             )
-        for i in range(MAX_STEP_DOWNS + 1):
+        for _ in range(MAX_STEP_DOWNS + 1):
             chosen = _next_candidate(fitting, {a.candidate.shape for a in attempts}, check, slowdown)
             if chosen is None:
                 break
             if full_measured is not None and chosen.shape == full_measured.candidate.shape:
                 attempt = full_measured
             else:
-                attempt = build(chosen, i)
+                attempt = build(chosen)
             attempt.miss = _misses(attempt.figures, check) if attempt.figures else None
             attempts.append(attempt)
             if not attempt.miss:

@@ -75,6 +75,10 @@ def barrier() -> None:
         dist.barrier()
 
 
+# (recipe section, key, keys that only mean something beside it): off when the key is falsy
+ADDED_LATER = (("data", "chat", "chat_fraction"), ("train", "anchor"), ("smol", "shared_rank"))
+
+
 def recipe_identity(recipe: Recipe) -> str:
     """What a checkpoint must share with the recipe that resumes it (run length and logging may change)."""
     data = recipe.to_dict()
@@ -83,13 +87,10 @@ def recipe_identity(recipe: Recipe) -> str:
     data.pop("eval", None)
     # Keys added after runs existed: at their neutral value they leave the identity as it was, so those
     # runs still resume.
-    if not data["data"].get("chat"):
-        data["data"].pop("chat", None)
-        data["data"].pop("chat_fraction", None)
-    if not data["train"].get("anchor"):
-        data["train"].pop("anchor", None)
-    if not data["smol"].get("shared_rank"):
-        data["smol"].pop("shared_rank", None)
+    for section, key, *companions in ADDED_LATER:
+        if not data[section].get(key):
+            for k in (key, *companions):
+                data[section].pop(k, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
