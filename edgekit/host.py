@@ -168,6 +168,20 @@ def parse_device_tree_model(raw: bytes) -> str:
 # ---------------------------------------------------------------- probes
 
 
+def cpu_flags() -> set[str]:
+    """The CPU feature flags the kernel reports (x86 `flags`, Arm `Features`); empty where there is no
+    /proc/cpuinfo."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            return set(value.split())
+    return set()
+
+
 def detect_cpu() -> CpuInfo:
     machine = platform.machine().lower()
     try:

@@ -236,3 +236,17 @@ def test_default_model_decodes_like_transformers(tmp_path_factory: pytest.TempPa
     tokens = list(session.stream(ids, Sampling(max_new_tokens=32, min_new_tokens=32)))
     assert tokens == hf_greedy(AutoModelForCausalLM.from_pretrained(hf).eval(), ids, 32)
     assert "Paris" in tokenizer.decode(tokens)
+
+
+def test_vector_extensions_a_vm_hides_are_turned_off() -> None:
+    """LLVM names a VM's CPU znver4 (AVX-512) while the VM shows AVX2 only: the build must not use AVX-512."""
+    from edgekit.engines.tvm_engine import hidden_vector_features
+
+    avx2_only = {"sse4_2", "avx", "avx2", "fma", "f16c"}
+    hidden = hidden_vector_features("znver4", "x86_64-linux-gnu", avx2_only)
+    assert "avx512f" in hidden and "avx2" not in hidden and "avx" not in hidden
+    everything = avx2_only | {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl", "avx512_vnni",
+                              "avx512_bf16", "avx512ifma", "avx512vbmi", "avx512_vbmi2", "avx512_bitalg",
+                              "avx512_vpopcntdq"}  # fmt: skip
+    assert hidden_vector_features("znver4", "x86_64-linux-gnu", everything) == []
+    assert hidden_vector_features("cortex-a78ae", "aarch64-linux-gnu", avx2_only) == []

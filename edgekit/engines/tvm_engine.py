@@ -163,11 +163,37 @@ def _host(opts: dict[str, str]) -> tuple[dict[str, str], str | None]:
     if not codegen.llvm_is_valid_cpu(cpu, triple):
         raise UsageError(f"LLVM knows no CPU '{cpu}' for {triple} (tvm option mcpu)")
     if not cross:
-        return {"kind": "llvm", "mcpu": cpu}, None
+        spec: dict[str, Any] = {"kind": "llvm", "mcpu": cpu}
+        if "mcpu" not in opts and (hidden := hidden_vector_features(cpu, triple)):
+            spec["mattr"] = [f"-{f}" for f in hidden]
+        return spec, None
     linker = f"{triple}-g++"
     if shutil.which(linker) is None:
         raise MissingDependencyError(f"cross-compiling for {triple} needs {linker} on PATH, or compile on the board")
     return {"kind": "llvm", "mtriple": triple, "mcpu": cpu}, linker
+
+
+def hidden_vector_features(cpu: str, triple: str, flags: set[str] | None = None) -> list[str]:
+    """Vector extensions LLVM's name for this CPU implies but the kernel does not report: a VM often hides
+    AVX-512 and AMX from a CPU whose model has them (LLVM says znver4, /proc/cpuinfo stops at AVX2), and a
+    library built with them dies of SIGILL. They are turned off with mattr; the rest of the tuning stays."""
+    import tvm
+    from tvm.target import codegen
+
+    if not triple.startswith(("x86_64", "i686", "i386")):
+        return []
+    from edgekit.host import cpu_flags
+
+    have = {_feature_key(f) for f in (cpu_flags() if flags is None else flags)}
+    if not have:  # no /proc/cpuinfo to compare with: trust LLVM
+        return []
+    implied = codegen.llvm_get_cpu_features(tvm.target.Target({"kind": "llvm", "mcpu": cpu, "mtriple": triple}))
+    return sorted(f for f in implied if f.startswith(("avx", "amx")) and _feature_key(f) not in have)
+
+
+def _feature_key(name: str) -> str:
+    # LLVM writes avx512vnni and amx-tile, the kernel avx512_vnni and amx_tile
+    return name.lower().replace("_", "").replace("-", "").replace(".", "")
 
 
 def _target(device: str, opts: dict[str, str]) -> tuple[Any, str | None]:
