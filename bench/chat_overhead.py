@@ -33,8 +33,8 @@ def alone(engine: Any, sampling: Any) -> dict[str, Any]:
 
 
 async def in_app(engine: Any, sampling: Any, store_dir: Path) -> dict[str, Any]:
-    from edgekit.tui.app import ChatApp
-    from edgekit.tui.store.conversations import Store
+    from edgekit.chat.store.conversations import Store
+    from edgekit.chat.tui.app import ChatApp
 
     app = ChatApp(engine, sampling, store=Store(store_dir))
     async with app.run_test(size=(120, 36)) as pilot:
@@ -74,7 +74,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=128)
     args = ap.parse_args()
 
-    from edgekit.chat import ChatEngine
+    from edgekit.chat.engine import ChatEngine
     from edgekit.engines import Sampling
 
     engine = ChatEngine.from_deployment(args.deployment)

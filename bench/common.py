@@ -22,7 +22,7 @@ def machine() -> dict[str, Any]:
     import transformers
 
     from edgekit import __version__
-    from edgekit.host import detect_host
+    from edgekit.hardware.host import detect_host
 
     host = detect_host().to_dict()
     return {

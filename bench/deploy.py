@@ -32,11 +32,11 @@ MODEL = "smollm2-135m"
 
 
 def profile_host(plan: Any) -> Any:
-    from edgekit.deployment import resolve_target
-    from edgekit.latency import fit_subset
-    from edgekit.lut import save_lut
-    from edgekit.measure import MeasureSettings
-    from edgekit.profile import ProfileRequest, profile
+    from edgekit.deployment.latency import fit_subset
+    from edgekit.deployment.lut import save_lut
+    from edgekit.deployment.measure import MeasureSettings
+    from edgekit.deployment.pipeline import resolve_target
+    from edgekit.deployment.profile import ProfileRequest, profile
 
     res = resolve_target("host", "ort", "int4")
     grid = plan.grid()
@@ -48,8 +48,8 @@ def profile_host(plan: Any) -> Any:
 
 def ranking_for(plan: Any) -> Any:
     """The shipped elastic checkpoint's table when there is one, else stage-1 held-out wikitext ppl."""
-    from edgekit.budget import parse_budget
-    from edgekit.deployment import DeployRequest, rank, resolve_source
+    from edgekit.deployment.budget import parse_budget
+    from edgekit.deployment.pipeline import DeployRequest, rank, resolve_source
 
     req = DeployRequest(target="host", budget=parse_budget("100%"), model=MODEL)
     source = resolve_source(model=MODEL)
@@ -59,8 +59,8 @@ def ranking_for(plan: Any) -> Any:
 
 
 def sweep(lut: Any, plan: Any, dev_text: Path | None) -> dict[str, Any]:
-    from edgekit.budget import parse_budget
-    from edgekit.deployment import DeployRequest, deploy
+    from edgekit.deployment.budget import parse_budget
+    from edgekit.deployment.pipeline import DeployRequest, deploy
     from edgekit.errors import UsageError
     from edgekit.shapes import parse_shape
 
@@ -123,9 +123,9 @@ def _llamacpp_decode(gguf: Path, new_tokens: int, runs: int, warmup: int, thread
 def runtimes(plan: Any) -> dict[str, Any]:
     import torch
 
-    from edgekit.elastic.base import base_folder
+    from edgekit.deployment.measure import MeasureSettings, measure_folder
+    from edgekit.elastic.base_model import base_folder
     from edgekit.engines import get_engine
-    from edgekit.measure import MeasureSettings, measure_folder
 
     settings = MeasureSettings(new_tokens=64, runs=5, warmup=2, prompt_lens=())
     base = base_folder(plan)
@@ -159,9 +159,9 @@ def main() -> None:
     args = ap.parse_args()
     only = set(args.only.split(","))
 
-    from edgekit.deployment import resolve_target
+    from edgekit.deployment.lut import find_lut, shipped_dir
+    from edgekit.deployment.pipeline import resolve_target
     from edgekit.elastic.plan import load_plan
-    from edgekit.lut import find_lut, shipped_dir
 
     plan = load_plan(MODEL)
     path = RESULTS / "deploy.json"
@@ -176,7 +176,7 @@ def main() -> None:
         lut = profile_host(plan)
         results["profile_wall_s"] = round(time.perf_counter() - start, 1)
     if args.ship:
-        from edgekit.lut import save_lut
+        from edgekit.deployment.lut import save_lut
 
         save_lut(lut, shipped_dir())
     if "a" in only:

@@ -33,10 +33,10 @@ def main() -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from edgekit.commands.elastic import _print_points
+    from edgekit.cli.elastic import _print_points
     from edgekit.elastic.frontier import EvalSettings, compare, plot_png, plot_terminal
     from edgekit.elastic.plan import load_plan
-    from edgekit.evaluate import load_piqa, read_text
+    from edgekit.evaluation.metrics import load_piqa, read_text
     from edgekit.shapes import Shape
 
     console = Console()

@@ -82,7 +82,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from edgekit.elastic.accuracy import evaluate_shapes
-    from edgekit.elastic.base import base_folder, load_elastic
+    from edgekit.elastic.base_model import base_folder, load_elastic
     from edgekit.elastic.plan import load_plan
     from edgekit.elastic.recipe import load_recipe
     from edgekit.elastic.train import prepare_run, train

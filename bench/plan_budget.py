@@ -36,11 +36,11 @@ def main() -> None:
 
     from edgekit.elastic.depth import select_depth
     from edgekit.elastic.model import ElasticModel
-    from edgekit.elastic.planner import SEQ_LEN, calibration_ids
-    from edgekit.evaluate import perplexity, read_text
-    from edgekit.modelref import local_folder, resolve
+    from edgekit.elastic.selection import SEQ_LEN, calibration_ids
+    from edgekit.evaluation.metrics import perplexity, read_text
+    from edgekit.models.reference import local_folder, resolve
+    from edgekit.models.weights import Weights
     from edgekit.shapes import Shape
-    from edgekit.weights import Weights
 
     console = Console()
     m = machine()

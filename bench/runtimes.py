@@ -51,11 +51,11 @@ def main() -> None:
     from rich.table import Table
     from transformers import AutoTokenizer
 
-    from edgekit.deployment import _extract, resolve_source
-    from edgekit.elastic.base import base_folder
+    from edgekit.deployment.measure import MeasureSettings, measure_folder
+    from edgekit.deployment.pipeline import _extract, resolve_source
+    from edgekit.elastic.base_model import base_folder
     from edgekit.engines import get_engine
     from edgekit.engines.base import folder_bytes
-    from edgekit.measure import MeasureSettings, measure_folder
 
     source = resolve_source(elastic=args.elastic, model=MODEL)
     plan = source.plan

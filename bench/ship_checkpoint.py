@@ -32,7 +32,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from edgekit.elastic.accuracy import evaluate_shapes
-    from edgekit.elastic.base import base_folder
+    from edgekit.elastic.base_model import base_folder
     from edgekit.elastic.checkpoint import write_checkpoint
     from edgekit.elastic.recipe import load_recipe
     from edgekit.elastic.train import prepare_run

@@ -17,7 +17,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.0.0+local"
 
 if TYPE_CHECKING:
-    from edgekit.deployment import Deployment
+    from edgekit.deployment.pipeline import Deployment
 
 
 def deploy(target: str, budget: str, out: str | Path | None = None, **options: Any) -> Deployment:
@@ -25,9 +25,9 @@ def deploy(target: str, budget: str, out: str | Path | None = None, **options: A
 
     `options` are DeployRequest's fields: runtime, precision, elastic, plan, model, prompt_len, gen_len,
     metric, dev_text, verify, force."""
-    from edgekit.budget import parse_budget
-    from edgekit.deployment import DeployRequest
-    from edgekit.deployment import deploy as run
+    from edgekit.deployment.budget import parse_budget
+    from edgekit.deployment.pipeline import DeployRequest
+    from edgekit.deployment.pipeline import deploy as run
 
     return run(DeployRequest(target=target, budget=parse_budget(budget), out=Path(out) if out else None, **options))
 

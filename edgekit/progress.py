@@ -22,7 +22,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from edgekit.console import err
+from edgekit.cli.console import err
 
 
 @contextlib.contextmanager

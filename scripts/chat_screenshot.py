@@ -12,10 +12,10 @@ from pathlib import Path
 
 
 async def shoot(deployment: Path, out: Path) -> None:
-    from edgekit.chat import ChatEngine
+    from edgekit.chat.engine import ChatEngine
+    from edgekit.chat.store.conversations import Store
+    from edgekit.chat.tui.app import ChatApp
     from edgekit.engines import Sampling
-    from edgekit.tui.app import ChatApp
-    from edgekit.tui.store.conversations import Store
 
     with tempfile.TemporaryDirectory() as tmp:
         app = ChatApp(ChatEngine.from_deployment(deployment), Sampling(max_new_tokens=96), store=Store(Path(tmp)))

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.budget import Budget, parse_budget
-from edgekit.errors import IntegrityError, UsageError
-from edgekit.latency import (
+from edgekit.deployment.budget import Budget, parse_budget
+from edgekit.deployment.latency import (
     Features,
     Predictor,
     ShapeMeasurement,
@@ -18,7 +17,8 @@ from edgekit.latency import (
     fit_subset,
     validate,
 )
-from edgekit.lut import ESTIMATED, MEASURED, Lut, estimate, find_lut, read_lut, save_lut
+from edgekit.deployment.lut import ESTIMATED, MEASURED, Lut, estimate, find_lut, read_lut, save_lut
+from edgekit.errors import IntegrityError, UsageError
 from edgekit.shapes import Geometry, Shape
 
 SMOL = Geometry(num_layers=30, hidden=576, ffn=1536, num_heads=9, num_kv_heads=3, head_dim=64, vocab=49152)

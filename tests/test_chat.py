@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.chat import ChatEngine, Info, fit_context, render_ids
+from edgekit.chat.engine import ChatEngine, Info, fit_context, render_ids
+from edgekit.chat.store.conversations import Message, Store
 from edgekit.engines import Sampling
 from edgekit.errors import UsageError
-from edgekit.tui.store.conversations import Message, Store
 
 
 class SlowSession:
@@ -115,7 +115,7 @@ def test_store_round_trip_and_damage(store: Store) -> None:
 
 
 def test_plain_repl_and_one_shot(torch_session, tokenizer, store: Store) -> None:
-    from edgekit.tui.plain import run_plain
+    from edgekit.chat.plain import run_plain
 
     engine = make_engine(torch_session, tokenizer)
     stdin = io.StringIO("Hello\n\n/system Be terse.\nAnd again\n/quit\n")
@@ -132,7 +132,7 @@ def test_plain_repl_and_one_shot(torch_session, tokenizer, store: Store) -> None
 
 
 def test_clean_text_handles_bad_pastes() -> None:
-    from edgekit.tui.app import clean_text
+    from edgekit.chat.tui.app import clean_text
 
     assert clean_text("ok\udcff\x00 done\tx\n") == "ok? done\tx\n"
 
@@ -141,7 +141,7 @@ def test_clean_text_handles_bad_pastes() -> None:
 
 
 def _app(engine, store, **kw):
-    from edgekit.tui.app import ChatApp
+    from edgekit.chat.tui.app import ChatApp
 
     return ChatApp(engine, Sampling(max_new_tokens=kw.pop("max_new", 8)), store=store, **kw)
 
@@ -161,8 +161,8 @@ async def _wait_idle(app, pilot, timeout: float = 20.0) -> None:
 
 
 async def test_tui_streams_a_reply_and_updates_stats(torch_session, tokenizer, store: Store) -> None:
-    from edgekit.tui.widgets.messages import MessageBlock
-    from edgekit.tui.widgets.stats import StatsPanel
+    from edgekit.chat.tui.widgets.messages import MessageBlock
+    from edgekit.chat.tui.widgets.stats import StatsPanel
 
     app = _app(make_engine(torch_session, tokenizer), store)
     async with app.run_test(size=(120, 36)) as pilot:
@@ -192,8 +192,8 @@ async def test_tui_escape_stops_the_reply(torch_session, tokenizer, store: Store
 
 
 async def test_tui_reopens_history_and_manages_conversations(torch_session, tokenizer, store: Store) -> None:
-    from edgekit.tui.widgets.messages import MessageBlock
-    from edgekit.tui.widgets.sidebar import Sidebar
+    from edgekit.chat.tui.widgets.messages import MessageBlock
+    from edgekit.chat.tui.widgets.sidebar import Sidebar
 
     old = store.create("older chat")
     store.append(old, Message("user", "remember me"))
@@ -229,7 +229,7 @@ async def test_tui_reopens_history_and_manages_conversations(torch_session, toke
 
 
 async def test_tui_context_overflow_shows_a_notice(torch_session, tokenizer, store: Store) -> None:
-    from edgekit.tui.widgets.messages import Notice
+    from edgekit.chat.tui.widgets.messages import Notice
 
     conv = store.create("long")
     for i in range(4):
@@ -268,7 +268,7 @@ def test_chat_command_bad_input(cli, tmp_path: Path) -> None:
 
 def test_main_screen_snapshot(snap_compare, torch_session, tokenizer, store: Store, monkeypatch) -> None:
     """The main screen as a user first sees it (figures that vary run to run are pinned)."""
-    import edgekit.tui.widgets.stats as stats_mod
+    import edgekit.chat.tui.widgets.stats as stats_mod
 
     monkeypatch.setattr(stats_mod, "process_memory_mb", lambda: 123.0)
     conv = store.create("A saved chat")
@@ -283,7 +283,7 @@ def test_live_reshape_matches_the_extracted_checkpoint(tiny_plan: Path, tmp_path
     """Torch on an elastic model: each shape built from memory decodes the same tokens as its extracted
     Hugging Face checkpoint, and switching shape is fast."""
     from edgekit.cli import main
-    from edgekit.deployment import resolve_source
+    from edgekit.deployment.pipeline import resolve_source
     from edgekit.engines.base import timed_stream
     from edgekit.engines.torch_engine import TorchSession
 
@@ -315,8 +315,8 @@ def test_plain_engine_cannot_reshape(torch_session, tokenizer) -> None:
 
 
 async def test_tui_shape_selector_reshapes_live(tiny_plan: Path, store: Store) -> None:
-    from edgekit.deployment import resolve_source
-    from edgekit.tui.widgets.messages import Notice
+    from edgekit.chat.tui.widgets.messages import Notice
+    from edgekit.deployment.pipeline import resolve_source
 
     source = resolve_source(plan=str(tiny_plan))
     engine = ChatEngine.from_elastic(source, "d6-w100")
@@ -338,7 +338,7 @@ async def test_tui_shape_selector_reshapes_live(tiny_plan: Path, store: Store) -
 async def test_tui_dialogs_settings_system_prompt_help_theme(torch_session, tokenizer, store: Store) -> None:
     from textual.widgets import Input
 
-    from edgekit.tui.screens.dialogs import HelpScreen, SettingsDialog
+    from edgekit.chat.tui.screens.dialogs import HelpScreen, SettingsDialog
 
     app = _app(make_engine(torch_session, tokenizer), store)
     async with app.run_test(size=(120, 36)) as pilot:

@@ -20,10 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from edgekit import container
 from edgekit.artifacts import hash_tree, sha256_file, write_json_atomic
-from edgekit.board import parse_df, parse_ssh_target
-from edgekit.container import (
+from edgekit.container import build as container
+from edgekit.container.build import (
     base_image_for,
     check_image_name,
     dockerfile_args,
@@ -32,9 +31,11 @@ from edgekit.container import (
     normalize_l4t,
     parse_buildx_platforms,
 )
+from edgekit.container.flash import parse_df, parse_ssh_target
 from edgekit.errors import IntegrityError, UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = ROOT / "edgekit" / "data" / "Dockerfile.jetson"
 L4T_36_4_3 = "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: Wed Jan  8 2025"
 L4T_35_4_1 = "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, DATE: Tue Aug  1 2023"
 SSH_OPTS = "-o BatchMode=yes -o ConnectTimeout=5 -o StrictHostKeyChecking=accept-new"
@@ -44,7 +45,7 @@ def make_deployment(folder: Path, runtime: str = "ort", precision: str = "int4")
     """A deployment folder in edgekit's format: files hashed into manifest.json as `deploy` writes them
     (the container code reads only the manifest and checks the hashes; what the model files hold does
     not matter to it, and a real deploy needs a profiled LUT first, which is slow on 2 cores)."""
-    from edgekit.deployment import FORMAT, MANIFEST
+    from edgekit.deployment.pipeline import FORMAT, MANIFEST
 
     (folder / "model").mkdir(parents=True)
     (folder / "model" / "genai_config.json").write_text(json.dumps({"model": {"type": "llama", "context_length": 64}}))
@@ -214,7 +215,7 @@ def test_parsers_for_buildx_and_df() -> None:
 
 
 def test_dockerfile_defaults_match_the_library() -> None:
-    text = (ROOT / "Dockerfile.jetson").read_text()
+    text = DOCKERFILE.read_text()
     args = dockerfile_args(text)
     assert "FROM ${BASE_IMAGE}" in text
     assert f"ARG BASE_IMAGE={base_image_for('36.4.3', 'ort').image}" in text
@@ -247,11 +248,11 @@ def _hadolint() -> str | None:
 def test_dockerfile_is_hadolint_clean(tmp_path: Path) -> None:
     tool = _hadolint()
     assert tool
-    done = subprocess.run([tool, "--no-color", str(ROOT / "Dockerfile.jetson")], capture_output=True, text=True)
+    done = subprocess.run([tool, "--no-color", str(DOCKERFILE)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     # and it does look: the same file without --no-install-recommends is flagged
     worse = tmp_path / "Dockerfile"
-    worse.write_text((ROOT / "Dockerfile.jetson").read_text().replace(" --no-install-recommends", ""))
+    worse.write_text(DOCKERFILE.read_text().replace(" --no-install-recommends", ""))
     done = subprocess.run([tool, "--no-color", str(worse)], capture_output=True, text=True)
     assert done.returncode != 0 and "DL3015" in done.stdout
 
@@ -262,9 +263,9 @@ def test_dockerfile_is_hadolint_clean(tmp_path: Path) -> None:
 def test_context_holds_dockerfile_verified_deployment_and_wheel(dry_build: tuple[dict, Path], deployment: Path) -> None:
     report, ctx = dry_build
     assert report["context"] == str(ctx) and report["dry_run"] and not report["built"]
-    assert (ctx / "Dockerfile").read_bytes() == (ROOT / "Dockerfile.jetson").read_bytes()
+    assert (ctx / "Dockerfile").read_bytes() == DOCKERFILE.read_bytes()
     # the deployment copy: exactly the manifest's files, each matching its hash
-    from edgekit.deployment import load_deployment
+    from edgekit.deployment.pipeline import load_deployment
 
     copied = load_deployment(ctx / "deployment")
     assert (ctx / "deployment" / "manifest.json").read_bytes() == (deployment / "manifest.json").read_bytes()
@@ -272,8 +273,9 @@ def test_context_holds_dockerfile_verified_deployment_and_wheel(dry_build: tuple
     # the edgekit package: a wheel of this checkout, with the code, the CLI and the target descriptors
     wheel = ctx / "dist" / report["package"]
     names = set(zipfile.ZipFile(wheel).namelist())
-    for member in ("edgekit/cli.py", "edgekit/container.py", "edgekit/commands/container.py",
-                   "edgekit/targets/orin-nx-16gb.yaml", "edgekit/tui/app.py"):  # fmt: skip
+    for member in ("edgekit/cli/app.py", "edgekit/container/build.py", "edgekit/cli/container.py",
+                   "edgekit/data/targets/orin-nx-16gb.yaml", "edgekit/data/Dockerfile.jetson",
+                   "edgekit/data/checkpoints/smollm2-135m/smol.safetensors", "edgekit/chat/tui/app.py"):  # fmt: skip
         assert member in names, member
     assert report["package"].startswith("edgekit-") and report["package"].endswith(".whl")
     # context.json names every file with its hash
@@ -300,7 +302,7 @@ def test_dry_run_build_command_is_exact(dry_build: tuple[dict, Path], deployment
     assert args["EDGEKIT_SHAPE"] == "d4-w67" and args["EDGEKIT_WHEEL"] == report["package"]
     assert args["EDGEKIT_DEPLOYMENT_SHA256"] == sha256_file(deployment / "manifest.json")
     assert args["JETSON_PIP_INDEX"] == "https://pypi.jetson-ai-lab.io/jp6/cu126"
-    assert set(args) <= set(dockerfile_args((ROOT / "Dockerfile.jetson").read_text()))
+    assert set(args) <= set(dockerfile_args(DOCKERFILE.read_text()))
     # what ran to prepare the context is listed too: the wheel build, into the context's dist/
     (wheel,) = report["prepared_with"]
     assert f"-m pip wheel --no-deps --no-build-isolation --quiet -w {ctx / 'dist'} {ROOT}" in wheel["run"]
@@ -423,7 +425,7 @@ def test_build_runs_buildx_when_ready(cli, deployment: Path, dry_build, tmp_path
 
 
 def test_build_refusals_before_any_work(cli, deployment: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from edgekit.target_registry import Target
+    from edgekit.deployment.targets import Target
 
     r = cli("container", "build", "-t", "rtx-4090", "-d", str(deployment), "--dry-run")
     one_line_error(r, 2, "rtx-4090 is a gpu target")
@@ -443,7 +445,7 @@ def test_build_refusals_before_any_work(cli, deployment: Path, tmp_path: Path, m
     one_line_error(r, 2, "exists; pass --force")
     # a board whose descriptor does not say its L4T release, and no --l4t
     bare = Target(name="orin-custom", title="a custom Orin carrier", kind="jetson")
-    monkeypatch.setattr("edgekit.target_registry.get_target", lambda name: bare)
+    monkeypatch.setattr("edgekit.deployment.targets.get_target", lambda name: bare)
     r = cli("container", "build", "-t", "orin-custom", "-d", str(deployment), "--dry-run")
     one_line_error(r, 2, "the L4T release of orin-custom is unknown", "pass --l4t")
 

@@ -38,7 +38,7 @@ def _ids(seed: int = 0) -> torch.Tensor:
 
 
 def test_shipped_plan_verifies_against_the_pulled_weights(pulled: Path):
-    from edgekit.elastic.base import base_folder
+    from edgekit.elastic.base_model import base_folder
     from edgekit.elastic.plan import load_plan
 
     assert base_folder(load_plan("smollm2-135m")) == pulled
@@ -49,7 +49,7 @@ def test_permutation_does_not_change_the_full_model(pulled: Path):
     which is reported by the fp32 check below at the level of fp32 noise over 30 layers."""
     from transformers import AutoModelForCausalLM
 
-    from edgekit.elastic.base import load_elastic
+    from edgekit.elastic.base_model import load_elastic
     from edgekit.elastic.plan import load_plan
 
     elastic = load_elastic(load_plan("smollm2-135m"))
@@ -66,7 +66,7 @@ def test_permutation_does_not_change_the_full_model(pulled: Path):
 def test_extract_equals_the_elastic_model_and_takes_under_2s(pulled: Path, tmp_path: Path, shape: str):
     from transformers import AutoModelForCausalLM
 
-    from edgekit.elastic.base import base_folder, load_elastic
+    from edgekit.elastic.base_model import base_folder, load_elastic
     from edgekit.elastic.extract import extract
     from edgekit.elastic.plan import load_permutations, load_plan
 
@@ -88,7 +88,7 @@ def test_extract_equals_the_elastic_model_and_takes_under_2s(pulled: Path, tmp_p
 def test_smol_merged_extraction_equals_the_adapted_elastic_model(pulled: Path, tmp_path: Path):
     from transformers import AutoModelForCausalLM
 
-    from edgekit.elastic.base import base_folder, load_elastic
+    from edgekit.elastic.base_model import base_folder, load_elastic
     from edgekit.elastic.extract import extract_elastic
     from edgekit.elastic.plan import load_plan
     from edgekit.elastic.smol import Smol, SmolConfig

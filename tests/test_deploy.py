@@ -49,7 +49,7 @@ def test_ort_fp32_decodes_the_same_tokens_as_torch(tiny_subnet: Path, tiny_ort_f
 
 
 def test_measurement_worker_reports_every_figure(tiny_ort_fp32: Path) -> None:
-    from edgekit.measure import MeasureSettings, measure_folder
+    from edgekit.deployment.measure import MeasureSettings, measure_folder
 
     fig = measure_folder(
         "ort", tiny_ort_fp32, "cpu", MeasureSettings(new_tokens=6, runs=2, warmup=1, prompt_lens=(8, 32))
@@ -100,7 +100,7 @@ def _use_lut(lut: Path, home: Path) -> None:
 
 
 def test_profile_writes_a_measured_lut_with_validation(tiny_lut: Path) -> None:
-    from edgekit.lut import read_lut
+    from edgekit.deployment.lut import read_lut
     from edgekit.shapes import Shape
 
     lut = read_lut(tiny_lut)
@@ -115,7 +115,7 @@ def test_profile_writes_a_measured_lut_with_validation(tiny_lut: Path) -> None:
 def test_deploy_picks_fits_compiles_verifies_and_chats(
     cli, tiny_plan: Path, tiny_lut: Path, edgekit_home: Path
 ) -> None:
-    from edgekit.lut import read_lut
+    from edgekit.deployment.lut import read_lut
     from edgekit.shapes import Shape
 
     _use_lut(tiny_lut, edgekit_home)
@@ -193,10 +193,10 @@ def test_deploy_refuses_bad_input_in_one_line(cli, tiny_plan: Path, tiny_lut: Pa
 
 def test_deploy_steps_down_when_the_measurement_misses(tiny_plan: Path, tiny_lut: Path, edgekit_home: Path) -> None:
     """A LUT that promises far too much: every chosen shape misses when measured, so deploy steps down."""
-    from edgekit.budget import parse_budget
-    from edgekit.deployment import MAX_STEP_DOWNS, DeployRequest, deploy
+    from edgekit.deployment.budget import parse_budget
+    from edgekit.deployment.lut import read_lut, save_lut
+    from edgekit.deployment.pipeline import MAX_STEP_DOWNS, DeployRequest, deploy
     from edgekit.elastic.plan import load_plan
-    from edgekit.lut import read_lut, save_lut
 
     lut = read_lut(tiny_lut)
     lut.predictor = lut.predictor.scaled(0.001, 1.0)
@@ -259,7 +259,7 @@ def test_dry_run_shows_the_mlc_commands_for_orin_and_writes_nothing(
 
 def test_python_api_is_the_same_deploy(tiny_plan: Path, tiny_lut: Path, edgekit_home: Path) -> None:
     import edgekit
-    from edgekit.deployment import load_deployment
+    from edgekit.deployment.pipeline import load_deployment
 
     _use_lut(tiny_lut, edgekit_home)
     dep = edgekit.deploy("orin", "100%", out=edgekit_home / "api", plan=str(tiny_plan))

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from edgekit.deployment.targets import get_target, load_targets, match_host
 from edgekit.errors import UsageError
-from edgekit.host import (
+from edgekit.hardware.host import (
     CpuInfo,
     GpuInfo,
     HostInfo,
@@ -15,9 +16,8 @@ from edgekit.host import (
     jetpack_for_l4t,
     parse_cpuinfo,
     parse_l4t_release,
-    parse_nvpmodel_query,
 )
-from edgekit.target_registry import get_target, load_targets, match_host
+from edgekit.hardware.jetson import parse_nvpmodel_query
 
 ORIN_CPUINFO = """processor\t: 0
 BogoMIPS\t: 62.50

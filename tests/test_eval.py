@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from edgekit.errors import IntegrityError, UsageError
-from edgekit.evaluate import MCItem, load_piqa, multiple_choice, perplexity, read_text
+from edgekit.evaluation.metrics import MCItem, load_piqa, multiple_choice, perplexity, read_text
 
 N_TOKENS = 300  # the text budget for perplexity tests: several windows, milliseconds per forward
 
@@ -27,7 +27,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def loaded(tiny_llama_dir: Path):
-    from edgekit.modelref import load
+    from edgekit.models.reference import load
 
     model, tokenizer, _ = load(str(tiny_llama_dir))
     return model, tokenizer
@@ -306,7 +306,7 @@ def test_load_piqa_refuses_missing_files(tmp_path):
 def _app():
     import typer
 
-    from edgekit.commands.eval import eval_cmd
+    from edgekit.cli.evaluation import eval_cmd
 
     app = typer.Typer()
     app.command()(eval_cmd)

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from edgekit import jetson
 from edgekit.errors import ResourceError, UsageError
-from edgekit.host import detect_jetson, machine_record
-from edgekit.jetson import parse_jtop, parse_nvpmodel_mode, record_jtop, set_power_mode
+from edgekit.hardware import jetson
+from edgekit.hardware.host import detect_jetson, machine_record
+from edgekit.hardware.jetson import parse_jtop, parse_nvpmodel_mode, record_jtop, set_power_mode
 from edgekit.shell import Command, Result
 
 DATA = Path(__file__).parent / "data"
@@ -141,7 +141,7 @@ def test_detect_jetson_reads_power_through_jtop(orin_root: Path, monkeypatch: py
 
 def test_power_mode_is_part_of_the_machine_record(orin_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """What LUT provenance and a verified deployment's manifest record about the machine."""
-    from edgekit.host import detect_host
+    from edgekit.hardware.host import detect_host
 
     monkeypatch.setattr(jetson, "read_jtop", lambda: recording("jtop-orin-nano-8gb-15w.json"))
     record = machine_record(detect_host(orin_root))
@@ -153,7 +153,7 @@ def test_power_mode_is_part_of_the_machine_record(orin_root: Path, monkeypatch: 
 def test_doctor_on_a_recorded_jetson(orin_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from rich.console import Console
 
-    from edgekit.doctor import render, run_doctor
+    from edgekit.hardware.doctor import render, run_doctor
 
     monkeypatch.setattr(jetson, "read_jtop", lambda: recording("jtop-orin-nx-16gb-maxn.json"))
     report = run_doctor(benchmark=False, root=orin_root)

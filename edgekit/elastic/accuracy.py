@@ -30,7 +30,7 @@ def evaluate_shapes(
     on_shape: Callable[[str], None] | None = None,
     window: int = 512,
 ) -> dict[str, Any]:
-    from edgekit.evaluate import load_piqa, multiple_choice, perplexity, read_text
+    from edgekit.evaluation.metrics import load_piqa, multiple_choice, perplexity, read_text
 
     texts = {}
     for key, path in (("ppl", text), ("domain_ppl", domain_text)):

@@ -46,7 +46,9 @@ class ElasticCheckpoint:
 
 
 def shipped_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "checkpoints"
+    from edgekit.data import shipped
+
+    return shipped("checkpoints")
 
 
 def write_checkpoint(
@@ -145,7 +147,7 @@ def load_elastic_checkpoint(
     ref: str | Path | ElasticCheckpoint, model: str | None = None, device: str = "cpu"
 ) -> tuple[Any, ElasticCheckpoint]:
     """(ElasticModel with SMOL attached, ElasticCheckpoint); `ref` may be a checkpoint already loaded."""
-    from edgekit.elastic.base import load_elastic
+    from edgekit.elastic.base_model import load_elastic
 
     ckpt = ref if isinstance(ref, ElasticCheckpoint) else load_checkpoint(ref)
     elastic = load_elastic(ckpt.plan, model, device)

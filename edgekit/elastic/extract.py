@@ -26,8 +26,8 @@ from edgekit import __version__
 from edgekit.artifacts import atomic_dir, hash_tree, write_json_atomic
 from edgekit.elastic.model import head_channels
 from edgekit.elastic.plan import Permutations, Plan
+from edgekit.models.weights import TOKENIZER_FILES, Weights, read_config
 from edgekit.shapes import Geometry, Shape
-from edgekit.weights import TOKENIZER_FILES, Weights, read_config
 
 SUBNET_MANIFEST = "edgekit-subnet.json"
 

@@ -63,7 +63,7 @@ def frontier(
     on_point: Callable[[Point], None] | None = None,
 ) -> list[Point]:
     """Evaluate every (plan, shape); `loader(plan)` gives (ElasticModel, tokenizer)."""
-    from edgekit.evaluate import multiple_choice, perplexity
+    from edgekit.evaluation.metrics import multiple_choice, perplexity
 
     points: list[Point] = []
     done: dict[tuple, Point] = {}
@@ -111,7 +111,7 @@ def frontier(
 def relevant(plan: Plan, shape: Shape, kind: str | None) -> bool:
     """A derived baseline is evaluated where it differs from the plan it came from: a depth baseline below
     full depth, a width baseline below w100 (elsewhere it is the same network)."""
-    from edgekit.elastic.planner import DEPTH_BASELINES
+    from edgekit.elastic.selection import DEPTH_BASELINES
 
     if kind is None:
         return True
@@ -134,9 +134,9 @@ def compare(
     """The plans, plus baselines of `kinds` derived from the first, evaluated on the grid."""
     from transformers import AutoTokenizer
 
-    from edgekit.elastic.base import base_folder, load_elastic
+    from edgekit.elastic.base_model import base_folder, load_elastic
     from edgekit.elastic.plan import load_permutations
-    from edgekit.elastic.planner import baselines
+    from edgekit.elastic.selection import baselines
 
     entries: list[tuple[Plan, Any, str | None]] = [(p, None, None) for p in plans]
     if kinds:

@@ -25,14 +25,13 @@ from edgekit.shapes import Geometry, Shape, parse_grid, parse_shape
 FORMAT = "edgekit-plan/1"
 PLAN_JSON = "plan.json"
 PERMS_FILE = "permutations.safetensors"
-SHIPPED = Path(__file__).resolve().parent.parent / "plans"
 
 
 @dataclass
 class ModelIdentity:
     name: str
     ref: str  # what `--model` takes to find the weights again: registry name, hub id or folder
-    digest: str  # weights content digest (edgekit.weights.weights_digest)
+    digest: str  # weights content digest (edgekit.models.weights.weights_digest)
     architecture: str
 
 
@@ -187,8 +186,14 @@ def save_plan(plan: Plan, perms: Permutations, folder: Path) -> None:
     write_json_atomic(folder / PLAN_JSON, plan.to_json())
 
 
+def shipped_dir() -> Path:
+    from edgekit.data import shipped
+
+    return shipped("plans")
+
+
 def shipped_plans() -> list[str]:
-    return sorted(p.name for p in SHIPPED.iterdir() if (p / PLAN_JSON).is_file()) if SHIPPED.is_dir() else []
+    return sorted(p.name for p in shipped_dir().iterdir() if (p / PLAN_JSON).is_file())
 
 
 def plan_dir(ref: str | Path) -> Path:
@@ -196,7 +201,7 @@ def plan_dir(ref: str | Path) -> Path:
     if path.is_dir():
         return path
     if str(ref) in shipped_plans():
-        return SHIPPED / str(ref)
+        return shipped_dir() / str(ref)
     shipped = ", ".join(shipped_plans()) or "none"
     raise UsageError(
         f"no plan at '{ref}': give a plan folder (from `edgekit elastic plan`) or a shipped plan ({shipped})"

@@ -20,9 +20,9 @@ from edgekit.errors import UsageError, first_line
 
 
 def _shipped() -> Path:
-    from importlib.resources import files
+    from edgekit.data import shipped
 
-    return Path(str(files("edgekit.recipes")))
+    return shipped("recipes")
 
 
 @dataclass

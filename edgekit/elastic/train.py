@@ -409,7 +409,7 @@ def prepare_run(recipe: Recipe, run_dir: Path, resume: bool) -> Trainer:
     import yaml
     from transformers import AutoTokenizer
 
-    from edgekit.elastic.base import base_folder, load_elastic
+    from edgekit.elastic.base_model import base_folder, load_elastic
     from edgekit.elastic.data import Sequences, token_stream
     from edgekit.elastic.plan import load_plan
     from edgekit.elastic.smol import Smol

@@ -22,7 +22,7 @@ from typing import Any
 from edgekit.engines.base import Sampling
 from edgekit.engines.mlc_config import check_llama_config
 from edgekit.errors import EdgekitError, MissingDependencyError, UsageError
-from edgekit.weights import TOKENIZER_FILES
+from edgekit.models.weights import TOKENIZER_FILES
 
 GPU_DEVICES = ("cuda", "vulkan", "metal", "rocm")
 PRECISIONS = ["q4f16_1", "q4f32_1", "q0f16", "q0f32"]

@@ -11,7 +11,7 @@ from typing import Any
 
 from edgekit.engines.base import Sampling, pick_token
 from edgekit.errors import UsageError
-from edgekit.weights import TOKENIZER_FILES
+from edgekit.models.weights import TOKENIZER_FILES
 
 PRECISIONS = {"cpu": ["fp32", "bf16"], "cuda": ["bf16", "fp16", "fp32"], "mps": ["fp16", "fp32"]}
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors")

@@ -26,7 +26,7 @@ import numpy as np
 
 from edgekit.engines.base import Sampling, pick_token
 from edgekit.errors import EdgekitError, IntegrityError, MissingDependencyError, UsageError, first_line
-from edgekit.weights import TOKENIZER_FILES
+from edgekit.models.weights import TOKENIZER_FILES
 
 PRECISIONS = {"cpu": ["fp32"], "cuda": ["fp16", "fp32"]}
 DTYPES = {"fp32": "float32", "fp16": "float16"}
@@ -88,7 +88,7 @@ class TvmEngine:
         if precision not in self.precisions(device):
             raise UsageError(f"TVM builds {', '.join(self.precisions(device))} for {device}, not {precision}")
         from edgekit.engines.tvm_llama import LlamaConfig
-        from edgekit.weights import Weights, read_config
+        from edgekit.models.weights import Weights, read_config
 
         opts = _options(options)
         config = LlamaConfig.from_hf(read_config(hf_dir))
@@ -182,7 +182,7 @@ def hidden_vector_features(cpu: str, triple: str, flags: set[str] | None = None)
 
     if not triple.startswith(("x86_64", "i686", "i386")):
         return []
-    from edgekit.host import cpu_flags
+    from edgekit.hardware.host import cpu_flags
 
     have = {_feature_key(f) for f in (cpu_flags() if flags is None else flags)}
     if not have:  # no /proc/cpuinfo to compare with: trust LLVM

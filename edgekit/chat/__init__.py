@@ -1,0 +1,1 @@
+"""Chat with a deployment: the engine (context, streaming, figures), one-shot generation, the UIs."""

@@ -1,0 +1,218 @@
+"""The chat engine behind `edgekit chat` (TUI and plain): a runtime session, the chat template, the
+context window, streaming with live figures, and cancellation. No UI in here.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekit.chat.generate import GenerationResult
+from edgekit.engines import Sampling
+from edgekit.errors import UsageError
+
+
+@dataclass
+class Info:
+    """What the stats panel shows about where the model runs."""
+
+    model: str
+    shape: str
+    runtime: str
+    precision: str
+    device: str
+    budget_ms: float | None = None
+    budget_text: str | None = None
+    lut_status: str | None = None  # measured | estimated | None (no deployment)
+    context_length: int = 2048
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Stats:
+    """Figures of the reply being made (updated per token) or just made."""
+
+    prompt_tokens: int = 0
+    context_tokens: int = 0
+    new_tokens: int = 0
+    ttft_ms: float | None = None
+    ms_per_token: list[float] = field(default_factory=list)  # each token after the first
+    dropped_turns: int = 0
+    cancelled: bool = False
+
+    @property
+    def mean_ms(self) -> float | None:
+        return sum(self.ms_per_token) / len(self.ms_per_token) if self.ms_per_token else None
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        m = self.mean_ms
+        return 1000 / m if m else None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(mean_ms=self.mean_ms, tokens_per_s=self.tokens_per_s)
+        return data
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One streamed event: new text (possibly empty while a multi-byte character completes)."""
+
+    text: str
+    stats: Stats
+
+
+def render_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
+    if getattr(tokenizer, "chat_template", None):
+        out = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+        return list(out["input_ids"])
+    return list(tokenizer("\n".join(m["content"] for m in messages))["input_ids"])
+
+
+def fit_context(
+    tokenizer: Any, messages: list[dict[str, str]], context_length: int, reserve: int
+) -> tuple[list[dict[str, str]], list[int], int]:
+    """Drop the oldest turns (never the system prompt or the newest message) until the prompt and
+    `reserve` new tokens fit; return (messages kept, their ids, turns dropped)."""
+    system = [m for m in messages[:1] if m["role"] == "system"]
+    rest = messages[len(system) :]
+    dropped = 0
+    while True:
+        kept = system + rest
+        ids = render_ids(tokenizer, kept)
+        if len(ids) + reserve <= context_length or len(rest) <= 1:
+            break
+        # drop a whole exchange (user + assistant) so the template never starts with a reply
+        cut = 2 if len(rest) > 2 and rest[0]["role"] == "user" and rest[1]["role"] == "assistant" else 1
+        rest = rest[cut:]
+        dropped += cut
+    if len(ids) + 1 > context_length:
+        raise UsageError(f"the message alone takes {len(ids)} tokens, more than the context window of {context_length}")
+    return kept, ids, dropped
+
+
+class ChatEngine:
+    def __init__(self, session: Any, tokenizer: Any, info: Info) -> None:
+        self.session = session
+        self.tokenizer = tokenizer
+        self.info = info
+        self.lock = threading.Lock()  # one reply at a time per session
+        self.shapes: list[str] = []  # what reshape() offers
+        self.accuracy: dict[str, Any] = {}  # shape -> accuracy row, when a checkpoint has a table
+
+    @classmethod
+    def from_deployment(cls, path: Path) -> ChatEngine:
+        from edgekit.deployment.pipeline import open_deployment
+
+        manifest, session, tokenizer = open_deployment(path)
+        rt = manifest["runtime"]
+        budget = manifest["budget"]["resolved"].get("ms_per_token")
+        info = Info(
+            manifest["model"]["name"], manifest["shape"]["name"], rt["name"], rt["precision"], rt["device"],
+            budget, manifest["budget"]["text"], manifest["lut"]["status"], session.context_length,
+        )  # fmt: skip
+        return cls(session, tokenizer, info)
+
+    @classmethod
+    def from_elastic(cls, source: Any, shape: str | None = None, device: str = "cpu") -> ChatEngine:
+        """A torch engine on an elastic checkpoint (SMOL merged per shape) or a plan, able to reshape live.
+        `source` is deploy's Source: (plan, checkpoint or None, label)."""
+        from edgekit.elastic.base_model import base_folder, load_elastic
+        from edgekit.engines.torch_engine import ElasticTorchSession
+        from edgekit.models.weights import read_config
+
+        plan = source.plan
+        if source.ckpt is not None:
+            from edgekit.elastic.checkpoint import load_elastic_checkpoint
+
+            elastic, _ = load_elastic_checkpoint(source.ckpt, device=device)
+        else:
+            elastic = load_elastic(plan, device=device)
+        folder = base_folder(plan)
+        the_shape = plan.shape(shape) if shape else plan.full
+        session = ElasticTorchSession(elastic, plan, read_config(folder), the_shape, device)
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        info = Info(plan.model.name, the_shape.name, "torch", "fp32", device, context_length=session.context_length)
+        engine = cls(session, tokenizer, info)
+        engine.shapes = [s.name for s in plan.grid()]
+        engine.accuracy = (source.ckpt.accuracy or {}).get("shapes", {}) if source.ckpt is not None else {}
+        return engine
+
+    @property
+    def can_reshape(self) -> bool:
+        return hasattr(self.session, "reshape")
+
+    def reshape(self, shape: str) -> float:
+        """Change the live model's shape (torch on an elastic model); return the seconds it took."""
+        if not self.can_reshape:
+            raise UsageError("changing shape live needs the torch runtime on an elastic checkpoint or plan")
+        with self.lock:
+            seconds = self.session.reshape(self.session.plan.shape(shape))
+        self.info.shape = shape
+        return seconds
+
+    def complete(
+        self, messages: list[dict[str, str]], sampling: Sampling, on_text: Callable[[str], None] | None = None
+    ) -> GenerationResult:
+        """One whole reply (streamed to `on_text` as it comes), with the figures `generate` reports."""
+        text, stats = "", Stats()
+        for piece in self.reply(messages, sampling):
+            text += piece.text
+            stats = piece.stats
+            if on_text and piece.text:
+                on_text(piece.text)
+        ttft = stats.ttft_ms or 0.0
+        decode = stats.mean_ms or ttft
+        return GenerationResult(
+            text.strip(), stats.prompt_tokens, stats.new_tokens, ttft, decode, 1000 / decode if decode else 0.0
+        )
+
+    def reply(
+        self, messages: list[dict[str, str]], sampling: Sampling, cancel: threading.Event | None = None
+    ) -> Iterator[Piece]:
+        """Stream the assistant's reply to `messages` (the last one the user's); stop when `cancel` is set."""
+        if not messages or not messages[-1]["content"].strip():
+            raise UsageError("the prompt is empty")
+        reserve = min(sampling.max_new_tokens, max(1, self.info.context_length // 4))
+        _, ids, dropped = fit_context(self.tokenizer, messages, self.info.context_length, reserve)
+        stats = Stats(prompt_tokens=len(ids), context_tokens=len(ids), dropped_turns=dropped)
+        pieces: list[int] = []
+        printed = 0
+        with self.lock:
+            start = last = time.perf_counter()
+            stream = self.session.stream(ids, sampling)
+            try:
+                for token in stream:
+                    now = time.perf_counter()
+                    if stats.ttft_ms is None:
+                        stats.ttft_ms = (now - start) * 1000
+                    else:
+                        stats.ms_per_token.append((now - last) * 1000)
+                    last = now
+                    stats.new_tokens += 1
+                    stats.context_tokens += 1
+                    if token in self.session.eos_ids:
+                        break
+                    pieces.append(token)
+                    text = self.tokenizer.decode(pieces, skip_special_tokens=True)
+                    new = "" if text.endswith("\ufffd") else text[printed:]
+                    printed += len(new)
+                    yield Piece(new, stats)
+                    if cancel is not None and cancel.is_set():
+                        stats.cancelled = True
+                        break
+            finally:
+                close = getattr(stream, "close", None)
+                if close:
+                    close()
+        text = self.tokenizer.decode(pieces, skip_special_tokens=True)
+        yield Piece(text[printed:], stats)

@@ -1,0 +1,1 @@
+"""The Textual chat app (`edgekit chat`), imported as edgekit.chat.tui."""

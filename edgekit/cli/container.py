@@ -1,0 +1,148 @@
+"""`edgekit container build|flash`: thin layers over edgekit.container.build and edgekit.container.flash."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.markup import escape
+
+from edgekit.cli.console import err, out, print_json
+from edgekit.cli.options import key_values
+from edgekit.errors import UsageError
+
+app = typer.Typer(
+    help="Jetson images of a deployment: build one for a board's L4T release, move it onto the board.",
+    no_args_is_help=True,
+)
+
+
+@app.command("build")
+def build_cmd(
+    target: str = typer.Option(..., "--target", "-t", help="Jetson target name or alias (orin, orin-nano, ...)."),
+    deployment: Path = typer.Option(..., "--deployment", "-d", help="A folder from `edgekit deploy`."),
+    runtime: str = typer.Option(None, "--runtime", "-r", help="ort or mlc (default: the deployment's)."),
+    l4t: str = typer.Option(None, "--l4t", help="The board's L4T release, e.g. 36.4.3 (default: the target's)."),
+    tag: str = typer.Option(None, "--tag", help="Image name (default: edgekit/<model>-<shape>:<runtime>-r<l4t>)."),
+    context_out: Path = typer.Option(None, "--context-out", help="Build context folder (default: under EDGEKIT_HOME)."),
+    base_image: str = typer.Option(None, "--base-image", help="Build on this image instead of the mapped one."),
+    build_arg: list[str] = typer.Option(None, "--build-arg", help="Override a Dockerfile.jetson ARG (KEY=VALUE)."),
+    wheel: Path = typer.Option(None, "--wheel", help="Install this edgekit wheel instead of building one."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --context-out folder."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Write the context, print every command, run no docker command."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print the plan and commands as JSON."),
+) -> None:
+    """Build an arm64 image of a deployment for a Jetson's L4T release: writes the build context (verified
+    deployment copy, edgekit wheel, Dockerfile.jetson, hashes), then runs `docker buildx build --load`."""
+    from edgekit.container.build import base_image_for, build_commands, check_commands, preflight_build, prepare_context
+    from edgekit.container.build import resolve_l4t as _resolve_l4t
+    from edgekit.deployment.targets import get_target
+
+    tgt = get_target(target)
+    if tgt.kind != "jetson":
+        raise UsageError(f"container images are for Jetson boards; {tgt.name} is a {tgt.kind} target")
+    release = _resolve_l4t(tgt, l4t)
+    if runtime and not base_image:
+        base_image_for(release, runtime)  # an impossible runtime/L4T pair fails before anything is written
+    checks = check_commands()
+    found = [] if dry_run else preflight_build()
+    plan = prepare_context(
+        deployment, tgt, runtime, context_out, l4t=release, tag=tag, wheel=wheel, base_image=base_image,
+        build_args=key_values(build_arg, "--build-arg"), force=force,
+    )  # fmt: skip
+    commands = build_commands(plan)
+    report: dict[str, Any] = {
+        **plan.to_dict(),
+        "dry_run": dry_run,
+        "checks": [c.to_dict() for c in checks],
+        "found": found,
+        "commands": [c.to_dict() for c in commands],
+        "built": False,
+    }
+    if dry_run:
+        _show(report, json_out)
+        return
+    if not json_out:
+        _show(report, json_out=False)
+    from edgekit.container.build import run_build
+
+    run_build(plan)
+    report["built"] = True
+    if json_out:
+        print_json(report)
+        return
+    out.print(
+        f"built {plan.image}\nmove it onto the board: edgekit container flash --image {plan.image} --to USER@HOST",
+        markup=False,
+    )
+
+
+@app.command("flash")
+def flash_cmd(
+    image: str = typer.Option(..., "--image", help="A local image from `edgekit container build`."),
+    to: str = typer.Option(..., "--to", help="The board: USER@HOST or USER@HOST:PORT (SSH, key authentication)."),
+    run: bool = typer.Option(False, "--run", help="Start the chat on the board once the image is there."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print every command (checks included), run none."),
+    json_out: bool = typer.Option(False, "--json", help="Print the board's facts and the commands as JSON."),
+) -> None:
+    """Move an image onto a Jetson (`docker save | ssh docker load`) after checking the board: reachable,
+    the same L4T release family as the image, enough free disk, docker with the nvidia runtime."""
+    from edgekit.container.build import check_image_name
+    from edgekit.container.flash import check_commands, flash_commands, parse_ssh_target, preflight_flash, run_flash
+
+    dest = parse_ssh_target(to)
+    check_image_name(image)
+    checks, commands = check_commands(image, dest), flash_commands(image, dest, run)
+    report: dict[str, Any] = {
+        "image": image, "to": dest.dest, "port": dest.port, "dry_run": dry_run,
+        "checks": [c.to_dict() for c in checks], "commands": [c.to_dict() for c in commands],
+        "board": None, "loaded": False,
+    }  # fmt: skip
+    if dry_run:
+        _show(report, json_out)
+        return
+    facts = preflight_flash(image, dest, run)
+    report["board"] = facts.to_dict()
+    if not json_out:
+        out.print(
+            f"{dest.host}: L4T {facts.l4t} (JetPack {facts.jetpack or '?'}), {(facts.free_bytes or 0) / 1024**3:.1f} "
+            f"GB free on {facts.free_on}, docker runtimes {', '.join(facts.docker_runtimes) or '-'}"
+        )
+        for note in facts.notes:
+            err.print(f"[yellow]note[/yellow]: {note}")
+    if json_out and run:
+        raise UsageError("--run is interactive: drop --json")
+    run_flash(image, dest, run)
+    report["loaded"] = True
+    if json_out:
+        print_json(report)
+    elif not run:
+        start = flash_commands(image, dest, run=True)[-1].text()
+        out.print(f"{image} is on {dest.host}; chat there: {escape(start)} (or flash with --run)")
+
+
+def _show(report: dict[str, Any], json_out: bool) -> None:
+    """The plan and every command, one per line and unwrapped, so each can be copied and run by hand."""
+    if json_out:
+        print_json(report)
+        return
+    if "context" in report:
+        out.print(f"image {report['image']} from {report['base']['image']} for {report['target']} "
+                  f"(L4T {report['l4t']}, JetPack {report['jetpack'] or '?'}), {report['runtime']} "
+                  f"{report['precision']}, {report['model']} {report['shape']}", markup=False)  # fmt: skip
+        out.print(f"build context: {report['context']} (its files and hashes: context.json)", markup=False)
+        for c in report.get("prepared_with", []):
+            out.print(f"  {escape(c['run'])}    [dim]# {escape(c['why'])} (ran)[/dim]")
+    for note in report.get("notes", []):
+        out.print(f"[yellow]note[/yellow]: {escape(note)}")
+    out.print("checks, in order (not run):" if report["dry_run"] else "checked:")
+    for c in report["checks"]:
+        out.print(f"  {escape(c['run'])}    [dim]# {escape(c['why'])}[/dim]")
+    for line in report.get("found", []):
+        out.print(f"  [dim]{escape(line)}[/dim]")
+    out.print("would run:" if report["dry_run"] else "running:")
+    for c in report["commands"]:
+        out.print(f"  {escape(c['run'])}    [dim]# {escape(c['why'])}[/dim]")

@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+import typer
+
+from edgekit.cli.console import out, print_json
+
+
+def doctor(
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    no_bench: bool = typer.Option(False, "--no-bench", help="Skip the bandwidth and matmul measurements."),
+) -> None:
+    """What this host is and what it can do: device, memory, measured bandwidth and compute, runtimes."""
+    from edgekit.hardware.doctor import render, run_doctor
+
+    if json_out:
+        print_json(run_doctor(benchmark=not no_bench))
+        return
+    with out.status("measuring memory bandwidth and matmul throughput…"):
+        report = run_doctor(benchmark=not no_bench)
+    for block in render(report):
+        out.print(block)

@@ -1,0 +1,511 @@
+"""Jetson images of a deployment: the base image for a board's L4T release, the build context
+(Dockerfile.jetson, a verified copy of the deployment, the edgekit wheel, a manifest of hashes), and
+the exact `docker buildx` command line with the checks that must pass before it runs.
+
+An image only runs on a board of the same L4T major release (DESIGN.md, "Runtimes and boards"), so
+the release comes from the target descriptor or --l4t and never from a guess. Moving an image onto a
+board over SSH is edgekit.container.flash's job.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekit import __version__
+from edgekit.artifacts import atomic_dir, hash_tree, read_format_json, sha256_file, verify_files, write_json_atomic
+from edgekit.deployment.targets import Target, get_target
+from edgekit.errors import EdgekitError, IntegrityError, MissingDependencyError, UsageError
+from edgekit.hardware.host import jetpack_for_l4t
+from edgekit.shell import Command, Result
+
+FORMAT = "edgekit-container-context/1"
+CONTEXT_MANIFEST = "context.json"
+DOCKERFILE = "Dockerfile.jetson"
+PLATFORM = "linux/arm64"
+RUNTIMES = ("ort", "mlc")
+BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")  # a module constant so tests can point it elsewhere
+BINFMT_FIX = "docker run --privileged --rm tonistiigi/binfmt --install arm64"
+
+# Where CUDA builds of Python packages for Jetson live: PyPI's aarch64 wheels of torch, onnxruntime and
+# onnxruntime-genai are CPU-only (microsoft/onnxruntime-genai#2283, microsoft/onnxruntime#20503). The
+# jetson-containers project serves them per JetPack and CUDA release: pip_cache() in
+# packages/cuda/cuda/config.py of dusty-nv/jetson-containers builds `https://pypi.{host}/jp6/cu126`,
+# with host jetson-ai-lab.io since b20dbc9c (Aug 2025; images built before then still point at the old
+# .dev host, which is why Dockerfile.jetson names the index itself). Its wheels come and go
+# (dusty-nv/jetson-containers#1462), so the versions Dockerfile.jetson pins are the ones that project
+# builds at dd206bf: onnxruntime 1.25.1 and onnxruntime_genai 0.13.1 for cu126.
+JETSON_PIP_INDEX_JP6_CU126 = "https://pypi.jetson-ai-lab.io/jp6/cu126"
+DEFAULT_ORT_GENAI = "0.13.1"
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    image: str
+    runtime: str
+    l4t_range: str  # the board releases it runs on, for messages
+    pip_index: str | None  # where CUDA wheels for this JetPack come from (ort installs from it)
+    source: str  # where the name and tag were read
+    runtime_version: str | None = None  # the MLC-LLM inside; its compiled model libraries must match it
+
+
+# Tags from the image tables of dusty-nv/jetson-containers at dd206bf (packages/llm/mlc/README.md) and
+# NVIDIA's NGC catalogue (l4t-jetpack). jetson-containers' l4t_version_compatible() runs 36.4+
+# containers only on 36.4+ boards and 36.0-36.3 containers only on 36.0-36.3 boards, hence two rows.
+# ORT uses NVIDIA's own JetPack image (CUDA 12.6, cuDNN 9.3, TensorRT 10.3 on Ubuntu 22.04) plus the CUDA
+# wheels above: jetson-containers publishes no onnxruntime_genai image (its README lists none), and its
+# onnxruntime images carry an older ORT than the genai wheels on the index are built against.
+BASE_IMAGES: dict[tuple[str, str], BaseImage] = {
+    ("ort", "36.4"): BaseImage(
+        "nvcr.io/nvidia/l4t-jetpack:r36.4.0", "ort", "L4T 36.4.x (JetPack 6.1/6.2)", JETSON_PIP_INDEX_JP6_CU126,
+        "NGC nvidia/l4t-jetpack; CUDA wheels: jetson-containers pip_cache (jp6/cu126)",
+    ),
+    ("mlc", "36.4"): BaseImage(
+        "dustynv/mlc:0.20.0-r36.4.0", "mlc", "L4T 36.4.x (JetPack 6.1/6.2)", None,
+        "dusty-nv/jetson-containers packages/llm/mlc/README.md (newest r36.4 tag, 2025-05-02)", "0.20.0",
+    ),
+    ("mlc", "36.0"): BaseImage(
+        "dustynv/mlc:0.1.2-r36.3.0", "mlc", "L4T 36.0-36.3 (JetPack 6.0)", None,
+        "dusty-nv/jetson-containers packages/llm/mlc/README.md (newest r36.3 tag, 2024-09-25)", "0.1.2",
+    ),
+}  # fmt: skip
+
+
+@dataclass
+class BuildPlan:
+    image: str
+    context: Path
+    target: str
+    l4t: str
+    jetpack: str | None
+    runtime: str
+    base: BaseImage
+    model: str
+    shape: str
+    precision: str
+    deployment: Path
+    deployment_sha256: str  # of its manifest.json, which holds every other file's hash
+    package: str  # the wheel's file name under dist/
+    build_args: dict[str, str]
+    notes: list[str] = field(default_factory=list)
+    prepared_with: list[dict[str, str]] = field(default_factory=list)  # what ran to write the context
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["context"], data["deployment"] = str(self.context), str(self.deployment)
+        return data
+
+
+# ------------------------------------------------------------------ L4T releases and base images
+
+
+def normalize_l4t(text: str) -> str:
+    """'r36.4.3', 'R36.4', '36.4.3' -> '36.4.3' / '36.4'; anything else is a usage error."""
+    match = re.fullmatch(r"[rR]?(\d+)\.(\d+)(?:\.(\d+))?", text.strip())
+    if not match:
+        raise UsageError(f"--l4t takes an L4T release such as 36.4.3 (see /etc/nv_tegra_release), not '{text}'")
+    return ".".join(g for g in match.groups() if g is not None)
+
+
+def _major_minor(l4t: str) -> tuple[int, int]:
+    parts = normalize_l4t(l4t).split(".")
+    return int(parts[0]), int(parts[1])
+
+
+def l4t_compatible(image_l4t: str, board_l4t: str) -> bool:
+    """Whether a board runs an image built for another L4T release: the rule of jetson-containers'
+    l4t_version_compatible() (jetson_containers/l4t_version.py): the same major release, and on
+    JetPack 6 both before 36.4 or both from 36.4 on (36.4 moved to CUDA 12.6 and a new driver)."""
+    (im, imin), (bm, bmin) = _major_minor(image_l4t), _major_minor(board_l4t)
+    if im != bm:
+        return False
+    if im == 36:
+        return (imin >= 4) == (bmin >= 4)
+    return True
+
+
+def base_image_for(l4t: str, runtime: str) -> BaseImage:
+    """The image to build on for a board's L4T release and a runtime; a usage error naming the way out
+    where there is none (JetPack 5's images carry Python 3.8, and edgekit needs 3.10)."""
+    if runtime not in RUNTIMES:
+        raise UsageError(f"container images run ort or mlc deployments, not '{runtime}'")
+    major, minor = _major_minor(l4t)
+    if major != 36:
+        why = (
+            "JetPack 5 images carry Python 3.8 and edgekit needs 3.10"
+            if major < 36
+            else "JetPack 7 images are not mapped yet"
+        )
+        raise UsageError(
+            f"no base image for L4T {l4t} ({why}): pass --base-image IMAGE built for that release, "
+            "or flash the board with JetPack 6 (L4T 36.x)"
+        )
+    family = "36.4" if minor >= 4 else "36.0"
+    base = BASE_IMAGES.get((runtime, family))
+    if base is None:
+        raise UsageError(
+            f"no {runtime} base image for L4T {l4t}: jetson-containers builds onnxruntime-genai with CUDA "
+            "only for CUDA 12.6+ (JetPack 6.1+, L4T 36.4): upgrade the board, use --runtime mlc, or pass --base-image"
+        )
+    return base
+
+
+def resolve_l4t(target: Target, l4t: str | None) -> str:
+    if l4t:
+        return normalize_l4t(l4t)
+    known = (target.software or {}).get("l4t")
+    if not known:
+        raise UsageError(
+            f"the L4T release of {target.name} is unknown (its descriptor has none): pass --l4t, e.g. --l4t 36.4.3 "
+            "(the board's `cat /etc/nv_tegra_release` shows it: R36 REVISION 4.3 is 36.4.3)"
+        )
+    return normalize_l4t(str(known))
+
+
+# ------------------------------------------------------------------ image names
+
+_REPO_PART = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+def default_image(model: str, shape: str, runtime: str, l4t: str) -> str:
+    name = re.sub(r"[^a-z0-9.-]+", "-", f"{model}-{shape}".lower()).strip("-.")
+    return f"edgekit/{name}:{runtime}-r{l4t}"
+
+
+def check_image_name(image: str) -> str:
+    """Docker's reference grammar, checked here so a bad --tag fails before a long build, not after."""
+    name, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "")
+    path = name.split("/")
+    host = path[0] if len(path) > 1 and ("." in path[0] or ":" in path[0] or path[0] == "localhost") else None
+    parts = path[1:] if host else path
+    if not parts or not all(_REPO_PART.fullmatch(p) for p in parts) or (tag and not _TAG.fullmatch(tag)):
+        raise UsageError(
+            f"'{image}' is not a docker image name: lowercase letters, digits and . _ - separated by /, "
+            "then an optional :tag (e.g. edgekit/smollm2-d20-w61:ort-r36.4.3)"
+        )
+    return image
+
+
+# ------------------------------------------------------------------ the build context
+
+
+def source_root() -> Path | None:
+    """The source checkout edgekit runs from (an editable install), else None."""
+    import edgekit
+
+    root = Path(edgekit.__file__).resolve().parent.parent
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file() and re.search(r'^name\s*=\s*"edgekit"', pyproject.read_text(), re.M):
+        return root
+    return None
+
+
+def dockerfile_path() -> Path:
+    """Dockerfile.jetson, shipped with the package."""
+    from edgekit.data import shipped
+
+    path = shipped(DOCKERFILE)
+    if not path.is_file():
+        raise IntegrityError(f"{DOCKERFILE} is missing from this edgekit install: reinstall edgekit")
+    return path
+
+
+# what `pip wheel` reads from a checkout: the project file, the readme it names, the package
+SOURCE_PARTS = ("pyproject.toml", "README.md", "edgekit")
+
+
+def wheel_command(src: Path, out: Path) -> Command:
+    # --no-build-isolation: the setuptools already installed builds it, offline, in a second or two
+    argv = (sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", str(out))
+    return Command((*argv, str(src)), "build the edgekit wheel the image installs")
+
+
+def build_wheel(out: Path) -> tuple[Path, Command]:
+    """`pip wheel --no-deps .` on a copy of the checkout (so the checkout gains no build/ or egg-info)."""
+    root = source_root()
+    if root is None:
+        raise MissingDependencyError(
+            "this edgekit is not a source checkout, so it cannot build its own wheel: pass --wheel PATH "
+            "(a wheel built with `pip wheel --no-deps .` in a checkout)"
+        )
+    with tempfile.TemporaryDirectory(prefix="edgekit-wheel-") as tmp:
+        src = Path(tmp) / "src"
+        src.mkdir()
+        skip = shutil.ignore_patterns("__pycache__", "*.pyc", ".partial-*")
+        for part in SOURCE_PARTS:
+            if (root / part).is_dir():
+                shutil.copytree(root / part, src / part, ignore=skip)
+            else:
+                shutil.copy2(root / part, src / part)
+        cmd = wheel_command(src, out)
+        done = subprocess.run(list(cmd.argv), capture_output=True, text=True)
+        if done.returncode != 0:
+            last = Result(done.returncode, done.stdout, done.stderr).last_error_line()
+            raise MissingDependencyError(f"building the edgekit wheel failed (`pip wheel`): {last}")
+    wheels = sorted(out.glob("edgekit-*.whl"))
+    if len(wheels) != 1:
+        raise IntegrityError(f"pip wheel left {len(wheels)} edgekit wheels in {out}, expected one")
+    shown = wheel_command(root, out)  # what ran, with the checkout in place of its throwaway copy
+    return wheels[0], Command(shown.argv, shown.why + " (run on a copy of the checkout)")
+
+
+def _copy_deployment(src: Path, dest: Path) -> dict[str, Any]:
+    """Exactly the files the manifest names, plus the manifest, verified again after the copy."""
+    from edgekit.deployment.pipeline import MANIFEST, load_deployment
+
+    manifest = load_deployment(src)
+    dest.mkdir()
+    for rel in manifest["files"]:
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src / rel, dest / rel)
+    shutil.copy2(src / MANIFEST, dest / MANIFEST)
+    verify_files(dest, manifest["files"], f"the copy of deployment {src}")
+    return manifest
+
+
+def plan_notes(
+    manifest: dict[str, Any], target: Target, runtime: str, base: BaseImage, args: dict[str, str]
+) -> list[str]:
+    """What the user should know before a long build: mismatches that would only show on the board."""
+    notes = []
+    dep_target = manifest.get("target", {})
+    if dep_target.get("name") != target.name:
+        notes.append(f"the deployment was made for {dep_target.get('name')}, the image is for {target.name}")
+    rt = manifest["runtime"]
+    if rt.get("device") != "cuda":
+        notes.append(f"the deployment runs on {rt.get('device')}: on the board it will not use the GPU")
+    built_with = rt.get("versions", {}).get("onnxruntime-genai")
+    if runtime == "ort" and built_with and built_with != args.get("ONNXRUNTIME_GENAI_VERSION"):
+        notes.append(
+            f"the model was compiled with onnxruntime-genai {built_with}, the image installs "
+            f"{args.get('ONNXRUNTIME_GENAI_VERSION')}; a newer builder's genai_config.json may not load in an older "
+            "runtime: redeploy with that version, or --build-arg ONNXRUNTIME_GENAI_VERSION=... if the index has it"
+        )
+    mlc_with = rt.get("versions", {}).get("mlc_llm")
+    if runtime == "mlc" and base.runtime_version and mlc_with and not mlc_with.startswith(base.runtime_version):
+        notes.append(
+            f"the model library was compiled with mlc_llm {mlc_with}, the image runs MLC {base.runtime_version}: "
+            "a library from another MLC/TVM version may not load; compile with the image's version"
+        )
+    if base.pip_index is None and runtime == "ort":
+        notes.append("the base image was given with --base-image: set --build-arg JETSON_PIP_INDEX for its CUDA")
+    return notes
+
+
+def prepare_context(
+    deployment_dir: Path,
+    target: str | Target,
+    runtime: str | None,
+    out_dir: Path | None,
+    *,
+    l4t: str | None = None,
+    tag: str | None = None,
+    wheel: Path | None = None,
+    base_image: str | None = None,
+    build_args: dict[str, str] | None = None,
+    force: bool = False,
+) -> BuildPlan:
+    """Write the build context (Dockerfile, deployment copy, wheel, context.json) into a temporary folder
+    renamed into place, and return the plan whose build_commands() build it."""
+    from edgekit.deployment.pipeline import MANIFEST, load_deployment
+
+    tgt = target if isinstance(target, Target) else get_target(target)
+    if tgt.kind != "jetson":
+        raise UsageError(f"container images are for Jetson boards; {tgt.name} is a {tgt.kind} target")
+    release = resolve_l4t(tgt, l4t)
+    deployment_dir = Path(deployment_dir)
+    manifest = load_deployment(deployment_dir)
+    dep_runtime = manifest["runtime"]["name"]
+    runtime = runtime or dep_runtime
+    if runtime != dep_runtime:
+        raise UsageError(f"the deployment runs on {dep_runtime}, not {runtime}: drop --runtime or redeploy")
+    base = (
+        base_image_for(release, runtime)
+        if not base_image
+        else BaseImage(base_image, runtime, "given", None, "--base-image")
+    )
+    image = check_image_name(
+        tag or default_image(manifest["model"]["name"], manifest["shape"]["name"], runtime, release)
+    )
+    if wheel is not None and not Path(wheel).is_file():
+        raise UsageError(f"--wheel {wheel}: no such file")
+    from edgekit.paths import home
+
+    out = Path(out_dir) if out_dir else home() / "containers" / re.sub(r"[^A-Za-z0-9._-]+", "_", image)
+    if out_dir and out.exists() and not force:
+        raise UsageError(f"{out} exists; pass --force to replace it")
+    dockerfile = dockerfile_path()
+    args = {
+        "BASE_IMAGE": base.image,
+        "RUNTIME": runtime,
+        "EDGEKIT_TARGET": tgt.name,
+        "EDGEKIT_L4T": release,
+        "EDGEKIT_JETPACK": jetpack_for_l4t(release) or "unknown",
+        "EDGEKIT_MODEL": manifest["model"]["name"],
+        "EDGEKIT_SHAPE": manifest["shape"]["name"],
+        "EDGEKIT_PRECISION": manifest["runtime"]["precision"],
+        "EDGEKIT_DEPLOYMENT_SHA256": sha256_file(deployment_dir / MANIFEST),
+    }
+    if runtime == "ort":
+        args["JETSON_PIP_INDEX"] = base.pip_index or JETSON_PIP_INDEX_JP6_CU126
+        args["ONNXRUNTIME_GENAI_VERSION"] = DEFAULT_ORT_GENAI
+    unknown = set(build_args or {}) - set(dockerfile_args(dockerfile.read_text()))
+    if unknown:
+        raise UsageError(f"--build-arg {', '.join(sorted(unknown))}: {DOCKERFILE} declares no such ARG")
+    args.update(build_args or {})
+    notes = plan_notes(manifest, tgt, runtime, base, args)
+    # our own default folder is rebuilt in place; a folder the user named needs --force
+    with atomic_dir(out, replace=force or out_dir is None) as tmp:
+        shutil.copy2(dockerfile, tmp / "Dockerfile")
+        _copy_deployment(deployment_dir, tmp / "deployment")
+        (tmp / "dist").mkdir()
+        prepared = []
+        if wheel is not None:
+            package = Path(shutil.copy2(wheel, tmp / "dist" / Path(wheel).name))
+        else:
+            package, cmd = build_wheel(tmp / "dist")
+            prepared.append({"run": cmd.text().replace(str(tmp), str(out)), "why": cmd.why})
+        args["EDGEKIT_WHEEL"] = package.name
+        plan = BuildPlan(
+            image, out, tgt.name, release, jetpack_for_l4t(release), runtime, base, manifest["model"]["name"],
+            manifest["shape"]["name"], manifest["runtime"]["precision"], deployment_dir.resolve(),
+            args["EDGEKIT_DEPLOYMENT_SHA256"], package.name, args, notes, prepared,
+        )  # fmt: skip
+        write_json_atomic(tmp / CONTEXT_MANIFEST, _context_manifest(plan, tmp))
+    return plan
+
+
+def _context_manifest(plan: BuildPlan, root: Path) -> dict[str, Any]:
+    data = plan.to_dict()
+    data.pop("context")  # the folder moves into place after this is written
+    return {
+        "format": FORMAT,
+        "created": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "edgekit_version": __version__,
+        "platform": PLATFORM,
+        "plan": data,
+        "files": hash_tree(root, skip={CONTEXT_MANIFEST}),
+    }
+
+
+def load_context(path: Path) -> dict[str, Any]:
+    """A context's manifest after checking every file in it against its hash (what a build sends)."""
+    manifest = read_format_json(Path(path) / CONTEXT_MANIFEST, FORMAT, f"build context {path}")
+    verify_files(Path(path), manifest["files"], f"build context {path}")
+    return manifest
+
+
+def dockerfile_args(text: str) -> list[str]:
+    """The ARG names a Dockerfile declares (before or after FROM), in order."""
+    names = []
+    for line in text.replace("\\\n", " ").splitlines():
+        if line.strip().upper().startswith("ARG "):
+            for token in line.strip()[4:].split():
+                name = token.split("=", 1)[0]
+                if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) and name not in names:
+                    names.append(name)
+    return names
+
+
+# ------------------------------------------------------------------ commands and checks
+
+
+def build_commands(plan: BuildPlan) -> list[Command]:
+    argv = ["docker", "buildx", "build", "--platform", PLATFORM]
+    for key, value in plan.build_args.items():
+        argv += ["--build-arg", f"{key}={value}"]
+    argv += ["-t", plan.image, "--load", str(plan.context)]
+    return [Command(tuple(argv), f"build {plan.image} for {PLATFORM} and load it into the local docker")]
+
+
+def needs_emulation(machine: str | None = None) -> bool:
+    """Arm64 build steps need QEMU everywhere but on an arm64 host (a Jetson, a Graviton, an M-series VM)."""
+    return (machine or platform.machine()).lower() not in ("aarch64", "arm64")
+
+
+def check_commands(machine: str | None = None) -> list[Command]:
+    """The checks before a build, as the commands they run (a --dry-run lists them)."""
+    cmds = [Command(("docker", "buildx", "version"), "docker and its buildx plugin are installed")]
+    if needs_emulation(machine):
+        cmds.append(
+            Command(("docker", "buildx", "inspect"), f"the builder runs {PLATFORM} (QEMU), unless "
+                    f"{BINFMT_DIR / 'qemu-aarch64'} already says so")
+        )  # fmt: skip
+    return cmds
+
+
+def binfmt_arm64(binfmt_dir: Path | None = None) -> str | None:
+    """'enabled' / 'disabled' for the kernel's qemu-aarch64 binfmt handler, None when none is registered."""
+    entry = (binfmt_dir or BINFMT_DIR) / "qemu-aarch64"
+    try:
+        text = entry.read_text()
+    except OSError:
+        return None
+    return "enabled" if text.splitlines()[:1] == ["enabled"] else "disabled"
+
+
+def parse_buildx_platforms(text: str) -> list[str]:
+    """Platforms from `docker buildx inspect` ('Platforms: linux/amd64, linux/arm64, ...'); a builder
+    with several nodes prints the line once per node."""
+    found: list[str] = []
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip().lower() == "platforms":
+            found += [p.strip().rstrip("*") for p in value.split(",") if p.strip()]
+    return found
+
+
+def preflight_build(machine: str | None = None) -> list[str]:
+    """Raise, with what to install, unless docker, buildx and (off arm64) QEMU for arm64 are ready.
+    Returns notes on what was found."""
+    from edgekit import shell
+
+    if shutil.which("docker") is None:
+        raise MissingDependencyError(
+            "docker is not installed (not on PATH): install Docker Engine with the buildx plugin "
+            "(Debian/Ubuntu: apt-get install docker.io docker-buildx; or Docker's docker-ce and docker-buildx-plugin)"
+        )
+    buildx = shell.capture(Command(("docker", "buildx", "version"), "buildx present"))
+    if not buildx.ok:
+        raise MissingDependencyError(
+            f"docker buildx is missing ({buildx.first_error_line()}): install the buildx plugin "
+            "(Debian/Ubuntu: apt-get install docker-buildx; Docker's repository: docker-buildx-plugin)"
+        )
+    notes = [f"buildx: {buildx.out.strip().splitlines()[0] if buildx.out.strip() else 'present'}"]
+    if not needs_emulation(machine):
+        return notes + ["arm64 host: no emulation needed"]
+    state = binfmt_arm64()
+    if state == "enabled":
+        return notes + [f"QEMU for arm64: registered ({BINFMT_DIR / 'qemu-aarch64'})"]
+    inspect = shell.capture(Command(("docker", "buildx", "inspect"), "builder platforms"))
+    if inspect.ok and PLATFORM in parse_buildx_platforms(inspect.out):
+        return notes + ["QEMU for arm64: the builder lists linux/arm64"]
+    seen = "registered but disabled" if state == "disabled" else "not registered"
+    raise MissingDependencyError(
+        f"this {platform.machine()} machine cannot run arm64 build steps: QEMU for arm64 is {seen} with "
+        f"binfmt_misc. Register it with `{BINFMT_FIX}` (or apt-get install qemu-user-static binfmt-support), "
+        "or build on the Jetson itself"
+    )
+
+
+def run_build(plan: BuildPlan) -> None:
+    """Build the image (output on the terminal); a failed build is one line naming the context."""
+    from edgekit import shell
+
+    load_context(plan.context)  # what is sent is what was verified
+    for cmd in build_commands(plan):
+        result = shell.stream(cmd)
+        if not result.ok:
+            raise EdgekitError(
+                f"docker buildx build failed ({result.last_error_line()}); its output is above; the context "
+                f"is kept at {plan.context}"
+            )

@@ -1,0 +1,1 @@
+"""Deploying under a budget: targets, latency LUTs and their predictor, measurement, profile, choice, pipeline."""

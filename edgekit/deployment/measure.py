@@ -1,0 +1,166 @@
+"""Measure a compiled model in its runtime: decode ms/token, prefill and time to first token, peak memory.
+
+Each measurement runs in a fresh process (`python -m edgekit.deployment.measure ...`) so that its peak resident
+memory is the runtime's own, not what an earlier shape or the caller's torch left behind. Prompts
+are fixed random token ids: latency does not depend on what the tokens say, and min-length keeps
+EOS from ending a timed run early. Warm-up runs are discarded; the median of the timed runs is
+reported with its spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import EdgekitError, first_line
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    new_tokens: int = 64
+    runs: int = 5
+    warmup: int = 2
+    prompt_lens: tuple[int, ...] = (16, 64, 256)
+    decode_prompt_len: int = 32
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RuntimeFigures:
+    decode_ms: float
+    decode_spread_pct: float
+    runs: int
+    new_tokens: int
+    prefill_ms: dict[int, float] = field(default_factory=dict)
+    ttft_ms: dict[int, float] = field(default_factory=dict)
+    peak_rss_mb: float = 0.0
+    baseline_rss_mb: float = 0.0
+    load_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process image. On Linux VmHWM, not getrusage: ru_maxrss survives
+    exec, so a worker would report the high-water mark of the parent it was forked from."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # macOS reports bytes, others KiB
+
+
+def _vocab(folder: Path) -> int:
+    for name, keys in (("genai_config.json", ("model", "vocab_size")), ("config.json", ("vocab_size",))):
+        path = folder / name
+        if path.is_file():
+            data: Any = json.loads(path.read_text())
+            for key in keys:
+                data = data[key]
+            return int(data)
+    raise EdgekitError(f"{folder} has no genai_config.json or config.json to read the vocabulary size from")
+
+
+def measure_here(runtime: str, folder: Path, device: str, settings: MeasureSettings) -> RuntimeFigures:
+    """Measure in this process (the worker side of measure_folder)."""
+    import numpy as np
+    import psutil
+
+    from edgekit.engines import Sampling, get_engine
+    from edgekit.engines.base import timed_stream
+
+    baseline = psutil.Process().memory_info().rss / 2**20
+    start = time.perf_counter()
+    session = get_engine(runtime).open(folder, device)
+    load_s = time.perf_counter() - start
+    rng = np.random.default_rng(0)
+    vocab = _vocab(folder)
+
+    def prompt(n: int) -> list[int]:
+        return [int(t) for t in rng.integers(256, vocab, size=n)]
+
+    decode_ids = prompt(settings.decode_prompt_len)
+    timed = Sampling(max_new_tokens=settings.new_tokens, min_new_tokens=settings.new_tokens)
+    per_token = []
+    for i in range(settings.warmup + settings.runs):
+        tokens, stamps, _ = timed_stream(session, decode_ids, timed)
+        if len(tokens) < 2:
+            raise EdgekitError(f"{runtime} made {len(tokens)} tokens where {settings.new_tokens} were asked for")
+        if i >= settings.warmup:
+            per_token.append((stamps[-1] - stamps[0]) / (len(stamps) - 1) * 1000)
+    prefill, ttft = {}, {}
+    for n in settings.prompt_lens:
+        if n + 1 > session.context_length:
+            continue
+        ids = prompt(n)
+        times_p, times_t = [], []
+        for i in range(settings.warmup + settings.runs):
+            p, t = session.first_token(ids)
+            if i >= settings.warmup:
+                times_p.append(p * 1000)
+                times_t.append(t * 1000)
+        prefill[n] = round(statistics.median(times_p), 3)
+        ttft[n] = round(statistics.median(times_t), 3)
+    median = statistics.median(per_token)
+    return RuntimeFigures(
+        decode_ms=round(median, 4),
+        decode_spread_pct=round(100 * (max(per_token) - min(per_token)) / median, 2),
+        runs=len(per_token),
+        new_tokens=settings.new_tokens,
+        prefill_ms=prefill,
+        ttft_ms=ttft,
+        peak_rss_mb=round(_peak_rss_mb(), 1),
+        baseline_rss_mb=round(baseline, 1),
+        load_s=round(load_s, 3),
+    )
+
+
+def measure_folder(runtime: str, folder: Path, device: str, settings: MeasureSettings) -> RuntimeFigures:
+    """Measure a compiled model in a fresh worker process and return its figures."""
+    cmd = [
+        sys.executable, "-m", "edgekit.deployment.measure", runtime, str(folder), "--device", device,
+        "--settings", json.dumps(settings.to_dict()),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        raise EdgekitError(f"measuring {folder.name} in {runtime} failed: {lines[-1] if lines else 'no output'}")
+    data = json.loads(proc.stdout)
+    data["prefill_ms"] = {int(k): v for k, v in data["prefill_ms"].items()}
+    data["ttft_ms"] = {int(k): v for k, v in data["ttft_ms"].items()}
+    return RuntimeFigures(**data)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="edgekit's measurement worker (one compiled model, one process)")
+    ap.add_argument("runtime")
+    ap.add_argument("folder", type=Path)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--settings", default="{}")
+    args = ap.parse_args(argv)
+    raw = json.loads(args.settings)
+    raw["prompt_lens"] = tuple(raw.get("prompt_lens", MeasureSettings.prompt_lens))
+    try:
+        figures = measure_here(args.runtime, args.folder, args.device, MeasureSettings(**raw))
+    except Exception as exc:  # the parent shows this last line as its one-line error
+        print(f"{type(exc).__name__}: {first_line(exc)}", file=sys.stderr)
+        sys.exit(1)
+    print(json.dumps(figures.to_dict()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Models: the registry of known names, `--model` references, the local cache, pulling, weights."""

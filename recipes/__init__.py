@@ -1,1 +1,0 @@
-"""Elastic-build recipes (YAML), shipped with the package."""

@@ -1,1 +1,0 @@
-"""Device descriptors (YAML) shipped with edgekit; read them through edgekit.targets_registry."""

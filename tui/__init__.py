@@ -1,1 +1,0 @@
-"""The Textual chat app (`edgekit chat`), imported as edgekit.tui."""
