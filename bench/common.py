@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import platform
 from pathlib import Path
@@ -10,29 +9,33 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
-SHARED_DATA = Path(os.environ.get("EDGEKIT_SHARED_DATA", ROOT.parent.parent / "shared" / "data"))
+# the benchmarks' datasets (wikitext-2/, piqa/, pydoc/, chat/): $EDGEKIT_DATASETS, else ../shared/data beside
+# the repository, where this project's development machines keep them
+SHARED_DATA = Path(os.environ.get("EDGEKIT_DATASETS") or ROOT.parent.parent / "shared" / "data")
 WIKITEXT = SHARED_DATA / "wikitext-2" / "valid.txt"
 PIQA = SHARED_DATA / "piqa" / "dev.jsonl"
 PIQA_LABELS = SHARED_DATA / "piqa" / "dev-labels.lst"
 
 
 def machine() -> dict[str, Any]:
-    """What the numbers were measured on: host, threads and library versions."""
+    """What the numbers were measured on: the machine record every measured figure carries, the full host
+    description, and the versions and threads of the libraries that ran."""
     import torch
-    import transformers
 
     from edgekit import __version__
-    from edgekit.hardware.host import detect_host
+    from edgekit.artifacts import utc_now
+    from edgekit.hardware.host import detect_host, machine_record
+    from edgekit.packages import versions
 
-    host = detect_host().to_dict()
+    host = detect_host()
     return {
-        "host": host,
+        "record": machine_record(host),
+        "host": host.to_dict(),
         "python": platform.python_version(),
-        "torch": torch.__version__,
+        **versions("torch", "transformers", "onnxruntime-genai", "apache-tvm", "llama-cpp-python"),
         "torch_threads": torch.get_num_threads(),
-        "transformers": transformers.__version__,
         "edgekit": __version__,
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": utc_now(),
     }
 
 
@@ -57,4 +60,4 @@ def write_result(name: str, data: dict[str, Any]) -> Path:
 def require_data() -> None:
     missing = [p for p in (WIKITEXT, PIQA, PIQA_LABELS) if not p.is_file()]
     if missing:
-        raise SystemExit(f"benchmark data missing: {missing[0]} (set EDGEKIT_SHARED_DATA to the shared/data folder)")
+        raise SystemExit(f"benchmark data missing: {missing[0]} (set EDGEKIT_DATASETS to the folder that holds it)")

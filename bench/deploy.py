@@ -11,7 +11,7 @@
     .venv/bin/python bench/deploy.py [--skip-profile] [--only a,b,c,d]
 
 Run it on an idle machine: every figure is a latency. The measured LUT is written to
-$EDGEKIT_HOME/luts and, with --ship, copied to targets/luts/ as the reference LUT estimates scale from.
+$EDGEKIT_HOME/luts and, with --ship, copied to edgekit/data/luts/ as the reference LUT estimates scale from.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ def profile_host(plan: Any) -> Any:
     from edgekit.deployment.latency import fit_subset
     from edgekit.deployment.lut import save_lut
     from edgekit.deployment.measure import MeasureSettings
-    from edgekit.deployment.pipeline import resolve_target
     from edgekit.deployment.profile import ProfileRequest, profile
+    from edgekit.deployment.resolve import resolve_target
 
     res = resolve_target("host", "ort", "int4")
     grid = plan.grid()
@@ -48,14 +48,11 @@ def profile_host(plan: Any) -> Any:
 
 def ranking_for(plan: Any) -> Any:
     """The shipped elastic checkpoint's table when there is one, else stage-1 held-out wikitext ppl."""
-    from edgekit.deployment.budget import parse_budget
-    from edgekit.deployment.pipeline import DeployRequest, rank, resolve_source
+    from edgekit.elastic.source import Source
 
-    req = DeployRequest(target="host", budget=parse_budget("100%"), model=MODEL)
-    source = resolve_source(model=MODEL)
-    if source.ckpt is None or not source.ckpt.accuracy:
-        req = DeployRequest(target="host", budget=parse_budget("100%"), model=MODEL, dev_text=WIKITEXT)
-    return source, rank(source, plan.grid(), req), req.dev_text
+    source = Source.resolve(model=MODEL)
+    dev_text = None if source.accuracy else WIKITEXT
+    return source, source.ranking(source.shapes(), "ppl", dev_text), dev_text
 
 
 def sweep(lut: Any, plan: Any, dev_text: Path | None) -> dict[str, Any]:
@@ -88,11 +85,11 @@ def sweep(lut: Any, plan: Any, dev_text: Path | None) -> dict[str, Any]:
             wall = time.perf_counter() - start
             m = dep.manifest
             rows.append({
-                "budget_ms": round(b, 3), "chosen": dep.shape, "predicted_ms": m["predicted"]["decode_ms"],
-                "measured_ms": m["measured"]["decode_ms"], "within_budget": m["measured"]["decode_ms"] <= b,
-                "stepped_down_from": [s["shape"] for s in m["stepped_down_from"]],
+                "budget_ms": round(b, 3), "chosen": dep.shape, "predicted_ms": m.predicted.decode_ms,
+                "measured_ms": m.measured.decode_ms, "within_budget": m.measured.decode_ms <= b,
+                "stepped_down_from": [s["shape"] for s in m.stepped_down_from],
                 "metric": ranking.metric, "chosen_score": ranking.scores[dep.shape], "oracle": oracle,
-                "oracle_score": ranking.scores[oracle] if oracle else None, "timings": m["timings"],
+                "oracle_score": ranking.scores[oracle] if oracle else None, "timings": m.timings,
                 "wall_s": round(wall, 1),
             })  # fmt: skip
             print(rows[-1], flush=True)
@@ -155,12 +152,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="a,b,c,d")
     ap.add_argument("--skip-profile", action="store_true", help="reuse this machine's measured LUT")
-    ap.add_argument("--ship", action="store_true", help="copy the measured LUT to targets/luts/")
+    ap.add_argument("--ship", action="store_true", help="copy the measured LUT to edgekit/data/luts/")
     args = ap.parse_args()
     only = set(args.only.split(","))
 
     from edgekit.deployment.lut import find_lut, shipped_dir
-    from edgekit.deployment.pipeline import resolve_target
+    from edgekit.deployment.resolve import resolve_target
     from edgekit.elastic.plan import load_plan
 
     plan = load_plan(MODEL)

@@ -33,10 +33,10 @@ def main() -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from edgekit.cli.elastic import _print_points
-    from edgekit.elastic.frontier import EvalSettings, compare, plot_png, plot_terminal
+    from edgekit.cli.elastic.frontier import print_points
+    from edgekit.elastic.frontier import compare, plot_png, plot_terminal
     from edgekit.elastic.plan import load_plan
-    from edgekit.evaluation.metrics import load_piqa, read_text
+    from edgekit.evaluation.settings import EvalSettings
     from edgekit.shapes import Shape
 
     console = Console()
@@ -48,9 +48,8 @@ def main() -> None:
     skip = plan.held_out_skip(WIKITEXT)
     if not skip:
         raise SystemExit(f"plan {plan.name} was not calibrated on {WIKITEXT}")
-    settings = EvalSettings(
-        read_text(WIKITEXT), skip, args.max_tokens, 512, 512, load_piqa(PIQA, PIQA_LABELS, limit=args.limit)
-    )
+    settings = EvalSettings(str(WIKITEXT), args.max_tokens, 512, 512, mc=str(PIQA), mc_labels=str(PIQA_LABELS),
+                            mc_limit=args.limit)  # fmt: skip
     kinds = [k for k in args.baselines.split(",") if k]
     start = time.perf_counter()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -71,7 +70,7 @@ def main() -> None:
         "mc": str(PIQA),
         "items": args.limit,
     }
-    _print_points(points, evaluation)
+    print_points(points, evaluation)
     console.print(plot_terminal(points, "ppl"), markup=False, highlight=False)
     console.print(f"[dim]{describe(m)}; {seconds / 60:.1f} min[/dim]")
 

@@ -49,16 +49,19 @@ RUNS = {
 
 
 def overrides(steps: int, device: str) -> list[str]:
-    return [f"data.train={PYDOC_TRAIN}", f"train.steps={steps}", "train.checkpoint_every=25", f"train.device={device}"]
+    return [f"train.steps={steps}", "train.checkpoint_every=25", f"train.device={device}"]
+
+
+def settings(limit: int):
+    from edgekit.evaluation.settings import EvalSettings
+
+    return EvalSettings(str(WIKITEXT), 16384, 512, None, str(PYDOC_DEV), str(PIQA), str(PIQA_LABELS), limit)
 
 
 def evaluate(elastic, plan, tokenizer, limit: int) -> dict:
     from edgekit.elastic.accuracy import evaluate_shapes
 
-    return evaluate_shapes(
-        elastic, tokenizer, plan, [plan.shape(s) for s in SHAPES], str(WIKITEXT), 16384, str(PYDOC_DEV), str(PIQA),
-        str(PIQA_LABELS), limit,
-    )["shapes"]  # fmt: skip
+    return evaluate_shapes(elastic, tokenizer, plan, [plan.shape(s) for s in SHAPES], settings(limit))["shapes"]
 
 
 def main() -> None:
@@ -115,7 +118,7 @@ def main() -> None:
     for name, extra in RUNS.items():
         if (only and name not in only) or name + tag in results["runs"]:
             continue
-        recipe = load_recipe("smollm2-135m", overrides(args.steps, args.device) + extra)
+        recipe = load_recipe("smollm2-135m", overrides(args.steps, args.device) + extra, SHARED_DATA)
         run_dir = ROOT / "runs" / name
         trainer = prepare_run(recipe, run_dir, resume=True)
         if stop and trainer.state.step > stop:  # this run went past N already: read N back from its checkpoint
@@ -133,7 +136,9 @@ def main() -> None:
         touched.add(name + tag)
         save()
     if not only or "per-shape" in only:
-        shapes_per_step = load_recipe("smollm2-135m", overrides(args.steps, args.device)).train.shapes_per_step
+        shapes_per_step = load_recipe(
+            "smollm2-135m", overrides(args.steps, args.device), SHARED_DATA
+        ).train.shapes_per_step
         grid = len(plan.grid())
         # the same number of tokens per shape as ours spends in total, divided by the grid size
         per_steps = max(1, (stop or args.steps) * shapes_per_step // grid)
@@ -145,13 +150,12 @@ def main() -> None:
             extra = [f"train.grid=[{shape}]", "train.sandwich=false", "train.shapes_per_step=1", "smol.gated=false",
                      "smol.shared=false",
                      "train.teacher=" + ("inplace" if shape == "d30-w100" else "frozen")]  # fmt: skip
-            recipe = load_recipe("smollm2-135m", overrides(per_steps, args.device) + extra)
+            recipe = load_recipe("smollm2-135m", overrides(per_steps, args.device) + extra, SHARED_DATA)
             trainer = prepare_run(recipe, ROOT / "runs" / f"per-shape{tag}-{shape}", resume=True)
             state = train(trainer)
-            row = evaluate_shapes(
-                trainer.model, tokenizer, plan, [plan.shape(shape)], str(WIKITEXT), 16384, str(PYDOC_DEV), str(PIQA),
-                str(PIQA_LABELS), args.limit,
-            )["shapes"][shape]  # fmt: skip
+            row = evaluate_shapes(trainer.model, tokenizer, plan, [plan.shape(shape)], settings(args.limit))["shapes"][
+                shape
+            ]
             per["shapes"][shape] = {
                 **row, "train_seconds": round(state.seconds, 1), "tokens": state.tokens, "steps": state.step,
                 "threads": threads(),

@@ -37,7 +37,8 @@ def main() -> None:
     from edgekit.elastic.depth import select_depth
     from edgekit.elastic.model import ElasticModel
     from edgekit.elastic.selection import SEQ_LEN, calibration_ids
-    from edgekit.evaluation.metrics import perplexity, read_text
+    from edgekit.evaluation.data import read_text
+    from edgekit.evaluation.perplexity import perplexity
     from edgekit.models.reference import local_folder, resolve
     from edgekit.models.weights import Weights
     from edgekit.shapes import Shape

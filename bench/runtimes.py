@@ -49,26 +49,23 @@ def main() -> None:
 
     from rich.console import Console
     from rich.table import Table
-    from transformers import AutoTokenizer
 
     from edgekit.deployment.measure import MeasureSettings, measure_folder
-    from edgekit.deployment.pipeline import _extract, resolve_source
-    from edgekit.elastic.base_model import base_folder
+    from edgekit.elastic.source import Source
     from edgekit.engines import get_engine
     from edgekit.engines.base import folder_bytes
 
-    source = resolve_source(elastic=args.elastic, model=MODEL)
+    source = Source.resolve(elastic=args.elastic, model=MODEL)
     plan = source.plan
     runtimes = [tuple(r.split(":")) for r in args.runtimes.split(",")]
     settings = MeasureSettings(new_tokens=64, runs=args.runs, warmup=2, prompt_lens=(64,))
-    ids = AutoTokenizer.from_pretrained(base_folder(plan))(PROMPT)["input_ids"]
+    ids = source.tokenizer()(PROMPT)["input_ids"]
     rows: list[dict[str, Any]] = []
-    elastic = None
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-rt-") as tmp:
         for shape_name in args.shapes.split(","):
             shape = plan.shape(shape_name)
             hf = Path(tmp) / shape.name / "hf"
-            elastic = _extract(source, shape, hf, elastic)
+            source.extract(shape, hf)
             reference = greedy("torch", hf, args.device, ids) if ("torch", "fp32") in runtimes else None
             for runtime, precision in runtimes:
                 out = Path(tmp) / shape.name / f"{runtime}-{precision}"

@@ -122,16 +122,23 @@ def atomic_dir(final: Path, replace: bool = False) -> Iterator[Path]:
         raise
 
 
-def read_format_json(path: Path, fmt: str, what: str, fix: str = "") -> dict[str, Any]:
-    """A JSON artifact file that names its format: missing, unreadable or foreign is an IntegrityError
-    saying which (and `fix`, how to get a good one)."""
+def read_format_json(path: Path, kind: str, what: str, fix: str = "", **context: Any) -> dict[str, Any]:
+    """A JSON artifact file of format `kind`, in its current form (older versions upgraded, see
+    edgekit.formats): missing, unreadable or foreign is an IntegrityError saying which (and `fix`, how to
+    get a good one)."""
+    from edgekit.formats import upgrade
+
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise IntegrityError(f"{what} is incomplete: no {path.name}{fix}") from None
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise IntegrityError(f"{what} is corrupt: {path.name} is not valid JSON{fix}") from None
-    if not isinstance(data, dict) or data.get("format") != fmt:
-        found = data.get("format") if isinstance(data, dict) else None
-        raise IntegrityError(f"{what} has format {found!r}; this edgekit reads {fmt}")
-    return data
+    return upgrade(kind, data, what, **context)
+
+
+def utc_now() -> str:
+    """Now, as every edgekit file records a time: ISO 8601 in UTC, to the second."""
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()

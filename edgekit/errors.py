@@ -6,7 +6,7 @@ from __future__ import annotations
 class EdgekitError(Exception):
     """A failure caused by input or environment, explained in one line; never shown as a traceback."""
 
-    exit_code = 1
+    exit_code = 1  # only the subclasses below are raised; each has its own code (docs/errors.md)
 
     def __init__(self, message: str, exit_code: int | None = None) -> None:
         super().__init__(message)
@@ -36,6 +36,13 @@ class ResourceError(EdgekitError):
     """The host cannot do this: not enough memory, no network to a registry."""
 
     exit_code = 5
+
+
+class ExternalToolError(EdgekitError):
+    """A program or runtime edgekit drives failed at its job (a model builder, a compiler, docker, pip, a
+    measurement worker): its own reason is in the message."""
+
+    exit_code = 6
 
 
 def first_line(exc: BaseException) -> str:

@@ -24,3 +24,10 @@ def models_dir() -> Path:
 def user_registry_file() -> Path:
     """Extra model entries a user (or a test) declares, same schema as the built-in registry."""
     return home() / "models.yaml"
+
+
+def datasets_dir() -> Path | None:
+    """$EDGEKIT_DATASETS: the folder a recipe's relative data paths (training text, evaluation sets) are read
+    from when no --data-dir is given; None when unset."""
+    env = os.environ.get("EDGEKIT_DATASETS")
+    return Path(env).expanduser() if env else None

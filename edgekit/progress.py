@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager as ContextManager
 from typing import Any
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -22,7 +23,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from edgekit.cli.console import err
+# Progress, messages and errors go to stderr, so a result printed on stdout (--json) stays parseable.
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 @contextlib.contextmanager

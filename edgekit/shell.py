@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 NOT_FOUND = 127  # what a shell returns for a missing program; used here for the same case
+TIMED_OUT = 124  # what timeout(1) returns
 STDERR_FD = 2
 
 
@@ -45,6 +46,15 @@ class Result:
         else stdout's."""
         return self._error_line(-1)
 
+    def error_line(self, skip: tuple[str, ...] = ()) -> str:
+        """For programs that log as they go and end with a traceback (model builders, compilers): the last line
+        that names an error, else the last line; lines starting with `skip` are progress, not reasons."""
+        lines = [ln.strip() for ln in (self.err + "\n" + self.out).splitlines() if ln.strip()]
+        lines = [ln for ln in lines if not ln.startswith(skip)]
+        named = [ln for ln in lines if "error" in ln.lower()]
+        found = named[-1] if named else lines[-1] if lines else f"exit status {self.code}"
+        return found[:300]
+
     def first_error_line(self) -> str:
         """For programs that say why first and add usage hints after (docker)."""
         return self._error_line(0)
@@ -57,14 +67,17 @@ class Result:
         return f"exit status {self.code}"
 
 
-def capture(cmd: Command, timeout: float = 60.0) -> Result:
-    """Run a check and keep its output. A missing program or a timeout is a result, not an exception."""
+def capture(cmd: Command, timeout: float | None = 60.0, env: dict[str, str] | None = None) -> Result:
+    """Run a program and keep its output (a check, or a long step whose log only matters when it fails).
+    A missing program or a timeout is a result, not an exception; `timeout=None` waits as long as it takes."""
     try:
-        done = subprocess.run(list(cmd.argv), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            list(cmd.argv), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=env
+        )
     except FileNotFoundError:
         return Result(NOT_FOUND, "", f"{cmd.argv[0]}: command not found")
     except subprocess.TimeoutExpired:
-        return Result(124, "", f"{cmd.argv[0]} gave no answer within {timeout:g} s")
+        return Result(TIMED_OUT, "", f"{cmd.argv[0]} gave no answer within {timeout:g} s")
     return Result(done.returncode, done.stdout, done.stderr)
 
 
@@ -83,8 +96,8 @@ def stream(cmd: Command) -> Result:
             first.kill()
             first.wait()
             raise
-        assert first.stdout is not None
-        first.stdout.close()  # the reader holds the pipe now, so the writer sees SIGPIPE if it dies
+        if first.stdout is not None:
+            first.stdout.close()  # the reader holds the pipe now, so the writer sees SIGPIPE if it dies
         code_second = second.wait()
         code_first = first.wait()
     except FileNotFoundError as exc:

@@ -33,9 +33,9 @@ class SlowSession:
 
 @pytest.fixture(scope="module")
 def torch_session(tiny_llama_dir: Path):
-    from edgekit.engines.torch_engine import TorchSession
+    from edgekit.engines import get_engine
 
-    return TorchSession(tiny_llama_dir)
+    return get_engine("torch").open(tiny_llama_dir)
 
 
 @pytest.fixture(scope="module")
@@ -283,12 +283,12 @@ def test_live_reshape_matches_the_extracted_checkpoint(tiny_plan: Path, tmp_path
     """Torch on an elastic model: each shape built from memory decodes the same tokens as its extracted
     Hugging Face checkpoint, and switching shape is fast."""
     from edgekit.cli import main
-    from edgekit.deployment.pipeline import resolve_source
+    from edgekit.elastic.source import Source
+    from edgekit.engines import get_engine
     from edgekit.engines.base import timed_stream
-    from edgekit.engines.torch_engine import TorchSession
 
-    source = resolve_source(plan=str(tiny_plan))
-    engine = ChatEngine.from_elastic(source, "d6-w100")
+    source = Source.resolve(plan=str(tiny_plan))
+    engine = ChatEngine.from_source(source, "d6-w100")
     assert engine.can_reshape and "d3-w50" in engine.shapes and engine.info.shape == "d6-w100"
     ids = [5, 17, 42, 99, 7]
     greedy = Sampling(max_new_tokens=8, min_new_tokens=8)
@@ -301,7 +301,7 @@ def test_live_reshape_matches_the_extracted_checkpoint(tiny_plan: Path, tmp_path
         except SystemExit as exc:
             assert exc.code in (0, None)
         live, _, _ = timed_stream(engine.session, ids, greedy)
-        ref, _, _ = timed_stream(TorchSession(out), ids, greedy)
+        ref, _, _ = timed_stream(get_engine("torch").open(out), ids, greedy)
         assert live == ref, shape
     with pytest.raises(UsageError):
         engine.reshape("d99-w100")
@@ -316,10 +316,10 @@ def test_plain_engine_cannot_reshape(torch_session, tokenizer) -> None:
 
 async def test_tui_shape_selector_reshapes_live(tiny_plan: Path, store: Store) -> None:
     from edgekit.chat.tui.widgets.messages import Notice
-    from edgekit.deployment.pipeline import resolve_source
+    from edgekit.elastic.source import Source
 
-    source = resolve_source(plan=str(tiny_plan))
-    engine = ChatEngine.from_elastic(source, "d6-w100")
+    source = Source.resolve(plan=str(tiny_plan))
+    engine = ChatEngine.from_source(source, "d6-w100")
     app = _app(engine, store)
     async with app.run_test(size=(120, 36)) as pilot:
         await pilot.press("ctrl+l")

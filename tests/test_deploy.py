@@ -207,7 +207,7 @@ def test_deploy_steps_down_when_the_measurement_misses(tiny_plan: Path, tiny_lut
     assert predicted[-1] < min(m.decode_ms for m in lut.measured) / 2
     budget = parse_budget(f"{predicted[MAX_STEP_DOWNS] * 1.01:.6f}ms")
     dep = deploy(DeployRequest(target="host", budget=budget, plan=str(tiny_plan), out=edgekit_home / "d"))
-    stepped = dep.manifest["stepped_down_from"]
+    stepped = dep.manifest.stepped_down_from
     assert len(stepped) == MAX_STEP_DOWNS and all("measured" in s["why"] for s in stepped)
     assert any("stepping down" in n for n in dep.notes) and any("missed the budget" in n for n in dep.notes)
     assert dep.shape not in {s["shape"] for s in stepped}
@@ -243,10 +243,11 @@ def test_dry_run_shows_the_mlc_commands_for_orin_and_writes_nothing(
     r = cli(*args, "--dry-run", "--json")
     assert r.code == 0, r.err
     m = json.loads(r.out)
-    assert m["dry_run"] and m["runtime"] == {"name": "mlc", "precision": "q4f16_1", "device": "cuda",
-                                              "options": {"arch": "sm_87", "host": "aarch64"}}  # fmt: skip
+    rt = m["runtime"]
+    assert m["dry_run"] and (rt["name"], rt["precision"], rt["device"]) == ("mlc", "q4f16_1", "cuda")
+    assert rt["build"]["options"] == {"arch": "sm_87", "host": "aarch64"}
     steps = m["steps"]
-    assert steps[0].startswith(f"extract {m['shape']['name']}") and steps[-1] == f"write {out}"
+    assert steps[0].startswith(f"extract {m['shape']}") and steps[-1] == f"write {out}"
     assert [s.split()[3] for s in steps[1:4]] == ["convert_weight", "gen_config", "compile"]
     assert '"arch":"sm_87"' in steps[3] and "aarch64-linux-gnu" in steps[3] and "<tmp>/model/lib.so" in steps[3]
     assert not out.exists()
@@ -259,12 +260,12 @@ def test_dry_run_shows_the_mlc_commands_for_orin_and_writes_nothing(
 
 def test_python_api_is_the_same_deploy(tiny_plan: Path, tiny_lut: Path, edgekit_home: Path) -> None:
     import edgekit
-    from edgekit.deployment.pipeline import load_deployment
+    from edgekit.deployment.manifest import load_deployment
 
     _use_lut(tiny_lut, edgekit_home)
     dep = edgekit.deploy("orin", "100%", out=edgekit_home / "api", plan=str(tiny_plan))
-    assert dep.path == edgekit_home / "api" and load_deployment(dep.path)["shape"]["name"] == dep.shape
-    assert dep.manifest["target"]["name"] == "orin-nx-16gb" and dep.candidates[0].fits
+    assert dep.path == edgekit_home / "api" and load_deployment(dep.path).shape.name == dep.shape
+    assert dep.manifest.target.name == "orin-nx-16gb" and dep.candidates[0].fits
     from edgekit.errors import UsageError
 
     with pytest.raises(UsageError, match="budget"):

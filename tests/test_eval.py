@@ -8,9 +8,12 @@ import pytest
 import tiny
 import torch
 import torch.nn.functional as F
+from tiny import PIQA_ROWS, write_piqa
 
 from edgekit.errors import IntegrityError, UsageError
-from edgekit.evaluation.metrics import MCItem, load_piqa, multiple_choice, perplexity, read_text
+from edgekit.evaluation.data import MCItem, load_piqa, read_text
+from edgekit.evaluation.multiple_choice import multiple_choice
+from edgekit.evaluation.perplexity import perplexity
 
 N_TOKENS = 300  # the text budget for perplexity tests: several windows, milliseconds per forward
 
@@ -224,24 +227,8 @@ def test_multiple_choice_refuses_no_items(loaded):
 # ------------------------------------------------------------------------------------------- loading
 
 
-def _write_piqa(folder: Path, rows: list[dict], labels: list[int] | None) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "dev.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    if labels is not None:
-        (folder / "dev-labels.lst").write_text("".join(f"{x}\n" for x in labels))
-    return path
-
-
-PIQA_ROWS = [
-    {"goal": "Open a jar", "sol1": "Twist the lid.", "sol2": "Hit it with a fish."},
-    {"goal": "Dry a towel", "sol1": "Put it in water.", "sol2": "Hang it in the sun."},
-    {"goal": "Cool soup", "sol1": "Blow on it.", "sol2": "Heat it."},
-]
-
-
 def test_load_piqa_reads_the_labels_file_beside_the_jsonl(tmp_path):
-    path = _write_piqa(tmp_path, PIQA_ROWS, [0, 1, 0])
+    path = write_piqa(tmp_path, PIQA_ROWS, [0, 1, 0])
     items = load_piqa(path)
     assert [it.label for it in items] == [0, 1, 0]
     assert items[0] == MCItem("Question: Open a jar\nAnswer:", ["Twist the lid.", "Hit it with a fish."], 0)
@@ -252,7 +239,7 @@ def test_load_piqa_reads_the_labels_file_beside_the_jsonl(tmp_path):
 
 
 def test_load_piqa_accepts_labels_inside_the_lines_and_the_generic_layout(tmp_path):
-    path = _write_piqa(tmp_path / "inline", [{**r, "label": i % 2} for i, r in enumerate(PIQA_ROWS)], None)
+    path = write_piqa(tmp_path / "inline", [{**r, "label": i % 2} for i, r in enumerate(PIQA_ROWS)], None)
     assert [it.label for it in load_piqa(path)] == [0, 1, 0]
     generic = tmp_path / "generic.jsonl"
     generic.write_text(
@@ -292,7 +279,7 @@ def test_load_piqa_refuses_bad_files(tmp_path, content, labels, error, message):
 def test_load_piqa_refuses_missing_files(tmp_path):
     with pytest.raises(UsageError, match="multiple-choice file not found"):
         load_piqa(tmp_path / "nope.jsonl")
-    path = _write_piqa(tmp_path, PIQA_ROWS, None)
+    path = write_piqa(tmp_path, PIQA_ROWS, None)
     with pytest.raises(UsageError, match="labels file not found"):
         load_piqa(path, labels=tmp_path / "nope.lst")
     (tmp_path / "bad.lst").write_text("0\nyes\n1\n")
@@ -318,9 +305,9 @@ def test_eval_command_prints_json(tmp_path, tiny_llama_dir):
 
     text = tmp_path / "corpus.txt"
     text.write_text(tiny.CORPUS)
-    mc = _write_piqa(tmp_path, PIQA_ROWS, [0, 1, 0])
+    mc = write_piqa(tmp_path, PIQA_ROWS, [0, 1, 0])
     args = ["--model", str(tiny_llama_dir), "--text", str(text), "--mc", str(mc), "--max-length", "32"]
-    args += ["--stride", "16", "--max-tokens", "100", "--limit", "2", "--json"]
+    args += ["--stride", "16", "--text-tokens", "100", "--limit", "2", "--json"]
     result = CliRunner().invoke(_app(), args)
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)

@@ -26,7 +26,7 @@ def test_frontier_compares_ours_with_every_baseline(tiny_plan: Path, calib_text:
     png = tmp_path / "frontier.png"
     result = cli(
         "elastic", "frontier", "--plan", str(tiny_plan), "--shapes", "d6-w100,d4-w100,d6-w50,d4-w50",
-        "--baselines", "all", "--calib", str(calib_text), "--text", str(calib_text), "--max-tokens", "200",
+        "--baselines", "all", "--calib", str(calib_text), "--text", str(calib_text), "--text-tokens", "200",
         "--max-length", "64", "--stride", "64", "--mc", str(piqa[0]), "--labels", str(piqa[1]),
         "--png", str(png), "--json",
     )  # fmt: skip
@@ -56,7 +56,7 @@ def test_frontier_compares_ours_with_every_baseline(tiny_plan: Path, calib_text:
 def test_frontier_table_and_terminal_plot(tiny_plan: Path, calib_text: Path, cli):
     result = cli(
         "elastic", "frontier", "--plan", str(tiny_plan), "--shapes", "d6-w100,d3-w34",
-        "--text", str(calib_text), "--max-tokens", "200", "--max-length", "64", "--stride", "64",
+        "--text", str(calib_text), "--text-tokens", "200", "--max-length", "64", "--stride", "64",
     )  # fmt: skip
     assert result.code == 0, result.err
     assert "accuracy vs size" in result.out and "d3-w34" in result.out

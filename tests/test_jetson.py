@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from edgekit.engines import get_engine
 from edgekit.errors import ResourceError, UsageError
 from edgekit.hardware import jetson
 from edgekit.hardware.host import detect_jetson, machine_record
@@ -162,7 +163,7 @@ def test_doctor_on_a_recorded_jetson(orin_root: Path, monkeypatch: pytest.Monkey
     assert j["power_mode"] == "MAXN (mode 0)" and j["gpu_freq_mhz"] == 918.0
     ready = report["jetson_runtimes"]
     # this CPU machine has neither: MLC is not installed, and PyPI's onnxruntime has no CUDA provider
-    assert ready["mlc"]["usable"] is False and "mlc_llm" in ready["mlc"]["detail"]
+    assert ready["mlc"]["usable"] is False and "dustynv/mlc" in ready["mlc"]["detail"]
     assert ready["ort_cuda"]["usable"] is False and "CPUExecutionProvider" in ready["ort_cuda"]["detail"]
     console = Console(width=200, record=True)
     for block in render(report):
@@ -180,8 +181,8 @@ def test_ort_cuda_needs_both_the_provider_and_a_cuda_genai(monkeypatch: pytest.M
         onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
     )
     monkeypatch.setattr(og, "is_cuda_available", lambda: False, raising=False)
-    ready = jetson.runtime_readiness()["ort_cuda"]
-    assert not ready.usable and "built without CUDA" in ready.detail
+    ort = get_engine("ort").probe()
+    assert ort.gpu is False and "built without CUDA" in ort.gpu_detail
     monkeypatch.setattr(og, "is_cuda_available", lambda: True, raising=False)
-    ready = jetson.runtime_readiness()["ort_cuda"]
-    assert ready.usable and "CUDAExecutionProvider" in ready.detail
+    ort = get_engine("ort").probe()
+    assert ort.gpu and "CUDAExecutionProvider" in ort.gpu_detail

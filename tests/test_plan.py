@@ -141,7 +141,7 @@ def test_shape_outside_the_plan_is_one_line(tiny_plan: Path, tmp_path: Path, cli
 def test_plan_for_another_model_is_refused(tiny_plan: Path, tiny_llama_dir: Path, tmp_path: Path, cli):
     result = cli(
         "elastic", "extract", "--plan", str(tiny_plan), "--shape", "d4-w50",
-        "--model", str(tiny_llama_dir), "--out", str(tmp_path / "o"),
+        "--base-model", str(tiny_llama_dir), "--out", str(tmp_path / "o"),
     )  # fmt: skip
     assert result.code == 3
     assert "was made for" in result.err and "other weights" in result.err
@@ -214,7 +214,7 @@ def test_eval_scores_a_plan_shape(tiny_plan: Path, calib_text: Path, cli):
 
 def test_eval_shape_needs_a_plan_and_lm_eval_needs_its_package(cli, monkeypatch):
     result = cli("eval", "--shape", "d20-w75", "--text", "x.txt")
-    assert result.code == 2 and "--shape needs --plan" in result.err
+    assert result.code == 2 and "--shape needs --plan or --elastic" in result.err
     import importlib.util
 
     real = importlib.util.find_spec

@@ -93,7 +93,13 @@ def test_shared_expert_is_always_on_beside_the_routed_ones(tiny_plan: Path, tmp_
 
 
 def test_checkpoints_without_mixing_load_as_factors():
-    assert SmolConfig(**{"experts": 4, "rank": 4}).mixing == "factors"
+    """smol.json from before its format was tagged (v1) does not say how the experts mix: it mixed factors."""
+    from edgekit.formats import upgrade
+
+    old = {"config": {"experts": 4, "rank": 4}, "widths": [100, 50]}
+    current = upgrade("edgekit-smol", old, "smol.json")
+    assert current["format"] == "edgekit-smol/2" and SmolConfig(**current["config"]).mixing == "factors"
+    assert SmolConfig(experts=4, rank=4).mixing == "outputs"  # new code builds the current form
     with pytest.raises(ValueError, match="mixing must be outputs or factors"):
         SmolConfig(mixing="sum")
 

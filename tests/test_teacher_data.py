@@ -12,7 +12,8 @@ import torch
 from edgekit.elastic.data import Sequences
 from edgekit.elastic.recipe import load_recipe
 from edgekit.elastic.teacher_data import clean_heading, headings, prompts_from_text
-from edgekit.elastic.train import prepare_run, recipe_identity, train
+from edgekit.elastic.train import prepare_run, train
+from edgekit.formats import recipe_identity, recipe_identity_v1
 
 RST = """\
 :mod:`json` --- JSON encoder and decoder
@@ -103,16 +104,17 @@ def test_a_recipe_without_chat_keeps_its_identity_and_one_with_chat_trains(
         data["train"].pop(key)
     data.pop("eval")
     del data["data"]["chat"], data["data"]["chat_fraction"], data["train"]["anchor"], data["smol"]["shared_rank"]
-    # checkpoints written before the chat mix, the anchor and the shared expert's own rank existed still resume
-    assert recipe_identity(plain) == hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-    assert recipe_identity(_recipe(tiny_plan, calib_text, "train.anchor=1.0")) != recipe_identity(plain)
-    wide = _recipe(tiny_plan, calib_text, "smol.shared=true", "smol.mixing=outputs", "smol.shared_rank=6")
-    assert recipe_identity(wide) != recipe_identity(_recipe(tiny_plan, calib_text, "smol.shared=true",
-                                                             "smol.mixing=outputs"))  # fmt: skip
+    # training state v1 hashed the recipe without the chat mix, the anchor and the shared expert's own rank
+    # at their neutral values: a v1 checkpoint of this recipe is recognised (and upgraded to its v2 identity)
+    assert recipe_identity_v1(plain.to_dict()) == hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    identity = recipe_identity(plain.to_dict())
+    assert recipe_identity(_recipe(tiny_plan, calib_text, "train.anchor=1.0").to_dict()) != identity
+    wide = _recipe(tiny_plan, calib_text, "smol.shared=true", "smol.shared_rank=6").to_dict()
+    assert recipe_identity(wide) != recipe_identity(_recipe(tiny_plan, calib_text, "smol.shared=true").to_dict())
     chat = tmp_path / "chat.jsonl"
     chat.write_text("".join(json.dumps({"prompt": f"q{i}", "response": "an answer " * 8}) + "\n" for i in range(20)))
     mixed = _recipe(tiny_plan, calib_text, f"data.chat={chat}", "data.chat_fraction=0.5")
-    assert recipe_identity(mixed) != recipe_identity(plain)
+    assert recipe_identity(mixed.to_dict()) != identity
     trainer = prepare_run(mixed, tmp_path / "run", resume=False)
     assert trainer.state.step == 0 and len(trainer.data) > len(trainer.data.main)
     assert train(trainer).step == 2

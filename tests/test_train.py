@@ -59,7 +59,7 @@ def test_balancing_rescales_magnitudes_but_keeps_directions():
     assert all(float(w) == 1.0 for w in balance_weights(losses, False))
 
 
-@pytest.mark.parametrize("smol", [[], ["smol.mixing=outputs", "smol.shared=true"]], ids=["factors", "shared"])
+@pytest.mark.parametrize("smol", [["smol.mixing=factors"], ["smol.shared=true"]], ids=["factors", "shared"])
 def test_resume_takes_exactly_the_step_the_uninterrupted_run_took(
     tiny_plan: Path, calib_text: Path, tmp_path: Path, smol: list[str]
 ):
@@ -233,23 +233,36 @@ def test_bad_runs_are_refused_before_training(tiny_plan: Path, calib_text: Path,
 def test_train_cli_writes_an_elastic_checkpoint_that_extracts_exactly(
     tiny_plan: Path, calib_text: Path, tmp_path: Path, cli
 ):
+    import hashlib
     import json
 
     from transformers import AutoModelForCausalLM
 
     from edgekit.elastic.checkpoint import load_elastic_checkpoint
 
+    # the shipped recipe, its data from a folder laid out as the recipe names it (made here, tiny)
+    data = datasets_folder(tmp_path / "datasets", calib_text)
     run = tmp_path / "run"
-    result = cli(
-        "elastic", "train", "--out", str(run), "--json", f"plan={tiny_plan}", f"data.train={calib_text}",
-        "data.seq_len=32", "train.batch_size=2", "train.steps=3", "train.warmup=1", "train.lr=0.01",
-        "train.grid=[d6-w100, d4-w50, d3-w34]", "smol.rank=2", f"eval.text={calib_text}",
-        "eval.text_max_tokens=130", "eval.window=64",
-    )  # fmt: skip
+    args = ["elastic", "train", "--out", str(run), "--json", "--data-dir", str(data), f"plan={tiny_plan}",
+            "data.seq_len=32", "train.batch_size=2", "train.steps=3", "train.warmup=1", "train.lr=0.01",
+            "train.grid=[d6-w100, d4-w50, d3-w34]", "smol.rank=2", "eval.text_max_tokens=130",
+            "eval.window=64"]  # fmt: skip
+    missing = cli(*[a for a in args if a != str(data) and a != "--data-dir"])
+    assert missing.code == 2 and "not found" in missing.err and "--data-dir" in missing.err
+    result = cli(*args)
     assert result.code == 0, result.err
+    # other files than the shipped checkpoint's: the user is told, training goes on
+    assert "data.train pydoc/train.txt is not the file smollm2-135m was made with" in result.err
     summary = json.loads(result.out)
     assert summary["training"]["steps"] == 3
+    train_file = summary["training"]["data"]["data.train"]
+    assert train_file == {
+        "name": "pydoc/train.txt",
+        "sha256": hashlib.sha256((data / "pydoc/train.txt").read_bytes()).hexdigest(),
+    }
     assert set(summary["accuracy"]["shapes"]) == {"d6-w100", "d4-w50", "d3-w34"}
+    row = summary["accuracy"]["shapes"]["d4-w50"]
+    assert row["ppl"] > 1 and row["domain_ppl"] > 1 and 0 <= row["acc_norm"] <= 1
     ckpt_dir = run / "elastic"
     assert {"plan", "smol.safetensors", "smol.json", "recipe.yaml", "accuracy.json", "manifest.json"} <= {
         p.name for p in ckpt_dir.iterdir()
@@ -277,6 +290,17 @@ def test_train_cli_writes_an_elastic_checkpoint_that_extracts_exactly(
     (ckpt_dir / "smol.safetensors").write_bytes(b"x" * 10)
     result = cli("elastic", "extract", "--elastic", str(ckpt_dir), "--shape", "d4-w50", "--out", str(tmp_path / "o"))
     assert result.code == 3 and "smol.safetensors" in result.err
+
+
+def datasets_folder(root: Path, text: Path) -> Path:
+    """A data folder laid out as the shipped recipe names its files, with tiny contents."""
+    from tiny import write_piqa
+
+    for rel in ("pydoc/train.txt", "pydoc/dev.txt", "wikitext-2/valid.txt"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text.read_text())
+    write_piqa(root / "piqa")
+    return root
 
 
 def test_per_shape_lora_distills_from_the_frozen_original(tiny_plan: Path, calib_text: Path, tmp_path: Path):

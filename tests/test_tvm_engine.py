@@ -76,9 +76,9 @@ def test_tvm_is_a_registered_engine() -> None:
     assert "tvm" in ENGINES and engine.name == "tvm"
     assert engine.precisions("cpu") == ["fp32"] and engine.precisions("cuda") == ["fp16", "fp32"]
     assert engine.versions()["apache-tvm"]
-    from edgekit.engines.probes import detect_runtimes
+    from edgekit.engines import probe_all
 
-    tvm_info = next(r for r in detect_runtimes() if r.name == "tvm")
+    tvm_info = next(r for r in probe_all() if r.name == "tvm")
     assert tvm_info.installed and tvm_info.offers[0].startswith("llvm")
 
 

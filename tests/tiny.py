@@ -192,3 +192,22 @@ def build_tiny_qwen2(out: Path, seed: int = 2, layers: int = 4, hidden: int = 64
     )  # fmt: skip
     model.save_pretrained(out, safe_serialization=True)
     return out
+
+
+PIQA_ROWS = [
+    {"goal": "Open a jar", "sol1": "Twist the lid.", "sol2": "Hit it with a fish."},
+    {"goal": "Dry a towel", "sol1": "Put it in water.", "sol2": "Hang it in the sun."},
+    {"goal": "Cool soup", "sol1": "Blow on it.", "sol2": "Heat it."},
+]
+
+
+def write_piqa(folder: Path, rows: list[dict] | None = None, labels: list[int] | None = (0, 1, 0)) -> Path:
+    """PIQA's layout: dev.jsonl (goal, sol1, sol2) and dev-labels.lst beside it (none when labels is None)."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "dev.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in (rows if rows is not None else PIQA_ROWS)))
+    if labels is not None:
+        (folder / "dev-labels.lst").write_text("".join(f"{x}\n" for x in labels))
+    return path

@@ -9,11 +9,28 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgekit.chat.generate import GenerationResult
 from edgekit.engines import Sampling
 from edgekit.errors import UsageError
+
+if TYPE_CHECKING:
+    from edgekit.elastic.source import Source
+
+
+@dataclass
+class GenerationResult:
+    """One whole reply and its figures: what `generate` and `chat --prompt --json` report."""
+
+    text: str
+    prompt_tokens: int
+    new_tokens: int
+    ttft_ms: float  # prompt processing plus the first new token
+    ms_per_token: float  # steady-state decode: tokens after the first
+    tokens_per_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: round(v, 2) if isinstance(v, float) else v for k, v in asdict(self).items()}
 
 
 @dataclass
@@ -109,42 +126,39 @@ class ChatEngine:
 
     @classmethod
     def from_deployment(cls, path: Path) -> ChatEngine:
-        from edgekit.deployment.pipeline import open_deployment
+        from edgekit.deployment.manifest import open_deployment
 
-        manifest, session, tokenizer = open_deployment(path)
-        rt = manifest["runtime"]
-        budget = manifest["budget"]["resolved"].get("ms_per_token")
-        info = Info(
-            manifest["model"]["name"], manifest["shape"]["name"], rt["name"], rt["precision"], rt["device"],
-            budget, manifest["budget"]["text"], manifest["lut"]["status"], session.context_length,
-        )  # fmt: skip
+        m, session, tokenizer = open_deployment(path)
+        rt = m.runtime
+        info = Info(m.model["name"], m.shape.name, rt.name, rt.precision, rt.device, m.budget.resolved.ms_per_token,
+                    m.budget.text, m.lut.status, session.context_length)  # fmt: skip
         return cls(session, tokenizer, info)
 
     @classmethod
-    def from_elastic(cls, source: Any, shape: str | None = None, device: str = "cpu") -> ChatEngine:
-        """A torch engine on an elastic checkpoint (SMOL merged per shape) or a plan, able to reshape live.
-        `source` is deploy's Source: (plan, checkpoint or None, label)."""
-        from edgekit.elastic.base_model import base_folder, load_elastic
+    def from_model(cls, ref: str, device: str = "cpu") -> ChatEngine:
+        """A torch engine on a model as it is (a cache name, a Hugging Face folder or a hub id)."""
+        from edgekit.engines.torch_engine import TorchSession
+        from edgekit.models.reference import load
+
+        model, tokenizer, model_ref = load(ref, device=device)
+        session = TorchSession(model, device)
+        info = Info(model_ref.name, "full", "torch", "fp32", device, context_length=session.context_length)
+        return cls(session, tokenizer, info)
+
+    @classmethod
+    def from_source(cls, source: Source, shape: str | None = None, device: str = "cpu") -> ChatEngine:
+        """A torch engine on an elastic checkpoint (SMOL merged per shape) or a plan, able to reshape live."""
         from edgekit.engines.torch_engine import ElasticTorchSession
         from edgekit.models.weights import read_config
 
         plan = source.plan
-        if source.ckpt is not None:
-            from edgekit.elastic.checkpoint import load_elastic_checkpoint
-
-            elastic, _ = load_elastic_checkpoint(source.ckpt, device=device)
-        else:
-            elastic = load_elastic(plan, device=device)
-        folder = base_folder(plan)
         the_shape = plan.shape(shape) if shape else plan.full
-        session = ElasticTorchSession(elastic, plan, read_config(folder), the_shape, device)
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        config = read_config(source.base_folder())
+        session = ElasticTorchSession(source.load(device), plan, config, the_shape, device)
         info = Info(plan.model.name, the_shape.name, "torch", "fp32", device, context_length=session.context_length)
-        engine = cls(session, tokenizer, info)
+        engine = cls(session, source.tokenizer(), info)
         engine.shapes = [s.name for s in plan.grid()]
-        engine.accuracy = (source.ckpt.accuracy or {}).get("shapes", {}) if source.ckpt is not None else {}
+        engine.accuracy = (source.accuracy or {}).get("shapes", {})
         return engine
 
     @property

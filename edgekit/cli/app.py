@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from edgekit.cli import chat, container, deploy, doctor, elastic, generate, models
+from edgekit.cli import chat, container, deploy, doctor, elastic, generate, models, profile, targets
 from edgekit.cli.console import err
 from edgekit.cli.evaluation import eval_cmd
 from edgekit.errors import EdgekitError
@@ -22,9 +22,9 @@ app = typer.Typer(
 app.command("doctor")(doctor.doctor)
 app.command("generate")(generate.generate_cmd)
 app.command("eval")(eval_cmd)
-app.command("profile")(deploy.profile_cmd)
+app.command("profile")(profile.profile_cmd)
 app.command("deploy")(deploy.deploy_cmd)
-app.command("targets")(deploy.targets_cmd)
+app.command("targets")(targets.targets_cmd)
 app.command("chat")(chat.chat_cmd)
 app.add_typer(models.app, name="models")
 app.add_typer(elastic.app, name="elastic")

@@ -1,51 +1,63 @@
+"""`edgekit chat`: over edgekit.chat (the engine, the plain REPL and the Textual app)."""
+
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from edgekit.cli import options as o
 from edgekit.errors import UsageError
 
 
 def chat_cmd(
-    deployment: Path = typer.Argument(None, help="A folder from `edgekit deploy`."),
-    model: str = typer.Option(None, "--model", "-m", help="Chat with a model's elastic checkpoint through torch."),
-    elastic: str = typer.Option(None, "--elastic", help="Elastic checkpoint (torch, live shape changes)."),
-    plan: str = typer.Option(None, "--plan", help="A plan (stage-1 weights; torch, live shape changes)."),
-    shape: str = typer.Option(None, "--shape", help="Shape to start with (default: the full model)."),
-    plain: bool = typer.Option(False, "--plain", help="Line-based REPL instead of the TUI (automatic off a terminal)."),
-    prompt: str = typer.Option(None, "--prompt", "-p", help="Answer this one message and exit."),
-    system: str = typer.Option(None, "--system", help="System prompt (the chat template's default if unset)."),
-    temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0 means greedy."),
-    top_p: float = typer.Option(0.95, "--top-p", min=0.0, max=1.0, help="Nucleus sampling (with temperature > 0)."),
-    max_tokens: int = typer.Option(256, "--max-tokens", min=1, help="Upper bound on a reply's length."),
-    json_out: bool = typer.Option(False, "--json", help="With --prompt: print the reply and figures as JSON."),
+    deployment: Annotated[Path | None, typer.Argument(help="A deployment folder, from `edgekit deploy`.")] = None,
+    model: o.Model = None,
+    elastic: o.Elastic = None,
+    plan: o.Plan = None,
+    shape: o.Shape = None,
+    plain: Annotated[
+        bool, typer.Option("--plain", help="A line-based REPL instead of the TUI (automatic off a terminal).")
+    ] = False,
+    prompt: Annotated[str | None, typer.Option("--prompt", "-p", help="Answer this one message and exit.")] = None,
+    system: o.System = None,
+    temperature: o.Temperature = 0.0,
+    top_p: o.TopP = 0.95,
+    max_new_tokens: o.MaxNewTokens = 256,
+    json_out: o.Json = False,
 ) -> None:
-    """Chat with a deployment: the Textual UI in a terminal, a plain REPL otherwise."""
+    """Chat with a deployment through its runtime; or, through torch, with a model (--model), or with an
+    elastic checkpoint or plan whose shape changes live (--elastic, --plan, starting at --shape, default the
+    full model). The Textual UI in a terminal, a plain REPL otherwise; --prompt answers one turn."""
     from edgekit.chat.engine import ChatEngine
     from edgekit.cli.console import err
     from edgekit.engines import Sampling
 
-    elastic_mode = model is not None or elastic is not None or plan is not None
-    if deployment is None and not elastic_mode:
-        raise UsageError(
-            "name a deployment folder (from `edgekit deploy --target host --budget ...`), or --model/--elastic"
-        )
-    if deployment is not None and elastic_mode:
-        raise UsageError("give a deployment or --model/--elastic/--plan, not both")
+    sources = [x for x in (deployment, model, elastic or plan) if x is not None]
+    if not sources:
+        raise UsageError("name a deployment folder (from `edgekit deploy --target host --budget ...`), "
+                         "or --model, --elastic or --plan")  # fmt: skip
+    if len(sources) > 1 or (elastic and plan):
+        raise UsageError("give one of: a deployment, --model, --elastic, --plan")
+    if shape is not None and not (elastic or plan):
+        raise UsageError("--shape needs --elastic or --plan (a deployment or a model has one shape)")
     if json_out and prompt is None:
         raise UsageError("--json needs --prompt (one turn, one JSON object)")
-    if elastic_mode:
-        from edgekit.deployment.pipeline import resolve_source
+    if elastic or plan:
+        from edgekit.elastic.source import Source
 
-        source = resolve_source(elastic, plan, model)
+        source = Source.resolve(elastic, plan)
         with err.status(f"loading {source.label}…"):
-            engine = ChatEngine.from_elastic(source, shape)
+            engine = ChatEngine.from_source(source, shape)
+    elif model is not None:
+        with err.status(f"loading {model}…"):
+            engine = ChatEngine.from_model(model)
     else:
         with err.status(f"loading {deployment}…"):
             engine = ChatEngine.from_deployment(deployment)
-    sampling = Sampling(temperature=temperature, top_p=top_p, max_new_tokens=max_tokens)
+    sampling = Sampling(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
     if plain or prompt is not None or not sys.stdout.isatty() or not sys.stdin.isatty():
         from edgekit.chat.plain import run_plain
 

@@ -1,4 +1,5 @@
-"""Shared rich consoles: results on stdout, progress and messages on stderr so --json stays clean."""
+"""The consoles: results on stdout; progress, messages and errors on stderr (edgekit.progress's), so --json
+output stays clean."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from typing import Any
 
 from rich.console import Console
 
+from edgekit.progress import err
+
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+__all__ = ["err", "out", "print_json"]
 
 
 def print_json(data: Any) -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
+from edgekit.cli import options as o
 from edgekit.cli.console import err, out, print_json
-from edgekit.cli.options import key_values
 from edgekit.errors import UsageError
 
 app = typer.Typer(
@@ -20,24 +20,33 @@ app = typer.Typer(
 
 @app.command("build")
 def build_cmd(
-    target: str = typer.Option(..., "--target", "-t", help="Jetson target name or alias (orin, orin-nano, ...)."),
-    deployment: Path = typer.Option(..., "--deployment", "-d", help="A folder from `edgekit deploy`."),
-    runtime: str = typer.Option(None, "--runtime", "-r", help="ort or mlc (default: the deployment's)."),
-    l4t: str = typer.Option(None, "--l4t", help="The board's L4T release, e.g. 36.4.3 (default: the target's)."),
-    tag: str = typer.Option(None, "--tag", help="Image name (default: edgekit/<model>-<shape>:<runtime>-r<l4t>)."),
-    context_out: Path = typer.Option(None, "--context-out", help="Build context folder (default: under EDGEKIT_HOME)."),
-    base_image: str = typer.Option(None, "--base-image", help="Build on this image instead of the mapped one."),
-    build_arg: list[str] = typer.Option(None, "--build-arg", help="Override a Dockerfile.jetson ARG (KEY=VALUE)."),
-    wheel: Path = typer.Option(None, "--wheel", help="Install this edgekit wheel instead of building one."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing --context-out folder."),
-    dry_run: bool = typer.Option(
-        False, "--dry-run", help="Write the context, print every command, run no docker command."
-    ),
-    json_out: bool = typer.Option(False, "--json", help="Print the plan and commands as JSON."),
+    target: o.Target,
+    deployment: o.DeploymentRequired,
+    l4t: Annotated[
+        str | None, typer.Option("--l4t", help="The board's L4T release, e.g. 36.4.3 (default: the target's).")
+    ] = None,
+    tag: Annotated[
+        str | None, typer.Option("--tag", help="Image name (default: edgekit/<model>-<shape>:<runtime>-r<l4t>).")
+    ] = None,
+    context_out: Annotated[
+        Path | None, typer.Option("--context-out", help="Build context folder (default: under $EDGEKIT_HOME).")
+    ] = None,
+    base_image: Annotated[
+        str | None, typer.Option("--base-image", help="Build on this image instead of the mapped one.")
+    ] = None,
+    build_arg: Annotated[
+        list[str] | None, typer.Option("--build-arg", help="Override a Dockerfile.jetson ARG (KEY=VALUE, repeatable).")
+    ] = None,
+    wheel: Annotated[
+        Path | None, typer.Option("--wheel", help="Install this edgekit wheel instead of building one.")
+    ] = None,
+    force: o.Force = False,
+    dry_run: o.DryRun = False,
+    json_out: o.Json = False,
 ) -> None:
     """Build an arm64 image of a deployment for a Jetson's L4T release: writes the build context (verified
     deployment copy, edgekit wheel, Dockerfile.jetson, hashes), then runs `docker buildx build --load`."""
-    from edgekit.container.build import base_image_for, build_commands, check_commands, preflight_build, prepare_context
+    from edgekit.container.build import build_commands, check_commands, preflight_build, prepare_context
     from edgekit.container.build import resolve_l4t as _resolve_l4t
     from edgekit.deployment.targets import get_target
 
@@ -45,13 +54,11 @@ def build_cmd(
     if tgt.kind != "jetson":
         raise UsageError(f"container images are for Jetson boards; {tgt.name} is a {tgt.kind} target")
     release = _resolve_l4t(tgt, l4t)
-    if runtime and not base_image:
-        base_image_for(release, runtime)  # an impossible runtime/L4T pair fails before anything is written
     checks = check_commands()
     found = [] if dry_run else preflight_build()
     plan = prepare_context(
-        deployment, tgt, runtime, context_out, l4t=release, tag=tag, wheel=wheel, base_image=base_image,
-        build_args=key_values(build_arg, "--build-arg"), force=force,
+        deployment, tgt, context_out, l4t=release, tag=tag, wheel=wheel, base_image=base_image,
+        build_args=o.key_values(build_arg, "--build-arg"), force=force,
     )  # fmt: skip
     commands = build_commands(plan)
     report: dict[str, Any] = {
@@ -82,11 +89,11 @@ def build_cmd(
 
 @app.command("flash")
 def flash_cmd(
-    image: str = typer.Option(..., "--image", help="A local image from `edgekit container build`."),
-    to: str = typer.Option(..., "--to", help="The board: USER@HOST or USER@HOST:PORT (SSH, key authentication)."),
-    run: bool = typer.Option(False, "--run", help="Start the chat on the board once the image is there."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print every command (checks included), run none."),
-    json_out: bool = typer.Option(False, "--json", help="Print the board's facts and the commands as JSON."),
+    image: Annotated[str, typer.Option("--image", help="A local image from `edgekit container build`.")],
+    to: Annotated[str, typer.Option("--to", help="The board: USER@HOST or USER@HOST:PORT (SSH, key authentication).")],
+    run: Annotated[bool, typer.Option("--run", help="Start the chat on the board once the image is there.")] = False,
+    dry_run: o.DryRun = False,
+    json_out: o.Json = False,
 ) -> None:
     """Move an image onto a Jetson (`docker save | ssh docker load`) after checking the board: reachable,
     the same L4T release family as the image, enough free disk, docker with the nvidia runtime."""

@@ -1,13 +1,18 @@
+"""`edgekit doctor`: over edgekit.hardware.doctor."""
+
 from __future__ import annotations
+
+from typing import Annotated
 
 import typer
 
+from edgekit.cli import options as o
 from edgekit.cli.console import out, print_json
 
 
 def doctor(
-    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
-    no_bench: bool = typer.Option(False, "--no-bench", help="Skip the bandwidth and matmul measurements."),
+    json_out: o.Json = False,
+    no_bench: Annotated[bool, typer.Option("--no-bench", help="Skip the bandwidth and matmul measurements.")] = False,
 ) -> None:
     """What this host is and what it can do: device, memory, measured bandwidth and compute, runtimes."""
     from edgekit.hardware.doctor import render, run_doctor

@@ -1,69 +1,89 @@
+"""`edgekit eval`: over edgekit.evaluation."""
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
+from edgekit.cli import options as o
 from edgekit.cli.console import err, out, print_json
-from edgekit.errors import UsageError, first_line
-from edgekit.models.registry import DEFAULT_MODEL
+from edgekit.errors import UsageError
 
 
 def eval_cmd(
-    model: str | None = typer.Option(
-        None, "--model", "-m", help=f"Cache name, local HF folder or hub id [default: {DEFAULT_MODEL}]."
-    ),
-    plan: str | None = typer.Option(None, "--plan", help="Evaluate a shape of this plan (folder or shipped name)."),
-    shape: str | None = typer.Option(None, "--shape", help="The plan's shape to evaluate, e.g. d20-w75."),
-    text: Path | None = typer.Option(None, "--text", help="Plain-text file: sliding-window perplexity."),
-    mc: Path | None = typer.Option(None, "--mc", help="Multiple-choice JSONL (PIQA or context/choices/label)."),
-    labels: Path | None = typer.Option(None, "--labels", help="PIQA labels file (default: <stem>-labels.lst)."),
-    max_length: int = typer.Option(512, "--max-length", min=2, help="Perplexity window, in tokens."),
-    stride: int = typer.Option(256, "--stride", min=1, help="How far each perplexity window moves, in tokens."),
-    max_tokens: int | None = typer.Option(None, "--max-tokens", min=2, help="Score only the text's first N tokens."),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="Score only the first N multiple-choice items."),
-    lm_eval_tasks: str | None = typer.Option(
-        None, "--lm-eval", help="Also run these lm-evaluation-harness tasks (comma-separated); needs lm_eval."
-    ),
-    json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    model: o.Model = None,
+    plan: o.Plan = None,
+    elastic: o.Elastic = None,
+    shape: o.Shape = None,
+    base_model: o.BaseModel = None,
+    text: o.Text = None,
+    mc: o.MultipleChoice = None,
+    labels: o.Labels = None,
+    max_length: o.MaxLength = 512,
+    stride: o.Stride = 256,
+    text_tokens: o.TextTokens = None,
+    limit: o.Limit = None,
+    lm_eval_tasks: Annotated[
+        str | None,
+        typer.Option("--lm-eval", help="Also run these lm-evaluation-harness tasks (comma-separated); needs lm_eval."),
+    ] = None,
+    json_out: o.Json = False,
 ) -> None:
-    """Measure a model: perplexity on a text and/or zero-shot multiple-choice accuracy."""
-    from edgekit.evaluation.metrics import load_piqa, multiple_choice, perplexity, read_text
+    """Measure a model (--model, default: the default model), or one shape of a plan or an elastic checkpoint
+    without extracting it (--plan/--elastic, --shape, default full): perplexity on a text and/or zero-shot
+    multiple-choice accuracy."""
+    from edgekit.evaluation.data import load_piqa, read_text
+    from edgekit.evaluation.lm_eval import require_lm_eval, run_lm_eval
+    from edgekit.evaluation.multiple_choice import multiple_choice
+    from edgekit.evaluation.perplexity import perplexity
     from edgekit.models.reference import load
+    from edgekit.models.registry import DEFAULT_MODEL
 
     if text is None and mc is None and not lm_eval_tasks:
         raise UsageError(
             "nothing to evaluate: give --text FILE (perplexity), --mc FILE (multiple choice) and/or --lm-eval TASKS"
         )
-    if shape is not None and plan is None:
-        raise UsageError("--shape needs --plan (the plan says which layers and channels a shape keeps)")
+    shaped = plan is not None or elastic is not None
+    if shape is not None and not shaped:
+        raise UsageError("--shape needs --plan or --elastic (they say which layers and channels a shape keeps)")
+    if shaped and model is not None:
+        raise UsageError("give --model, or --plan/--elastic with --shape, not both")
     if lm_eval_tasks:
         require_lm_eval()
     # Read the data before loading the model, so a bad file fails in milliseconds, not after the load.
     corpus = read_text(text) if text is not None else None
     items = load_piqa(mc, labels=labels, limit=limit) if mc is not None else None
+    if shaped:
+        from edgekit.elastic.source import Source
 
-    if plan is not None:
-        mdl, tokenizer, name, source = load_plan_shape(plan, shape or "full", model)
+        source = Source.resolve(elastic, plan, base_model=base_model)
+        the_shape = source.shape(shape or "full")
+        with err.status(f"loading {source.label}…"):
+            mdl, tokenizer = source.load().at(the_shape), source.tokenizer()
+        name, where = f"{source.name}:{the_shape}", str(source.plan.path)
     else:
         with err.status(f"loading {model or DEFAULT_MODEL}…"):
             mdl, tokenizer, ref = load(model or DEFAULT_MODEL)
-        name, source = ref.name, ref.source
-    results: dict[str, Any] = {"model": name, "source": source}
+        name, where = ref.name, ref.source
+    results: dict[str, Any] = {"model": name, "source": where}
     if corpus is not None:
-        ppl = perplexity(mdl, tokenizer, corpus, max_length=max_length, stride=stride, max_tokens=max_tokens)
+        ppl = perplexity(mdl, tokenizer, corpus, max_length=max_length, stride=stride, max_tokens=text_tokens)
         results["perplexity"] = {"data": str(text), **ppl.to_dict()}
     if items is not None:
         results["multiple_choice"] = {"data": str(mc), **multiple_choice(mdl, tokenizer, items).to_dict()}
-
     if lm_eval_tasks:
         results["lm_eval"] = run_lm_eval(mdl, tokenizer, [t.strip() for t in lm_eval_tasks.split(",") if t.strip()])
     if json_out:
         print_json(results)
         return
-    table = Table(title=name)
+    render(results)
+
+
+def render(results: dict[str, Any]) -> None:
+    table = Table(title=results["model"])
     for col in ("task", "metric", "value", "tokens/items", "seconds"):
         table.add_column(col, justify="left" if col in ("task", "metric") else "right")
     notes = []
@@ -88,45 +108,3 @@ def eval_cmd(
     out.print(table)
     for note in notes:
         out.print(f"[dim]{note}[/dim]")
-
-
-def load_plan_shape(plan_ref: str, shape_text: str, model: str | None) -> tuple[Any, Any, str, str]:
-    """A plan's shape behind a transformers-like interface, and the base model's tokenizer."""
-    from transformers import AutoTokenizer
-
-    from edgekit.elastic.base_model import base_folder, load_elastic
-    from edgekit.elastic.plan import load_plan
-
-    plan = load_plan(plan_ref)
-    shape = plan.shape(shape_text)
-    with err.status(f"loading {plan.model.name} as plan {plan.name}…"):
-        elastic = load_elastic(plan, model)
-        tokenizer = AutoTokenizer.from_pretrained(base_folder(plan, model))
-    return elastic.at(shape), tokenizer, f"{plan.name}:{shape}", str(plan.path)
-
-
-def require_lm_eval() -> None:
-    from importlib.util import find_spec
-
-    from edgekit.errors import MissingDependencyError
-
-    if find_spec("lm_eval") is None:
-        raise MissingDependencyError(
-            "--lm-eval needs lm-evaluation-harness: pip install lm-eval (its tasks download datasets from the hub)"
-        )
-
-
-def run_lm_eval(model: Any, tokenizer: Any, tasks: list[str]) -> dict[str, Any]:
-    """lm-evaluation-harness on the loaded model (a transformers model, or a plan shape behind the same calls)."""
-    from lm_eval import simple_evaluate
-    from lm_eval.models.huggingface import HFLM
-    from transformers import PreTrainedModel
-
-    if not isinstance(model, PreTrainedModel):
-        raise UsageError("--lm-eval runs on Hugging Face checkpoints: cut the shape with `edgekit elastic extract`")
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=8)
-    try:
-        out = simple_evaluate(model=lm, tasks=tasks)
-    except Exception as exc:  # unknown task, dataset unreachable: lm_eval raises many kinds
-        raise UsageError(f"lm-eval failed on {', '.join(tasks)}: {first_line(exc)}") from None
-    return {task: dict(metrics) for task, metrics in out["results"].items()}

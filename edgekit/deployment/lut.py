@@ -9,7 +9,6 @@ all we can do for boards nobody here owns. Estimated figures are labelled wherev
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -17,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from edgekit import __version__
-from edgekit.artifacts import write_json_atomic
+from edgekit.artifacts import utc_now, write_json_atomic
 from edgekit.data import shipped
 from edgekit.deployment.latency import Prediction, Predictor, ShapeMeasurement
 from edgekit.errors import IntegrityError
+from edgekit.formats import tag, upgrade
 from edgekit.shapes import Geometry, Shape
 
-FORMAT = "edgekit-lut/1"
+FORMAT = tag("edgekit-lut")
 MEASURED, ESTIMATED = "measured", "estimated"
 # Measured GEMV bandwidth on a host vs a datasheet's peak: STREAM-like kernels reach about 70 % of
 # peak on LPDDR5 and GDDR6, so a target's datasheet figure is discounted before the ratio is taken.
@@ -74,10 +74,8 @@ class Lut:
         return {"format": FORMAT, **data}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Lut:
-        if data.get("format") != FORMAT:
-            raise IntegrityError(f"not an edgekit LUT (format {data.get('format')!r}, expected {FORMAT})")
-        data = {k: v for k, v in data.items() if k != "format"}
+    def from_dict(cls, data: dict[str, Any], what: str = "LUT") -> Lut:
+        data = {k: v for k, v in upgrade("edgekit-lut", data, what).items() if k != "format"}
         data["predictor"] = Predictor.from_dict(data["predictor"])
         data["measured"] = [ShapeMeasurement.from_dict(m) for m in data.get("measured", [])]
         return cls(**data)
@@ -85,10 +83,6 @@ class Lut:
 
 def lut_key(target: str, runtime: str, precision: str, device: str, model: str) -> str:
     return f"{target}.{runtime}-{precision}-{device}.{model}"
-
-
-def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
 def host_target_name(host: Any) -> str:
@@ -117,23 +111,22 @@ def save_lut(lut: Lut, folder: Path | None = None) -> Path:
 
 
 def read_lut(path: Path) -> Lut:
+    fix = f": delete it, or measure it again with `edgekit profile` ({path})"
     try:
-        return Lut.from_dict(json.loads(path.read_text()))
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise IntegrityError(f"LUT {path} is corrupt ({type(exc).__name__}: {exc})") from None
+        return Lut.from_dict(json.loads(path.read_text()), f"LUT {path.name}")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise IntegrityError(f"LUT {path.name} is corrupt ({type(exc).__name__}){fix}") from None
+    except IntegrityError as exc:
+        raise IntegrityError(f"{exc}{fix}") from None
 
 
 def all_luts() -> list[tuple[Path, Lut, str]]:
-    """(path, lut, 'user' | 'shipped'), the user's first; unreadable files are skipped, not fatal."""
+    """(path, lut, 'user' | 'shipped'), the user's first. A corrupt LUT is an error, not skipped: skipping it
+    would quietly predict from another (an estimate where the user measured)."""
     found = []
     for kind, folder in (("user", user_dir()), ("shipped", shipped_dir())):
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.glob("*.json")):
-            try:
-                found.append((path, read_lut(path), kind))
-            except IntegrityError:
-                continue
+        if folder.is_dir():
+            found += [(path, read_lut(path), kind) for path in sorted(folder.glob("*.json"))]
     return found
 
 
@@ -202,5 +195,5 @@ def estimate(
         predictor=scaled,
         measured=[],
         validation=None,
-        created=now(),
+        created=utc_now(),
     )

@@ -12,14 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import EdgekitError, first_line
+from edgekit import shell
+from edgekit.errors import ExternalToolError, IntegrityError, first_line
+from edgekit.shell import Command
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,14 @@ class RuntimeFigures:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RuntimeFigures:
+        """From JSON, where the prompt lengths that key prefill and first-token times became strings."""
+        data = dict(data)
+        for key in ("prefill_ms", "ttft_ms"):
+            data[key] = {int(k): v for k, v in data.get(key, {}).items()}
+        return cls(**data)
+
 
 def _peak_rss_mb() -> float:
     """Peak resident memory of this process image. On Linux VmHWM, not getrusage: ru_maxrss survives
@@ -72,7 +81,7 @@ def _vocab(folder: Path) -> int:
             for key in keys:
                 data = data[key]
             return int(data)
-    raise EdgekitError(f"{folder} has no genai_config.json or config.json to read the vocabulary size from")
+    raise IntegrityError(f"{folder} has no genai_config.json or config.json to read the vocabulary size from")
 
 
 def measure_here(runtime: str, folder: Path, device: str, settings: MeasureSettings) -> RuntimeFigures:
@@ -99,7 +108,7 @@ def measure_here(runtime: str, folder: Path, device: str, settings: MeasureSetti
     for i in range(settings.warmup + settings.runs):
         tokens, stamps, _ = timed_stream(session, decode_ids, timed)
         if len(tokens) < 2:
-            raise EdgekitError(f"{runtime} made {len(tokens)} tokens where {settings.new_tokens} were asked for")
+            raise ExternalToolError(f"{runtime} made {len(tokens)} tokens where {settings.new_tokens} were asked for")
         if i >= settings.warmup:
             per_token.append((stamps[-1] - stamps[0]) / (len(stamps) - 1) * 1000)
     prefill, ttft = {}, {}
@@ -131,18 +140,12 @@ def measure_here(runtime: str, folder: Path, device: str, settings: MeasureSetti
 
 def measure_folder(runtime: str, folder: Path, device: str, settings: MeasureSettings) -> RuntimeFigures:
     """Measure a compiled model in a fresh worker process and return its figures."""
-    cmd = [
-        sys.executable, "-m", "edgekit.deployment.measure", runtime, str(folder), "--device", device,
-        "--settings", json.dumps(settings.to_dict()),
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-        raise EdgekitError(f"measuring {folder.name} in {runtime} failed: {lines[-1] if lines else 'no output'}")
-    data = json.loads(proc.stdout)
-    data["prefill_ms"] = {int(k): v for k, v in data["prefill_ms"].items()}
-    data["ttft_ms"] = {int(k): v for k, v in data["ttft_ms"].items()}
-    return RuntimeFigures(**data)
+    argv = (sys.executable, "-m", "edgekit.deployment.measure", runtime, str(folder), "--device", device,
+            "--settings", json.dumps(settings.to_dict()))  # fmt: skip
+    done = shell.capture(Command(argv, f"measure {folder.name} in {runtime}"), timeout=None)
+    if not done.ok:
+        raise ExternalToolError(f"measuring {folder.name} in {runtime} failed: {done.last_error_line()}")
+    return RuntimeFigures.from_dict(json.loads(done.out))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from edgekit import __version__
+from edgekit.artifacts import utc_now
 from edgekit.deployment.latency import ShapeMeasurement, fit_predictor, validate
-from edgekit.deployment.lut import MEASURED, Lut, now
+from edgekit.deployment.lut import MEASURED, Lut
 from edgekit.deployment.measure import MeasureSettings, measure_folder
 from edgekit.elastic.plan import Plan
 from edgekit.engines import get_engine
@@ -43,17 +44,15 @@ class ProfileRequest:
 
 def machine_provenance(device: str) -> dict[str, Any]:
     """This machine, its measured bandwidth and compute: what an estimate for another device scales by."""
-    from edgekit.hardware.host import detect_host, machine_record
+    from edgekit.hardware.host import machine_record
     from edgekit.hardware.microbench import measure
 
-    host = detect_host()
-    machine = machine_record(host)
-    # power_mode also stays at the top level, where LUTs written before the machine record had it
-    prov: dict[str, Any] = {"machine": machine, "power_mode": machine["power_mode"]}
     figures = measure("cuda" if device == "cuda" else "cpu")
-    prov["bandwidth_gbs"] = figures["memory_bandwidth"]["value"]
-    prov["compute_gflops"] = figures["matmul"]["value"]
-    return prov
+    return {
+        "machine": machine_record(),
+        "bandwidth_gbs": figures["memory_bandwidth"]["value"],
+        "compute_gflops": figures["matmul"]["value"],
+    }
 
 
 def measure_shape(
@@ -124,7 +123,7 @@ def profile(
         {
             "runtime_versions": engine.versions(),
             "edgekit_version": __version__,
-            "date": now(),
+            "date": utc_now(),
             "options": req.options or {},
             "wall_s": round(time.perf_counter() - start, 1),
         }
@@ -141,5 +140,5 @@ def profile(
         predictor=fit_predictor(plan.geometry, measured),
         measured=measured,
         validation=validation,
-        created=now(),
+        created=utc_now(),
     )

@@ -84,3 +84,29 @@ def match_host(host: HostInfo) -> Target | None:
     candidates = [t for t in load_targets() if t.matches(host)]
     candidates.sort(key=lambda t: len(t.match), reverse=True)
     return candidates[0] if candidates else None
+
+
+def catalog() -> list[dict[str, Any]]:
+    """Every target with its specs, runtimes and the LUTs there are for it, then every measured host."""
+    from edgekit.deployment.lut import all_luts
+
+    luts = [lut for _, lut, _ in all_luts()]
+
+    def have(name: str) -> list[str]:
+        return [
+            f"{lut.runtime}-{lut.precision} {lut.model['name']} ({lut.status})" for lut in luts if lut.target == name
+        ]
+
+    rows = []
+    for t in load_targets():
+        rows.append({
+            "name": t.name, "aliases": t.aliases, "title": t.title, "kind": t.kind,
+            "bandwidth_gbs": t.memory.get("bandwidth_gbs"), "memory_gb": t.memory.get("size_gb"),
+            "runtimes": [f"{r['runtime']} {r.get('precision', '')}".strip() for r in t.runtimes], "luts": have(t.name),
+        })  # fmt: skip
+    for host in sorted({lut.target for lut in luts if lut.target.startswith("host-")}):
+        machine = next(lut.provenance.get("machine") or {} for lut in luts if lut.target == host)
+        rows.append({"name": host, "aliases": [], "title": f"measured machine: {machine.get('cpu', '?')}",
+                     "kind": machine.get("kind", "?"), "bandwidth_gbs": None, "memory_gb": machine.get("memory_gb"),
+                     "runtimes": [], "luts": have(host)})  # fmt: skip
+    return rows

@@ -21,13 +21,16 @@ from typing import Any
 import yaml
 
 from edgekit import __version__
-from edgekit.artifacts import atomic_dir, hash_tree, verify_files, write_json_atomic
+from edgekit.artifacts import PARTIAL_PREFIX, atomic_dir, hash_tree, read_format_json, verify_files, write_json_atomic
 from edgekit.elastic.plan import Plan, load_plan
 from edgekit.elastic.smol import Smol, SmolConfig
 from edgekit.errors import IntegrityError, UsageError
+from edgekit.formats import tag
 
-FORMAT = "edgekit-elastic/1"
+FORMAT = tag("edgekit-elastic")
+SMOL_FORMAT = tag("edgekit-smol")
 MANIFEST = "manifest.json"
+SMOL_JSON = "smol.json"
 ACCURACY = "accuracy.json"
 
 
@@ -64,15 +67,16 @@ def write_checkpoint(
     import torch
     from safetensors.torch import save_file
 
-    assert plan.path is not None
+    if plan.path is None:
+        raise UsageError("an elastic checkpoint copies its plan's folder: save the plan first")
     with atomic_dir(out, replace=force) as tmp:
         shutil.copytree(plan.path, tmp / "plan", ignore=shutil.ignore_patterns(".partial-*"))
         dtype = torch.float16 if half else torch.float32
         tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in smol.state_dict().items()}
         save_file(tensors, str(tmp / "smol.safetensors"), metadata={"format": FORMAT})
-        (tmp / "smol.json").write_text(
-            json.dumps({"config": smol.config.to_dict(), "widths": smol.widths, "parameters": smol.num_parameters()})
-        )
+        smol_meta = {"format": SMOL_FORMAT, "config": smol.config.to_dict(), "widths": smol.widths,
+                     "parameters": smol.num_parameters()}  # fmt: skip
+        write_json_atomic(tmp / SMOL_JSON, smol_meta)
         (tmp / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
         if accuracy is not None:
             write_json_atomic(tmp / ACCURACY, accuracy)
@@ -112,23 +116,17 @@ def checkpoint_dir(ref: str | Path) -> Path:
 def load_checkpoint(ref: str | Path, verify: bool = True) -> ElasticCheckpoint:
     folder = checkpoint_dir(ref)
     what = f"elastic checkpoint {folder}"
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-        smol_meta = json.loads((folder / "smol.json").read_text())
-    except FileNotFoundError as exc:
-        raise IntegrityError(f"{what} is incomplete: {Path(exc.filename).name} is missing") from None
-    except json.JSONDecodeError:
-        raise IntegrityError(f"{what} is corrupt: unreadable JSON") from None
-    if manifest.get("format") != FORMAT:
-        raise IntegrityError(f"{what} has format {manifest.get('format')!r}; this edgekit reads {FORMAT}")
+    manifest = read_format_json(folder / MANIFEST, "edgekit-elastic", what)
     if verify:
-        verify_files(folder, manifest["files"], what)
-    accuracy = json.loads((folder / ACCURACY).read_text()) if (folder / ACCURACY).is_file() else None
+        verify_files(folder, manifest.get("files") or {}, what)
+    smol_meta = read_format_json(folder / SMOL_JSON, "edgekit-smol", what)
+    accuracy = read_format_json(folder / ACCURACY, "edgekit-accuracy", what) if (folder / ACCURACY).is_file() else None
     try:
         config = SmolConfig(**smol_meta["config"])
+        widths = [int(w) for w in smol_meta["widths"]]
     except (TypeError, ValueError, KeyError) as exc:
-        raise IntegrityError(f"{what} is corrupt: smol.json ({exc})") from None
-    return ElasticCheckpoint(folder, load_plan(folder / "plan"), config, smol_meta["widths"], manifest, accuracy)
+        raise IntegrityError(f"{what} is corrupt: {SMOL_JSON} ({exc})") from None
+    return ElasticCheckpoint(folder, load_plan(folder / "plan"), config, widths, manifest, accuracy)
 
 
 def load_smol(ckpt: ElasticCheckpoint, device: str = "cpu") -> Smol:
@@ -155,18 +153,56 @@ def load_elastic_checkpoint(
     return elastic, ckpt
 
 
-def list_checkpoints(extra_dirs: list[Path]) -> list[tuple[Path, dict[str, Any] | None, str]]:
-    """(folder, manifest or None if broken, 'shipped' | 'user') for shipped checkpoints and those under dirs."""
+@dataclass
+class CheckpointEntry:
+    path: Path
+    kind: str  # shipped | user
+    manifest: dict[str, Any] | None  # None: the manifest is unreadable (the checkpoint is broken)
+
+    def to_dict(self) -> dict[str, Any]:
+        m = self.manifest or {}
+        return {
+            "path": str(self.path),
+            "kind": self.kind,
+            "model": m.get("model", {}).get("name"),
+            "steps": m.get("training", {}).get("steps"),
+            "has_accuracy": ACCURACY in m.get("files", {}),
+            "ok": self.manifest is not None,
+        }
+
+
+def list_checkpoints(extra_dirs: list[Path]) -> list[CheckpointEntry]:
+    """Shipped checkpoints, then those found under `extra_dirs`; a broken one is listed with no manifest."""
     found = []
     for kind, root in [("shipped", shipped_dir())] + [("user", d) for d in extra_dirs]:
         if not root.is_dir():
             continue
-        for folder in sorted(p for p in root.rglob(MANIFEST) if ".partial-" not in str(p)):
+        for manifest_path in sorted(p for p in root.rglob(MANIFEST) if PARTIAL_PREFIX not in str(p)):
             try:
-                manifest = json.loads(folder.read_text())
+                manifest = json.loads(manifest_path.read_text())
                 if manifest.get("format") != FORMAT:
                     continue
             except (OSError, json.JSONDecodeError):
                 manifest = None
-            found.append((folder.parent, manifest, kind))
+            found.append(CheckpointEntry(manifest_path.parent, kind, manifest))
     return found
+
+
+def data_notes(ckpt: ElasticCheckpoint, files: dict[str, dict[str, str]]) -> list[str]:
+    """Where the data files a recipe names now differ from those the checkpoint recorded (training and
+    evaluation): figures made with them will not be the checkpoint's."""
+    recorded = (ckpt.manifest.get("training") or {}).get("data") or {}
+    notes = []
+    for key, now in files.items():
+        was = recorded.get(key)
+        if was is not None and now["sha256"] != "not a file" and was.get("sha256") != now["sha256"]:
+            notes.append(f"{key} {now['name']} is not the file {ckpt.name} was made with "
+                         f"(sha256 {now['sha256'][:12]}, it recorded {was['sha256'][:12]})")  # fmt: skip
+    return notes
+
+
+def user_dirs() -> list[Path]:
+    """Where `elastic list` looks for the user's checkpoints: $EDGEKIT_HOME/elastic and ./runs."""
+    from edgekit.paths import home
+
+    return [home() / "elastic", Path.cwd() / "runs"]

@@ -6,13 +6,14 @@ at a shape (a depth baseline at full depth, a width baseline at full width) shar
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from edgekit.elastic.plan import Plan
+from edgekit.errors import UsageError
+from edgekit.evaluation.settings import EvalData, EvalSettings, score
 from edgekit.shapes import Shape
 
 
@@ -35,16 +36,6 @@ class Point:
         return asdict(self)
 
 
-@dataclass
-class EvalSettings:
-    text: str | None = None
-    skip_tokens: int = 0
-    max_tokens: int | None = 16384
-    max_length: int = 512
-    stride: int = 512
-    items: list[Any] | None = None
-
-
 def label(plan: Plan) -> str:
     return f"{plan.depth.method}/{plan.width.method}"
 
@@ -62,9 +53,9 @@ def frontier(
     loader: Callable[[Plan], tuple[Any, Any]],
     on_point: Callable[[Point], None] | None = None,
 ) -> list[Point]:
-    """Evaluate every (plan, shape); `loader(plan)` gives (ElasticModel, tokenizer)."""
-    from edgekit.evaluation.metrics import multiple_choice, perplexity
-
+    """Evaluate every (plan, shape); `loader(plan)` gives (ElasticModel, tokenizer). Held-out tokens are those
+    after the first plan's calibration (the baselines are derived from it, on the same tokens)."""
+    data = EvalData.load(settings, plans[0][0] if plans else None)
     points: list[Point] = []
     done: dict[tuple, Point] = {}
     for plan, shapes in plans:
@@ -84,22 +75,9 @@ def frontier(
             else:
                 if model is None:
                     model, tokenizer = loader(plan)
-                start = time.perf_counter()
-                shaped = model.at(shape)
-                if settings.text is not None:
-                    point.ppl = perplexity(
-                        shaped,
-                        tokenizer,
-                        settings.text,
-                        max_length=settings.max_length,
-                        stride=settings.stride,
-                        max_tokens=settings.max_tokens,
-                        skip_tokens=settings.skip_tokens,
-                    ).ppl
-                if settings.items:
-                    mc = multiple_choice(shaped, tokenizer, settings.items)
-                    point.acc, point.acc_norm = mc.acc, mc.acc_norm
-                point.seconds = round(time.perf_counter() - start, 1)
+                row = score(model.at(shape), tokenizer, data)
+                point.ppl, point.acc, point.acc_norm = row.get("ppl"), row.get("acc"), row.get("acc_norm")
+                point.seconds = row["seconds"]
                 done[key] = point
             points.append(point)
             if on_point is not None:
@@ -140,7 +118,8 @@ def compare(
 
     entries: list[tuple[Plan, Any, str | None]] = [(p, None, None) for p in plans]
     if kinds:
-        assert calib is not None
+        if calib is None:
+            raise UsageError("baselines are built from the plan's calibration text: give it")
         derived = baselines(plans[0], load_permutations(plans[0]), calib, kinds, model, on_stage=on_stage)
         entries += [(p, q, k) for (p, q), k in zip(derived, kinds, strict=True)]
     jobs = [(p, [s for s in grid if relevant(p, s, k)]) for p, _, k in entries]

@@ -20,9 +20,10 @@ import torch
 
 from edgekit.artifacts import read_format_json, sha256_file, write_json_atomic
 from edgekit.errors import IntegrityError, UsageError
+from edgekit.formats import tag
 from edgekit.shapes import Geometry, Shape, parse_grid, parse_shape
 
-FORMAT = "edgekit-plan/1"
+FORMAT = tag("edgekit-plan")
 PLAN_JSON = "plan.json"
 PERMS_FILE = "permutations.safetensors"
 
@@ -211,7 +212,7 @@ def plan_dir(ref: str | Path) -> Path:
 def load_plan(ref: str | Path) -> Plan:
     folder = plan_dir(ref)
     what = f"plan {folder}"
-    data = read_format_json(folder / PLAN_JSON, FORMAT, what)
+    data = read_format_json(folder / PLAN_JSON, "edgekit-plan", what)
     try:
         depth = data["depth"]
         depth["layer_sets"] = {int(k): list(v) for k, v in depth["layer_sets"].items()}
@@ -240,7 +241,8 @@ def load_plan(ref: str | Path) -> Plan:
 def load_permutations(plan: Plan) -> Permutations:
     from safetensors.torch import load_file
 
-    assert plan.path is not None
+    if plan.path is None:
+        raise UsageError("this plan has not been saved: its permutations are still in memory")
     path = plan.path / PERMS_FILE
     if not path.is_file():
         raise IntegrityError(f"plan {plan.path} is incomplete: {PERMS_FILE} is missing")

@@ -17,6 +17,7 @@ import yaml
 
 from edgekit.elastic.smol import SmolConfig
 from edgekit.errors import UsageError, first_line
+from edgekit.evaluation.settings import EvalSettings
 
 
 def _shipped() -> Path:
@@ -73,27 +74,46 @@ class TrainConfig:
 
 
 @dataclass
-class EvalConfig:
-    text: str | None = None
-    text_max_tokens: int = 16384
-    window: int = 512  # perplexity windows of this many tokens, non-overlapping
-    domain_text: str | None = None
-    mc: str | None = None
-    mc_labels: str | None = None
-    mc_limit: int | None = 400
-
-
-@dataclass
 class Recipe:
     plan: str = "smollm2-135m"
     model: str | None = None  # default: the model the plan was made for
     smol: SmolConfig = field(default_factory=SmolConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    # "data.train" -> the absolute path it names, found when the recipe was loaded; the recipe itself keeps
+    # what was written, so a run and its checkpoint record portable names
+    files: dict[str, str] = field(default_factory=dict, repr=False, metadata={"internal": True})
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data.pop("files")
+        return data
+
+    def file(self, key: str) -> str:
+        """Where the data file that `key` (e.g. "data.train") names is: resolved at load, else as written."""
+        section, name = key.split(".")
+        return self.files.get(key) or getattr(getattr(self, section), name)
+
+    def check_files(self, keys: tuple[str, ...] | None = None) -> None:
+        """Every data file the recipe names (or those of `keys`) exists: a missing one is refused before hours of
+        training, saying where it was looked for and how to point elsewhere."""
+        for section, name in DATA_KEYS:
+            key = f"{section}.{name}"
+            written = getattr(getattr(self, section), name)
+            if not written or (keys is not None and key not in keys):
+                continue
+            found = self.file(key)
+            if not Path(found).exists() and not _looks_like_hub_name(found):
+                raise UsageError(
+                    f"recipe: {key} {written} not found (looked at {found}): give the folder that holds it with "
+                    f"--data-dir DIR (or $EDGEKIT_DATASETS), or override it ({key}=PATH)"
+                )
+
+    def eval_settings(self) -> EvalSettings:
+        """The eval section with its files where they are."""
+        found = {name: self.file(f"eval.{name}") or None for _, name in DATA_KEYS if _ == "eval"}
+        return dataclasses.replace(self.eval, **found)
 
     def check(self) -> None:
         t = self.train
@@ -126,7 +146,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
         raise UsageError(f"recipe: {where or 'the recipe'} must be a mapping")
     hints = get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = {f.name for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     unknown = sorted(set(data) - names)
     if unknown:
         raise UsageError(
@@ -198,15 +218,51 @@ def recipe_path(ref: str) -> Path:
     raise UsageError(f"no recipe at '{ref}': give a YAML file or a shipped recipe ({names})")
 
 
-def load_recipe(ref: str | None, overrides: list[str] | None = None) -> Recipe:
+# the recipe's keys that name files; a relative one is read from the data folder
+DATA_KEYS = (("data", "train"), ("data", "chat"), ("eval", "text"), ("eval", "domain_text"), ("eval", "mc"),
+             ("eval", "mc_labels"))  # fmt: skip
+
+
+def load_recipe(ref: str | None, overrides: list[str] | None = None, data_dir: Path | None = None) -> Recipe:
+    """The recipe `ref` (a YAML file or a shipped name) with `overrides` applied, checked, and its data paths
+    made absolute: a relative path written in the recipe is read from `data_dir`, else $EDGEKIT_DATASETS,
+    else the recipe file's folder; one given as an override is relative to the working directory, as the
+    shell that typed it sees it."""
+    from edgekit.paths import datasets_dir
+
     data: dict[str, Any] = {}
+    base = Path.cwd()
     if ref:
         path = recipe_path(ref)
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise UsageError(f"recipe {path} is not valid YAML: {first_line(exc)}") from None
+        base = path.parent
+    folder = data_dir or datasets_dir() or base
+    written = {(section, key): (data.get(section) or {}).get(key) for section, key in DATA_KEYS}
     data = apply_overrides(data, overrides or [])
     recipe = _build(Recipe, data, "")
     recipe.check()
+    for section, key in DATA_KEYS:
+        value = getattr(getattr(recipe, section), key)
+        if value:
+            root = folder if value == written[(section, key)] else Path.cwd()
+            recipe.files[f"{section}.{key}"] = resolve_data_path(value, root)
     return recipe
+
+
+def resolve_data_path(value: str, root: Path) -> str:
+    """An absolute path for a data file named relative to `root`; a hub dataset name (org/name, no such
+    file) is left for the loader to fetch."""
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return str(path)
+    candidate = root / path
+    if candidate.exists() or not _looks_like_hub_name(value):
+        return str(candidate)
+    return value
+
+
+def _looks_like_hub_name(value: str) -> bool:
+    return "/" in value and not value.startswith((".", "/", "~")) and not Path(value).suffix

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import time
 from collections.abc import Callable
@@ -13,10 +12,10 @@ from typing import Any
 import torch
 
 from edgekit import __version__
-from edgekit.artifacts import sha256_file
+from edgekit.artifacts import sha256_file, utc_now
 from edgekit.elastic.plan import Calibration, DepthSection, Permutations, Plan, WidthSection
 from edgekit.errors import UsageError
-from edgekit.evaluation.metrics import read_text
+from edgekit.evaluation.data import read_text
 from edgekit.shapes import Geometry
 
 # Why these defaults: see README "Planning budget". A scorer call runs the changed suffix of
@@ -172,7 +171,7 @@ def assemble(ctx: Context, depth: DepthSection, width: WidthSection) -> Plan:
             req.calib.name, sha256_file(req.calib), req.seq_len, ctx.depth_ids.numel(), ctx.width_ids.numel()
         ),
         edgekit_version=__version__,
-        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        created=utc_now(),
     )
 
 

@@ -43,8 +43,9 @@ class SmolConfig:
     gate_hidden: int = 64
     noise: float = 1.0  # std of the logit noise while training (noisy top-k)
     gated: bool = True
-    # default "factors" so checkpoints written before the field existed load as they were trained
-    mixing: str = "factors"
+    # outputs: sum_e g_e B_e A_e (whole LoRAs); factors: A and B mixed apart (the first shipped form).
+    # Checkpoints from before the field say nothing and are read as factors (edgekit.formats)
+    mixing: str = "outputs"
     # one more LoRA pair per projection that every shape uses at weight 1 beside the routed experts
     # (a shared expert): SMOL then starts as at least the plain one-for-all LoRA; needs mixing=outputs
     shared: bool = False

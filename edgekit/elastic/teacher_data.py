@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import UsageError
+from edgekit.formats import tag
+
+FORMAT = tag("edgekit-teacher-data")
 
 RST_UNDERLINE = re.compile(r"^([=\-~^\"'`#*+])\1{2,}\s*$")
 DASHES = re.compile(r"\s+-{2,3}\s+")  # "module --- what it is", also with two dashes
@@ -137,7 +140,7 @@ def generate_replies(
 
 def write_jsonl(rows: list[dict[str, str]], out: Path, meta: dict[str, Any]) -> dict[str, Any]:
     """The JSONL and a sidecar saying how it was made (with the JSONL's sha256), each written whole or not at all."""
-    from edgekit.artifacts import write_json_atomic
+    from edgekit.artifacts import utc_now, write_json_atomic
 
     out.parent.mkdir(parents=True, exist_ok=True)
     body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
@@ -145,6 +148,24 @@ def write_jsonl(rows: list[dict[str, str]], out: Path, meta: dict[str, Any]) -> 
     tmp.write_bytes(body)
     tmp.replace(out)
     meta = {**meta, "rows": len(rows), "sha256": hashlib.sha256(body).hexdigest(),
-            "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+            "written": utc_now()}  # fmt: skip
     write_json_atomic(out.with_name(out.name + ".meta.json"), meta)
     return meta
+
+
+def make_teacher_data(
+    out: Path, prompts: list[str], source: str, model: str, settings: TeacherSettings, device: str = "auto",
+    on_batch: Callable[[int], None] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The model's replies to `prompts`, written to `out` with its sidecar; returns the sidecar."""
+    from edgekit.elastic.train import resolve_device
+    from edgekit.models.reference import local_folder, resolve
+
+    folder = local_folder(resolve(model))
+    dev = resolve_device(device)
+    start = time.perf_counter()
+    rows = generate_replies(folder, prompts, settings, dev, on_batch=on_batch)
+    seconds = round(time.perf_counter() - start, 1)
+    meta = {"format": FORMAT, "teacher": str(folder), "source": source, "prompts": len(prompts),
+            "settings": settings.to_dict(), "device": dev, "seconds": seconds}  # fmt: skip
+    return write_jsonl(rows, out, meta)

@@ -14,8 +14,6 @@ resumed from a checkpoint takes exactly the steps the uninterrupted run would ha
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
 import math
 import random
 import time
@@ -27,9 +25,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from edgekit.artifacts import atomic_dir, write_json_atomic
+from edgekit.artifacts import atomic_dir, read_format_json, sha256_cached, write_json_atomic
 from edgekit.elastic.recipe import Recipe
 from edgekit.errors import IntegrityError, ResourceError, UsageError, first_line
+from edgekit.formats import recipe_identity, tag
 from edgekit.shapes import Shape
 
 CHECKPOINTS = "checkpoints"
@@ -75,23 +74,33 @@ def barrier() -> None:
         dist.barrier()
 
 
-# (recipe section, key, keys that only mean something beside it): off when the key is falsy
-ADDED_LATER = (("data", "chat", "chat_fraction"), ("train", "anchor"), ("smol", "shared_rank"))
+STATE_FORMAT = tag("edgekit-train-state")
 
 
-def recipe_identity(recipe: Recipe) -> str:
-    """What a checkpoint must share with the recipe that resumes it (run length and logging may change)."""
-    data = recipe.to_dict()
-    for key in ("steps", "checkpoint_every", "log_every"):
-        data["train"].pop(key, None)
-    data.pop("eval", None)
-    # Keys added after runs existed: at their neutral value they leave the identity as it was, so those
-    # runs still resume.
-    for section, key, *companions in ADDED_LATER:
-        if not data[section].get(key):
-            for k in (key, *companions):
-                data[section].pop(k, None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+TRAINING_DATA = ("data.train", "data.chat")
+
+
+def data_files(recipe: Recipe, keys: tuple[str, ...] = TRAINING_DATA) -> dict[str, dict[str, str]]:
+    """The recipe's data files by the name they were written with and their sha256: what a run and its
+    checkpoint record, so the same files reproduce it and other files are told apart. A hub dataset has
+    no hash."""
+    found = {}
+    for key in keys:
+        section, field_name = key.split(".")
+        name = getattr(getattr(recipe, section), field_name)
+        if name:
+            path = Path(recipe.file(key))
+            found[key] = {"name": name, "sha256": sha256_cached(path) if path.is_file() else "not a file"}
+    return found
+
+
+def changed_data(recorded: dict[str, dict[str, str]], now: dict[str, dict[str, str]]) -> list[str]:
+    """Which recorded data files differ from the recipe's now, said with both hashes."""
+    return [
+        f"{key} {now[key]['name']} (sha256 {now[key]['sha256'][:12]}, the run's was {was['sha256'][:12]})"
+        for key, was in recorded.items()
+        if key in now and was.get("sha256") != now[key]["sha256"]
+    ]
 
 
 def sample_shapes(grid: list[Shape], count: int, sandwich: bool, rng: random.Random, params: Callable) -> list[Shape]:
@@ -154,6 +163,7 @@ class Trainer:
         self.teacher_cache: dict[str, torch.Tensor] | None = None
         self.device = next(self.smol.parameters()).device
         self.rank, self.world = distributed()
+        self.tokenizer: Any = None  # the base model's, set by prepare_run
         if recipe.train.batch_size % self.world:
             raise UsageError(f"train.batch_size ({recipe.train.batch_size}) must divide among {self.world} processes")
         self.autocast = self.device.type == "cuda" and recipe.train.bf16 != "false" and torch.cuda.is_bf16_supported()
@@ -315,7 +325,9 @@ class Trainer:
                     "step": self.state.step,
                     "tokens": self.state.tokens,
                     "seconds": self.state.seconds,
-                    "recipe": recipe_identity(self.recipe),
+                    "format": STATE_FORMAT,
+                    "recipe": recipe_identity(self.recipe.to_dict()),
+                    "data": data_files(self.recipe),
                     "model_digest": self.plan_identity[0],
                     "plan_sha256": self.plan_identity[1],
                     "optimizer": meta,
@@ -326,17 +338,19 @@ class Trainer:
     def load_checkpoint(self, folder: Path) -> None:
         from safetensors.torch import load_file
 
-        try:
-            state = json.loads((folder / "state.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            raise IntegrityError(f"checkpoint {folder} is incomplete or corrupt (state.json)") from None
+        state = read_format_json(folder / "state.json", "edgekit-train-state", f"checkpoint {folder}",
+                                 recipe=self.recipe.to_dict())  # fmt: skip
         recorded = (state.get("model_digest"), state.get("plan_sha256"))
         other_plan = recorded[0] is not None and recorded != self.plan_identity  # older checkpoints lack them
-        if state.get("recipe") != recipe_identity(self.recipe) or other_plan:
+        if state.get("recipe") != recipe_identity(self.recipe.to_dict()) or other_plan:
             raise UsageError(
                 f"checkpoint {folder} was made with another recipe or model: start a new run (another --out) "
                 "or resume with the recipe that made it"
             )
+        changed = changed_data(state.get("data") or {}, data_files(self.recipe))
+        if changed:
+            raise UsageError(f"checkpoint {folder} was trained on other data: {'; '.join(changed)}: resume with "
+                             "the files that made it (--data-dir), or start a new run")  # fmt: skip
         try:
             self.smol.load_state_dict(load_file(str(folder / "smol.safetensors")))
             tensors = load_file(str(folder / "optimizer.safetensors"))
@@ -406,6 +420,7 @@ def resolve_device(choice: str) -> str:
 
 def prepare_run(recipe: Recipe, run_dir: Path, resume: bool) -> Trainer:
     """Load the plan, weights, data and adapters; restore the latest checkpoint when resuming."""
+    recipe.check_files(TRAINING_DATA)
     import yaml
     from transformers import AutoTokenizer
 
@@ -427,16 +442,17 @@ def prepare_run(recipe: Recipe, run_dir: Path, resume: bool) -> Trainer:
     folder = base_folder(plan, recipe.model)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     d = recipe.data
-    stream = token_stream(d.train, tokenizer, d.format, d.max_tokens)
+    stream = token_stream(recipe.file("data.train"), tokenizer, d.format, d.max_tokens)
     sequences = Sequences(stream, d.seq_len, recipe.train.batch_size, recipe.train.seed, d.train)
     if d.chat:
-        chat = token_stream(d.chat, tokenizer, "jsonl", d.max_tokens)
+        chat = token_stream(recipe.file("data.chat"), tokenizer, "jsonl", d.max_tokens)
         sequences = sequences.mixed(Sequences(chat, d.seq_len, 1, recipe.train.seed + 1, d.chat), d.chat_fraction)
     elastic = load_elastic(plan, recipe.model, device)
     torch.manual_seed(recipe.train.seed)
     elastic.smol = Smol(plan.geometry, recipe.smol, plan.width.grid).to(device)
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(recipe, plan, elastic, sequences, grid, run_dir)
+    trainer.tokenizer = tokenizer
     if existing is not None:
         trainer.load_checkpoint(existing)
     if trainer.rank == 0:
@@ -478,3 +494,37 @@ def train(
             raise out_of_memory(exc) from None
         raise
     return trainer.state
+
+
+@dataclass
+class RunResult:
+    checkpoint: Path
+    training: dict[str, Any]
+    accuracy: dict[str, Any] | None
+
+
+def finish(
+    trainer: Trainer, start_step: int, evaluate: bool, half: bool, on_shape: Callable[[str], None] | None = None
+) -> RunResult:
+    """The run's elastic checkpoint (RUN/elastic), with its accuracy table when `evaluate`: what rank 0 writes
+    when training ends. It records the training summary and every data file of the recipe by name and hash."""
+    from edgekit.elastic.accuracy import evaluate_shapes
+    from edgekit.elastic.checkpoint import write_checkpoint
+    from edgekit.elastic.recipe import DATA_KEYS
+
+    r, state = trainer.recipe, trainer.state
+    training = {
+        "steps": state.step,
+        "tokens": state.tokens,
+        "seconds": round(state.seconds, 1),
+        "device": str(trainer.device),
+        "resumed_from": start_step or None,
+        "data": data_files(r, tuple(f"{a}.{b}" for a, b in DATA_KEYS)),
+    }
+    accuracy = None
+    if evaluate:
+        accuracy = evaluate_shapes(trainer.model, trainer.tokenizer, trainer.plan, trainer.grid, r.eval_settings(),
+                                   on_shape)  # fmt: skip
+    out = trainer.run_dir / "elastic"
+    write_checkpoint(out, trainer.plan, trainer.smol, r.to_dict(), training, accuracy, half=half, force=True)
+    return RunResult(out, training, accuracy)

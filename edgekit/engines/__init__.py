@@ -1,17 +1,13 @@
-"""Inference runtimes behind one interface: compile a subnet folder, open it, stream tokens."""
+"""Inference runtimes behind one interface: probe, compile a subnet folder, open it, stream tokens."""
 
 from __future__ import annotations
 
-from edgekit.engines.base import Engine, Sampling, Session
+from edgekit.engines.base import Engine, RuntimeInfo, Sampling, Session
 from edgekit.errors import MissingDependencyError, UsageError
 
-__all__ = ["Engine", "Sampling", "Session", "get_engine", "ENGINES"]
+__all__ = ["ENGINES", "Engine", "RuntimeInfo", "Sampling", "Session", "get_engine", "probe_all"]
 
-# Runtimes named in target descriptors that this edgekit cannot drive yet say so plainly.
 ENGINES = ("ort", "torch", "tvm", "mlc")
-LATER = {
-    "llamacpp": "llama.cpp is compared in bench/ only; deploy with ort or torch",
-}
 
 
 def get_engine(name: str) -> Engine:
@@ -31,6 +27,15 @@ def get_engine(name: str) -> Engine:
         from edgekit.engines.mlc import MlcEngine
 
         return MlcEngine()
-    if name in LATER:
-        raise MissingDependencyError(f"runtime '{name}': {LATER[name]}")
+    if name == "llamacpp":
+        from edgekit.engines.llamacpp import NOT_YET
+
+        raise MissingDependencyError(f"runtime '{name}': {NOT_YET}")
     raise UsageError(f"unknown runtime '{name}'; known: {', '.join(ENGINES)}")
+
+
+def probe_all() -> list[RuntimeInfo]:
+    """Every runtime edgekit knows, as found on this machine: the engines, and llama.cpp beside them."""
+    from edgekit.engines import llamacpp
+
+    return [get_engine(name).probe() for name in ENGINES] + [llamacpp.probe()]

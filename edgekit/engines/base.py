@@ -8,9 +8,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+
+@dataclass
+class RuntimeInfo:
+    """What `doctor` and deploy's runtime choice know about one runtime on this machine."""
+
+    name: str  # the runtime id used on the command line: ort, torch, tvm, mlc, llamacpp
+    package: str
+    installed: bool
+    version: str | None = None
+    offers: list[str] = field(default_factory=list)  # devices / execution providers it runs on here
+    note: str | None = None  # what to install, or why it does not load
+    gpu: bool | None = None  # whether it runs on this machine's NVIDIA GPU (None: not a GPU runtime here)
+    gpu_detail: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -41,6 +58,10 @@ class Session(Protocol):
 
 class Engine(Protocol):
     name: str
+
+    def probe(self) -> RuntimeInfo:
+        """Whether the runtime is installed here, its version, what it offers, and what to install if not."""
+        ...
 
     def check(self) -> None:
         """Raise MissingDependencyError (saying what to install) when the runtime is absent."""

@@ -12,19 +12,22 @@ import contextlib
 import json
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from edgekit.engines.base import Sampling
+from edgekit import shell
+from edgekit.engines.base import RuntimeInfo, Sampling
 from edgekit.engines.mlc_config import check_llama_config
-from edgekit.errors import EdgekitError, MissingDependencyError, UsageError
+from edgekit.errors import ExternalToolError, IntegrityError, MissingDependencyError, UsageError, first_line
 from edgekit.models.weights import TOKENIZER_FILES
+from edgekit.packages import installed_version
+from edgekit.shell import Command
 
 GPU_DEVICES = ("cuda", "vulkan", "metal", "rocm")
+PACKAGES = ("mlc-llm", "mlc-llm-nightly", "mlc-llm-nightly-cu122", "mlc-llm-cu122")
 PRECISIONS = ["q4f16_1", "q4f32_1", "q0f16", "q0f32"]
 LIB = "lib.so"
 META = "edgekit-mlc.json"
@@ -107,6 +110,23 @@ def _q_rows(hf_dir: Path) -> int | None:
 class MlcEngine:
     name = "mlc"
 
+    def probe(self) -> RuntimeInfo:
+        dist, ver = installed_version(*PACKAGES)
+        info = RuntimeInfo("mlc", dist or "mlc-llm", False, ver)
+        try:
+            import mlc_llm
+        except ImportError:
+            info.note = WHERE
+            return info
+        except Exception as exc:  # installed but broken (a TVM built for another CUDA, say)
+            info.note = f"mlc_llm does not import: {first_line(exc)}"
+            return info
+        # Jetson containers build mlc_llm from source, so there may be no distribution metadata to read
+        info.installed, info.package = True, dist or "mlc_llm (source build)"
+        info.version = ver or str(getattr(mlc_llm, "__version__", "unknown"))
+        info.offers, info.gpu, info.gpu_detail = list(GPU_DEVICES), True, f"mlc_llm {info.version}"
+        return info
+
     def check(self) -> None:
         try:
             import mlc_llm  # noqa: F401
@@ -151,11 +171,11 @@ class MlcEngine:
         start = time.perf_counter()
         steps = commands(hf_dir, out, precision, device, options)
         for cmd in steps:
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise EdgekitError(f"mlc_llm {cmd[3]} failed: {_last_error(proc.stderr + proc.stdout)}")
+            done = shell.capture(Command(tuple(cmd), f"mlc_llm {cmd[3]}"), timeout=None)
+            if not done.ok:
+                raise ExternalToolError(f"mlc_llm {cmd[3]} failed: {done.error_line()}")
         if not (out / LIB).is_file() or not (out / "mlc-chat-config.json").is_file():
-            raise EdgekitError(f"mlc_llm compile finished without writing {LIB} and mlc-chat-config.json")
+            raise ExternalToolError(f"mlc_llm compile finished without writing {LIB} and mlc-chat-config.json")
         for name in ("config.json", "generation_config.json", *TOKENIZER_FILES):
             if (hf_dir / name).is_file() and not (out / name).exists():
                 shutil.copy2(hf_dir / name, out / name)  # our chat templating reads the HF tokenizer
@@ -178,16 +198,8 @@ class MlcEngine:
     def open(self, folder: Path, device: str = "cuda") -> MlcSession:
         self.check()
         if not (folder / LIB).is_file():
-            raise EdgekitError(f"{folder} holds no MLC model library ({LIB}); compile it with --runtime mlc")
+            raise IntegrityError(f"{folder} holds no MLC model library ({LIB}); compile it with --runtime mlc")
         return MlcSession(folder, device)
-
-
-def _last_error(log: str) -> str:
-    lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
-    for line in reversed(lines):
-        if "Error" in line or "error" in line:
-            return line[:300]
-    return lines[-1][:300] if lines else "no output"
 
 
 class MlcSession:

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import json
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from edgekit.engines.base import Sampling
-from edgekit.errors import EdgekitError, MissingDependencyError, UsageError
+from edgekit import shell
+from edgekit.engines.base import RuntimeInfo, Sampling
+from edgekit.errors import ExternalToolError, MissingDependencyError, UsageError, first_line
+from edgekit.packages import installed_version, versions
+from edgekit.shell import Command
 
 PACKAGES = ("onnxruntime-genai", "onnxruntime-genai-cuda", "onnxruntime-genai-directml")
 PRECISIONS = {"cpu": ["int4", "fp32"], "cuda": ["int4", "fp16", "fp32"]}
@@ -22,24 +23,34 @@ PRECISIONS = {"cpu": ["int4", "fp32"], "cuda": ["int4", "fp16", "fp32"]}
 BASE_OPTIONS = {"hf_token": "false"}
 
 
-def _version(name: str) -> str | None:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
+INSTALL = "pip install onnxruntime-genai onnx-ir (onnxruntime-genai-cuda on an NVIDIA GPU)"
+JETSON_CUDA = "install onnxruntime-gpu and onnxruntime-genai from https://pypi.jetson-ai-lab.io/jp6/cu126"
 
 
 class OrtEngine:
     name = "ort"
 
+    def probe(self) -> RuntimeInfo:
+        dist, ver = installed_version(*PACKAGES)
+        info = RuntimeInfo("ort", dist or PACKAGES[0], ver is not None, ver)
+        if not info.installed:
+            info.note, info.gpu, info.gpu_detail = INSTALL, False, "onnxruntime-genai is not installed"
+            return info
+        try:
+            import onnxruntime
+        except Exception as exc:  # the genai wheel normally brings onnxruntime; say so if it did not
+            info.note = f"onnxruntime not importable: {first_line(exc)}"
+            info.gpu, info.gpu_detail = False, info.note
+            return info
+        info.offers = list(onnxruntime.get_available_providers())
+        info.gpu, info.gpu_detail = _cuda(onnxruntime.__version__, info.offers)
+        return info
+
     def check(self) -> None:
         try:
             import onnxruntime_genai  # noqa: F401
         except ImportError:
-            raise MissingDependencyError(
-                "runtime 'ort' needs ONNX Runtime GenAI: pip install onnxruntime-genai onnx-ir "
-                "(onnxruntime-genai-cuda on an NVIDIA GPU)"
-            ) from None
+            raise MissingDependencyError(f"runtime 'ort' needs ONNX Runtime GenAI: {INSTALL}") from None
         try:
             import onnx_ir  # noqa: F401
         except ImportError:
@@ -48,8 +59,7 @@ class OrtEngine:
             ) from None
 
     def versions(self) -> dict[str, str]:
-        found = {p: v for p in (*PACKAGES, "onnxruntime", "onnxruntime-gpu", "onnx-ir") if (v := _version(p))}
-        return found
+        return versions(*PACKAGES, "onnxruntime", "onnxruntime-gpu", "onnx-ir")
 
     def precisions(self, device: str) -> list[str]:
         return PRECISIONS.get(device, ["int4"])
@@ -65,10 +75,10 @@ class OrtEngine:
         extra = {**BASE_OPTIONS, **(options or {})}
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="edgekit-ort-cache-") as cache:
-            proc = subprocess.run(builder_command(hf_dir, out, precision, device, extra, Path(cache)),
-                                  capture_output=True, text=True)  # fmt: skip
-        if proc.returncode != 0 or not (out / "genai_config.json").is_file():
-            raise EdgekitError(f"ONNX Runtime GenAI's builder failed: {_last_error(proc.stderr + proc.stdout)}")
+            argv = builder_command(hf_dir, out, precision, device, extra, Path(cache))
+            done = shell.capture(Command(tuple(argv), "build the ONNX model"), timeout=None)
+        if not done.ok or not (out / "genai_config.json").is_file():
+            raise ExternalToolError(f"ONNX Runtime GenAI's builder failed: {done.error_line(skip=('Saving ',))}")
         return {
             "tool": "onnxruntime_genai.models.builder",
             "precision": precision,
@@ -88,6 +98,22 @@ class OrtEngine:
         return OrtSession(folder, device)
 
 
+def _cuda(ort_version: str, providers: list[str]) -> tuple[bool, str]:
+    """Whether ONNX Runtime GenAI runs on the GPU here: ONNX Runtime must offer CUDA, and the genai package
+    must be a CUDA build (PyPI's aarch64 wheels are CPU-only, so a Jetson needs the jetson-ai-lab ones)."""
+    if "CUDAExecutionProvider" not in providers:
+        offers = ", ".join(providers)
+        return False, f"onnxruntime {ort_version} offers {offers}: {JETSON_CUDA} (PyPI's aarch64 wheels are CPU-only)"
+    detail = f"onnxruntime {ort_version} with CUDAExecutionProvider"
+    try:
+        import onnxruntime_genai as og
+    except ImportError:
+        return True, detail + " (onnxruntime-genai not installed)"
+    if hasattr(og, "is_cuda_available") and not og.is_cuda_available():
+        return False, detail + ", but onnxruntime-genai was built without CUDA"
+    return True, detail
+
+
 def builder_command(
     hf_dir: Path, out: Path, precision: str, device: str, extra: dict[str, str], cache: Path
 ) -> list[str]:
@@ -95,14 +121,6 @@ def builder_command(
         sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf_dir), "-o", str(out),
         "-p", precision, "-e", device, "-c", str(cache), "--extra_options", *(f"{k}={v}" for k, v in extra.items()),
     ]  # fmt: skip
-
-
-def _last_error(log: str) -> str:
-    lines = [ln.strip() for ln in log.splitlines() if ln.strip() and not ln.lstrip().startswith("Saving ")]
-    for line in reversed(lines):
-        if "Error" in line or "error" in line:
-            return line[:300]
-    return lines[-1][:300] if lines else "no output"
 
 
 class OrtSession:

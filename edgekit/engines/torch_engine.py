@@ -5,26 +5,38 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Iterator
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from edgekit.engines.base import Sampling, pick_token
+from edgekit.engines.base import RuntimeInfo, Sampling, pick_token
 from edgekit.errors import UsageError
 from edgekit.models.weights import TOKENIZER_FILES
+from edgekit.packages import versions
 
 PRECISIONS = {"cpu": ["fp32", "bf16"], "cuda": ["bf16", "fp16", "fp32"], "mps": ["fp16", "fp32"]}
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors")
+MARKER = "edgekit-torch.txt"  # the precision to load in, written by compile
 
 
 class TorchEngine:
     name = "torch"
 
+    def probe(self) -> RuntimeInfo:
+        import torch  # a dependency of edgekit itself
+
+        info = RuntimeInfo("torch", "torch", True, torch.__version__, ["cpu"])
+        if torch.cuda.is_available():
+            info.offers.append(f"cuda ({torch.cuda.get_device_name(0)}, CUDA {torch.version.cuda})")
+            info.gpu, info.gpu_detail = True, info.offers[-1]
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            info.offers.append("mps")
+        return info
+
     def check(self) -> None:
         import torch  # noqa: F401  (a dependency of edgekit itself)
 
     def versions(self) -> dict[str, str]:
-        return {"torch": version("torch"), "transformers": version("transformers")}
+        return versions("torch", "transformers")
 
     def precisions(self, device: str) -> list[str]:
         return PRECISIONS.get(device, ["fp32"])
@@ -39,7 +51,7 @@ class TorchEngine:
         for name in (*MODEL_FILES, *TOKENIZER_FILES):
             if (hf_dir / name).is_file():
                 shutil.copy2(hf_dir / name, out / name)
-        (out / "edgekit-torch.txt").write_text(precision + "\n")
+        (out / MARKER).write_text(precision + "\n")
         return {
             "tool": "copy",
             "precision": precision,
@@ -54,21 +66,23 @@ class TorchEngine:
                 f"transformers loads it in {precision} on {device} at run time"]  # fmt: skip
 
     def open(self, folder: Path, device: str = "cpu") -> TorchSession:
-        return TorchSession(folder, device)
-
-
-class TorchSession:
-    runtime = "torch"
-
-    def __init__(self, folder: Path, device: str = "cpu", model: Any = None) -> None:
         import torch
         from transformers import AutoModelForCausalLM
 
-        self.device = device
-        marker = folder / "edgekit-torch.txt"
+        marker = folder / MARKER
         precision = marker.read_text().strip() if marker.is_file() else "fp32"
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-        self.model = model or AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
+        return TorchSession(AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval(), device)
+
+
+class TorchSession:
+    """A loaded transformers model, decoding one token at a time with its KV cache."""
+
+    runtime = "torch"
+
+    def __init__(self, model: Any, device: str = "cpu") -> None:
+        self.device = device
+        self.model = model
         config = self.model.config
         self.context_length = int(getattr(config, "max_position_embeddings", 2048))
         eos = self.model.generation_config.eos_token_id or config.eos_token_id
@@ -116,7 +130,7 @@ class ElasticTorchSession(TorchSession):
     def __init__(self, elastic: Any, plan: Any, base_config: dict[str, Any], shape: Any, device: str = "cpu") -> None:
         self.elastic, self.plan, self.base_config = elastic, plan, base_config
         self.shape, self.device = shape, device
-        super().__init__(Path("."), device, model=self._build(shape))
+        super().__init__(self._build(shape), device)
 
     def _build(self, shape: Any) -> Any:
         import torch

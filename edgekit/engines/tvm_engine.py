@@ -18,15 +18,16 @@ import json
 import shutil
 import time
 from collections.abc import Iterator
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgekit.engines.base import Sampling, pick_token
-from edgekit.errors import EdgekitError, IntegrityError, MissingDependencyError, UsageError, first_line
+from edgekit.engines.base import RuntimeInfo, Sampling, pick_token
+from edgekit.errors import ExternalToolError, IntegrityError, MissingDependencyError, UsageError, first_line
+from edgekit.formats import tag, upgrade
 from edgekit.models.weights import TOKENIZER_FILES
+from edgekit.packages import installed_version
 
 PRECISIONS = {"cpu": ["fp32"], "cuda": ["fp16", "fp32"]}
 DTYPES = {"fp32": "float32", "fp16": "float16"}
@@ -47,17 +48,35 @@ OPTIONS = {
 }
 
 
+PACKAGES = ("apache-tvm", "tlcpack", "mlc-ai-nightly")
+
+
 def _tvm_version() -> str | None:
-    for dist in ("apache-tvm", "tlcpack", "mlc-ai-nightly"):
-        try:
-            return version(dist)
-        except PackageNotFoundError:
-            continue
-    return None
+    return installed_version(*PACKAGES)[1]
 
 
 class TvmEngine:
     name = "tvm"
+
+    def probe(self) -> RuntimeInfo:
+        dist, ver = installed_version(*PACKAGES)
+        info = RuntimeInfo("tvm", dist or "apache-tvm", ver is not None, ver)
+        if not info.installed:
+            info.note = "pip install apache-tvm"
+            return info
+        try:
+            self.check()
+            import tvm
+            from tvm.target import codegen
+
+            info.offers = [f"llvm ({codegen.llvm_get_system_cpu()})"]
+            gpu = tvm.cuda(0)
+            if gpu.exist:
+                info.offers.append(f"cuda ({gpu.device_name}, sm_{gpu.compute_version.replace('.', '')})")
+                info.gpu, info.gpu_detail = True, info.offers[-1]
+        except Exception as exc:  # an old TVM, or one built for a CUDA this machine lacks
+            info.note = f"installed but not usable: {first_line(exc)}"
+        return info
 
     def check(self) -> None:
         try:
@@ -73,8 +92,8 @@ class TvmEngine:
             ) from None
 
     def versions(self) -> dict[str, str]:
-        found = _tvm_version()
-        return {"apache-tvm": found} if found else {}
+        dist, found = installed_version(*PACKAGES)
+        return {dist: found} if dist and found else {}
 
     def precisions(self, device: str) -> list[str]:
         return PRECISIONS.get(device, [])
@@ -100,7 +119,7 @@ class TvmEngine:
         try:
             names = _build(config, target, linker, dtype, chunk, out / LIB)
         except Exception as exc:  # TVM raises many kinds; the user needs the reason, not its stack
-            raise EdgekitError(
+            raise ExternalToolError(
                 f"TVM could not compile {hf_dir.name} for {_target_name(target)}: {_reason(exc)}"
             ) from None
         built = time.perf_counter()
@@ -110,7 +129,7 @@ class TvmEngine:
                 shutil.copy2(hf_dir / name, out / name)
         seconds = round(time.perf_counter() - start, 2)
         build = {
-            "format": "edgekit-tvm/1",
+            "format": tag("edgekit-tvm"),
             "target": json.loads(str(target)),
             "device": device,
             "precision": precision,
@@ -388,7 +407,7 @@ class TvmSession:
 
 def _read_build(folder: Path) -> dict[str, Any]:
     try:
-        build = json.loads((folder / BUILD).read_text())
+        build = upgrade("edgekit-tvm", json.loads((folder / BUILD).read_text()), f"{folder}/{BUILD}")
     except (OSError, json.JSONDecodeError) as exc:
         raise IntegrityError(f"{folder} is not a compiled tvm model ({BUILD}: {first_line(exc)})") from None
     for name in (LIB, WEIGHTS):

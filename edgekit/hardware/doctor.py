@@ -11,35 +11,41 @@ from rich.table import Table
 
 from edgekit import __version__
 from edgekit.deployment.targets import match_host
-from edgekit.engines.probes import detect_runtimes
+from edgekit.engines import probe_all
 from edgekit.hardware.host import detect_host
 from edgekit.hardware.microbench import measure
 
 
 def run_doctor(benchmark: bool = True, root: Path = Path("/")) -> dict[str, Any]:
     """The report; `root` is where Jetson files are read from (tests point it at a recorded board)."""
-    from dataclasses import asdict
-
-    from edgekit.hardware.jetson import runtime_readiness
-
     start = time.perf_counter()
     host = detect_host(root)
     matched = match_host(host)
+    runtimes = probe_all()
     report: dict[str, Any] = {
         "edgekit_version": __version__,
         "host": host.to_dict(),
-        # on a board: can the two runtimes a Jetson deployment uses actually run here
-        "jetson_runtimes": {k: asdict(v) for k, v in runtime_readiness().items()} if host.jetson else None,
-        "runtimes": [r.to_dict() for r in detect_runtimes()],
+        # on a board: can the two runtimes a Jetson deployment uses (MLC first, ORT GenAI CUDA) run here
+        "jetson_runtimes": board_readiness(runtimes) if host.jetson else None,
+        "runtimes": [r.to_dict() for r in runtimes],
         "target": {
             "matched": matched.name if matched else None,
             "title": matched.title if matched else None,
-            "note": None if matched else "no descriptor under targets/ matches; use --target host",
+            "note": None if matched else "no descriptor under edgekit's targets matches; use --target host",
         },
         "measured": measure() if benchmark else None,
     }
     report["seconds"] = round(time.perf_counter() - start, 2)
     return report
+
+
+def board_readiness(runtimes: list[Any]) -> dict[str, dict[str, Any]]:
+    found = {r.name: r for r in runtimes}
+    mlc, ort = found["mlc"], found["ort"]
+    return {
+        "mlc": {"usable": mlc.installed, "detail": mlc.gpu_detail if mlc.installed else mlc.note},
+        "ort_cuda": {"usable": bool(ort.gpu), "detail": ort.gpu_detail or ort.note or ""},
+    }
 
 
 def render(report: dict[str, Any]) -> list[Any]:

@@ -246,9 +246,11 @@ def _jetson_power(info: JetsonInfo) -> None:
         info.source = state.source
 
 
-def machine_record(host: HostInfo) -> dict[str, Any]:
-    """The machine as LUT provenance and deployment manifests record it. On a Jetson the power mode and
-    clocks decide latency as much as the board does, so they are part of the record."""
+def machine_record(host: HostInfo | None = None) -> dict[str, Any]:
+    """The machine (this one unless `host` is given) as every measured figure records it: LUTs, deployment
+    manifests, benchmark results. On a Jetson the power mode and clocks decide latency as much as the board
+    does, so they are part of the record."""
+    host = host or detect_host()
     j = host.jetson
     return {
         "kind": host.kind,

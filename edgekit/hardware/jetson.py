@@ -19,10 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgekit.errors import EdgekitError, ResourceError, UsageError, first_line
+from edgekit.errors import EdgekitError, ResourceError, UsageError
+from edgekit.formats import tag
 from edgekit.shell import Command, Result
 
-RECORDING_FORMAT = "edgekit-jtop-recording/1"
+RECORDING_FORMAT = tag("edgekit-jtop-recording")
 JTOP_INTERVAL_S = 0.5
 
 
@@ -233,53 +234,3 @@ def _set_through_jtop(mode_id: int) -> bool:
     except Exception:  # service down or mode refused: the nvpmodel path says why
         return False
     return False
-
-
-# ------------------------------------------------------------------ runtimes on the board
-
-
-@dataclass
-class Usable:
-    usable: bool
-    detail: str
-
-
-def runtime_readiness() -> dict[str, Usable]:
-    """Whether MLC-LLM imports and whether ONNX Runtime offers CUDA here: the two runtimes a Jetson
-    deployment uses (MLC first, ORT GenAI CUDA as the fallback)."""
-    return {"mlc": _mlc_usable(), "ort_cuda": _ort_cuda_usable()}
-
-
-def _mlc_usable() -> Usable:
-    try:
-        import mlc_llm
-    except ImportError:
-        return Usable(False, "mlc_llm is not installed: use an MLC image (`edgekit container build --runtime mlc`)")
-    except Exception as exc:  # installed but broken (a TVM built for another CUDA, say)
-        return Usable(False, f"mlc_llm does not import: {first_line(exc)}")
-    return Usable(True, f"mlc_llm {getattr(mlc_llm, '__version__', 'unknown')}")
-
-
-def _ort_cuda_usable() -> Usable:
-    try:
-        import onnxruntime
-    except ImportError:
-        return Usable(False, "onnxruntime is not installed")
-    except Exception as exc:
-        return Usable(False, f"onnxruntime does not import: {first_line(exc)}")
-    providers = list(onnxruntime.get_available_providers())
-    if "CUDAExecutionProvider" not in providers:
-        return Usable(
-            False,
-            f"onnxruntime {onnxruntime.__version__} offers {', '.join(providers)}: install onnxruntime-gpu and "
-            "onnxruntime-genai from https://pypi.jetson-ai-lab.io/jp6/cu126 (PyPI's aarch64 wheels are CPU-only)",
-        )
-    detail = f"onnxruntime {onnxruntime.__version__} with CUDAExecutionProvider"
-    try:
-        import onnxruntime_genai as og
-
-        if hasattr(og, "is_cuda_available") and not og.is_cuda_available():
-            return Usable(False, detail + ", but onnxruntime-genai was built without CUDA")
-    except ImportError:
-        detail += " (onnxruntime-genai not installed)"
-    return Usable(True, detail)

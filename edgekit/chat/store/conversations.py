@@ -7,13 +7,18 @@ $EDGEKIT_DATA/conversations, else the platform's user data dir (~/.local/share/e
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from edgekit.artifacts import utc_now
+from edgekit.errors import IntegrityError
+from edgekit.formats import tag, upgrade
+
+FORMAT = tag("edgekit-conversation")
 
 
 def data_dir() -> Path:
@@ -25,15 +30,11 @@ def data_dir() -> Path:
     return Path(user_data_dir("edgekit"))
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
-
-
 @dataclass
 class Message:
     role: str  # system | user | assistant
     content: str
-    time: str = field(default_factory=_now)
+    time: str = field(default_factory=utc_now)
     stats: dict[str, Any] | None = None  # assistant replies: ms/token, tokens, cancelled...
 
     def as_chat(self) -> dict[str, str]:
@@ -54,7 +55,7 @@ class Conversation:
         return head + [m.as_chat() for m in self.messages]
 
     def header(self) -> dict[str, Any]:
-        return {"type": "meta", "id": self.id, "title": self.title, "created": self.created,
+        return {"type": "meta", "format": FORMAT, "id": self.id, "title": self.title, "created": self.created,
                 "system": self.system, "deployment": self.deployment}  # fmt: skip
 
 
@@ -66,7 +67,7 @@ class Store:
         return self.root / f"{conv_id}.jsonl"
 
     def create(self, title: str = "New chat", system: str | None = None, deployment: str | None = None) -> Conversation:
-        conv = Conversation(uuid.uuid4().hex[:12], title, _now(), system, deployment)
+        conv = Conversation(uuid.uuid4().hex[:12], title, utc_now(), system, deployment)
         self._rewrite(conv)
         return conv
 
@@ -105,6 +106,7 @@ class Store:
             except json.JSONDecodeError:
                 continue  # a line cut short by a crash: skip it, keep the rest
             if row.get("type") == "meta":
+                row = upgrade("edgekit-conversation", row, f"conversation {path.name}")
                 conv = Conversation(row["id"], row["title"], row["created"], row.get("system"), row.get("deployment"))
             elif row.get("type") == "message" and conv is not None:
                 conv.messages.append(Message(row["role"], row["content"], row.get("time", ""), row.get("stats")))
@@ -121,6 +123,6 @@ class Store:
         for path in paths:
             try:
                 found.append(self._read(path))
-            except (OSError, ValueError, KeyError):
-                continue
+            except (OSError, ValueError, KeyError, IntegrityError):
+                continue  # a damaged file, or one from a newer edgekit: the rest still open
         return found

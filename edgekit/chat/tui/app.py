@@ -137,6 +137,13 @@ class ChatApp(App[None]):
         i = self.engine.info
         return f"{i.model} {i.shape} {i.runtime}"
 
+    @property
+    def current(self) -> Conversation:
+        """The open conversation (on_mount opens one; should anything come first, it gets a new one)."""
+        if self.conv is None:
+            self.open(self.store.create(system=self.default_system, deployment=self._label()))
+        return self.conv  # type: ignore[return-value]  (open() set it)
+
     def open(self, conv: Conversation) -> None:
         self.conv = conv
         log = self.query_one(MessageLog)
@@ -169,12 +176,12 @@ class ChatApp(App[None]):
         if self.busy:
             self.notify("a reply is still coming: Esc stops it", severity="warning")
             return
-        assert self.conv is not None
+        conv = self.current
         event.input.value = ""
-        if not self.conv.messages and self.conv.title == "New chat":
-            self.store.rename(self.conv, text[:40])
+        if not conv.messages and conv.title == "New chat":
+            self.store.rename(conv, text[:40])
             self.refresh_sidebar()
-        self.store.append(self.conv, Message("user", text))
+        self.store.append(conv, Message("user", text))
         log = self.query_one(MessageLog)
         log.add("user", text)
         self.reply_block = log.add_streaming()
@@ -183,7 +190,7 @@ class ChatApp(App[None]):
         self.busy = True
         self.cancel.clear()
         sampling = Sampling(self.settings.temperature, self.settings.top_p, self.settings.max_tokens)
-        self.generate(self.conv.chat_messages(), sampling)
+        self.generate(conv.chat_messages(), sampling)
 
     @work(thread=True, exclusive=True, group="generate")
     def generate(self, messages: list[dict[str, str]], sampling: Sampling) -> None:
@@ -229,7 +236,6 @@ class ChatApp(App[None]):
             self.query_one(StatsPanel).show(event.stats)
 
     async def on_finished(self, event: Finished) -> None:
-        assert self.conv is not None
         if event.error:
             self.busy = False
             self.replies += 1
@@ -243,7 +249,7 @@ class ChatApp(App[None]):
         self.busy = False
         self.replies += 1
         text = event.text.strip()
-        self.store.append(self.conv, Message("assistant", text, stats=event.stats.to_dict()))
+        self.store.append(self.current, Message("assistant", text, stats=event.stats.to_dict()))
         if event.stats.cancelled:
             self.query_one(MessageLog).notice("stopped")
         self.query_one(StatsPanel).show(event.stats)
@@ -264,8 +270,7 @@ class ChatApp(App[None]):
         self.query_one(StatsPanel).show(None)
 
     def action_rename(self) -> None:
-        assert self.conv is not None
-        conv = self.conv
+        conv = self.current
 
         def done(title: str | None) -> None:
             if title is not None and title.strip():
@@ -290,8 +295,7 @@ class ChatApp(App[None]):
         self.push_screen(ConfirmDialog(f"Delete '{conv.title}'?"), done)
 
     def action_system_prompt(self) -> None:
-        assert self.conv is not None
-        conv = self.conv
+        conv = self.current
 
         def done(text: str | None) -> None:
             if text is not None:

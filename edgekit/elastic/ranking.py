@@ -52,7 +52,8 @@ def from_dev_text(plan: Plan, shapes: list[Shape], text: Path, max_tokens: int =
 
     from edgekit.artifacts import sha256_cached, write_json_atomic
     from edgekit.elastic.base_model import base_folder, load_elastic
-    from edgekit.evaluation.metrics import perplexity, read_text
+    from edgekit.evaluation.data import read_text
+    from edgekit.evaluation.perplexity import perplexity
     from edgekit.paths import home
 
     corpus = read_text(text)

@@ -1,0 +1,126 @@
+"""`edgekit profile`: over edgekit.deployment.profile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from edgekit.cli import options as o
+from edgekit.cli.console import err, out, print_json
+from edgekit.errors import UsageError
+
+
+def profile_cmd(
+    target: o.Target = "host",
+    runtime: o.Runtime = None,
+    precision: o.Precision = None,
+    plan: o.Plan = None,
+    elastic: o.Elastic = None,
+    shapes: o.Shapes = None,
+    fit_on: Annotated[
+        str | None, typer.Option("--fit-on", help="Shapes to fit the predictor on (default: corners + middle).")
+    ] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Measure only the shapes the predictor is fitted on.")] = False,
+    runs: Annotated[int, typer.Option("--runs", min=1, help="Timed runs per figure (after warm-up).")] = 5,
+    new_tokens: Annotated[int, typer.Option("--new-tokens", min=2, help="Tokens per timed decode run.")] = 64,
+    prompt_lens: Annotated[
+        str, typer.Option("--prompt-lens", help="Prompt lengths to time prefill and first token at.")
+    ] = "16,64,256",
+    option: o.BuildOption = None,
+    estimate: Annotated[
+        bool, typer.Option("--estimate", help="Write an estimated LUT for a target that cannot be measured here.")
+    ] = False,
+    out_dir: o.Out = None,
+    json_out: o.Json = False,
+) -> None:
+    """Measure decode, prefill, first-token latency and memory of a plan's shapes in a real runtime; fit and
+    validate a predictor; write the LUT that `deploy` uses (default: into $EDGEKIT_HOME/luts)."""
+    from edgekit.deployment.latency import fit_subset
+    from edgekit.deployment.lut import save_lut
+    from edgekit.deployment.measure import MeasureSettings
+    from edgekit.deployment.profile import ProfileRequest, profile
+    from edgekit.deployment.resolve import lut_for, resolve_target
+    from edgekit.elastic.source import Source
+    from edgekit.progress import bar
+
+    res = resolve_target(target, runtime, precision)
+    the_plan = Source.resolve(elastic, plan).plan
+    for note in res.notes:
+        err.print(f"[dim]{note}[/dim]")
+    if estimate:
+        if res.is_host:
+            raise UsageError("this machine can be measured: drop --estimate")
+        lut, _ = lut_for(res, the_plan.model.name)
+        report(lut, save_lut(lut, out_dir), json_out)
+        return
+    if not res.is_host:
+        raise UsageError(
+            f"this machine is not a {res.target_name}: run `edgekit profile --target host` on the device, "
+            f"or pass --estimate for a LUT scaled from published specs"
+        )
+    grid = the_plan.grid(shapes) if shapes else the_plan.grid()
+    fit = the_plan.grid(fit_on) if fit_on else fit_subset(grid)
+    missing = [s.name for s in fit if s not in grid]
+    if missing:
+        raise UsageError(f"--fit-on shapes {', '.join(missing)} are not among the measured shapes")
+    try:
+        lens = tuple(int(x) for x in prompt_lens.split(",") if x.strip())
+    except ValueError:
+        raise UsageError(f"--prompt-lens takes comma-separated integers, not '{prompt_lens}'") from None
+    req = ProfileRequest(
+        res.target_name, res.runtime, res.precision, res.device, fit if quick else grid, fit,
+        MeasureSettings(new_tokens=new_tokens, runs=runs, prompt_lens=lens), o.key_values(option, "--option"),
+    )  # fmt: skip
+    with bar() as progress:
+        task = progress.add_task("profiling", total=len(req.shapes))
+
+        def on_shape(name: str) -> None:
+            progress.update(task, description=f"{name}: extract, compile ({res.runtime} {res.precision}), measure")
+
+        def done(m: Any) -> None:
+            progress.advance(task)
+            if not err.is_terminal:
+                err.print(f"{m.shape}: {m.decode_ms:.2f} ms/token, {m.peak_rss_mb:.0f} MB")
+
+        lut = profile(the_plan, req, on_shape, done)
+    report(lut, save_lut(lut, out_dir), json_out)
+
+
+def report(lut: Any, path: Path, json_out: bool) -> None:
+    if json_out:
+        print_json({"path": str(path), **lut.to_dict()})
+        return
+    from edgekit.shapes import parse_shape
+
+    title = f"{lut.target} · {lut.runtime} {lut.precision} {lut.device} · {lut.model['name']} · {lut.status.upper()}"
+    table = Table(title=title)
+    for col in ("shape", "decode ms/token", "spread", "first token", "peak MB", "predicted ms"):
+        table.add_column(col, justify="left" if col == "shape" else "right")
+    shapes = [m.shape for m in lut.measured] or [f"d{d}-w{w}" for d in (30, 24, 20, 15) for w in (100, 61)]
+    for name in shapes:
+        m = lut.measured_for(parse_shape(name))
+        p = lut.predict(parse_shape(name))
+        if m:
+            n = max(m.ttft_ms) if m.ttft_ms else None
+            ttft = f"{m.ttft_ms[n]:.0f} ms @{n}" if n else "-"
+            table.add_row(name, f"{m.decode_ms:.2f}", f"{m.decode_spread_pct:.1f}%", ttft, f"{m.peak_rss_mb:.0f}",
+                          f"{p.decode_ms:.2f}")  # fmt: skip
+        else:
+            table.add_row(name, "-", "-", f"{p.ttft_ms:.0f} ms @{p.prompt_len} (est.)", f"{p.memory_mb:.0f} (est.)",
+                          f"{p.decode_ms:.2f}")  # fmt: skip
+    out.print(table)
+    v = lut.validation
+    if v:
+        d = v["decode"]
+        out.print(
+            f"predictor fitted on {len(v['fitted_on'])} shapes, tested on {d['n']} others: decode error median "
+            f"{d['median_pct']:.1f}%, max {d['max_pct']:.1f}%, RMSE {d['rmse']:.3f} ms, {d['within_10_pct']:.0f}% "
+            f"within ±10%; first token median {v['ttft']['median_pct']:.1f}%, memory median "
+            f"{v['memory']['median_pct']:.1f}%"
+        )
+    if lut.status != "measured":
+        out.print(f"[yellow]estimated[/yellow]: {lut.provenance.get('why')}; {lut.provenance.get('how_to_measure')}")
+    out.print(f"LUT: {path}")

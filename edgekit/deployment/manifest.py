@@ -1,0 +1,187 @@
+"""The deployment folder and its manifest:
+
+    DEPLOYMENT/model/           the compiled subnet, in its runtime's own format (self-contained)
+    DEPLOYMENT/README.md        what it is and how to chat with it
+    DEPLOYMENT/manifest.json    what was chosen and why, predicted and measured figures, every file's sha256
+
+The manifest is a dataclass that writes and reads itself; a load checks every file against its hash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekit import __version__
+from edgekit.artifacts import read_format_json, utc_now, verify_files
+from edgekit.deployment.budget import Budget
+from edgekit.deployment.choose import Candidate
+from edgekit.deployment.measure import RuntimeFigures
+from edgekit.errors import IntegrityError, UsageError
+from edgekit.formats import tag
+
+FORMAT = tag("edgekit-deployment")
+MANIFEST = "manifest.json"
+MODEL_DIR = "model"
+
+
+@dataclass
+class ShapeRecord:
+    name: str
+    layers: list[int]  # base-model layer indices, in order
+    num_heads: int
+    num_kv_heads: int
+    intermediate_size: int
+    parameters: int
+    non_embedding_parameters: int
+    weights_sha256: str  # of the extracted safetensors the runtime compiled
+
+
+@dataclass
+class RuntimeRecord:
+    name: str
+    precision: str
+    device: str
+    versions: dict[str, str] = field(default_factory=dict)
+    build: dict[str, Any] = field(default_factory=dict)  # what the engine's compile reported
+
+
+@dataclass
+class TargetRecord:
+    name: str
+    title: str
+    kind: str
+    is_this_machine: bool
+
+
+@dataclass
+class LutRecord:
+    key: str
+    status: str  # measured | estimated
+    created: str
+
+
+@dataclass
+class BudgetRecord:
+    text: str  # as the user wrote it
+    resolved: Budget  # relative terms turned into ms/token for this target
+    prompt_len: int
+    gen_len: int
+    # when an estimated LUT made "60%" mean nothing here: the full model measured on this machine first
+    full_model_measured: dict[str, float] | None = None
+
+
+@dataclass
+class Predicted:
+    decode_ms: float
+    ttft_ms: float
+    memory_mb: float
+
+
+@dataclass
+class AccuracyRecord:
+    source: str  # accuracy-table | dev-text | params
+    metric: str
+    value: float
+    note: str
+
+
+@dataclass
+class DeploymentManifest:
+    model: dict[str, Any]  # the base model's identity (name, ref, digest, architecture)
+    plan: dict[str, str]  # name, permutations_sha256
+    elastic: dict[str, str] | None  # the checkpoint's name and SMOL hash; None for a stage-1 plan
+    shape: ShapeRecord
+    runtime: RuntimeRecord
+    target: TargetRecord
+    lut: LutRecord
+    budget: BudgetRecord
+    predicted: Predicted
+    accuracy: AccuracyRecord
+    candidates: list[Candidate] = field(default_factory=list)
+    measured: RuntimeFigures | None = None  # on this machine, when the target is this machine
+    measured_on: dict[str, Any] | None = None  # the machine record, power mode included
+    stepped_down_from: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    created: str = field(default_factory=utc_now)
+    edgekit_version: str = __version__
+    format: str = FORMAT
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        return {"format": data.pop("format"), **data}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], what: str = "deployment") -> DeploymentManifest:
+        try:
+            fields = {**data}
+            fields["shape"] = ShapeRecord(**data["shape"])
+            fields["runtime"] = RuntimeRecord(**data["runtime"])
+            fields["target"] = TargetRecord(**data["target"])
+            fields["lut"] = LutRecord(**data["lut"])
+            fields["budget"] = BudgetRecord(**{**data["budget"], "resolved": Budget(**data["budget"]["resolved"])})
+            fields["predicted"] = Predicted(**data["predicted"])
+            fields["accuracy"] = AccuracyRecord(**data["accuracy"])
+            fields["candidates"] = [Candidate.from_dict(c) for c in data.get("candidates", [])]
+            if data.get("measured") is not None:
+                fields["measured"] = RuntimeFigures.from_dict(data["measured"])
+            known = {f.name for f in dataclasses.fields(cls)}
+            return cls(**{k: v for k, v in fields.items() if k in known})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IntegrityError(f"{what} has a manifest that does not describe a deployment ({exc})") from None
+
+    @property
+    def figure(self) -> str:
+        """Its latency in a few words: measured here, else predicted (saying from which kind of LUT)."""
+        if self.measured is not None:
+            return f"measured {self.measured.decode_ms:.2f} ms/token"
+        return f"predicted {self.predicted.decode_ms:.2f} ms/token ({self.lut.status})"
+
+    def readme(self, out: Path) -> str:
+        rt = self.runtime
+        return (
+            f"# {self.model['name']} {self.shape.name} for {self.target.title}\n\n"
+            f"{rt.name} {rt.precision} on {rt.device}, budget `{self.budget.text}`, {self.figure}.\n\n"
+            f'Chat with it: `edgekit chat {out}` (one turn: `edgekit chat {out} --prompt "Hello"`)\n'
+        )
+
+
+def load_deployment(path: Path) -> DeploymentManifest:
+    """The manifest of a deployment folder, after checking every file against its hash."""
+    path = Path(path)
+    what = f"deployment {path}"
+    if not path.is_dir():
+        raise UsageError(f"no deployment at {path}: run `edgekit deploy --target ... --out {path}`")
+    data = read_format_json(path / MANIFEST, "edgekit-deployment", what, "; redeploy it with `edgekit deploy`")
+    manifest = DeploymentManifest.from_dict(data, what)
+    verify_files(path, manifest.files, what)
+    return manifest
+
+
+def open_deployment(path: Path) -> tuple[DeploymentManifest, Any, Any]:
+    """(manifest, session, tokenizer) for a verified deployment."""
+    from transformers import AutoTokenizer
+
+    from edgekit.engines import get_engine
+
+    manifest = load_deployment(path)
+    rt = manifest.runtime
+    session = get_engine(rt.name).open(Path(path) / MODEL_DIR, rt.device)
+    tokenizer = AutoTokenizer.from_pretrained(Path(path) / MODEL_DIR)
+    return manifest, session, tokenizer
+
+
+def subnet_record(hf_dir: Path) -> ShapeRecord:
+    """The ShapeRecord of an extracted subnet, from the manifest extraction wrote beside it."""
+    from edgekit.elastic.extract import SUBNET_MANIFEST
+
+    subnet = json.loads((hf_dir / SUBNET_MANIFEST).read_text())
+    info = subnet["subnet"]
+    return ShapeRecord(
+        info["shape"], info["layers"], info["num_heads"], info["num_kv_heads"], info["intermediate_size"],
+        info["parameters"], info["non_embedding_parameters"], subnet["files"]["model.safetensors"]["sha256"],
+    )  # fmt: skip

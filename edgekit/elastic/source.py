@@ -1,0 +1,127 @@
+"""What subnets are cut from: an elastic checkpoint (a plan plus the SMOL adapters trained on it) or a
+plan alone (stage-1 weights). Every caller that takes either (deploy, profile, chat, extract, eval)
+goes through one Source, so "checkpoint or plan" is decided here once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgekit.errors import UsageError
+from edgekit.shapes import Shape, parse_shape
+
+if TYPE_CHECKING:
+    from edgekit.elastic.checkpoint import ElasticCheckpoint
+    from edgekit.elastic.extract import SubnetInfo
+    from edgekit.elastic.plan import Plan
+    from edgekit.elastic.ranking import Ranking
+
+
+@dataclass
+class Source:
+    plan: Plan
+    checkpoint: ElasticCheckpoint | None
+    label: str
+    base_model: str | None = None  # where the base weights are, when not where the plan says
+    _loaded: dict[str, Any] = field(default_factory=dict, repr=False)  # device -> ElasticModel
+
+    @classmethod
+    def resolve(cls, elastic: str | None = None, plan: str | None = None, model: str | None = None,
+                base_model: str | None = None) -> Source:  # fmt: skip
+        """An elastic checkpoint, a plan, or (neither given) the shipped checkpoint of `model`, else its
+        shipped plan; `model` defaults to the default model."""
+        from edgekit.elastic.checkpoint import list_checkpoints, load_checkpoint
+        from edgekit.elastic.plan import load_plan, shipped_plans
+        from edgekit.models.registry import DEFAULT_MODEL
+
+        if elastic and plan:
+            raise UsageError("give --elastic or --plan, not both")
+        if elastic:
+            ckpt = load_checkpoint(elastic)
+            return cls(ckpt.plan, ckpt, f"elastic checkpoint {ckpt.name}", base_model)
+        if plan:
+            the_plan = load_plan(plan)
+            return cls(the_plan, None, f"plan {the_plan.name} (stage 1, no fine-tuning)", base_model)
+        model = model or DEFAULT_MODEL
+        for found in list_checkpoints([]):
+            if found.kind == "shipped" and found.manifest and found.manifest["model"]["name"] == model:
+                ckpt = load_checkpoint(found.path)
+                return cls(ckpt.plan, ckpt, f"shipped elastic checkpoint {ckpt.name}", base_model)
+        if model in shipped_plans():
+            the_plan = load_plan(model)
+            return cls(the_plan, None, f"shipped plan {the_plan.name} (stage 1, no fine-tuning)", base_model)
+        raise UsageError(
+            f"no elastic checkpoint or plan for model '{model}': make one with `edgekit elastic plan --model {model}` "
+            "and pass it as --plan (or train it and pass --elastic)"
+        )
+
+    @property
+    def accuracy(self) -> dict[str, Any] | None:
+        return self.checkpoint.accuracy if self.checkpoint is not None else None
+
+    @property
+    def name(self) -> str:
+        return self.checkpoint.name if self.checkpoint is not None else self.plan.name
+
+    def shape(self, text: str) -> Shape:
+        return self.plan.shape(text)
+
+    def shapes(self) -> list[Shape]:
+        """The shapes worth choosing among: those the checkpoint's accuracy table measured, else the plan's grid."""
+        table = self.accuracy
+        if table and table.get("shapes"):
+            return [parse_shape(name) for name in table["shapes"]]
+        return self.plan.grid()
+
+    def base_folder(self) -> Path:
+        from edgekit.elastic.base_model import base_folder
+
+        return base_folder(self.plan, self.base_model)
+
+    def tokenizer(self) -> Any:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self.base_folder())
+
+    def load(self, device: str = "cpu") -> Any:
+        """The ElasticModel on the plan's permuted base weights, with the checkpoint's SMOL attached; loaded
+        once per device and kept, since cutting several shapes reads the same weights."""
+        if device not in self._loaded:
+            from edgekit.elastic.base_model import load_elastic
+
+            elastic = load_elastic(self.plan, self.base_model, device)
+            if self.checkpoint is not None:
+                from edgekit.elastic.checkpoint import load_smol
+
+                elastic.smol = load_smol(self.checkpoint, device)
+            self._loaded[device] = elastic
+        return self._loaded[device]
+
+    def extract(self, shape: Shape, out: Path, force: bool = False) -> SubnetInfo:
+        """Write `shape` as a standard Hugging Face checkpoint: from a plan, only the kept rows and columns of
+        the base weights are read; from a checkpoint, the shape's SMOL mix is merged into them."""
+        from edgekit.elastic.extract import extract, extract_elastic
+
+        self.plan.check_shape(shape)
+        if self.checkpoint is None:
+            from edgekit.elastic.plan import load_permutations
+
+            return extract(self.plan, load_permutations(self.plan), self.base_folder(), shape, out, force)
+        extra = {"elastic_checkpoint": {"name": self.checkpoint.name, "smol": self.checkpoint.smol_config.to_dict()}}
+        return extract_elastic(self.load(), self.plan, self.base_folder(), shape, out, force, extra)
+
+    def ranking(self, shapes: list[Shape], metric: str = "ppl", dev_text: Path | None = None) -> Ranking:
+        """How good each shape is expected to be: the checkpoint's accuracy table when it covers the shapes,
+        else perplexity measured now on `dev_text`, else parameter count (said as such)."""
+        from edgekit.elastic.ranking import from_dev_text, from_params, from_table
+
+        table = self.accuracy
+        if table and dev_text is None:
+            ranking = from_table(table, metric)
+            if all(s.name in ranking.scores for s in shapes):
+                return ranking
+        if dev_text is not None:
+            return from_dev_text(self.plan, shapes, dev_text)
+        return from_params(self.plan, shapes)

@@ -1,0 +1,72 @@
+"""What the evaluators need from any HF-style causal LM and its tokenizer: token ids the way the model was
+trained on them, logits, where it runs, its context, and a progress bar that never draws into --json."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from edgekit.progress import err
+
+IGNORE = -100  # the label value torch's cross-entropy skips
+
+
+def encode(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def bos(tokenizer: Any) -> list[int]:
+    """[BOS] if this tokenizer's own config adds it to every text, else []: the model was trained that way."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return []
+    with_specials = tokenizer("a", add_special_tokens=True)["input_ids"]
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    return [bos] if with_specials[:1] == [bos] and plain[:1] != [bos] else []
+
+
+def logits_of(model: Any, input_ids: Any, keep: int | None) -> Any:
+    out = model(input_ids, logits_to_keep=keep) if keep is not None else model(input_ids)
+    return out.logits if hasattr(out, "logits") else out
+
+
+def accepts(model: Any, name: str) -> bool:
+    try:
+        return name in inspect.signature(getattr(model, "forward", model)).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def device_of(model: Any) -> Any:
+    import torch
+
+    device = getattr(model, "device", None)
+    if device is None:
+        param = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+        device = param.device if param is not None else torch.device("cpu")
+    return device
+
+
+def context_length(model: Any) -> int | None:
+    return getattr(getattr(model, "config", None), "max_position_embeddings", None)
+
+
+@contextmanager
+def progress_bar(enabled: bool, label: str, total: int) -> Iterator[Any]:
+    """Yield `advance(n)`; draws a bar on stderr only when asked and stderr is a terminal (never into --json)."""
+    bar = Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not enabled or not err.is_terminal,
+    )
+    with bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)

@@ -1,0 +1,152 @@
+"""Every file format edgekit writes, its current version, and the upgrades that read the older ones.
+
+Each artifact names its format, e.g. `"format": "edgekit-plan/1"`. Code writes the current version only;
+a reader passes what it loaded through `upgrade()`, which applies the steps below one version at a time,
+so the rest of the code sees only the current form. Files from before a kind was tagged count as its
+version 1. A format newer than this edgekit, or another kind's, is refused with the reason.
+
+To change a format: bump its version in CURRENT and add the step from the old version here, with a test
+that reads a file of the old version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+from edgekit.errors import IntegrityError
+
+CURRENT = {
+    "edgekit-model": 2,  # a pulled model's cache manifest (edgekit-model.json)
+    "edgekit-plan": 1,  # plan.json
+    "edgekit-elastic": 1,  # an elastic checkpoint's manifest.json
+    "edgekit-smol": 2,  # an elastic checkpoint's smol.json (SMOL's config and width grid)
+    "edgekit-accuracy": 2,  # an elastic checkpoint's accuracy.json
+    "edgekit-train-state": 2,  # a training checkpoint's state.json
+    "edgekit-subnet": 1,  # edgekit-subnet.json beside an extracted Hugging Face checkpoint
+    "edgekit-lut": 1,  # a latency LUT
+    "edgekit-deployment": 2,  # a deployment's manifest.json
+    "edgekit-tvm": 1,  # a TVM build's edgekit-tvm.json
+    "edgekit-container-context": 1,  # a container build context's context.json
+    "edgekit-conversation": 2,  # the header line of a saved chat conversation
+    "edgekit-teacher-data": 1,  # the sidecar of teacher-generated chat data
+    "edgekit-jtop-recording": 1,  # a recording of jetson-stats' jtop objects
+}
+# kinds whose first files carried no format field: such a file is their version 1
+UNTAGGED_V1 = {"edgekit-model", "edgekit-smol", "edgekit-accuracy", "edgekit-train-state", "edgekit-conversation"}
+
+
+def tag(kind: str) -> str:
+    """The format string new files of this kind carry."""
+    return f"{kind}/{CURRENT[kind]}"
+
+
+def version_of(kind: str, data: dict[str, Any], what: str) -> int:
+    found = data.get("format")
+    if found is None and kind in UNTAGGED_V1:
+        return 1
+    name, _, number = str(found).rpartition("/")
+    if name != kind or not number.isdigit():
+        raise IntegrityError(f"{what} has format {found!r}; this edgekit reads {tag(kind)}")
+    version = int(number)
+    if version > CURRENT[kind]:
+        raise IntegrityError(f"{what} has format {found}, newer than this edgekit reads ({tag(kind)}): upgrade edgekit")
+    return version
+
+
+def upgrade(kind: str, data: Any, what: str, **context: Any) -> dict[str, Any]:
+    """`data` in the current form of `kind`; `context` is what a step needs besides the file (a recipe)."""
+    if not isinstance(data, dict):
+        raise IntegrityError(f"{what} is not a JSON object")
+    version = version_of(kind, data, what)
+    while version < CURRENT[kind]:
+        data = STEPS[(kind, version)](dict(data), **context)
+        version += 1
+        data["format"] = f"{kind}/{version}"
+    return data
+
+
+# ------------------------------------------------------------------ the steps
+
+
+def _tag_only(data: dict[str, Any], **_: Any) -> dict[str, Any]:
+    """The first tagged version of a kind: the content did not change, only the format field is new."""
+    return data
+
+
+def _smol_1(data: dict[str, Any], **_: Any) -> dict[str, Any]:
+    # SMOL's first checkpoints mixed the experts' A and B apart and did not say so; later ones write
+    # `mixing` (and a shared expert), and the config's defaults are the current recipe's.
+    config = dict(data.get("config") or {})
+    config.setdefault("mixing", "factors")
+    config.setdefault("shared", False)
+    return {**data, "config": config}
+
+
+def _deployment_1(data: dict[str, Any], **_: Any) -> dict[str, Any]:
+    # v1 repeated the shape's name under "shape" and kept the weights' hash entry ({sha256, size}).
+    shape = dict(data.get("shape") or {})
+    shape.pop("shape", None)
+    weights = shape.get("weights_sha256")
+    if isinstance(weights, dict):
+        shape["weights_sha256"] = weights.get("sha256", "")
+    return {**data, "shape": shape}
+
+
+def _train_state_1(data: dict[str, Any], recipe: dict[str, Any] | None = None, **_: Any) -> dict[str, Any]:
+    # v1 hashed the recipe leaving out keys added after the first runs while they were at their neutral
+    # value (so those runs resumed). v2 hashes every key. A v1 state made with this same recipe gets the
+    # recipe's v2 identity; one made with another recipe keeps a value that matches no recipe.
+    if recipe is not None and data.get("recipe") == recipe_identity_v1(recipe):
+        return {**data, "recipe": recipe_identity(recipe)}
+    return {**data, "recipe": f"v1:{data.get('recipe')}"}
+
+
+STEPS: dict[tuple[str, int], Callable[..., dict[str, Any]]] = {
+    ("edgekit-model", 1): _tag_only,
+    ("edgekit-smol", 1): _smol_1,
+    ("edgekit-accuracy", 1): _tag_only,
+    ("edgekit-train-state", 1): _train_state_1,
+    ("edgekit-deployment", 1): _deployment_1,
+    ("edgekit-conversation", 1): _tag_only,
+}
+
+
+# ------------------------------------------------------------------ a training recipe's identity
+
+# what may change between a run and its resume: its length, its logging, its evaluation
+RESUMABLE_CHANGES = {"train": ("steps", "checkpoint_every", "log_every"), "eval": None}
+# keys added to recipes after training state v1, at the value that left them out of a v1 identity
+_ADDED_AFTER_V1 = (("data", "chat", "chat_fraction"), ("train", "anchor"), ("smol", "shared_rank"))
+
+
+def _identity_dict(recipe: dict[str, Any]) -> dict[str, Any]:
+    data = json.loads(json.dumps(recipe))
+    for section, keys in RESUMABLE_CHANGES.items():
+        if keys is None:
+            data.pop(section, None)
+        else:
+            for key in keys:
+                data.get(section, {}).pop(key, None)
+    data.pop("data_dir", None)  # where the files are is not what they are: their hashes are checked apart
+    return data
+
+
+def _digest(data: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def recipe_identity(recipe: dict[str, Any]) -> str:
+    """What a training checkpoint must share with the recipe that resumes it."""
+    return _digest(_identity_dict(recipe))
+
+
+def recipe_identity_v1(recipe: dict[str, Any]) -> str:
+    data = _identity_dict(recipe)
+    for section, key, *companions in _ADDED_AFTER_V1:
+        if not data.get(section, {}).get(key):
+            for k in (key, *companions):
+                data.get(section, {}).pop(k, None)
+    return _digest(data)
