@@ -215,10 +215,13 @@ def averages(run: dict, shapes: list[str]) -> dict[str, float]:
 
 
 def markdown(results: dict, stop: int | None, name: str = "ours") -> str:
-    """The README / closing-note tables: every run per shape, then `name` against every other run of the
-    same budget (read at step `stop`, or run to the end when there is no stop) and stage 1."""
+    """The tables of `--report`: every run per shape, then `name` against every other run of the same budget."""
+    return runs_table(results) + "\n\n" + comparison(results, stop, name)
+
+
+def runs_table(results: dict) -> str:
+    """Every run per shape, with the machine each ran on."""
     runs = results["runs"]
-    tag = f"@{stop}" if stop else ""
     lines = ["| run | steps | tokens | train s | " + " | ".join(SHAPES) + " |", "| --- " * (4 + len(SHAPES)) + "|"]
     for row_name, run in runs.items():
         cells = [f"{r['ppl']:.1f} / {r['domain_ppl']:.1f} / {r['acc_norm']:.3f}" if (r := run["shapes"].get(s)) else "-"
@@ -236,11 +239,19 @@ def markdown(results: dict, stop: int | None, name: str = "ours") -> str:
     for row_name, run in runs.items():
         machines.setdefault(run.get("machine", "machine not recorded"), []).append(row_name)
     lines += ["", *(f"- {', '.join(names)}: {where}" for where, names in machines.items())]
+    return "\n".join(lines)
+
+
+def comparison(results: dict, stop: int | None, name: str = "ours") -> str:
+    """`name` (read at step `stop`, or run to the end when there is no stop) against every other run of the
+    same budget and stage 1: wins per metric, and averages over the shapes both have."""
+    runs = results["runs"]
+    tag = f"@{stop}" if stop else ""
     ours = runs.get(name + tag)
     if ours is None:
-        return "\n".join(lines)
-    lines += ["", f"| {name}{tag} against | shapes compared | better wikitext ppl | better pydoc ppl | better PIQA |"
-              " avg wikitext ppl (geo) ours / them | avg pydoc ppl (geo) | avg PIQA |", "| --- " * 8 + "|"]  # fmt: skip
+        return f"(no run {name + tag})"
+    lines = [f"| {name}{tag} against | shapes compared | better wikitext ppl | better pydoc ppl | better PIQA |"
+             " avg wikitext ppl (geo) ours / them | avg pydoc ppl (geo) | avg PIQA |", "| --- " * 8 + "|"]  # fmt: skip
     for other, run in runs.items():
         same_budget = other.endswith(tag) if tag else "@" not in other
         if other == name + tag or not (same_budget or other == "stage1"):

@@ -86,9 +86,10 @@ def _smol_1(data: dict[str, Any], **_: Any) -> dict[str, Any]:
 
 
 def _deployment_1(data: dict[str, Any], **_: Any) -> dict[str, Any]:
-    # v1 repeated the shape's name under "shape" and kept the weights' hash entry ({sha256, size}).
+    # v1 wrote the shape's name twice (as "name" too) and kept the weights' hash entry ({sha256, size}).
     shape = dict(data.get("shape") or {})
-    shape.pop("shape", None)
+    shape.setdefault("shape", shape.get("name"))
+    shape.pop("name", None)
     weights = shape.get("weights_sha256")
     if isinstance(weights, dict):
         shape["weights_sha256"] = weights.get("sha256", "")

@@ -138,10 +138,43 @@ def tiny_plan(tiny_gqa3_dir: Path, calib_text: Path, tmp_path_factory: pytest.Te
     out = tmp_path_factory.mktemp("plans") / "tiny-plan"
     args = ["elastic", "plan", "--model", str(tiny_gqa3_dir), "--calib", str(calib_text), "--out", str(out)]
     try:
-        main([*args, *TINY_PLAN_BUDGET])
+        main([*args, *tiny.TINY_PLAN_BUDGET])
     except SystemExit as exc:
         assert exc.code in (0, None), f"plan failed with exit {exc.code}"
     return out
 
 
-TINY_PLAN_BUDGET = ["--calib-tokens", "64", "--width-tokens", "256", "--seq-len", "16", "--min-depth", "3"]
+@pytest.fixture(scope="module", name="tiny")
+def tiny_hf(tiny_llama_dir: Path):
+    """The shared tiny Llama as (config, state dict, transformers model), loaded once per test module."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(tiny_llama_dir)
+    state = load_file(str(tiny_llama_dir / "model.safetensors"))
+    hf = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
+    return config, state, hf
+
+
+@pytest.fixture(scope="session")
+def tiny_subnet(tiny_plan: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The d4-w67 subnet of the tiny plan, cut by the real `edgekit elastic extract` (engines and deployment tests)."""
+    from edgekit.cli import main
+
+    out = tmp_path_factory.mktemp("subnet") / "d4-w67"
+    try:
+        main(["elastic", "extract", "--plan", str(tiny_plan), "--shape", "d4-w67", "--out", str(out)])
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_ort_fp32(tiny_subnet: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny subnet compiled for ONNX Runtime GenAI, fp32 on the CPU."""
+    from edgekit.engines import get_engine
+
+    out = tmp_path_factory.mktemp("ort") / "fp32"
+    out.mkdir()
+    get_engine("ort").compile(tiny_subnet, out, "fp32", "cpu")
+    return out

@@ -24,6 +24,8 @@ CORPUS = (
     "The capital of France is Paris. Edge devices run small language models under a latency budget. "
     "A Jetson Orin board has unified memory; a desktop GPU has its own. Python is a programming language. "
 ) * 20
+# `elastic plan` options that keep planning the 6-layer tiny model fast (the tiny_plan fixture, its refusals)
+TINY_PLAN_BUDGET = ["--calib-tokens", "64", "--width-tokens", "256", "--seq-len", "16", "--min-depth", "3"]
 
 
 def build_tokenizer(out: Path, vocab_size: int = 320):
@@ -211,3 +213,38 @@ def write_piqa(folder: Path, rows: list[dict] | None = None, labels: list[int] |
     if labels is not None:
         (folder / "dev-labels.lst").write_text("".join(f"{x}\n" for x in labels))
     return path
+
+
+def deployment_manifest(runtime: str = "ort", precision: str = "int4", device: str = "cuda", **changes):
+    """A deployment manifest with every field filled, for tests of code that reads deployments (containers,
+    format upgrades) without making one: a real deploy needs a profiled LUT first, slow on 2 cores."""
+    from dataclasses import replace
+
+    from edgekit.deployment.budget import Budget
+    from edgekit.deployment.manifest import (
+        AccuracyRecord,
+        BudgetRecord,
+        DeploymentManifest,
+        LutRecord,
+        Predicted,
+        RuntimeRecord,
+        ShapeRecord,
+        TargetRecord,
+    )
+
+    versions = {"onnxruntime-genai": "0.13.1"} if runtime == "ort" else {"mlc_llm": "0.19.0"}
+    manifest = DeploymentManifest(
+        model={"name": "tiny-llama"},
+        plan={"name": "tiny-plan", "permutations_sha256": "0" * 64},
+        elastic=None,
+        shape=ShapeRecord("d4-w67", [0, 1, 2, 3], 4, 2, 128, 1000, 800, "0" * 64),
+        runtime=RuntimeRecord(runtime, precision, device, versions),
+        target=TargetRecord("orin-nx-16gb", "NVIDIA Jetson Orin NX 16GB", "jetson", False),
+        lut=LutRecord(
+            f"orin-nx-16gb.{runtime}-{precision}-{device}.tiny-llama", "estimated", "2026-12-01T00:00:00+00:00"
+        ),
+        budget=BudgetRecord("40ms", Budget(40.0, text="40ms"), 128, 128),
+        predicted=Predicted(20.0, 100.0, 300.0),
+        accuracy=AccuracyRecord("params", "params", 800.0, "ranked by parameter count"),
+    )
+    return replace(manifest, **changes)

@@ -69,7 +69,14 @@ def deploy_cmd(
         data = result.to_dict() if dry_run else result.manifest.to_dict()
         print_json({"path": str(result.out if dry_run else result.path), "notes": result.notes, **data})
         return
-    if dry_run:
+    show(result)
+
+
+def show(result: Any) -> None:
+    """The candidates and the choice; then what a dry run would run, or what the deployment measured."""
+    from edgekit.deployment.pipeline import DryRun
+
+    if isinstance(result, DryRun):
         print_candidates(result.candidates, result.shape, result.notes, result)
         out.print(f"dry run: would cut {result.shape} and run:")
         for line in result.steps:

@@ -39,8 +39,6 @@ def eval_cmd(
     from edgekit.evaluation.lm_eval import require_lm_eval, run_lm_eval
     from edgekit.evaluation.multiple_choice import multiple_choice
     from edgekit.evaluation.perplexity import perplexity
-    from edgekit.models.reference import load
-    from edgekit.models.registry import DEFAULT_MODEL
 
     if text is None and mc is None and not lm_eval_tasks:
         raise UsageError(
@@ -56,18 +54,7 @@ def eval_cmd(
     # Read the data before loading the model, so a bad file fails in milliseconds, not after the load.
     corpus = read_text(text) if text is not None else None
     items = load_piqa(mc, labels=labels, limit=limit) if mc is not None else None
-    if shaped:
-        from edgekit.elastic.source import Source
-
-        source = Source.resolve(elastic, plan, base_model=base_model)
-        the_shape = source.shape(shape or "full")
-        with err.status(f"loading {source.label}…"):
-            mdl, tokenizer = source.load().at(the_shape), source.tokenizer()
-        name, where = f"{source.name}:{the_shape}", str(source.plan.path)
-    else:
-        with err.status(f"loading {model or DEFAULT_MODEL}…"):
-            mdl, tokenizer, ref = load(model or DEFAULT_MODEL)
-        name, where = ref.name, ref.source
+    mdl, tokenizer, name, where = load_for_eval(model, plan, elastic, shape, base_model)
     results: dict[str, Any] = {"model": name, "source": where}
     if corpus is not None:
         ppl = perplexity(mdl, tokenizer, corpus, max_length=max_length, stride=stride, max_tokens=text_tokens)
@@ -80,6 +67,26 @@ def eval_cmd(
         print_json(results)
         return
     render(results)
+
+
+def load_for_eval(
+    model: str | None, plan: str | None, elastic: str | None, shape: str | None, base_model: str | None
+) -> tuple[Any, Any, str, str]:
+    """(model, tokenizer, name, where it came from): a model as it is, or a shape of a plan or checkpoint."""
+    from edgekit.models.reference import load
+    from edgekit.models.registry import DEFAULT_MODEL
+
+    if plan is None and elastic is None:
+        with err.status(f"loading {model or DEFAULT_MODEL}…"):
+            mdl, tokenizer, ref = load(model or DEFAULT_MODEL)
+        return mdl, tokenizer, ref.name, ref.source
+    from edgekit.elastic.source import Source
+
+    source = Source.resolve(elastic, plan, base_model=base_model)
+    the_shape = source.shape(shape or "full")
+    with err.status(f"loading {source.label}…"):
+        mdl, tokenizer = source.load().at(the_shape), source.tokenizer()
+    return mdl, tokenizer, f"{source.name}:{the_shape}", str(source.plan.path)
 
 
 def render(results: dict[str, Any]) -> None:

@@ -38,10 +38,9 @@ def profile_cmd(
 ) -> None:
     """Measure decode, prefill, first-token latency and memory of a plan's shapes in a real runtime; fit and
     validate a predictor; write the LUT that `deploy` uses (default: into $EDGEKIT_HOME/luts)."""
-    from edgekit.deployment.latency import fit_subset
     from edgekit.deployment.lut import save_lut
     from edgekit.deployment.measure import MeasureSettings
-    from edgekit.deployment.profile import ProfileRequest, profile
+    from edgekit.deployment.profile import host_request, profile
     from edgekit.deployment.resolve import lut_for, resolve_target
     from edgekit.elastic.source import Source
     from edgekit.progress import bar
@@ -61,19 +60,12 @@ def profile_cmd(
             f"this machine is not a {res.target_name}: run `edgekit profile --target host` on the device, "
             f"or pass --estimate for a LUT scaled from published specs"
         )
-    grid = the_plan.grid(shapes) if shapes else the_plan.grid()
-    fit = the_plan.grid(fit_on) if fit_on else fit_subset(grid)
-    missing = [s.name for s in fit if s not in grid]
-    if missing:
-        raise UsageError(f"--fit-on shapes {', '.join(missing)} are not among the measured shapes")
     try:
         lens = tuple(int(x) for x in prompt_lens.split(",") if x.strip())
     except ValueError:
         raise UsageError(f"--prompt-lens takes comma-separated integers, not '{prompt_lens}'") from None
-    req = ProfileRequest(
-        res.target_name, res.runtime, res.precision, res.device, fit if quick else grid, fit,
-        MeasureSettings(new_tokens=new_tokens, runs=runs, prompt_lens=lens), o.key_values(option, "--option"),
-    )  # fmt: skip
+    settings = MeasureSettings(new_tokens=new_tokens, runs=runs, prompt_lens=lens)
+    req = host_request(res, the_plan, shapes, fit_on, quick, settings, o.key_values(option, "--option"))
     with bar() as progress:
         task = progress.add_task("profiling", total=len(req.shapes))
 

@@ -307,6 +307,28 @@ def plan_notes(manifest: DeploymentManifest, target: Target, base: BaseImage, ar
     return notes
 
 
+def image_args(
+    manifest: DeploymentManifest, target: Target, release: str, base: BaseImage, manifest_sha256: str
+) -> dict[str, str]:
+    """The Dockerfile's build arguments for this deployment, board and base image (before --build-arg)."""
+    runtime = manifest.runtime.name
+    args = {
+        "BASE_IMAGE": base.image,
+        "RUNTIME": runtime,
+        "EDGEKIT_TARGET": target.name,
+        "EDGEKIT_L4T": release,
+        "EDGEKIT_JETPACK": jetpack_for_l4t(release) or "unknown",
+        "EDGEKIT_MODEL": manifest.model["name"],
+        "EDGEKIT_SHAPE": manifest.shape.name,
+        "EDGEKIT_PRECISION": manifest.runtime.precision,
+        "EDGEKIT_DEPLOYMENT_SHA256": manifest_sha256,
+    }
+    if runtime == "ort":
+        args["JETSON_PIP_INDEX"] = base.pip_index or JETSON_PIP_INDEX_JP6_CU126
+        args["ONNXRUNTIME_GENAI_VERSION"] = DEFAULT_ORT_GENAI
+    return args
+
+
 def prepare_context(
     deployment_dir: Path,
     target: str | Target,
@@ -342,20 +364,7 @@ def prepare_context(
     if out_dir and out.exists() and not force:
         raise UsageError(f"{out} exists; pass --force to replace it")
     dockerfile = dockerfile_path()
-    args = {
-        "BASE_IMAGE": base.image,
-        "RUNTIME": runtime,
-        "EDGEKIT_TARGET": tgt.name,
-        "EDGEKIT_L4T": release,
-        "EDGEKIT_JETPACK": jetpack_for_l4t(release) or "unknown",
-        "EDGEKIT_MODEL": model,
-        "EDGEKIT_SHAPE": shape,
-        "EDGEKIT_PRECISION": manifest.runtime.precision,
-        "EDGEKIT_DEPLOYMENT_SHA256": sha256_file(deployment_dir / MANIFEST),
-    }
-    if runtime == "ort":
-        args["JETSON_PIP_INDEX"] = base.pip_index or JETSON_PIP_INDEX_JP6_CU126
-        args["ONNXRUNTIME_GENAI_VERSION"] = DEFAULT_ORT_GENAI
+    args = image_args(manifest, tgt, release, base, sha256_file(deployment_dir / MANIFEST))
     unknown = set(build_args or {}) - set(dockerfile_args(dockerfile.read_text()))
     if unknown:
         raise UsageError(f"--build-arg {', '.join(sorted(unknown))}: {DOCKERFILE} declares no such ARG")

@@ -20,6 +20,7 @@ from edgekit.artifacts import read_format_json, utc_now, verify_files
 from edgekit.deployment.budget import Budget
 from edgekit.deployment.choose import Candidate
 from edgekit.deployment.measure import RuntimeFigures
+from edgekit.elastic.extract import SubnetInfo
 from edgekit.errors import IntegrityError, UsageError
 from edgekit.formats import tag
 
@@ -29,15 +30,14 @@ MODEL_DIR = "model"
 
 
 @dataclass
-class ShapeRecord:
-    name: str
-    layers: list[int]  # base-model layer indices, in order
-    num_heads: int
-    num_kv_heads: int
-    intermediate_size: int
-    parameters: int
-    non_embedding_parameters: int
-    weights_sha256: str  # of the extracted safetensors the runtime compiled
+class ShapeRecord(SubnetInfo):
+    """The deployed shape: the extracted subnet's dimensions, and the hash of the weights that were compiled."""
+
+    weights_sha256: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.shape
 
 
 @dataclass
@@ -180,8 +180,4 @@ def subnet_record(hf_dir: Path) -> ShapeRecord:
     from edgekit.elastic.extract import SUBNET_MANIFEST
 
     subnet = json.loads((hf_dir / SUBNET_MANIFEST).read_text())
-    info = subnet["subnet"]
-    return ShapeRecord(
-        info["shape"], info["layers"], info["num_heads"], info["num_kv_heads"], info["intermediate_size"],
-        info["parameters"], info["non_embedding_parameters"], subnet["files"]["model.safetensors"]["sha256"],
-    )  # fmt: skip
+    return ShapeRecord(**subnet["subnet"], weights_sha256=subnet["files"]["model.safetensors"]["sha256"])

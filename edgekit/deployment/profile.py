@@ -42,6 +42,24 @@ class ProfileRequest:
     options: dict[str, str] | None = None  # runtime build options (e.g. int4_accuracy_level=4)
 
 
+def host_request(
+    res: Any, plan: Plan, shapes: str | None, fit_on: str | None, quick: bool, settings: MeasureSettings,
+    options: dict[str, str],
+) -> ProfileRequest:  # fmt: skip
+    """What to measure on this machine: the shapes (a grid string, default the plan's grid), the ones the
+    predictor is fitted on (default: the corners and the middle), all of them or (quick) only those."""
+    from edgekit.deployment.latency import fit_subset
+    from edgekit.errors import UsageError
+
+    grid = plan.grid(shapes) if shapes else plan.grid()
+    fit = plan.grid(fit_on) if fit_on else fit_subset(grid)
+    missing = [s.name for s in fit if s not in grid]
+    if missing:
+        raise UsageError(f"--fit-on shapes {', '.join(missing)} are not among the measured shapes")
+    return ProfileRequest(res.target_name, res.runtime, res.precision, res.device, fit if quick else grid, fit,
+                          settings, options)  # fmt: skip
+
+
 def machine_provenance(device: str) -> dict[str, Any]:
     """This machine, its measured bandwidth and compute: what an estimate for another device scales by."""
     from edgekit.hardware.host import machine_record

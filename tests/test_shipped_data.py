@@ -1,0 +1,116 @@
+"""Everything edgekit/data ships loads strictly, through the same readers a user's files go through:
+targets, LUTs, recipes, plans, checkpoints and Dockerfile.jetson."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgekit.data import shipped
+
+
+def _names(folder: str, suffix: str = "") -> list[str]:
+    return sorted(p.name for p in shipped(folder).iterdir() if p.name.endswith(suffix) and not p.name.startswith("."))
+
+
+def test_the_data_package_holds_only_known_kinds():
+    assert {p.name for p in shipped().iterdir() if not p.name.startswith(("_", "."))} == {
+        "Dockerfile.jetson", "checkpoints", "luts", "plans", "recipes", "targets",
+    }  # fmt: skip
+
+
+def test_every_target_loads_with_the_fields_deploy_reads():
+    from edgekit.deployment.targets import get_target, load_targets
+
+    targets = load_targets()
+    assert len(targets) == len(_names("targets", ".yaml"))
+    seen: set[str] = set()
+    for t in targets:
+        assert t.kind in ("jetson", "gpu", "cpu") and t.title and t.runtimes, t.name
+        assert all({"runtime", "device"} <= set(r) for r in t.runtimes), t.name
+        names = {t.name, *t.aliases}
+        assert not names & seen, f"{t.name} shares a name or alias with another target"
+        seen |= names
+        assert get_target(t.name) == t
+        if t.kind != "cpu":
+            assert t.memory.get("bandwidth_gbs"), f"{t.name} has no bandwidth to estimate a LUT from"
+        if t.kind == "jetson":
+            assert t.software.get("l4t"), f"{t.name} names no L4T release"
+
+
+@pytest.mark.parametrize("name", _names("luts", ".json"))
+def test_every_lut_reads_and_predicts_the_shipped_plan(name: str):
+    from edgekit.deployment.lut import MEASURED, read_lut
+    from edgekit.deployment.targets import get_target
+    from edgekit.elastic.plan import load_plan
+    from edgekit.formats import tag
+
+    path = shipped("luts", name)
+    assert json.loads(path.read_text())["format"] == tag("edgekit-lut")
+    lut = read_lut(path)
+    assert path.name == f"{lut.key}.json"
+    plan = load_plan(lut.model["name"])
+    assert lut.model["digest"] == plan.model.digest and lut.geometry == plan.geometry
+    for shape in plan.grid():
+        p = lut.predict(shape)
+        assert p.decode_ms > 0 and p.memory_mb > 0 and p.ttft_ms >= 0
+    if lut.status == MEASURED:
+        assert lut.measured and lut.provenance["machine"] and lut.validation
+    else:
+        get_target(lut.target)  # an estimate is for a descriptor that ships
+        assert lut.provenance["estimated_from"] and lut.provenance["how_to_measure"]
+
+
+@pytest.mark.parametrize("name", [n.removesuffix(".yaml") for n in _names("recipes", ".yaml")])
+def test_every_recipe_loads_and_names_its_data_relative_to_a_data_folder(name: str, tmp_path: Path):
+    from edgekit.elastic.plan import load_plan
+    from edgekit.elastic.recipe import DATA_KEYS, load_recipe
+
+    recipe = load_recipe(name, data_dir=tmp_path)
+    load_plan(recipe.plan)
+    for section, key in DATA_KEYS:
+        written = getattr(getattr(recipe, section), key)
+        if written:
+            assert not Path(written).is_absolute() and ".." not in Path(written).parts, f"{section}.{key}"
+            assert recipe.file(f"{section}.{key}") == str(tmp_path / written)
+
+
+@pytest.mark.parametrize("name", _names("plans"))
+def test_every_plan_loads_with_verified_permutations(name: str):
+    from edgekit.elastic.plan import load_permutations, load_plan
+
+    plan = load_plan(name)
+    perms = load_permutations(plan)  # checks the file's hash and that every order is a permutation
+    assert len(perms.ffn) == plan.geometry.num_layers
+    assert plan.full in plan.grid() and all(plan.check_shape(s) for s in plan.grid())
+
+
+@pytest.mark.parametrize("name", _names("checkpoints"))
+def test_every_checkpoint_verifies_and_its_adapters_load(name: str):
+    from edgekit.elastic.checkpoint import load_checkpoint, load_smol
+    from edgekit.elastic.plan import load_plan
+    from edgekit.elastic.recipe import DATA_KEYS, load_recipe
+
+    ckpt = load_checkpoint(name)  # every file against the manifest's hashes
+    smol = load_smol(ckpt)  # the safetensors fit the config
+    assert smol.num_parameters() > 0
+    assert ckpt.plan.model.digest == load_plan(name).model.digest
+    table = ckpt.accuracy
+    assert table is not None and set(table["shapes"]) == {s.name for s in ckpt.plan.grid()}
+    assert all(row["ppl"] > 1 for row in table["shapes"].values())
+    recipe = load_recipe(str(ckpt.path / "recipe.yaml"))
+    recorded = ckpt.manifest["training"]["data"]
+    for section, key in DATA_KEYS:
+        written = getattr(getattr(recipe, section), key)
+        if written:  # every file the recipe read is recorded by the name it wrote and its sha256
+            assert recorded[f"{section}.{key}"]["name"] == written and len(recorded[f"{section}.{key}"]["sha256"]) == 64
+
+
+def test_the_dockerfile_declares_every_argument_a_build_sets():
+    from edgekit.container.build import dockerfile_args, dockerfile_path
+
+    declared = set(dockerfile_args(dockerfile_path().read_text()))
+    assert {"BASE_IMAGE", "RUNTIME", "EDGEKIT_WHEEL", "EDGEKIT_DEPLOYMENT_SHA256", "JETSON_PIP_INDEX",
+            "ONNXRUNTIME_GENAI_VERSION"} <= declared  # fmt: skip
