@@ -6,7 +6,7 @@ of the non-embedding parameters (the pairs d24/w82, d20/w61, d15/w48 have equal 
 width pruning meet at each size). Perplexity on held-out wikitext-2 valid tokens (after the 8192 the
 plan was calibrated on), PIQA-dev zero-shot acc / acc_norm.
 
-    .venv/bin/python bench/frontier.py [--plan smollm2-135m] [--limit 400] [--max-tokens 16384]
+    .venv/bin/python bench/frontier.py [--plan smollm2-135m] [--limit 400] [--text-tokens 16384]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--plan", default="smollm2-135m")
     ap.add_argument("--limit", type=int, default=400, help="PIQA items (of 900)")
-    ap.add_argument("--max-tokens", type=int, default=16384)
+    ap.add_argument("--text-tokens", type=int, default=16384)
     ap.add_argument("--baselines", default="shortgpt,angular,last,magnitude,activation")
     args = ap.parse_args()
     require_data()
@@ -48,7 +48,7 @@ def main() -> None:
     skip = plan.held_out_skip(WIKITEXT)
     if not skip:
         raise SystemExit(f"plan {plan.name} was not calibrated on {WIKITEXT}")
-    settings = EvalSettings(str(WIKITEXT), args.max_tokens, 512, 512, mc=str(PIQA), mc_labels=str(PIQA_LABELS),
+    settings = EvalSettings(str(WIKITEXT), args.text_tokens, 512, 512, mc=str(PIQA), mc_labels=str(PIQA_LABELS),
                             mc_limit=args.limit)  # fmt: skip
     kinds = [k for k in args.baselines.split(",") if k]
     start = time.perf_counter()
@@ -65,7 +65,7 @@ def main() -> None:
     evaluation = {
         "text": str(WIKITEXT),
         "skip_tokens": skip,
-        "max_tokens": args.max_tokens,
+        "max_tokens": args.text_tokens,
         "windows": "512/512",
         "mc": str(PIQA),
         "items": args.limit,

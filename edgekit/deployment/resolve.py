@@ -55,7 +55,7 @@ def resolve_target(name: str, runtime: str | None, precision: str | None) -> Res
             why = "; ".join(skipped) or f"none listed; edgekit drives {', '.join(ENGINES)}"
             raise MissingDependencyError(f"target {tname} has no runtime usable here: {why}")
         if skipped:
-            notes.append(f"runtime {entry['runtime']}: preferred on {tname} but not usable here: {'; '.join(skipped)}")
+            notes.append(f"using runtime {entry['runtime']}: {tname} prefers {'; '.join(skipped)}")
     engine = get_engine(entry["runtime"])
     device = entry.get("device") or "cpu"
     if not engine.precisions(device):
@@ -74,12 +74,13 @@ def first_usable(options: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, 
     skipped = []
     for entry in options:
         if entry["runtime"] not in ENGINES:
-            skipped.append(f"{entry['runtime']} is not built into edgekit")
+            skipped.append(f"{entry['runtime']}, which edgekit does not drive yet")
             continue
         try:
             get_engine(entry["runtime"]).check()
         except MissingDependencyError as exc:
-            skipped.append(first_line(exc).removeprefix(f"runtime '{entry['runtime']}': "))
+            why = first_line(exc).removeprefix(f"runtime '{entry['runtime']}': ")
+            skipped.append(f"{entry['runtime']}, not usable here ({why})")
             continue
         return entry, skipped
     return None, skipped

@@ -56,3 +56,14 @@ def test_estimate_scales_by_bandwidth_with_a_launch_floor() -> None:
     assert fp16.predictor.memory[1] == pytest.approx(src.predictor.memory[1] * 2.0 / 0.5625)
     with pytest.raises(IntegrityError):
         estimate(_lut("host-z", bandwidth=None), "h100", "gpu", 3350, None, "ort", "fp16", "cuda", "x")
+
+
+def test_a_corrupt_lut_is_an_error_naming_it_not_skipped(edgekit_home: Path, cli) -> None:
+    """Skipping it would quietly predict from another LUT: an estimate where the user had measured."""
+    luts = edgekit_home / "luts"
+    luts.mkdir(parents=True)
+    (luts / "host-deadbeef.ort-int4-cpu.smollm2-135m.json").write_text('{"format": "edgekit-lut/1", "target"')
+    with pytest.raises(IntegrityError, match="host-deadbeef.ort-int4-cpu.smollm2-135m.json is corrupt"):
+        find_lut("orin-nx-16gb", "ort", "smollm2-135m")
+    r = cli("targets")
+    assert r.code == 3 and "delete it, or measure it again" in r.err and len(r.err.strip().splitlines()) == 1
