@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.deployment.measure import RuntimeFigures
 from edgekit.shapes import Geometry, Shape, parse_shape
 
 DECODE_TERMS = ["fixed", "per_layer", "per_mparam"]
@@ -53,29 +54,12 @@ def memory_row(f: Features) -> list[float]:
 
 
 @dataclass
-class ShapeMeasurement:
-    """What `profile` measured for one shape in one runtime."""
+class ShapeMeasurement(RuntimeFigures):
+    """What `profile` measured for one shape in one runtime: the runtime's figures, and the compiled model."""
 
-    shape: str
-    decode_ms: float  # median steady-state ms/token at batch 1
-    decode_spread_pct: float  # (max - min) / median over the timed runs
-    runs: int
-    new_tokens: int
-    prefill_ms: dict[int, float]  # prompt length -> ms to process the prompt
-    ttft_ms: dict[int, float]  # prompt length -> ms from the prompt to the first new token
-    peak_rss_mb: float  # peak resident memory of the serving process
-    model_bytes: int  # compiled model files on disk
+    shape: str = ""
+    model_bytes: int = 0  # compiled model files on disk
     compile_s: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ShapeMeasurement:
-        data = dict(data)
-        data["prefill_ms"] = {int(k): v for k, v in data["prefill_ms"].items()}
-        data["ttft_ms"] = {int(k): v for k, v in data["ttft_ms"].items()}
-        return cls(**data)
 
 
 @dataclass(frozen=True)

@@ -97,18 +97,7 @@ def measure_shape(
     size = folder_bytes(compiled)
     shutil.rmtree(hf_dir, ignore_errors=True)
     shutil.rmtree(compiled, ignore_errors=True)
-    return ShapeMeasurement(
-        shape=shape.name,
-        decode_ms=figures.decode_ms,
-        decode_spread_pct=figures.decode_spread_pct,
-        runs=figures.runs,
-        new_tokens=figures.new_tokens,
-        prefill_ms=figures.prefill_ms,
-        ttft_ms=figures.ttft_ms,
-        peak_rss_mb=figures.peak_rss_mb,
-        model_bytes=size,
-        compile_s=round(compile_s, 2),
-    )
+    return ShapeMeasurement(**figures.to_dict(), shape=shape.name, model_bytes=size, compile_s=round(compile_s, 2))
 
 
 def profile(

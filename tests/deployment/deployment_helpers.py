@@ -16,5 +16,6 @@ def _synthetic(geometry: Geometry, shapes: list[Shape], decode: list[float], noi
         ms = decode[0] + decode[1] * f.depth + decode[2] * f.streamed_mparams
         ms *= 1 + noise * (1 if i % 2 else -1)
         ttft = {n: 5 + n * (0.1 + 0.01 * f.depth + 0.02 * f.streamed_mparams) for n in (16, 64)}
-        out.append(ShapeMeasurement(s.name, ms, 1.0, 5, 64, ttft, ttft, 100 + 4 * f.held_mparams, 1000))
+        peak = 100 + 4 * f.held_mparams
+        out.append(ShapeMeasurement(ms, 1.0, 5, 64, ttft, ttft, peak, shape=s.name, model_bytes=1000))
     return out
