@@ -141,18 +141,6 @@ def load_smol(ckpt: ElasticCheckpoint, device: str = "cpu") -> Smol:
     return smol.to(device).eval()
 
 
-def load_elastic_checkpoint(
-    ref: str | Path | ElasticCheckpoint, model: str | None = None, device: str = "cpu"
-) -> tuple[Any, ElasticCheckpoint]:
-    """(ElasticModel with SMOL attached, ElasticCheckpoint); `ref` may be a checkpoint already loaded."""
-    from edgekit.elastic.base_model import load_elastic
-
-    ckpt = ref if isinstance(ref, ElasticCheckpoint) else load_checkpoint(ref)
-    elastic = load_elastic(ckpt.plan, model, device)
-    elastic.smol = load_smol(ckpt, device)
-    return elastic, ckpt
-
-
 @dataclass
 class CheckpointEntry:
     path: Path

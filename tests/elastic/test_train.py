@@ -238,7 +238,7 @@ def test_train_cli_writes_an_elastic_checkpoint_that_extracts_exactly(
 
     from transformers import AutoModelForCausalLM
 
-    from edgekit.elastic.checkpoint import load_elastic_checkpoint
+    from edgekit.elastic.source import Source
 
     # the shipped recipe, its data from a folder laid out as the recipe names it (made here, tiny)
     data = datasets_folder(tmp_path / "datasets", calib_text)
@@ -270,7 +270,8 @@ def test_train_cli_writes_an_elastic_checkpoint_that_extracts_exactly(
     out = tmp_path / "sub"
     result = cli("elastic", "extract", "--elastic", str(ckpt_dir), "--shape", "d4-w50", "--out", str(out))
     assert result.code == 0, result.err
-    elastic, ckpt = load_elastic_checkpoint(ckpt_dir)
+    source = Source.resolve(elastic=str(ckpt_dir))
+    elastic, ckpt = source.load(), source.checkpoint
     ids = torch.randint(0, 300, (2, 16), generator=torch.Generator().manual_seed(0))
     hf = AutoModelForCausalLM.from_pretrained(out).eval()
     with torch.no_grad():
