@@ -1,4 +1,4 @@
-"""`edgekit container build|flash`: thin layers over edgekit.container.build and edgekit.container.flash."""
+"""`edgekit container build|flash`: over edgekit.container (build, images, flash)."""
 
 from __future__ import annotations
 
@@ -47,13 +47,13 @@ def build_cmd(
     """Build an arm64 image of a deployment for a Jetson's L4T release: writes the build context (verified
     deployment copy, edgekit wheel, Dockerfile.jetson, hashes), then runs `docker buildx build --load`."""
     from edgekit.container.build import build_commands, check_commands, preflight_build, prepare_context
-    from edgekit.container.build import resolve_l4t as _resolve_l4t
+    from edgekit.container.images import resolve_l4t
     from edgekit.deployment.targets import get_target
 
     tgt = get_target(target)
     if tgt.kind != "jetson":
         raise UsageError(f"container images are for Jetson boards; {tgt.name} is a {tgt.kind} target")
-    release = _resolve_l4t(tgt, l4t)
+    release = resolve_l4t(tgt, l4t)
     checks = check_commands()
     found = [] if dry_run else preflight_build()
     plan = prepare_context(
@@ -97,8 +97,8 @@ def flash_cmd(
 ) -> None:
     """Move an image onto a Jetson (`docker save | ssh docker load`) after checking the board: reachable,
     the same L4T release family as the image, enough free disk, docker with the nvidia runtime."""
-    from edgekit.container.build import check_image_name
     from edgekit.container.flash import check_commands, flash_commands, parse_ssh_target, preflight_flash, run_flash
+    from edgekit.container.images import check_image_name
 
     dest = parse_ssh_target(to)
     check_image_name(image)

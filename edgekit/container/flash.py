@@ -10,7 +10,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from edgekit.container.build import l4t_compatible
+from edgekit.container.images import l4t_compatible
 from edgekit.errors import ExternalToolError, MissingDependencyError, ResourceError, UsageError
 from edgekit.hardware.host import jetpack_for_l4t, parse_l4t_release
 from edgekit.shell import Command, Result

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from edgekit.artifacts import hash_tree, write_json_atomic
-from edgekit.container import build as container
+from edgekit.container import images
 
 
 def make_deployment(folder: Path, runtime: str = "ort", precision: str = "int4") -> Path:
@@ -32,7 +32,7 @@ def make_deployment(folder: Path, runtime: str = "ort", precision: str = "int4")
     (folder / "README.md").write_text("# tiny-llama d4-w67 for NVIDIA Jetson Orin NX 16GB\n")
     manifest = deployment_manifest(runtime, precision)
     if runtime == "ort":
-        manifest.runtime.versions = {"onnxruntime-genai": container.DEFAULT_ORT_GENAI}
+        manifest.runtime.versions = {"onnxruntime-genai": images.DEFAULT_ORT_GENAI}
     manifest.files = hash_tree(folder)
     write_json_atomic(folder / MANIFEST, manifest.to_dict())
     return folder

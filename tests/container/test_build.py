@@ -15,45 +15,14 @@ from container_helpers import Stubs, make_deployment, one_line_error
 
 from edgekit.artifacts import hash_tree, sha256_file
 from edgekit.container import build as container
-from edgekit.container.build import (
-    base_image_for,
-    dockerfile_args,
-    l4t_compatible,
-    load_context,
-    normalize_l4t,
-    parse_buildx_platforms,
-)
+from edgekit.container import images
+from edgekit.container.build import dockerfile_args, load_context, parse_buildx_platforms
 from edgekit.container.flash import parse_df
-from edgekit.errors import IntegrityError, UsageError
+from edgekit.container.images import base_image_for
+from edgekit.errors import IntegrityError
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DOCKERFILE = ROOT / "edgekit" / "data" / "Dockerfile.jetson"
-
-
-def test_base_images_follow_the_l4t_release() -> None:
-    ort = base_image_for("36.4.3", "ort")
-    assert (
-        ort.image == "nvcr.io/nvidia/l4t-jetpack:r36.4.0" and ort.pip_index == "https://pypi.jetson-ai-lab.io/jp6/cu126"
-    )
-    assert base_image_for("36.4.0", "mlc").image == "dustynv/mlc:0.20.0-r36.4.0"
-    assert base_image_for("36.3.0", "mlc").image == "dustynv/mlc:0.1.2-r36.3.0"
-    with pytest.raises(UsageError, match="CUDA 12.6"):
-        base_image_for("36.3.0", "ort")
-    with pytest.raises(UsageError, match="Python 3.8"):
-        base_image_for("35.4.1", "ort")
-    with pytest.raises(UsageError, match="JetPack 7"):
-        base_image_for("38.2.0", "mlc")
-    with pytest.raises(UsageError, match="ort or mlc"):
-        base_image_for("36.4.3", "torch")
-
-
-def test_l4t_compatibility_and_parsing() -> None:
-    assert l4t_compatible("36.4.3", "36.4.0") and l4t_compatible("36.3.0", "36.2.0")
-    assert not l4t_compatible("36.4.0", "36.3.0") and not l4t_compatible("36.4.3", "35.4.1")
-    assert l4t_compatible("35.4.1", "35.6.0")
-    assert normalize_l4t("r36.4.3") == "36.4.3" and normalize_l4t("R36.4") == "36.4"
-    with pytest.raises(UsageError, match="--l4t takes"):
-        normalize_l4t("jetpack6")
 
 
 def test_parsers_for_buildx_and_df() -> None:
@@ -73,8 +42,8 @@ def test_dockerfile_defaults_match_the_library() -> None:
     args = dockerfile_args(text)
     assert "FROM ${BASE_IMAGE}" in text
     assert f"ARG BASE_IMAGE={base_image_for('36.4.3', 'ort').image}" in text
-    assert f"ARG ONNXRUNTIME_GENAI_VERSION={container.DEFAULT_ORT_GENAI}" in text
-    assert f"ARG JETSON_PIP_INDEX={container.JETSON_PIP_INDEX_JP6_CU126}" in text
+    assert f"ARG ONNXRUNTIME_GENAI_VERSION={images.DEFAULT_ORT_GENAI}" in text
+    assert f"ARG JETSON_PIP_INDEX={images.JETSON_PIP_INDEX_JP6_CU126}" in text
     for name in (
         "RUNTIME",
         "EDGEKIT_WHEEL",

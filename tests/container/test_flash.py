@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from container_helpers import Stubs, one_line_error
 
-from edgekit.container.build import check_image_name
 from edgekit.container.flash import parse_ssh_target
+from edgekit.container.images import check_image_name
 from edgekit.errors import UsageError
 
 L4T_36_4_3 = "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: Wed Jan  8 2025"
