@@ -63,7 +63,7 @@ def sweep(lut: Any, plan: Any, dev_text: Path | None) -> dict[str, Any]:
 
     source, ranking, _ = ranking_for(plan)
     measured = {m.shape: m.decode_ms for m in lut.measured}
-    predicted = {m.shape: lut.predict(parse_shape(m.shape)).decode_ms for m in lut.measured}
+    predicted = {m.shape: lut.predict(parse_shape(m.shape, lut.geometry)).decode_ms for m in lut.measured}
     # from the fastest shape (as measured, and as the predictor sees it) to the full model
     fastest = max(min(measured.values()), min(predicted.values())) * 1.02
     slowest = max(measured[plan.full.name], predicted[plan.full.name])

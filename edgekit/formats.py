@@ -20,19 +20,20 @@ from edgekit.errors import IntegrityError
 
 CURRENT = {
     "edgekit-model": 2,  # a pulled model's cache manifest (edgekit-model.json)
-    "edgekit-plan": 1,  # plan.json
+    "edgekit-plan": 2,  # plan.json
     "edgekit-elastic": 1,  # an elastic checkpoint's manifest.json
-    "edgekit-smol": 2,  # an elastic checkpoint's smol.json (SMOL's config and width grid)
-    "edgekit-accuracy": 2,  # an elastic checkpoint's accuracy.json
+    "edgekit-smol": 3,  # an elastic checkpoint's smol.json (SMOL's config and width grid)
+    "edgekit-accuracy": 3,  # an elastic checkpoint's accuracy.json
     "edgekit-train-state": 2,  # a training checkpoint's state.json
     "edgekit-subnet": 1,  # edgekit-subnet.json beside an extracted Hugging Face checkpoint
-    "edgekit-lut": 1,  # a latency LUT
+    "edgekit-lut": 2,  # a latency LUT
     "edgekit-deployment": 2,  # a deployment's manifest.json
     "edgekit-tvm": 1,  # a TVM build's edgekit-tvm.json
     "edgekit-container-context": 1,  # a container build context's context.json
     "edgekit-conversation": 2,  # the header line of a saved chat conversation
     "edgekit-teacher-data": 1,  # the sidecar of teacher-generated chat data
     "edgekit-jtop-recording": 1,  # a recording of jetson-stats' jtop objects
+    "edgekit-accuracy-predictor": 1,  # accuracy-predictor.json beside a plan or in a checkpoint
 }
 # kinds whose first files carried no format field: such a file is their version 1
 UNTAGGED_V1 = {"edgekit-model", "edgekit-smol", "edgekit-accuracy", "edgekit-train-state", "edgekit-conversation"}
@@ -105,10 +106,60 @@ def _train_state_1(data: dict[str, Any], recipe: dict[str, Any] | None = None, *
     return {**data, "recipe": f"v1:{data.get('recipe')}"}
 
 
+def _plan_1(data: dict[str, Any], **_: Any) -> dict[str, Any]:
+    # v1 offered coupled widths from the smallest valid one; v2 offers FFN widths from a floor and every head
+    # count apart. The layer sets and permutations do not change: the same plan, a larger space.
+    from edgekit.shapes import DEFAULT_FFN_FLOOR
+
+    width = {k: v for k, v in (data.get("width") or {}).items() if k != "min_width"}
+    return {**data, "width": {**width, "ffn_floor": DEFAULT_FFN_FLOOR}}
+
+
+def _renamer(geometry: dict[str, Any]) -> Callable[[str], str]:
+    """Old coupled names (d30-w82) to canonical ones (d30-f83-h2) for a model of this geometry."""
+    from edgekit.shapes import Geometry, parse_shape
+
+    g = Geometry(**geometry)
+    return lambda name: parse_shape(name, g).name
+
+
+def _lut_1(data: dict[str, Any], **_: Any) -> dict[str, Any]:
+    # shapes were named by one coupled width; they are named by FFN width and head count now
+    name = _renamer(data["model"]["geometry"])
+    data = json.loads(json.dumps(data))
+    for m in data.get("measured") or []:
+        m["shape"] = name(m["shape"])
+    predictor = data.get("predictor") or {}
+    predictor["fitted_on"] = [name(s) for s in predictor.get("fitted_on", [])]
+    validation = data.get("validation")
+    if validation:
+        validation["fitted_on"] = [name(s) for s in validation.get("fitted_on", [])]
+        validation["held_out"] = [name(s) for s in validation.get("held_out", [])]
+        validation["per_shape"] = {name(k): v for k, v in (validation.get("per_shape") or {}).items()}
+    return data
+
+
+def _accuracy_2(data: dict[str, Any], geometry: dict[str, Any] | None = None, **_: Any) -> dict[str, Any]:
+    # the table's shapes were named by one coupled width (d30-w82); they are named d30-f83-h2 now
+    if geometry is None:
+        raise ValueError("upgrading an accuracy table needs its plan's geometry")
+    name = _renamer(geometry)
+    return {**data, "shapes": {name(k): v for k, v in (data.get("shapes") or {}).items()}}
+
+
+def _smol_2(data: dict[str, Any], **_: Any) -> dict[str, Any]:
+    # Until FFN and heads came apart, the gate read a one-hot over the plan's coupled widths.
+    return {**data, "config": {**(data.get("config") or {}), "encoding": "width"}}
+
+
 STEPS: dict[tuple[str, int], Callable[..., dict[str, Any]]] = {
     ("edgekit-model", 1): _tag_only,
     ("edgekit-smol", 1): _smol_1,
+    ("edgekit-smol", 2): _smol_2,
     ("edgekit-accuracy", 1): _tag_only,
+    ("edgekit-accuracy", 2): _accuracy_2,
+    ("edgekit-plan", 1): _plan_1,
+    ("edgekit-lut", 1): _lut_1,
     ("edgekit-train-state", 1): _train_state_1,
     ("edgekit-deployment", 1): _deployment_1,
     ("edgekit-conversation", 1): _tag_only,

@@ -22,13 +22,30 @@ def test_every_older_version_has_a_step_to_the_next():
 def test_newer_foreign_and_untagged_files_are_refused():
     with pytest.raises(IntegrityError, match="newer than this edgekit reads"):
         upgrade("edgekit-plan", {"format": "edgekit-plan/99"}, "plan x")
-    with pytest.raises(IntegrityError, match="has format 'edgekit-lut/1'; this edgekit reads edgekit-plan/1"):
+    with pytest.raises(IntegrityError, match="has format 'edgekit-lut/1'; this edgekit reads edgekit-plan/2"):
         upgrade("edgekit-plan", {"format": "edgekit-lut/1"}, "plan x")
     assert "edgekit-plan" not in UNTAGGED_V1  # plans were always tagged: an untagged one is not a plan
     with pytest.raises(IntegrityError, match="has format None"):
         upgrade("edgekit-plan", {"depth": {}}, "plan x")
     with pytest.raises(IntegrityError, match="not a JSON object"):
         upgrade("edgekit-plan", ["a list"], "plan x")
+
+
+def test_old_plans_luts_and_tables_name_shapes_by_ffn_and_heads():
+    """v1 plans offered coupled widths; v1 LUTs and v2 accuracy tables named shapes d30-w82."""
+    geometry = {"num_layers": 30, "hidden": 576, "ffn": 1536, "num_heads": 9, "num_kv_heads": 3, "head_dim": 64,
+                "vocab": 49152, "ffn_multiple": 64}  # fmt: skip
+    plan = upgrade("edgekit-plan", {"format": "edgekit-plan/1", "width": {"method": "flap", "min_width": 17,
+                                    "grid": [100, 82], "ffn_multiple": 64, "seconds": 1.0}}, "plan")  # fmt: skip
+    assert plan["width"] == {"method": "flap", "grid": [100, 82], "ffn_multiple": 64, "seconds": 1.0, "ffn_floor": 25}
+    lut = {"format": "edgekit-lut/1", "model": {"geometry": geometry}, "measured": [{"shape": "d30-w82"}],
+           "predictor": {"fitted_on": ["d30-w100"]}, "validation": {"fitted_on": ["d30-w100"], "held_out": ["d24-w61"],
+           "per_shape": {"d24-w61": {"decode_ms": 1.0}}}}  # fmt: skip
+    new = upgrade("edgekit-lut", lut, "lut")
+    assert new["measured"][0]["shape"] == "d30-f83-h2" and new["predictor"]["fitted_on"] == ["d30-f100-h3"]
+    assert new["validation"]["held_out"] == ["d24-f62-h2"] and list(new["validation"]["per_shape"]) == ["d24-f62-h2"]
+    table = {"format": "edgekit-accuracy/2", "shapes": {"d30-w48": {"ppl": 494.0}}}
+    assert list(upgrade("edgekit-accuracy", table, "t", geometry=geometry)["shapes"]) == ["d30-f50-h1"]
 
 
 def test_tag_only_upgrades_keep_the_content():

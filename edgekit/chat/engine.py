@@ -169,9 +169,10 @@ class ChatEngine:
         """Change the live model's shape (torch on an elastic model); return the seconds it took."""
         if not self.can_reshape:
             raise UsageError("changing shape live needs the torch runtime on an elastic checkpoint or plan")
+        target = self.session.plan.shape(shape)
         with self.lock:
-            seconds = self.session.reshape(self.session.plan.shape(shape))
-        self.info.shape = shape
+            seconds = self.session.reshape(target)
+        self.info.shape = target.name
         return seconds
 
     def complete(

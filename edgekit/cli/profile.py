@@ -91,10 +91,11 @@ def report(lut: Any, path: Path, json_out: bool) -> None:
     table = Table(title=title)
     for col in ("shape", "decode ms/token", "spread", "first token", "peak MB", "predicted ms"):
         table.add_column(col, justify="left" if col == "shape" else "right")
-    shapes = [m.shape for m in lut.measured] or [f"d{d}-w{w}" for d in (30, 24, 20, 15) for w in (100, 61)]
+    coupled = [lut.geometry.coupled(d, w).name for d in (30, 24, 20, 15) for w in (100, 61)]
+    shapes = [m.shape for m in lut.measured] or coupled
     for name in shapes:
-        m = lut.measured_for(parse_shape(name))
-        p = lut.predict(parse_shape(name))
+        m = lut.measured_for(parse_shape(name, lut.geometry))
+        p = lut.predict(parse_shape(name, lut.geometry))
         if m:
             n = max(m.ttft_ms) if m.ttft_ms else None
             ttft = f"{m.ttft_ms[n]:.0f} ms @{n}" if n else "-"

@@ -134,7 +134,7 @@ def _lstsq(rows: list[list[float]], y: list[float]) -> list[float]:
 def fit_predictor(geometry: Geometry, measured: list[ShapeMeasurement]) -> Predictor:
     if len(measured) < 2:
         raise ValueError("a predictor needs at least two measured shapes")
-    feats = [(m, Features.of(geometry, parse_shape(m.shape))) for m in measured]
+    feats = [(m, Features.of(geometry, parse_shape(m.shape, geometry))) for m in measured]
     decode = _lstsq([decode_row(f) for _, f in feats], [m.decode_ms for m, _ in feats])
     ttft_rows, ttft_y = [], []
     for m, f in feats:
@@ -175,9 +175,10 @@ def error_stats(predicted: list[float], measured: list[float]) -> ErrorStats:
 
 
 def fit_subset(shapes: list[Shape], k: int = 5) -> list[Shape]:
-    """The shapes to fit on: the four corners of the depth x width box, then the middle, then spread out."""
+    """The shapes to fit on: the four corners of the depth x width box (widths ordered by FFN, then heads),
+    then the middle, then spread out."""
     depths = sorted({s.depth for s in shapes})
-    widths = sorted({s.width for s in shapes})
+    widths = sorted({(s.ffn, s.heads) for s in shapes})
     wanted = [
         (depths[-1], widths[-1]),
         (depths[0], widths[-1]),
@@ -186,8 +187,8 @@ def fit_subset(shapes: list[Shape], k: int = 5) -> list[Shape]:
         (depths[len(depths) // 2], widths[len(widths) // 2]),
     ]
     chosen: list[Shape] = []
-    for d, w in wanted:
-        s = Shape(d, w)
+    for d, (f, h) in wanted:
+        s = Shape(d, f, h)
         if s in shapes and s not in chosen:
             chosen.append(s)
     for s in shapes:  # grids without all corners: fill up in grid order
@@ -203,13 +204,13 @@ def validate(geometry: Geometry, measured: list[ShapeMeasurement], fit_on: list[
     train = [m for m in measured if m.shape in fit_on]
     held = [m for m in measured if m.shape not in fit_on]
     predictor = fit_predictor(geometry, train)
-    preds = [predictor.predict(geometry, parse_shape(m.shape)) for m in held]
+    preds = [predictor.predict(geometry, parse_shape(m.shape, geometry)) for m in held]
     decode = error_stats([p.decode_ms for p in preds], [m.decode_ms for m in held])
     memory = error_stats([p.memory_mb for p in preds], [m.peak_rss_mb for m in held])
     ttft_p, ttft_m = [], []
     for m in held:
         for n, ms in m.ttft_ms.items():
-            ttft_p.append(predictor.predict(geometry, parse_shape(m.shape), n).ttft_ms)
+            ttft_p.append(predictor.predict(geometry, parse_shape(m.shape, geometry), n).ttft_ms)
             ttft_m.append(ms)
     return {
         "fitted_on": fit_on,

@@ -39,7 +39,6 @@ from edgekit.deployment.resolve import Resolved, build_options, lut_for, resolve
 from edgekit.elastic.ranking import Ranking
 from edgekit.elastic.source import Source
 from edgekit.errors import UsageError
-from edgekit.shapes import parse_shape
 
 MAX_STEP_DOWNS = 3
 Step = Callable[[str], AbstractContextManager[Any]]  # step(label): shows progress while the block runs
@@ -171,7 +170,7 @@ def dry_run(req: DeployRequest, step: Step | None = None) -> DryRun:
     if chosen is None:  # choose() refuses a budget nothing fits
         raise UsageError("no shape fits the budget")
     res = choice.resolved
-    shape = parse_shape(chosen.shape)
+    shape = choice.source.shape(chosen.shape)
     out = choice.out(chosen.shape)
     with tempfile.TemporaryDirectory(prefix="edgekit-dry-run-") as tmp:
         # the engine reads the subnet's config and chat template; the weights are not needed to plan
@@ -221,7 +220,7 @@ def build_attempt(choice: Choice, candidate: Candidate, work: Path, verify: bool
     from edgekit.engines import get_engine
 
     res, source = choice.resolved, choice.source
-    shape = parse_shape(candidate.shape)
+    shape = source.shape(candidate.shape)
     hf_dir, compiled = work / f"hf-{shape.name}", work / f"model-{shape.name}"
     timings: dict[str, float] = {}
     start = time.perf_counter()

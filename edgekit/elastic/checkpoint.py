@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -120,13 +120,16 @@ def load_checkpoint(ref: str | Path, verify: bool = True) -> ElasticCheckpoint:
     if verify:
         verify_files(folder, manifest.get("files") or {}, what)
     smol_meta = read_format_json(folder / SMOL_JSON, "edgekit-smol", what)
-    accuracy = read_format_json(folder / ACCURACY, "edgekit-accuracy", what) if (folder / ACCURACY).is_file() else None
+    plan = load_plan(folder / "plan")
+    accuracy = None
+    if (folder / ACCURACY).is_file():
+        accuracy = read_format_json(folder / ACCURACY, "edgekit-accuracy", what, geometry=asdict(plan.geometry))
     try:
         config = SmolConfig(**smol_meta["config"])
         widths = [int(w) for w in smol_meta["widths"]]
     except (TypeError, ValueError, KeyError) as exc:
         raise IntegrityError(f"{what} is corrupt: {SMOL_JSON} ({exc})") from None
-    return ElasticCheckpoint(folder, load_plan(folder / "plan"), config, widths, manifest, accuracy)
+    return ElasticCheckpoint(folder, plan, config, widths, manifest, accuracy)
 
 
 def load_smol(ckpt: ElasticCheckpoint, device: str = "cpu") -> Smol:

@@ -45,7 +45,7 @@ class Calibration:
             self.inputs = []
             for i in range(model.geometry.num_layers):
                 self.inputs.append(x)
-                x = model.block(i, x, self.cos, self.sin, 100)
+                x = model.block(i, x, self.cos, self.sin, model.full_shape)
             self.final = x
 
     def run_from(self, start: int, removed: set[int]) -> torch.Tensor:
@@ -53,7 +53,7 @@ class Calibration:
         with torch.inference_mode():
             for i in range(start, self.model.geometry.num_layers):
                 if i not in removed:
-                    x = self.model.block(i, x, self.cos, self.sin, 100)
+                    x = self.model.block(i, x, self.cos, self.sin, self.model.full_shape)
         return x
 
     def perplexity(self, hidden: torch.Tensor) -> float:

@@ -44,7 +44,7 @@ class SubnetInfo:
 
 
 def subnet_config(config: dict[str, Any], geometry: Geometry, shape: Shape, layers: list[int]) -> dict[str, Any]:
-    dims = geometry.dims(shape.width)
+    dims = geometry.dims(shape)
     out = dict(config)
     out.update(
         num_hidden_layers=len(layers),
@@ -71,7 +71,7 @@ def head_rows(perm: torch.Tensor, geometry: Geometry, per_group: int) -> torch.T
 def subnet_state(
     weights: Weights, geometry: Geometry, perms: Permutations, shape: Shape, layers: list[int]
 ) -> dict[str, torch.Tensor]:
-    dims = geometry.dims(shape.width)
+    dims = geometry.dims(shape)
     state: dict[str, torch.Tensor] = {}
     for name in ("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"):
         if name in weights:
@@ -100,7 +100,7 @@ def subnet_state(
 def elastic_state(elastic: Any, shape: Shape) -> dict[str, torch.Tensor]:
     """The subnet's Hugging Face state from a loaded ElasticModel, with its SMOL mix merged when attached."""
     g = elastic.geometry
-    dims = g.dims(shape.width)
+    dims = g.dims(shape)
     layers = elastic.layers_for(shape.depth)
     rows = dims.num_heads * g.head_dim
     # the ElasticModel's rank-major q rows / o columns, put in the group-major order transformers expects
@@ -171,7 +171,7 @@ def write_subnet(
     tied = config.get("tie_word_embeddings", False)
     if tied:
         state.pop("lm_head.weight", None)
-    dims = plan.geometry.dims(shape.width)
+    dims = plan.geometry.dims(shape)
     params = sum(t.numel() for t in state.values())
     embedding = state["model.embed_tokens.weight"].numel() + (0 if tied else state["lm_head.weight"].numel())
     info = SubnetInfo(shape.name, layers, dims.num_heads, dims.num_kv_heads, dims.ffn, params, params - embedding)

@@ -22,7 +22,8 @@ class Point:
     label: str  # e.g. "amoeba/flap", "shortgpt/flap", "amoeba/magnitude"
     shape: str
     depth: int
-    width: int
+    ffn: int  # percent of the FFN channels
+    heads: int  # query heads per KV group
     layers: list[int]
     params: int  # non-embedding parameters
     param_fraction: float
@@ -41,10 +42,11 @@ def label(plan: Plan) -> str:
 
 
 def network_key(plan: Plan, shape: Shape) -> tuple:
-    width_key = plan.width.method if shape.width < 100 else "-"
+    narrowed = shape.ffn < 100 or shape.heads < plan.geometry.heads_per_group
+    width_key = plan.width.method if narrowed else "-"
     # a plan with other calibration has other permutations even with the same method
-    perms_key = plan.permutations_sha256 if shape.width < 100 else "-"
-    return tuple(plan.layer_sets[shape.depth]), shape.width, width_key, perms_key
+    perms_key = plan.permutations_sha256 if narrowed else "-"
+    return tuple(plan.layer_sets[shape.depth]), shape.ffn, shape.heads, width_key, perms_key
 
 
 def frontier(
@@ -63,11 +65,10 @@ def frontier(
         full = g.non_embedding_params(plan.full)
         model = tokenizer = None
         for shape in shapes:
-            plan.check_shape(shape)
+            shape = plan.check_shape(shape)
             params = g.non_embedding_params(shape)
-            point = Point(
-                label(plan), shape.name, shape.depth, shape.width, plan.layer_sets[shape.depth], params, params / full
-            )
+            point = Point(label(plan), shape.name, shape.depth, shape.ffn, shape.heads, plan.layer_sets[shape.depth],
+                          params, params / full)  # fmt: skip
             key = network_key(plan, shape)
             if key in done:
                 twin = done[key]
@@ -88,14 +89,14 @@ def frontier(
 
 def relevant(plan: Plan, shape: Shape, kind: str | None) -> bool:
     """A derived baseline is evaluated where it differs from the plan it came from: a depth baseline below
-    full depth, a width baseline below w100 (elsewhere it is the same network)."""
+    full depth, a width baseline below full width (elsewhere it is the same network)."""
     from edgekit.elastic.selection import DEPTH_BASELINES
 
     if kind is None:
         return True
     if kind in DEPTH_BASELINES:
         return shape.depth < plan.geometry.num_layers
-    return shape.width < 100
+    return shape.ffn < 100 or shape.heads < plan.geometry.heads_per_group
 
 
 def compare(

@@ -150,7 +150,7 @@ class ElasticModel(nn.Module):
 
     @property
     def full_shape(self) -> Shape:
-        return Shape(self.geometry.num_layers, 100)
+        return self.geometry.full
 
     # ------------------------------------------------------------ forward
 
@@ -225,19 +225,20 @@ class ElasticModel(nn.Module):
             self.observer(blk, "down", inner)
         return self.proj(index, "down", inner, blk.down[:, :ffn], cols=ffn)
 
-    def block(self, index: int, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, width: int) -> torch.Tensor:
-        dims = self.geometry.dims(width)
+    def block(self, index: int, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, shape: Shape) -> torch.Tensor:
+        """Layer `index` at the FFN width and head count of `shape` (its depth does not matter here)."""
+        dims = self.geometry.dims(shape)
         blk = self.blocks[index]
         x = x + self.attention(index, blk, rms_norm(x, blk.ln1, self.eps), cos, sin, dims.num_heads)
         return x + self.mlp(index, blk, rms_norm(x, blk.ln2, self.eps), dims.ffn)
 
     def _block_with_mix(
-        self, index: int, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, width: int, mix: Any
+        self, index: int, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, shape: Shape, mix: Any
     ) -> torch.Tensor:
         # backward recomputes after run_layers has returned, so the mix travels as an argument
         saved, self._mix = self._mix, mix
         try:
-            return self.block(index, x, cos, sin, width)
+            return self.block(index, x, cos, sin, shape)
         finally:
             self._mix = saved
 
@@ -248,11 +249,13 @@ class ElasticModel(nn.Module):
     def head(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(rms_norm(x, self.norm, self.eps), self.embed if self.lm_head is None else self.lm_head)
 
-    def run_layers(self, x: torch.Tensor, layers: list[int], width: int) -> torch.Tensor:
+    def run_layers(self, x: torch.Tensor, layers: list[int], shape: Shape) -> torch.Tensor:
+        """`layers` in order at the widths of `shape` (the layer set may differ from the shape's own depth's)."""
         cos, sin = self.rope(x)
-        self._mix = self.smol.mix(Shape(len(layers), width), layers) if self.smol is not None else None
+        shape = Shape(len(layers), shape.ffn, shape.heads)
+        self._mix = self.smol.mix(shape, layers) if self.smol is not None else None
         if self.smol is not None:
-            key = (tuple(layers), width, id(self.smol), self.smol.training or torch.is_grad_enabled())
+            key = (tuple(layers), shape, id(self.smol), self.smol.training or torch.is_grad_enabled())
             if key != self._merged_for:  # another shape (or adapters that may have changed): merge afresh
                 self._merged, self._merged_for = {}, key
         try:
@@ -262,9 +265,9 @@ class ElasticModel(nn.Module):
                     # (and its noise) was drawn above, so the recomputation sees the same adapters
                     from torch.utils.checkpoint import checkpoint
 
-                    x = checkpoint(self._block_with_mix, i, x, cos, sin, width, self._mix, use_reentrant=False)
+                    x = checkpoint(self._block_with_mix, i, x, cos, sin, shape, self._mix, use_reentrant=False)
                 else:
-                    x = self.block(i, x, cos, sin, width)
+                    x = self.block(i, x, cos, sin, shape)
         finally:
             self._mix = None
         return x
@@ -279,7 +282,7 @@ class ElasticModel(nn.Module):
     ) -> Output:
         shape = shape or self.full_shape
         layers = layers if layers is not None else self.layers_for(shape.depth)
-        x = self.run_layers(F.embedding(input_ids, self.embed), layers, shape.width)
+        x = self.run_layers(F.embedding(input_ids, self.embed), layers, shape)
         # Like transformers' logits_to_keep: the 49k-vocabulary head only where logits are read.
         logits = self.head(x if not logits_to_keep else x[:, -logits_to_keep:])
         loss = None

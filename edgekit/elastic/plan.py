@@ -51,8 +51,8 @@ class DepthSection:
 @dataclass
 class WidthSection:
     method: str  # flap | magnitude | activation
-    min_width: int
-    grid: list[int]  # widths offered by default (frontier, training); any width in [min_width, 100] runs
+    ffn_floor: int  # the narrowest FFN offered, in percent: every multiple of ffn_multiple from it to 100 runs
+    grid: list[int]  # coupled widths of the default grid (frontier, training, profiling)
     ffn_multiple: int
     seconds: float
 
@@ -132,29 +132,50 @@ class Plan:
 
     @property
     def full(self) -> Shape:
-        return Shape(self.geometry.num_layers, 100)
+        return self.geometry.full
 
     def ranges(self) -> str:
-        return f"depths {min(self.depths)}..{max(self.depths)}, widths w{self.width.min_width}..w100"
+        ffn = self.geometry.ffn_grid(self.width.ffn_floor)
+        return (f"depths {min(self.depths)}..{max(self.depths)}, FFN f{ffn[-1]}..f100 (in steps of "
+                f"{self.geometry.ffn_unit} channels), h1..h{self.geometry.heads_per_group}")  # fmt: skip
 
     def check_shape(self, shape: Shape) -> Shape:
+        """The shape's canonical form, or a UsageError saying why it is outside the plan and what is nearest."""
+        g = self.geometry
+        shape = g.canonical(shape)
+        floor = g.ffn_grid(self.width.ffn_floor)[-1]
+        near = Shape(
+            min(self.depths, key=lambda d: (abs(d - shape.depth), -d)),
+            max(shape.ffn, floor),
+            min(max(shape.heads, 1), g.heads_per_group),
+        )
+        if near == shape:
+            return shape
         if shape.depth not in self.depth.layer_sets:
-            raise UsageError(f"shape {shape} is outside plan {self.name}: it offers {self.ranges()}")
-        problem = self.geometry.width_problem(shape.width)
-        if problem is not None:
-            raise UsageError(f"shape {shape} is outside plan {self.name}: {problem}")
-        return shape
+            why = f"it offers {self.ranges()}"
+        else:
+            why = g.problem(shape, self.width.ffn_floor) or f"it offers {self.ranges()}"
+            why = why.split("; nearest")[0]
+        raise UsageError(f"shape {shape} is outside plan {self.name}: {why}; nearest valid shape: {near}")
 
     def shape(self, text: str) -> Shape:
-        return self.check_shape(parse_shape(text, self.geometry.num_layers))
+        return self.check_shape(parse_shape(text, self.geometry))
 
     def grid(self, text: str | None = None) -> list[Shape]:
-        """Shapes from a grid string, or the plan's default grid (depths 24/20/15-like x width grid)."""
+        """Shapes from a grid string, or the plan's default grid: the full depth, 80 %, 2/3 and 1/2 of it, at
+        the coupled widths of the width section (what profiling and training sample by default)."""
         if text:
-            return [self.check_shape(s) for s in parse_grid(text, self.geometry.num_layers)]
+            return list(dict.fromkeys(self.check_shape(s) for s in parse_grid(text, self.geometry)))
         n = self.geometry.num_layers
         depths = sorted({n, *(d for d in self.depths if d in default_depths(n, min(self.depths)))}, reverse=True)
-        return [Shape(d, w) for d in depths for w in self.width.grid]
+        return list(dict.fromkeys(self.geometry.coupled(d, w) for d in depths for w in self.width.grid))
+
+    def space(self) -> list[Shape]:
+        """Every shape the plan offers: each depth x each FFN width from the floor x each head count per group."""
+        g = self.geometry
+        ffn = g.ffn_grid(self.width.ffn_floor)
+        return [Shape(d, f, h) for d in sorted(self.depths, reverse=True) for f in ffn
+                for h in range(g.heads_per_group, 0, -1)]  # fmt: skip
 
     def held_out_skip(self, text: Path) -> int:
         """How many leading tokens of `text` to skip so an evaluation never scores what the plan calibrated on:

@@ -16,7 +16,7 @@ from edgekit.artifacts import sha256_file, utc_now
 from edgekit.elastic.plan import Calibration, DepthSection, Permutations, Plan, WidthSection
 from edgekit.errors import UsageError
 from edgekit.evaluation.data import read_text
-from edgekit.shapes import Geometry
+from edgekit.shapes import DEFAULT_FFN_FLOOR, Geometry
 
 # Why these defaults: see README "Planning budget". A scorer call runs the changed suffix of
 # layers and the 49k-vocabulary LM head on every calibration token, about 350 calls for the
@@ -39,6 +39,7 @@ class PlanRequest:
     width_tokens: int = WIDTH_TOKENS
     seq_len: int = SEQ_LEN
     min_depth: int | None = None
+    ffn_floor: int = DEFAULT_FFN_FLOOR
 
 
 def calibration_ids(tokenizer: Any, text: str, tokens: int, seq_len: int, where: str) -> torch.Tensor:
@@ -61,8 +62,9 @@ def calibration_ids(tokenizer: Any, text: str, tokens: int, seq_len: int, where:
 
 
 def width_grid(geometry: Geometry) -> list[int]:
-    min_w = geometry.min_width()
-    widths = {100} | {geometry.width_for_fraction(f, min_w) for f in PARAM_FRACTIONS[1:]}
+    """The coupled widths of the default grid: the full width and those nearest 80, 65 and 50 % of the
+    parameters at full depth."""
+    widths = {100} | {geometry.width_for_fraction(f) for f in PARAM_FRACTIONS[1:]}
     return sorted(widths, reverse=True)
 
 
@@ -136,7 +138,8 @@ def rank_width(ctx: Context, method: str) -> tuple[WidthSection, Permutations]:
     start = time.perf_counter()
     ffn, heads, ffn_scores, head_scores = width_importance(ctx.model, ctx.width_ids, method)
     g = ctx.geometry
-    section = WidthSection(method, g.min_width(), width_grid(g), g.ffn_multiple, round(time.perf_counter() - start, 2))
+    seconds = round(time.perf_counter() - start, 2)
+    section = WidthSection(method, ctx.req.ffn_floor, width_grid(g), g.ffn_multiple, seconds)
     return section, Permutations(ffn, heads, ffn_scores, head_scores)
 
 
@@ -222,6 +225,7 @@ def baselines(
     req = PlanRequest(
         model or plan.model.ref, calib, plan.depth.method, plan.depth.scorer if plan.depth.scorer != "-" else "ppl",
         plan.width.method, cal.depth_tokens, cal.width_tokens, cal.seq_len, plan.depth.min_depth,
+        plan.width.ffn_floor,
     )  # fmt: skip
     ctx = prepare(req, on_stage or (lambda _label: None))
     if ctx.ident.digest != plan.model.digest:

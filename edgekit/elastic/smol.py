@@ -52,11 +52,17 @@ class SmolConfig:
     # the shared expert's rank (0: the experts' rank); every pair uses the experts' scaling, alpha / rank
     shared_rank: int = 0
     targets: list[str] = field(default_factory=lambda: list(TARGETS))
+    # what the gate reads about a shape beside its layers: ffn-heads (the FFN fraction, the heads fraction and
+    # a one-hot head count: any shape of the space) or width (a one-hot over the plan's coupled widths and the
+    # width fraction: the checkpoints trained before FFN and heads came apart)
+    encoding: str = "ffn-heads"
 
     def __post_init__(self) -> None:
         bad = [t for t in self.targets if t not in TARGETS]
         if bad:
             raise ValueError(f"unknown SMOL target {bad[0]}; choose from {', '.join(TARGETS)}")
+        if self.encoding not in ("ffn-heads", "width"):
+            raise ValueError(f"encoding must be ffn-heads or width, got {self.encoding}")
         if self.mixing not in ("outputs", "factors"):
             raise ValueError(f"mixing must be outputs or factors, got {self.mixing}")
         if self.shared and (self.mixing != "outputs" or not self.gated):
@@ -120,17 +126,30 @@ class Smol(nn.Module):
         self.A, self.B = lora_pairs(dims, config.targets, (n, e), r)
         if config.shared:
             self.shared_A, self.shared_B = lora_pairs(dims, config.targets, (n,), config.shared_rank or r)
-        code = n + len(self.widths) + 1
+        code = n + self.code_size()
         self.gate = nn.Sequential(nn.Linear(code, config.gate_hidden), nn.GELU(), nn.Linear(config.gate_hidden, e))
 
     # ------------------------------------------------------------------ gate
 
+    def code_size(self) -> int:
+        if self.config.encoding == "width":
+            return len(self.widths) + 1
+        return 2 + self.geometry.heads_per_group
+
     def encode(self, shape: Shape, layers: list[int]) -> torch.Tensor:
-        code = torch.zeros(self.geometry.num_layers + len(self.widths) + 1)
+        """[layer-active mask, then the shape's widths]: what the gate reads."""
+        g, n = self.geometry, self.geometry.num_layers
+        code = torch.zeros(n + self.code_size())
         code[layers] = 1.0
-        if shape.width in self.widths:
-            code[self.geometry.num_layers + self.widths.index(shape.width)] = 1.0
-        code[-1] = shape.width / 100
+        if self.config.encoding == "width":
+            coupled = [w for w in self.widths if g.coupled(shape.depth, w) == g.canonical(shape)]
+            if coupled:
+                code[n + self.widths.index(coupled[0])] = 1.0
+            code[-1] = (coupled[0] if coupled else shape.ffn) / 100
+            return code
+        code[n] = shape.ffn / 100
+        code[n + 1] = shape.heads / g.heads_per_group
+        code[n + 1 + shape.heads] = 1.0
         return code
 
     def mix(self, shape: Shape, layers: list[int]) -> torch.Tensor:

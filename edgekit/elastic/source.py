@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import UsageError
-from edgekit.shapes import Shape, parse_shape
+from edgekit.shapes import Shape
 
 if TYPE_CHECKING:
     from edgekit.elastic.checkpoint import ElasticCheckpoint
@@ -72,7 +72,7 @@ class Source:
         """The shapes worth choosing among: those the checkpoint's accuracy table measured, else the plan's grid."""
         table = self.accuracy
         if table and table.get("shapes"):
-            return [parse_shape(name) for name in table["shapes"]]
+            return [self.plan.shape(name) for name in table["shapes"]]
         return self.plan.grid()
 
     def base_folder(self) -> Path:

@@ -156,7 +156,7 @@ class Trainer:
         self.run_dir = run_dir
         g = elastic.geometry
         self.params = g.non_embedding_params
-        self.full = Shape(g.num_layers, 100)  # the teacher, and the one shape trained on the data itself
+        self.full = g.full  # the teacher, and the one shape trained on the data itself
         self.smol = elastic.smol
         self.opt = torch.optim.AdamW(self.smol.parameters(), lr=recipe.train.lr, weight_decay=recipe.train.weight_decay)
         self.state = RunState()

@@ -120,7 +120,9 @@ def width_importance(
             for start in range(0, ids.shape[0], batch):
                 # the statistics come from inside the blocks: the LM head is not needed
                 chunk = ids[start : start + batch]
-                model.run_layers(torch.nn.functional.embedding(chunk, model.embed), model.layers_for(g.num_layers), 100)
+                model.run_layers(
+                    torch.nn.functional.embedding(chunk, model.embed), model.layers_for(g.num_layers), g.full
+                )
     finally:
         model.observer = None
     # The observer sees o_proj's input in Hugging Face's group-major head order already; o's columns are

@@ -73,10 +73,11 @@ def test_live_reshape_matches_the_extracted_checkpoint(tiny_plan: Path, tmp_path
 
     source = Source.resolve(plan=str(tiny_plan))
     engine = ChatEngine.from_source(source, "d6-w100")
-    assert engine.can_reshape and "d3-w50" in engine.shapes and engine.info.shape == "d6-w100"
+    assert engine.can_reshape and "d3-f50-h2" in engine.shapes and engine.info.shape == "d6-f100-h3"
     ids = [5, 17, 42, 99, 7]
     greedy = Sampling(max_new_tokens=8, min_new_tokens=8)
-    for shape in ("d6-w100", "d3-w50"):
+    # a coupled grid shape, then one off the grid: narrow FFN under full attention
+    for shape in ("d6-f100-h3", "d3-f50-h2", "d4-f25-h3"):
         if shape != engine.info.shape:
             assert engine.reshape(shape) < 1.0 and engine.info.shape == shape
         out = tmp_path / shape
@@ -89,6 +90,7 @@ def test_live_reshape_matches_the_extracted_checkpoint(tiny_plan: Path, tmp_path
         assert live == ref, shape
     with pytest.raises(UsageError):
         engine.reshape("d99-w100")
+    assert engine.reshape("d3-w50") < 1.0 and engine.info.shape == "d3-f50-h2"
 
 
 def test_plain_engine_cannot_reshape(torch_session, tokenizer) -> None:

@@ -10,13 +10,15 @@ from edgekit.shapes import Geometry, Shape
 
 
 def test_predictor_recovers_known_coefficients_and_scores_held_out_shapes() -> None:
-    grid = [Shape(d, w) for d in (30, 24, 20, 15) for w in (100, 82, 61, 48)]
+    grid = [SMOL.coupled(d, w) for d in (30, 24, 20, 15) for w in (100, 82, 61, 48)]
     measured = _synthetic(SMOL, grid, [0.5, 0.05, 0.06])
     p = fit_predictor(SMOL, measured)
     assert p.decode == pytest.approx([0.5, 0.05, 0.06], rel=1e-6)
-    assert p.predict(SMOL, Shape(17, 70), 64).decode_ms > p.predict(SMOL, Shape(15, 48), 64).decode_ms
+    assert p.predict(SMOL, Shape(17, 71, 2), 64).decode_ms > p.predict(SMOL, SMOL.coupled(15, 48), 64).decode_ms
+    # FFN and heads apart: more heads at the same FFN read more weights, so they cost more
+    assert p.predict(SMOL, Shape(30, 50, 3)).decode_ms > p.predict(SMOL, Shape(30, 50, 1)).decode_ms
     fit_on = [s.name for s in fit_subset(grid)]
-    assert fit_on[:4] == ["d30-w100", "d15-w100", "d30-w48", "d15-w48"] and len(fit_on) == 5
+    assert fit_on[:4] == ["d30-f100-h3", "d15-f100-h3", "d30-f50-h1", "d15-f50-h1"] and len(fit_on) == 5
     report = validate(SMOL, measured, fit_on)
     assert report["decode"]["n"] == 11 and report["decode"]["max_pct"] < 1e-6
     assert report["ttft"]["median_pct"] < 1e-6 and report["memory"]["max_pct"] < 1e-6
@@ -26,15 +28,15 @@ def test_predictor_recovers_known_coefficients_and_scores_held_out_shapes() -> N
 
 def test_predictor_never_goes_negative_on_noisy_points() -> None:
     """Two noisy shapes that a free fit would explain with a negative per-layer cost."""
-    grid = [Shape(6, 100), Shape(3, 100), Shape(6, 50), Shape(3, 50)]
     tiny = Geometry(num_layers=6, hidden=96, ffn=256, num_heads=6, num_kv_heads=2, head_dim=16, vocab=320)
+    grid = [tiny.coupled(6, 100), tiny.coupled(3, 100), tiny.coupled(6, 50), tiny.coupled(3, 50)]
     measured = _synthetic(tiny, grid, [0.5, 0.01, 0.01])
     measured[0].decode_ms, measured[1].decode_ms = 0.3, 0.9  # the deeper one measured faster
     p = fit_predictor(tiny, measured)
     assert all(c >= 0 for c in p.decode + p.ttft + p.memory)
     for d in range(1, 7):
-        for w in (17, 50, 100):
-            assert p.predict(tiny, Shape(d, w)).decode_ms > 0
+        for f, h in ((25, 1), (50, 2), (100, 3)):
+            assert p.predict(tiny, Shape(d, f, h)).decode_ms > 0
 
 
 def test_error_stats_follow_nn_meter() -> None:

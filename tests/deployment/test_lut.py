@@ -11,11 +11,10 @@ from deployment_helpers import SMOL, _synthetic
 from edgekit.deployment.latency import fit_predictor
 from edgekit.deployment.lut import ESTIMATED, MEASURED, Lut, estimate, find_lut, read_lut, save_lut
 from edgekit.errors import IntegrityError
-from edgekit.shapes import Shape
 
 
 def _lut(target: str, status: str = MEASURED, bandwidth: float | None = 20.0) -> Lut:
-    grid = [Shape(d, w) for d in (30, 15) for w in (100, 48)]
+    grid = [SMOL.coupled(d, w) for d in (30, 15) for w in (100, 48)]
     measured = _synthetic(SMOL, grid, [0.5, 0.05, 0.06])
     return Lut(
         target=target, runtime="ort", precision="int4", device="cpu", status=status,
@@ -29,7 +28,7 @@ def test_lut_round_trip_and_lookup_prefer_measured_user_files(edgekit_home: Path
     path = save_lut(_lut("host-x"))
     back = read_lut(path)
     assert back.predictor.decode == pytest.approx(_lut("host-x").predictor.decode)
-    assert back.measured_for(Shape(30, 100)).decode_ms == pytest.approx(back.measured[0].decode_ms)
+    assert back.measured_for(SMOL.full).decode_ms == pytest.approx(back.measured[0].decode_ms)
     save_lut(_lut("host-x", status=ESTIMATED))  # same key: replaces the measured one on disk
     assert find_lut("host-x", "ort", "smollm2-135m").status == ESTIMATED
     assert find_lut("host-y", "ort", "smollm2-135m") is None
@@ -48,7 +47,7 @@ def test_estimate_scales_by_bandwidth_with_a_launch_floor() -> None:
     assert est.status == ESTIMATED and est.provenance["estimated_from"] == src.key
     assert est.predictor.decode[2] == pytest.approx(src.predictor.decode[2] * ratio)
     assert est.predictor.decode[1] >= 0.15  # per-layer launch floor on a Jetson
-    full = Shape(30, 100)
+    full = SMOL.full
     assert est.predict(full).decode_ms < src.predict(full).decode_ms
     fp16 = estimate(src, "rtx-4090", "gpu", 1008, 165000.0, "ort", "fp16", "cuda", "test")
     r4090 = 20.0 / (1008 * 0.7)

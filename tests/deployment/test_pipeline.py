@@ -24,13 +24,13 @@ def test_deploy_picks_fits_compiles_verifies_and_chats(
 
     _use_lut(tiny_lut, edgekit_home)
     lut = read_lut(tiny_lut)
-    full = lut.predict(Shape(6, 100)).decode_ms
+    full = lut.predict(Shape(6, 100, 3)).decode_ms
     out = edgekit_home / "dep"
     r = cli("deploy", "--target", "host", "--budget", "99%", "--plan", str(tiny_plan), "--out", str(out), "--json")
     assert r.code == 0, r.err
     m = json.loads(r.out)
     chosen = m["shape"]["shape"]
-    assert chosen != "d6-w100"  # 99 % of the full model's latency rules the full model out
+    assert chosen != "d6-f100-h3"  # 99 % of the full model's latency rules the full model out
     fitting = [c for c in m["candidates"] if c["fits"]]
     assert all(c["decode_ms"] <= 0.99 * full + 1e-9 for c in fitting)
     # ranked by parameters without an accuracy table: the chosen one is the largest that fits
@@ -83,7 +83,8 @@ def test_deploy_refuses_bad_input_in_one_line(cli, tiny_plan: Path, tiny_lut: Pa
     r = cli(*base, "--target", "host", "--budget", "soon")
     assert r.code == 2 and "cannot read budget term" in r.err
     r = cli(*base, "--target", "host", "--budget", "0.0001ms")
-    assert r.code == 2 and re.search(r"no shape fits .*the fastest, d\d+-w\d+, is predicted at [\d.]+ ms/token", r.err)
+    fastest = r"no shape fits .*the fastest, d\d+-f\d+-h\d+, is predicted at [\d.]+ ms/token"
+    assert r.code == 2 and re.search(fastest, r.err)
     r = cli(*base, "--target", "host", "--budget", "mem<1MB")
     assert r.code == 2 and "smallest takes" in r.err
     (edgekit_home / "exists").mkdir()

@@ -22,8 +22,8 @@ def test_profile_writes_a_measured_lut_with_validation(tiny_lut: Path) -> None:
 
     lut = read_lut(tiny_lut)
     assert lut.status == "measured" and lut.target.startswith("host-") and lut.runtime == "ort"
-    assert lut.precision == "int4" and [m.shape for m in lut.measured][-1] == "d4-w67"
+    assert lut.precision == "int4" and [m.shape for m in lut.measured][-1] == "d4-f75-h2"
     assert all(m.decode_ms > 0 and m.model_bytes > 0 and m.peak_rss_mb > 0 for m in lut.measured)
-    assert lut.validation["held_out"] == ["d4-w67"] and lut.validation["decode"]["n"] == 1
+    assert lut.validation["held_out"] == ["d4-f75-h2"] and lut.validation["decode"]["n"] == 1
     assert lut.provenance["bandwidth_gbs"] > 0 and "onnxruntime-genai" in lut.provenance["runtime_versions"]
-    assert lut.predict(Shape(6, 100)).decode_ms > 0
+    assert lut.predict(Shape(6, 100, 3)).decode_ms > 0

@@ -14,13 +14,14 @@ from transformers import AutoModelForCausalLM
 from edgekit.elastic.base_model import base_folder, load_elastic
 from edgekit.elastic.extract import extract, extract_elastic
 from edgekit.elastic.plan import load_permutations, load_plan
+from edgekit.errors import UsageError
 
 
 def _ids(t: int = 20, n: int = 2, seed: int = 0, vocab: int = 300) -> torch.Tensor:
     return torch.randint(0, vocab, (n, t), generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("shape", ["full", "d5-w67", "d4-w50", "d3-w17"])
+@pytest.mark.parametrize("shape", ["full", "d5-w67", "d4-w50", "d3-w17", "d4-f25-h3", "d5-f100-h1"])
 def test_extracted_checkpoint_loads_in_transformers_and_equals_the_elastic_model(
     tiny_plan: Path, tmp_path: Path, cli, shape: str
 ):
@@ -30,7 +31,7 @@ def test_extracted_checkpoint_loads_in_transformers_and_equals_the_elastic_model
     info = json.loads(result.out)
     plan = load_plan(tiny_plan)
     s = plan.shape(shape)
-    dims = plan.geometry.dims(s.width)
+    dims = plan.geometry.dims(s)
     hf = AutoModelForCausalLM.from_pretrained(out).eval()
     assert hf.config.num_hidden_layers == s.depth == len(info["layers"])
     assert hf.config.intermediate_size == dims.ffn
@@ -50,10 +51,16 @@ def test_extracted_checkpoint_loads_in_transformers_and_equals_the_elastic_model
 @pytest.mark.parametrize(
     ("shape", "message"),
     [
-        ("d2-w100", "outside plan tiny-plan: it offers depths 3..6, widths w17..w100"),
-        ("d7-w100", "depths 3..6"),
-        ("d5-w10", "no valid GQA layout; the smallest valid width is w17"),
-        ("d5-w120", "not a percentage"),
+        ("d2-w100", "outside plan tiny-plan: it offers depths 3..6, FFN f25..f100"),
+        ("d7-w100", "depths 3..6, FFN f25..f100 (in steps of 64 channels), h1..h3; nearest valid shape: d6-f100-h3"),
+        (
+            "d5-f50-h4",
+            "a group has 1 to 3 (every KV head stays, so grouped-query attention stays valid); nearest valid "
+            "shape: d5-f50-h3",
+        ),
+        ("d5-f50-h0", "nearest valid shape: d5-f50-h1"),
+        ("d5-w120", "w120 is not a percentage"),
+        ("d5-f0-h2", "f0 is not a percentage"),
         ("d5", "cannot parse shape"),
     ],
 )
@@ -63,6 +70,17 @@ def test_shape_outside_the_plan_is_one_line(tiny_plan: Path, tmp_path: Path, cli
     assert message in result.err and "Traceback" not in result.err
     assert len(result.err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists() and _no_partials(tmp_path)
+
+
+def test_a_shape_under_the_ffn_floor_names_the_nearest_valid_one(tiny_plan: Path):
+    from dataclasses import replace
+
+    plan = load_plan(tiny_plan)
+    assert plan.shape("d5-f10-h2").name == "d5-f25-h2"  # one 64-channel tile is the least a layer keeps
+    high = replace(plan, width=replace(plan.width, ffn_floor=50))
+    with pytest.raises(UsageError, match="f25 is below the plan's FFN floor f50; nearest valid shape: d5-f50-h2"):
+        high.shape("d5-f25-h2")
+    assert {s.ffn for s in high.space()} == {50, 75, 100}
 
 
 def test_plan_for_another_model_is_refused(tiny_plan: Path, tiny_llama_dir: Path, tmp_path: Path, cli):

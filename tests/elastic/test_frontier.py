@@ -34,18 +34,18 @@ def test_frontier_compares_ours_with_every_baseline(tiny_plan: Path, calib_text:
     data = json.loads(result.out)
     by = {(p["label"], p["shape"]): p for p in data["points"]}
     ours = [k for k in by if k[0] == "amoeba/flap"]
-    assert sorted(s for _, s in ours) == ["d4-w100", "d4-w50", "d6-w100", "d6-w50"]
+    assert sorted(s for _, s in ours) == ["d4-f100-h3", "d4-f50-h2", "d6-f100-h3", "d6-f50-h2"]
     # depth baselines only below full depth, width baselines only below full width
     for method in ("shortgpt/flap", "angular/flap", "last/flap"):
-        assert {s for lab, s in by if lab == method} == {"d4-w100", "d4-w50"}
+        assert {s for lab, s in by if lab == method} == {"d4-f100-h3", "d4-f50-h2"}
     for method in ("amoeba/magnitude", "amoeba/activation"):
-        assert {s for lab, s in by if lab == method} == {"d6-w50", "d4-w50"}
+        assert {s for lab, s in by if lab == method} == {"d6-f50-h2", "d4-f50-h2"}
     for p in data["points"]:
         assert p["ppl"] > 1 and 0 <= p["acc"] <= 1 and 0 <= p["acc_norm"] <= 1
     # the calibration text was given for perplexity: only its held-out part is scored
     assert data["evaluation"]["skip_tokens"] == 256
     # "last" drops the deepest layers but keeps the final one: 0, 1, 2 and 5, unless the DP chose the same
-    last, amoeba = by[("last/flap", "d4-w100")], by[("amoeba/flap", "d4-w100")]
+    last, amoeba = by[("last/flap", "d4-f100-h3")], by[("amoeba/flap", "d4-f100-h3")]
     if last["layers"] == amoeba["layers"]:
         assert last["shared_with"] == "amoeba/flap" and last["ppl"] == amoeba["ppl"]
     else:
@@ -59,7 +59,7 @@ def test_frontier_table_and_terminal_plot(tiny_plan: Path, calib_text: Path, cli
         "--text", str(calib_text), "--text-tokens", "200", "--max-length", "64", "--stride", "64",
     )  # fmt: skip
     assert result.code == 0, result.err
-    assert "accuracy vs size" in result.out and "d3-w34" in result.out
+    assert "accuracy vs size" in result.out and "d3-f25-h1" in result.out
     assert "non-embedding parameters" in result.out  # the plotext axis label
 
 

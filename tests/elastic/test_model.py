@@ -45,4 +45,4 @@ def test_permutation_does_not_change_the_full_model(tiny):
         assert torch.allclose(hf_perm(ids).logits, hf(ids).logits, atol=1e-5)
         # and narrower widths really are different networks
         nested = ElasticModel.from_hf_state(config, permuted).eval()
-        assert not torch.allclose(nested(ids, Shape(4, 50)).logits, hf(ids).logits, atol=1e-3)
+        assert not torch.allclose(nested(ids, Shape(4, 50, 2)).logits, hf(ids).logits, atol=1e-3)

@@ -25,8 +25,14 @@ def test_plan_folder_holds_every_depth_and_a_valid_width_order(tiny_plan: Path, 
         assert len(layers) == d and 0 in layers and 5 in layers  # first and last are protected
     assert plan.model.digest == weights_digest(tiny_gqa3_dir)
     assert plan.depth.method == "amoeba" and plan.depth.scorer_calls > 0
-    assert plan.width.min_width == 17  # round_half_up(3 * w / 100) >= 1
+    assert plan.width.ffn_floor == 25 and plan.width.ffn_multiple == 64
     assert plan.width.grid[0] == 100 and len(plan.width.grid) >= 3
+    # 4 depths x FFN f25..f100 in 64-channel tiles x 1..3 query heads per KV group
+    space = plan.space()
+    assert len(space) == 4 * 4 * 3 == len(set(space)) and plan.geometry.full in space
+    assert {s.ffn for s in space} == {25, 50, 75, 100} and {s.heads for s in space} == {1, 2, 3}
+    assert all(plan.check_shape(s) == s for s in space)
+    assert set(plan.grid()) <= set(space)
     perms = load_permutations(plan)  # verifies hash, permutation and GQA validity
     assert len(perms.ffn) == 6 and all(p.numel() == 256 for p in perms.ffn)
 
@@ -45,8 +51,8 @@ def test_narrower_shapes_are_slices_of_the_same_weights(tiny_plan: Path):
     before = {n: p.data_ptr() for n, p in elastic.named_parameters()}
     ids = _ids()
     with torch.no_grad():
-        wide = elastic(ids, Shape(6, 100)).logits
-        narrow = elastic(ids, Shape(4, 50)).logits
+        wide = elastic(ids, Shape(6, 100, 3)).logits
+        narrow = elastic(ids, Shape(4, 50, 2)).logits
     assert {n: p.data_ptr() for n, p in elastic.named_parameters()} == before
     assert not torch.allclose(wide, narrow, atol=1e-3)
 

@@ -97,8 +97,12 @@ def test_checkpoints_without_mixing_load_as_factors():
 
     old = {"config": {"experts": 4, "rank": 4}, "widths": [100, 50]}
     current = upgrade("edgekit-smol", old, "smol.json")
-    assert current["format"] == "edgekit-smol/2" and SmolConfig(**current["config"]).mixing == "factors"
+    config = SmolConfig(**current["config"])
+    assert current["format"] == "edgekit-smol/3" and config.mixing == "factors"
+    # and its gate read the coupled width (v2 and before), not FFN and heads apart
+    assert config.encoding == "width"
     assert SmolConfig(experts=4, rank=4).mixing == "outputs"  # new code builds the current form
+    assert SmolConfig(experts=4, rank=4).encoding == "ffn-heads"
     with pytest.raises(ValueError, match="mixing must be outputs or factors"):
         SmolConfig(mixing="sum")
 
@@ -111,22 +115,31 @@ def test_gate_is_sparse_and_shape_aware(tiny_plan: Path):
             if isinstance(layer, torch.nn.Linear):
                 layer.weight.normal_(0, 1.0)
     mixes = {}
-    for d in plan.depths:
-        for w in plan.width.grid:
-            mix = smol.mix(Shape(d, w), plan.layer_sets[d])
-            assert int((mix > 0).sum()) == 2 and abs(mix.sum().item() - 1) < 1e-6
-            mixes[(d, w)] = mix
+    for shape in plan.space():
+        mix = smol.mix(shape, plan.layer_sets[shape.depth])
+        assert int((mix > 0).sum()) == 2 and abs(mix.sum().item() - 1) < 1e-6
+        mixes[shape] = mix
     assert len({tuple(m.tolist()) for m in mixes.values()}) > 1, "different shapes should get different mixes"
+    # FFN and heads each reach the gate: shapes that differ only in one of them are told apart
+    codes = {smol.encode(Shape(6, f, h), plan.layer_sets[6]).tolist().__repr__() for f in (100, 50) for h in (3, 1)}
+    assert len(codes) == 4
     shape = next(iter(mixes))
-    again = smol.mix(Shape(*shape), plan.layer_sets[shape[0]])
+    again = smol.mix(shape, plan.layer_sets[shape.depth])
     assert torch.equal(again, mixes[shape]), "eval mode is deterministic"
     smol.train()
-    draws = {tuple(smol.mix(Shape(*shape), plan.layer_sets[shape[0]]).tolist()) for _ in range(20)}
+    draws = {tuple(smol.mix(shape, plan.layer_sets[shape.depth]).tolist()) for _ in range(20)}
     assert len(draws) > 1, "training adds noise to the gate"
+    # a checkpoint whose gate read the coupled width still encodes every shape of the space
+    old = Smol(plan.geometry, SmolConfig(experts=5, rank=2, top_k=2, encoding="width"), plan.width.grid)
+    w = plan.width.grid[1]
+    coupled = old.encode(plan.geometry.coupled(6, w), plan.layer_sets[6])
+    assert coupled[6 + plan.width.grid.index(w)] == 1.0 and coupled[-1] == pytest.approx(w / 100)
+    apart = old.encode(Shape(6, 50, 3), plan.layer_sets[6])
+    assert apart[6 : 6 + len(plan.width.grid)].sum() == 0 and apart[-1] == pytest.approx(0.5)
 
 
 def test_ungated_smol_is_one_lora_for_every_shape(tiny_plan: Path):
     plan = load_plan(tiny_plan)
     smol = Smol(plan.geometry, SmolConfig(gated=False, experts=4, rank=2), plan.width.grid)
     assert smol.config.experts == 1 and smol.A["q"].shape[1] == 1
-    assert torch.equal(smol.mix(Shape(3, 34), plan.layer_sets[3]), torch.ones(1))
+    assert torch.equal(smol.mix(Shape(3, 25, 1), plan.layer_sets[3]), torch.ones(1))

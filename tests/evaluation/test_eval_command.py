@@ -71,7 +71,7 @@ def test_eval_scores_a_plan_shape(tiny_plan: Path, calib_text: Path, cli):
     narrow = cli(*args, "--shape", "d3-w34")
     assert full.code == 0 and narrow.code == 0, full.err + narrow.err
     f, n = json.loads(full.out), json.loads(narrow.out)
-    assert f["model"] == "tiny-plan:d6-w100" and n["model"] == "tiny-plan:d3-w34"
+    assert f["model"] == "tiny-plan:d6-f100-h3" and n["model"] == "tiny-plan:d3-f25-h1"
     assert f["perplexity"]["ppl"] != n["perplexity"]["ppl"]
 
 

@@ -11,6 +11,7 @@ from rich.table import Table
 from edgekit.cli import options as o
 from edgekit.cli.console import out, print_json
 from edgekit.models.registry import DEFAULT_MODEL
+from edgekit.shapes import DEFAULT_FFN_FLOOR
 
 
 def plan_cmd(
@@ -28,6 +29,10 @@ def plan_cmd(
     min_depth: Annotated[
         int | None, typer.Option("--min-depth", help="Smallest depth offered (default: half the layers).")
     ] = None,
+    ffn_floor: Annotated[
+        int,
+        typer.Option("--ffn-floor", min=1, max=100, help="Narrowest FFN offered, in percent of the channels."),
+    ] = DEFAULT_FFN_FLOOR,
     force: o.Force = False,
     json_out: o.Json = False,
 ) -> None:
@@ -40,7 +45,7 @@ def plan_cmd(
 
     o.refuse_existing(out_dir, force)
     req = PlanRequest(model or DEFAULT_MODEL, calib, method, scorer, width_method, calib_tokens, width_tokens,
-                      seq_len, min_depth)  # fmt: skip
+                      seq_len, min_depth, ffn_floor)  # fmt: skip
     start = time.perf_counter()
     with bar() as progress:
         task = progress.add_task("preparing", total=None)
@@ -78,8 +83,6 @@ def show_cmd(
 
 
 def print_plan(plan: Any) -> None:
-    from edgekit.shapes import Shape
-
     g = plan.geometry
     n = g.num_layers
     out.print(
@@ -97,13 +100,17 @@ def print_plan(plan: Any) -> None:
         removed = sorted(set(range(n)) - set(plan.layer_sets[d]))
         table.add_row(str(d), " ".join(map(str, removed)) or "-", f"{plan.depth.scores[d]:.2f}")
     out.print(table)
-    widths = Table(title=f"widths (any of w{plan.width.min_width}..w100; default grid below)")
-    for col in ("width", "FFN channels", "heads (q x kv groups)", "params at full depth"):
+    space = plan.space()
+    widths = Table(
+        title=f"widths: FFN {plan.ranges().split(', FFN ')[1]}; {len(space):,} shapes in all. The default grid:"
+    )
+    for col in ("width", "shape at full depth", "FFN channels", "heads (q x kv groups)", "params at full depth"):
         widths.add_column(col, justify="right")
     full = g.non_embedding_params(plan.full)
     for w in plan.width.grid:
-        dims = g.dims(w)
-        p = g.non_embedding_params(Shape(n, w))
-        widths.add_row(f"w{w}", str(dims.ffn), f"{dims.num_heads} ({dims.heads_per_group} x {dims.num_kv_heads})",
-                       f"{p / 1e6:.1f} M ({p / full:.0%})")  # fmt: skip
+        shape = g.coupled(n, w)
+        dims = g.dims(shape)
+        p = g.non_embedding_params(shape)
+        heads = f"{dims.num_heads} ({dims.heads_per_group} x {dims.num_kv_heads})"
+        widths.add_row(f"w{w}", shape.name, str(dims.ffn), heads, f"{p / 1e6:.1f} M ({p / full:.0%})")
     out.print(widths)
