@@ -44,7 +44,9 @@ def main() -> None:
     plan = load_plan(args.plan)
     n = plan.geometry.num_layers
     widths = [w for w in plan.width.grid if w < 100]
-    grid = [Shape(n, 100)] + [Shape(d, 100) for d in (24, 20, 15)] + [Shape(n, w) for w in widths]
+    g = plan.geometry
+    full = g.heads_per_group
+    grid = [Shape(n, 100, full)] + [Shape(d, 100, full) for d in (24, 20, 15)] + [g.coupled(n, w) for w in widths]
     skip = plan.held_out_skip(WIKITEXT)
     if not skip:
         raise SystemExit(f"plan {plan.name} was not calibrated on {WIKITEXT}")
@@ -78,7 +80,7 @@ def main() -> None:
     ours = {p.shape: p for p in points if p.label == plan.depth.method + "/" + plan.width.method}
     verdicts = []
     for p in points:
-        if p.label != "amoeba/flap" and p.shape in ours and p.width == 100 and p.depth < n:
+        if p.label != "amoeba/flap" and p.shape in ours and p.ffn == 100 and p.depth < n:
             verdicts.append({"shape": p.shape, "baseline": p.label, "ours_ppl": ours[p.shape].ppl, "ppl": p.ppl,
                              "ours_better": ours[p.shape].ppl < p.ppl})  # fmt: skip
     for v in verdicts:

@@ -59,7 +59,7 @@ def main() -> None:
         for d in DEPTHS:
             model.layer_sets[d] = plan.layer_sets[d]
             held[d] = perplexity(
-                model.at(Shape(d, 100)), tokenizer, text, max_length=512, stride=512,
+                model.at(Shape(d, 100, model.geometry.heads_per_group)), tokenizer, text, max_length=512, stride=512,
                 max_tokens=args.eval_tokens, skip_tokens=HELD_OUT_SKIP, progress=False,
             ).ppl  # fmt: skip
         runs.append(

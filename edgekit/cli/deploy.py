@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -33,10 +32,7 @@ def deploy_cmd(
     metric: Annotated[
         str, typer.Option("--metric", help="Accuracy column to rank shapes by: ppl, domain_ppl, acc or acc_norm.")
     ] = "ppl",
-    dev_text: Annotated[
-        Path | None,
-        typer.Option("--dev-text", help="Without an accuracy table: rank shapes by perplexity on this text."),
-    ] = None,
+    dev_text: o.DevText = None,
     verify: Annotated[
         bool | None,
         typer.Option("--verify/--no-verify", help="Measure the result (default: when the target is this machine)."),
@@ -87,19 +83,37 @@ def show(result: Any) -> None:
     if m.measured:
         out.print(f"measured here: {m.measured.decode_ms:.2f} ms/token (spread {m.measured.decode_spread_pct:.1f}%), "
                   f"peak {m.measured.peak_rss_mb:.0f} MB")  # fmt: skip
+    for up in m.stepped_up:
+        result = "kept" if up["kept"] else f"dropped: {up['why']}"
+        measured = f"{up['measured_decode_ms']:.2f}" if up["measured_decode_ms"] is not None else "-"
+        out.print(f"stepped up {up['from']} → {up['shape']}: {measured} ms/token measured ({result})")
     t = m.timings
     out.print(f"extract {t['extract_s']:.1f} s, compile {t['compile_s']:.1f} s, verify {t['verify_s']:.1f} s")
     out.print(f"deployment: {result.path}\nchat: edgekit chat {result.path}")
+
+
+FULL_TABLE = 24  # up to this many candidates are all shown; more (a whole space), only the frontier
+
+
+def shown_rows(rows: list[Any], chosen: str) -> list[Any]:
+    """Every candidate of a small grid; of a whole space, the Pareto frontier and the chosen shape."""
+    if len(rows) <= FULL_TABLE:
+        return rows
+    return sorted((c for c in rows if c.frontier or c.shape == chosen), key=lambda c: -c.decode_ms)
 
 
 def print_candidates(rows: list[Any], chosen: str, notes: list[str], record: Any) -> None:
     """The candidates table and why `chosen` won; `record` is the deployment's manifest or the dry run."""
     runtime, lut_status, metric = record.runtime, record.lut.status, record.accuracy.metric
     est = "" if lut_status == "measured" else " (est.)"
-    table = Table(title=f"candidates on {record.target.title} · {runtime.name} {runtime.precision}")
+    shown = shown_rows(rows, chosen)
+    title = f"candidates on {record.target.title} · {runtime.name} {runtime.precision}"
+    if len(shown) < len(rows):
+        title += f": the latency-accuracy frontier of {len(rows):,} shapes searched (all in --json)"
+    table = Table(title=title)
     for col in ("shape", "params", f"ms/token{est}", f"first token{est}", f"memory{est}", metric, "fits"):
         table.add_column(col, justify="left" if col == "shape" else "right")
-    for c in rows:
+    for c in shown:
         mark = "[bold green]← chosen[/]" if c.shape == chosen else ("yes" if c.fits else f"[dim]no: {c.why_not}[/]")
         score = f"{c.score / 1e6:.1f} M" if metric == "params" else f"{c.score:.3g}"
         table.add_row(c.shape, f"{c.params / 1e6:.1f} M", f"{c.decode_ms:.2f}", f"{c.ttft_ms:.0f} ms",
@@ -107,7 +121,15 @@ def print_candidates(rows: list[Any], chosen: str, notes: list[str], record: Any
     out.print(table)
     for note in notes:
         out.print(f"[dim]· {note}[/dim]")
+    search = getattr(record, "search", None) or {}
+    if search:
+        whole = " (the plan's whole space)" if search.get("shapes") == search.get("space") else ""
+        out.print(f"[dim]· searched {search['shapes']:,} shapes{whole} in {search['seconds'] * 1000:.0f} ms; "
+                  f"{search['frontier']} on the latency-accuracy frontier[/dim]")  # fmt: skip
+    how = "predicted to fit"
+    if any(up["kept"] for up in getattr(record, "stepped_up", [])):
+        how = "measured to fit here, stepping up from the prediction"
     out.print(
-        f"chose {chosen}: the best {metric} among shapes predicted to fit {record.budget.text} "
+        f"chose {chosen}: the best {metric} among shapes {how} {record.budget.text} "
         f"(predicted {record.predicted.decode_ms:.2f} ms/token{est})"
     )

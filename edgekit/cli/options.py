@@ -60,7 +60,9 @@ Shapes = Annotated[
 ]
 
 # ------------------------------------------------------------------ targets and runtimes
-Target = Annotated[str, typer.Option("--target", "-t", help="Target: a name or alias (`edgekit targets`), or host.")]
+_TARGET = typer.Option("--target", "-t", help="Target: a name or alias (`edgekit targets`), or host.")
+Target = Annotated[str, _TARGET]
+TargetOptional = Annotated[str | None, _TARGET]
 Runtime = Annotated[
     str | None,
     typer.Option("--runtime", "-r", help="Runtime: ort, tvm, torch or mlc (default: the target's first usable)."),
@@ -78,6 +80,14 @@ DeploymentRequired = Annotated[Path, _DEPLOYMENT]
 
 # ------------------------------------------------------------------ evaluation data
 Text = Annotated[Path | None, typer.Option("--text", help="A plain-text file: sliding-window perplexity on it.")]
+DevText = Annotated[
+    Path | None,
+    typer.Option(
+        "--dev-text",
+        help="Fit an accuracy predictor on this text (a plan's calibration text: past the "
+        "tokens planning read) and rank every shape by it.",
+    ),  # fmt: skip
+]
 MultipleChoice = Annotated[
     Path | None, typer.Option("--mc", help="Multiple-choice JSONL (PIQA's goal/sol1/sol2, or context/choices/label).")
 ]

@@ -1,5 +1,10 @@
 """Choosing a shape: every candidate with its predicted figures and whether it fits the budget, best expected
-accuracy first; the next one to try after a measured miss. Pure functions of the LUT, ranking and budget."""
+accuracy first; which are on the latency-accuracy Pareto frontier; the next one to try after a measured miss
+(step down) or a measurement well under the budget (step up). Pure functions of the LUT, ranking and budget.
+
+For uniform-width subnets the space is a few thousand shapes at most (SmolLM2-135M: 912), and the LUT and
+the accuracy predictor each cost microseconds a shape, so the search is exhaustive: Flextron's static
+router, made exact, with nothing learned."""
 
 from __future__ import annotations
 
@@ -13,6 +18,9 @@ from edgekit.elastic.ranking import Ranking
 from edgekit.errors import UsageError
 from edgekit.shapes import Shape
 
+STEP_UP_BELOW = 0.85  # a measurement under this share of the latency budget is worth a try one shape up
+STEP_UP_MARGIN = 0.95  # ... at a shape whose corrected prediction leaves this much of the budget
+
 
 @dataclass
 class Candidate:
@@ -24,6 +32,7 @@ class Candidate:
     score: float  # the ranking metric
     fits: bool
     why_not: str | None = None
+    frontier: bool = False  # no other shape is both predicted faster and expected better
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -45,7 +54,19 @@ def candidates(lut: Lut, shapes: list[Shape], ranking: Ranking, budget: Budget, 
                               "; ".join(why) or None))  # fmt: skip
     order = {name: i for i, name in enumerate(ranking.order([r.shape for r in rows]))}
     # equal scores (the params ranking has none, tables rarely): the faster shape first
-    return sorted(rows, key=lambda r: (order[r.shape], r.decode_ms))
+    rows = sorted(rows, key=lambda r: (order[r.shape], r.decode_ms))
+    for r in pareto(rows):
+        r.frontier = True
+    return rows
+
+
+def pareto(ranked: list[Candidate]) -> list[Candidate]:
+    """The latency-accuracy frontier of candidates ranked best first: each one faster than every better one."""
+    front: list[Candidate] = []
+    for c in ranked:
+        if not front or c.decode_ms < front[-1].decode_ms:
+            front.append(c)
+    return front
 
 
 def infeasible(rows: list[Candidate], budget: Budget, lut: Lut) -> UsageError:
@@ -68,6 +89,26 @@ def next_candidate(fitting: list[Candidate], tried: set[str], budget: Budget, sl
     limit = budget.ms_per_token
     ok = [c for c in left if limit is None or c.decode_ms * slowdown <= limit]
     return ok[0] if ok else min(left, key=lambda c: c.decode_ms)
+
+
+def step_up_candidate(
+    ranked: list[Candidate], current: Candidate, tried: set[str], budget: Budget, speedup: float
+) -> Candidate | None:
+    """After `current` measured `speedup` x its prediction (< 1: faster than predicted), the best shape ranked
+    above it that should still fit once its prediction is scaled the same way, with STEP_UP_MARGIN to spare;
+    None when there is none."""
+    limit = budget.ms_per_token
+    if limit is None:
+        return None
+    for c in ranked:
+        if c.shape == current.shape:
+            return None
+        if c.shape in tried:
+            continue
+        corrected = budget.violations(c.decode_ms * speedup, c.memory_mb, c.ttft_ms)
+        if not corrected and c.decode_ms * speedup <= STEP_UP_MARGIN * limit:
+            return c
+    return None
 
 
 def misses(figures: RuntimeFigures, budget: Budget) -> str | None:

@@ -83,7 +83,7 @@ class Predicted:
 
 @dataclass
 class AccuracyRecord:
-    source: str  # accuracy-table | dev-text | params
+    source: str  # predictor | dev-text | accuracy-table | params
     metric: str
     value: float
     note: str
@@ -105,6 +105,8 @@ class DeploymentManifest:
     measured: RuntimeFigures | None = None  # on this machine, when the target is this machine
     measured_on: dict[str, Any] | None = None  # the machine record, power mode included
     stepped_down_from: list[dict[str, Any]] = field(default_factory=list)
+    stepped_up: list[dict[str, Any]] = field(default_factory=list)  # tries above the first choice, kept or not
+    search: dict[str, Any] = field(default_factory=dict)  # shapes searched, the space, frontier size, seconds
     timings: dict[str, float] = field(default_factory=dict)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     created: str = field(default_factory=utc_now)

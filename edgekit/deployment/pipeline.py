@@ -1,9 +1,10 @@
 """`edgekit deploy`: pick the best shape a target can afford under a budget, cut it, compile it for the
 target's runtime, measure it when the target is this machine, and write a deployment folder.
 
-    resolve target and runtime -> LUT (measured, else estimated) -> candidates (predicted latency,
-    memory, expected accuracy) -> best that fits -> extract (SMOL merged) -> compile -> verify
-    (host only; step down to the next shape if the budget is missed) -> deployment folder
+    resolve target and runtime -> LUT (measured, else estimated) -> candidates: every shape of the space
+    (predicted latency, memory, expected accuracy; the Pareto frontier marked) -> best that fits ->
+    extract (SMOL merged) -> compile -> verify (host only: step down to the next shape if the budget is
+    missed, step up to a better one if it is met with room to spare) -> deployment folder
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ from typing import Any
 
 from edgekit.artifacts import atomic_dir, hash_tree, write_json_atomic
 from edgekit.deployment.budget import Budget
-from edgekit.deployment.choose import Candidate, candidates, infeasible, misses, next_candidate
+from edgekit.deployment.choose import (
+    STEP_UP_BELOW,
+    Candidate,
+    candidates,
+    infeasible,
+    misses,
+    next_candidate,
+    step_up_candidate,
+)
 from edgekit.deployment.lut import MEASURED, Lut
 from edgekit.deployment.manifest import (
     MANIFEST,
@@ -41,6 +50,7 @@ from edgekit.elastic.source import Source
 from edgekit.errors import UsageError
 
 MAX_STEP_DOWNS = 3
+MAX_STEP_UPS = 2
 Step = Callable[[str], AbstractContextManager[Any]]  # step(label): shows progress while the block runs
 
 
@@ -78,6 +88,7 @@ class Choice:
     rows: list[Candidate]
     options: dict[str, str]  # runtime build options
     notes: list[str]
+    search: dict[str, Any] = field(default_factory=dict)  # shapes searched, frontier size, seconds
 
     @property
     def fitting(self) -> list[Candidate]:
@@ -135,6 +146,7 @@ class DryRun:
     steps: list[str]
     candidates: list[Candidate]
     notes: list[str]
+    search: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"dry_run": True, **asdict(self), "out": str(self.out)}
@@ -151,15 +163,18 @@ def choose(req: DeployRequest, step: Step | None = None) -> Choice:
     if lut_note:
         notes.append(lut_note)
     budget = req.budget.resolve(lut.predict(source.plan.full, req.prompt_len).decode_ms)
-    shapes = source.shapes()
-    with step("ranking shapes"):
+    shapes = source.shapes(req.metric, req.dev_text)
+    with step("ranking shapes" if req.dev_text is None else f"fitting an accuracy predictor on {req.dev_text.name}"):
         ranking = source.ranking(shapes, req.metric, req.dev_text)
     notes.append(f"accuracy: {ranking.note}")
+    start = time.perf_counter()
     rows = candidates(lut, shapes, ranking, budget, req.prompt_len)
+    search = {"shapes": len(rows), "space": len(source.plan.space()), "frontier": sum(r.frontier for r in rows),
+              "seconds": round(time.perf_counter() - start, 3)}  # fmt: skip
     if not any(r.fits for r in rows):
         raise infeasible(rows, budget, lut)
     options = {**build_options(res), **req.options}
-    return Choice(req, res, source, lut, budget, ranking, rows, options, notes)
+    return Choice(req, res, source, lut, budget, ranking, rows, options, notes, search)
 
 
 def dry_run(req: DeployRequest, step: Step | None = None) -> DryRun:
@@ -184,7 +199,7 @@ def dry_run(req: DeployRequest, step: Step | None = None) -> DryRun:
     return DryRun(
         out, chosen.shape, target_record(res), RuntimeRecord(res.runtime, res.precision, res.device,
         build={"options": choice.options}), budget_record(choice, choice.budget), lut_record(choice.lut),
-        accuracy_record(choice.ranking, chosen), predicted(chosen), steps, choice.rows, choice.notes,
+        accuracy_record(choice.ranking, chosen), predicted(chosen), steps, choice.rows, choice.notes, choice.search,
     )  # fmt: skip
 
 
@@ -212,7 +227,8 @@ def deploy(req: DeployRequest, step: Step | None = None) -> Deployment:
             # 2x here, and a budget resolved from it would hold every shape to the wrong number
             full_measured, check = measure_full_model(choice, build)
         final, stepped = step_down(choice, build, check, full_measured)
-        return write_deployment(choice, final, check, stepped, full_measured)
+        final, ups = step_up(choice, build, check, final, {s["shape"] for s in stepped})
+        return write_deployment(choice, final, check, stepped, full_measured, ups)
 
 
 def build_attempt(choice: Choice, candidate: Candidate, work: Path, verify: bool, step: Step) -> Attempt:
@@ -292,8 +308,49 @@ def step_down(
     return final, stepped
 
 
+def step_up(
+    choice: Choice, build: Callable[[Candidate], Attempt], check: Budget, current: Attempt, tried: set[str]
+) -> tuple[Attempt, list[dict[str, Any]]]:
+    """While the shape to ship measured well under the latency budget, try the best one ranked above it that
+    should fit at the speed measured (bounded tries): the LUT's error then leaves no accuracy on the table.
+    A try that misses is dropped, and the last shape that met the budget is kept."""
+    limit, ups = check.ms_per_token, []
+    tried = tried | {current.candidate.shape}
+    for _ in range(MAX_STEP_UPS):
+        if limit is None or current.figures is None or current.miss is not None:
+            break
+        if current.figures.decode_ms > STEP_UP_BELOW * limit:
+            break
+        speedup = current.figures.decode_ms / current.candidate.decode_ms
+        better = step_up_candidate(choice.rows, current.candidate, tried, check, speedup)
+        if better is None:
+            break
+        tried.add(better.shape)
+        attempt = build(better)
+        attempt.miss = misses(attempt.figures, check) if attempt.figures else None
+        measured = attempt.figures.decode_ms if attempt.figures else None
+        ups.append({"from": current.candidate.shape, "shape": better.shape, "predicted_decode_ms": better.decode_ms,
+                    "measured_decode_ms": measured, "kept": attempt.miss is None, "why": attempt.miss})  # fmt: skip
+        if attempt.miss is not None:
+            choice.notes.append(f"stepped up to {better.shape}, which missed ({attempt.miss}); kept "
+                                f"{current.candidate.shape}")  # fmt: skip
+            break
+        choice.notes.append(
+            f"{current.candidate.shape} measured {current.figures.decode_ms:.2f} ms/token, "
+            f"{current.figures.decode_ms / limit:.0%} of the budget ({speedup:.2f}x its prediction): stepped up "
+            f"to {better.shape} ({measured:.2f} ms/token measured)"
+        )
+        current = attempt
+    return current, ups
+
+
 def write_deployment(
-    choice: Choice, final: Attempt, check: Budget, stepped: list[dict[str, Any]], full_measured: Attempt | None
+    choice: Choice,
+    final: Attempt,
+    check: Budget,
+    stepped: list[dict[str, Any]],
+    full_measured: Attempt | None,
+    stepped_up: list[dict[str, Any]] | None = None,
 ) -> Deployment:
     """The deployment folder (compiled model, README, manifest with every file's hash), written atomically."""
     from edgekit.engines import get_engine
@@ -326,6 +383,8 @@ def write_deployment(
         measured=final.figures,
         measured_on=machine_record() if final.figures else None,
         stepped_down_from=stepped,
+        stepped_up=stepped_up or [],
+        search=choice.search,
         timings=final.timings,
     )
     # our own default folder is replaced by a new deploy of the same shape; a user's needs --force

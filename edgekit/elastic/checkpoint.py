@@ -4,7 +4,8 @@
     CKPT/smol.safetensors      SMOL experts and gate (fp16 when shipped, to stay small)
     CKPT/smol.json             SMOL config and the width grid the gate encodes
     CKPT/recipe.yaml           the recipe that made it
-    CKPT/accuracy.json         per shape: dev perplexities and PIQA accuracy (what `deploy` ranks by)
+    CKPT/accuracy.json         per shape: dev perplexities and PIQA accuracy
+    CKPT/accuracy-predictor.json  perplexity of any shape, fitted on this checkpoint (what `deploy` ranks by)
     CKPT/manifest.json         model identity, training summary, and every file's sha256
 
 The base weights are not copied: the plan's digest names them and every load verifies it.
@@ -94,11 +95,17 @@ def write_checkpoint(
 
 def set_accuracy(ckpt: ElasticCheckpoint, accuracy: dict[str, Any]) -> None:
     """Add or replace the accuracy table, keeping the manifest's hashes true (both files replaced atomically)."""
-    write_json_atomic(ckpt.path / ACCURACY, accuracy)
+    set_file(ckpt, ACCURACY, accuracy)
+    ckpt.accuracy = accuracy
+
+
+def set_file(ckpt: ElasticCheckpoint, name: str, data: dict[str, Any]) -> None:
+    """Add or replace one JSON file of the checkpoint and rehash the manifest (each file replaced atomically)."""
+    write_json_atomic(ckpt.path / name, data)
     manifest = dict(ckpt.manifest)
     manifest["files"] = hash_tree(ckpt.path, skip={MANIFEST})
     write_json_atomic(ckpt.path / MANIFEST, manifest)
-    ckpt.manifest, ckpt.accuracy = manifest, accuracy
+    ckpt.manifest = manifest
 
 
 def checkpoint_dir(ref: str | Path) -> Path:

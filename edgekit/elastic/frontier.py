@@ -32,6 +32,8 @@ class Point:
     acc_norm: float | None = None
     seconds: float = 0.0
     shared_with: str | None = None  # label of the plan whose identical network was evaluated
+    x: float | None = None  # where a space study plots it: parameters, or predicted ms/token on a target
+    predicted_ppl: float | None = None  # what the accuracy predictor expected
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

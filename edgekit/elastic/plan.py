@@ -12,6 +12,7 @@ smollm2-135m` works without planning first.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from edgekit.shapes import Geometry, Shape, parse_grid, parse_shape
 FORMAT = tag("edgekit-plan")
 PLAN_JSON = "plan.json"
 PERMS_FILE = "permutations.safetensors"
+PREDICTOR_FILE = "accuracy-predictor.json"  # edgekit.elastic.predictor.FILE: its fit data is held out
 
 
 @dataclass
@@ -177,12 +179,20 @@ class Plan:
         return [Shape(d, f, h) for d in sorted(self.depths, reverse=True) for f in ffn
                 for h in range(g.heads_per_group, 0, -1)]  # fmt: skip
 
-    def held_out_skip(self, text: Path) -> int:
-        """How many leading tokens of `text` to skip so an evaluation never scores what the plan calibrated on:
-        all of them read by planning when `text` is the calibration file, else none."""
-        if sha256_file(text) != self.calibration.sha256:
-            return 0
-        return max(self.calibration.depth_tokens, self.calibration.width_tokens)
+    def held_out_skip(self, text: Path, past_predictor: bool = True) -> int:
+        """How many leading tokens of `text` to skip so an evaluation never scores what the plan was fitted on:
+        those planning read when `text` is the calibration file, and (`past_predictor`) those the plan's
+        accuracy predictor was fitted on when it was fitted on `text`; else none."""
+        sha = sha256_file(text)
+        skip = (
+            max(self.calibration.depth_tokens, self.calibration.width_tokens) if sha == self.calibration.sha256 else 0
+        )
+        stored = self.path / PREDICTOR_FILE if self.path is not None else None
+        if past_predictor and stored is not None and stored.is_file():
+            data = json.loads(stored.read_text()).get("data") or {}
+            if data.get("sha256") == sha:
+                skip = max(skip, int(data.get("skip_tokens", 0)) + int(data.get("tokens", 0)))
+        return skip
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

@@ -1,25 +1,30 @@
 """How good each shape is expected to be: what `deploy` ranks candidates by.
 
-In order of trust: the elastic checkpoint's accuracy table (measured after one-for-all training);
-perplexity measured now on a dev text the user names (stage-1 weights); else the shape's
-parameter count, the only ordering a plan alone supports, said as such.
+Perplexity from an accuracy predictor fitted for exactly these weights (on a dev text the user names now,
+or the one stored with the plan or checkpoint): it covers every shape of the space. Else the elastic
+checkpoint's accuracy table (its grid, and the only source of the accuracy metrics); else the shape's
+parameter count, said as such.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgekit.elastic.plan import Plan
+from edgekit.elastic.predictor import AccuracyPredictor
 from edgekit.shapes import Shape
+
+if TYPE_CHECKING:
+    from edgekit.elastic.source import Source
 
 LOWER_IS_BETTER = {"ppl": True, "domain_ppl": True, "acc": False, "acc_norm": False, "params": False}
 
 
 @dataclass(frozen=True)
 class Ranking:
-    source: str  # accuracy-table | dev-text | params
+    source: str  # predictor | dev-text (a predictor fitted now) | accuracy-table | params
     metric: str
     scores: dict[str, float]  # shape name -> value of `metric`
     note: str
@@ -43,34 +48,27 @@ def from_params(plan: Plan, shapes: list[Shape]) -> Ranking:
     )
 
 
-def from_dev_text(plan: Plan, shapes: list[Shape], text: Path, max_tokens: int = 4096) -> Ranking:
-    """Perplexity of each shape on `text` (stage-1 weights, calibrated tokens skipped); remembered per
-    (plan, text, budget) in $EDGEKIT_HOME so repeated deploys do not re-measure."""
-    import json
+def from_predictor(plan: Plan, predictor: AccuracyPredictor, shapes: list[Shape], source: str = "predictor") -> Ranking:
+    scores = {s.name: predictor.predict(plan, s) for s in shapes}
+    return Ranking(source, "ppl", scores, f"perplexity predicted by {predictor.describe()}")
 
-    from transformers import AutoTokenizer
 
-    from edgekit.artifacts import sha256_cached, write_json_atomic
-    from edgekit.elastic.base_model import base_folder, load_elastic
-    from edgekit.evaluation.data import read_text
-    from edgekit.evaluation.perplexity import perplexity
+def from_dev_text(source: Source, shapes: list[Shape], text: Path) -> Ranking:
+    """Perplexity on `text` predicted for every shape by a predictor fitted on it now (the design's few dozen
+    shapes are measured); remembered per (weights, text) in $EDGEKIT_HOME so repeated deploys do not refit."""
+    from edgekit.artifacts import read_format_json, sha256_cached
+    from edgekit.elastic.predictor import fit_source, save
     from edgekit.paths import home
 
-    corpus = read_text(text)
-    cache = home() / "rankings" / f"{plan.permutations_sha256[:16]}-{sha256_cached(text)[:16]}-{max_tokens}.json"
-    known: dict[str, float] = json.loads(cache.read_text()) if cache.is_file() else {}
-    note = f"perplexity on {text.name} ({max_tokens} tokens), stage-1 weights"
-    if all(s.name in known for s in shapes):
-        return Ranking("dev-text", "ppl", {s.name: known[s.name] for s in shapes}, note)
-    tokenizer = AutoTokenizer.from_pretrained(base_folder(plan))
-    elastic = load_elastic(plan)
-    skip = plan.held_out_skip(text)
-    scores = {}
-    for shape in shapes:
-        result = perplexity(
-            elastic.at(shape), tokenizer, corpus, 512, 512, max_tokens, progress=False, skip_tokens=skip
-        )
-        scores[shape.name] = result.ppl
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(cache, {**known, **scores})
-    return Ranking("dev-text", "ppl", scores, note)
+    plan = source.plan
+    weights = f"{plan.permutations_sha256[:16]}-{(source.smol_sha256 or 'stage1')[:16]}"
+    cache = home() / "predictors" / f"{weights}-{sha256_cached(text)[:16]}"
+    what = f"cached accuracy predictor {cache}"
+    if (cache / "accuracy-predictor.json").is_file():
+        data = read_format_json(cache / "accuracy-predictor.json", "edgekit-accuracy-predictor", what)
+        predictor = AccuracyPredictor.from_dict(data, what)
+    else:
+        predictor = fit_source(source, text)
+        cache.mkdir(parents=True, exist_ok=True)
+        save(predictor, cache)
+    return from_predictor(plan, predictor, shapes, "dev-text")

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from edgekit.elastic.checkpoint import ElasticCheckpoint
     from edgekit.elastic.extract import SubnetInfo
     from edgekit.elastic.plan import Plan
+    from edgekit.elastic.predictor import AccuracyPredictor
     from edgekit.elastic.ranking import Ranking
 
 
@@ -65,11 +66,48 @@ class Source:
     def name(self) -> str:
         return self.checkpoint.name if self.checkpoint is not None else self.plan.name
 
+    @property
+    def smol_sha256(self) -> str | None:
+        """The trained SMOL weights' hash (None for a plan): a checkpoint's accuracy belongs to them."""
+        if self.checkpoint is None:
+            return None
+        return str(self.checkpoint.manifest["files"]["smol.safetensors"]["sha256"])
+
+    @property
+    def folder(self) -> Path:
+        """Where this source's own files live (its accuracy predictor among them)."""
+        path = self.checkpoint.path if self.checkpoint is not None else self.plan.path
+        if path is None:
+            raise UsageError(f"{self.label} has no folder: save the plan first")
+        return path
+
+    def predictor(self) -> AccuracyPredictor | None:
+        """The accuracy predictor fitted for exactly these weights (a checkpoint's own, never its plan's
+        stage-1 one), or None; one fitted for other weights is refused."""
+        from edgekit.elastic.predictor import load
+
+        return load(self.folder, self.plan, self.smol_sha256)
+
+    def save_predictor(self, predictor: AccuracyPredictor) -> Path:
+        """Store the predictor in the plan's folder, or the checkpoint's (keeping its manifest's hashes true)."""
+        from edgekit.elastic.predictor import FILE, save
+
+        if self.checkpoint is not None:
+            from edgekit.elastic.checkpoint import set_file
+
+            set_file(self.checkpoint, FILE, predictor.to_dict())
+            return self.checkpoint.path / FILE
+        return save(predictor, self.folder)
+
     def shape(self, text: str) -> Shape:
         return self.plan.shape(text)
 
-    def shapes(self) -> list[Shape]:
-        """The shapes worth choosing among: those the checkpoint's accuracy table measured, else the plan's grid."""
+    def shapes(self, metric: str = "ppl", dev_text: Path | None = None) -> list[Shape]:
+        """The shapes worth choosing among: the plan's whole space when perplexity can be predicted for every
+        shape (a fitted predictor, or a dev text to fit one on); else those the checkpoint's accuracy table
+        measured; else the plan's grid."""
+        if metric == "ppl" and (dev_text is not None or self.predictor() is not None):
+            return self.plan.space()
         table = self.accuracy
         if table and table.get("shapes"):
             return [self.plan.shape(name) for name in table["shapes"]]
@@ -113,15 +151,19 @@ class Source:
         return extract_elastic(self.load(), self.plan, self.base_folder(), shape, out, force, extra)
 
     def ranking(self, shapes: list[Shape], metric: str = "ppl", dev_text: Path | None = None) -> Ranking:
-        """How good each shape is expected to be: the checkpoint's accuracy table when it covers the shapes,
-        else perplexity measured now on `dev_text`, else parameter count (said as such)."""
-        from edgekit.elastic.ranking import from_dev_text, from_params, from_table
+        """How good each shape is expected to be: perplexity from a predictor fitted now on `dev_text` (cached),
+        else the source's own predictor, else the checkpoint's accuracy table when it covers the shapes, else
+        parameter count (said as such)."""
+        from edgekit.elastic.ranking import from_dev_text, from_params, from_predictor, from_table
 
+        if dev_text is not None:
+            return from_dev_text(self, shapes, dev_text)
+        predictor = self.predictor() if metric == "ppl" else None
+        if predictor is not None:
+            return from_predictor(self.plan, predictor, shapes)
         table = self.accuracy
-        if table and dev_text is None:
+        if table:
             ranking = from_table(table, metric)
             if all(s.name in ranking.scores for s in shapes):
                 return ranking
-        if dev_text is not None:
-            return from_dev_text(self.plan, shapes, dev_text)
         return from_params(self.plan, shapes)

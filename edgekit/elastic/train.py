@@ -18,7 +18,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -501,6 +501,8 @@ class RunResult:
     checkpoint: Path
     training: dict[str, Any]
     accuracy: dict[str, Any] | None
+    predictor: Any = None  # the checkpoint's accuracy predictor, refitted on its own SMOL weights
+    notes: list[str] = field(default_factory=list)
 
 
 def finish(
@@ -527,4 +529,23 @@ def finish(
                                    on_shape)  # fmt: skip
     out = trainer.run_dir / "elastic"
     write_checkpoint(out, trainer.plan, trainer.smol, r.to_dict(), training, accuracy, half=half, force=True)
-    return RunResult(out, training, accuracy)
+    result = RunResult(out, training, accuracy)
+    settings = r.eval_settings()
+    if evaluate and settings.text and settings.predictor_tokens:
+        refit_predictor(result, Path(settings.text), settings.predictor_tokens, on_shape)
+    return result
+
+
+def refit_predictor(result: RunResult, text: Path, tokens: int, on_shape: Callable[[str], None] | None) -> None:
+    """Fit the new checkpoint's accuracy predictor on the weights as written (fp16 SMOL included): training
+    moves every shape's perplexity, so the plan's stage-1 predictor no longer describes them."""
+    from edgekit.elastic.predictor import fit_source
+    from edgekit.elastic.source import Source
+
+    source = Source.resolve(elastic=str(result.checkpoint))
+    try:
+        result.predictor = fit_source(source, text, tokens, on_shape=on_shape)
+    except UsageError as exc:
+        result.notes.append(f"no accuracy predictor: {exc}")
+        return
+    source.save_predictor(result.predictor)

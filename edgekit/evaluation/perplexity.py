@@ -42,17 +42,7 @@ def perplexity(
     """Sliding-window perplexity; every token after the first is scored once, with up to max_length of context.
 
     `skip_tokens` drops the text's first tokens (e.g. those a plan was calibrated on) before windowing."""
-    import torch
-    import torch.nn.functional as F
-
     start = time.perf_counter()
-    if not 1 <= stride <= max_length:
-        raise UsageError(f"stride must be between 1 and max_length ({max_length}), got {stride}")
-    if batch_size < 1:
-        raise UsageError(f"batch_size must be at least 1, got {batch_size}")
-    context = context_length(model)
-    if context is not None and max_length > context:
-        raise UsageError(f"max_length {max_length} is longer than the model's context of {context} tokens")
     if not text.strip():
         raise UsageError("the text to score is empty")
     ids = bos(tokenizer) + encode(tokenizer, text)[skip_tokens:]
@@ -61,6 +51,32 @@ def perplexity(
     if len(ids) < max_length:
         budget = f" (max_tokens {max_tokens})" if max_tokens is not None and max_tokens < max_length else ""
         raise UsageError(f"the text has {len(ids)} tokens{budget}, fewer than one window of {max_length}")
+    return perplexity_of_ids(model, ids, max_length, stride, progress, batch_size, start)
+
+
+def perplexity_of_ids(
+    model: Any,
+    ids: list[int],
+    max_length: int = 512,
+    stride: int = 256,
+    progress: bool = False,
+    batch_size: int = 4,
+    start: float | None = None,
+) -> PerplexityResult:
+    """`perplexity` on a token stream already encoded (many models scored on one text tokenize it once)."""
+    import torch
+    import torch.nn.functional as F
+
+    start = time.perf_counter() if start is None else start
+    if not 1 <= stride <= max_length:
+        raise UsageError(f"stride must be between 1 and max_length ({max_length}), got {stride}")
+    if batch_size < 1:
+        raise UsageError(f"batch_size must be at least 1, got {batch_size}")
+    context = context_length(model)
+    if context is not None and max_length > context:
+        raise UsageError(f"max_length {max_length} is longer than the model's context of {context} tokens")
+    if len(ids) < max_length:
+        raise UsageError(f"the text has {len(ids)} tokens, fewer than one window of {max_length}")
 
     windows = _windows(len(ids), max_length, stride)
     stream = torch.tensor(ids, dtype=torch.long)

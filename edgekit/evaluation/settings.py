@@ -23,6 +23,7 @@ class EvalSettings:
     mc: str | None = None  # zero-shot multiple choice (PIQA layout, or context/choices/label)
     mc_labels: str | None = None
     mc_limit: int | None = 400
+    predictor_tokens: int = 1024  # after training, the accuracy predictor is fitted on this much of `text` (0: not)
 
     @property
     def step(self) -> int:

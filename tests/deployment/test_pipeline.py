@@ -33,8 +33,16 @@ def test_deploy_picks_fits_compiles_verifies_and_chats(
     assert chosen != "d6-f100-h3"  # 99 % of the full model's latency rules the full model out
     fitting = [c for c in m["candidates"] if c["fits"]]
     assert all(c["decode_ms"] <= 0.99 * full + 1e-9 for c in fitting)
-    # ranked by parameters without an accuracy table: the chosen one is the largest that fits
-    assert chosen == max(fitting, key=lambda c: c["params"])["shape"] or m["stepped_down_from"]
+    # the whole space was searched, ranked by the plan's accuracy predictor: the chosen one is the best
+    # predicted perplexity that fits (unless a measurement moved it), and it is on the frontier
+    assert m["search"]["shapes"] == m["search"]["space"] == 48 == len(m["candidates"])
+    assert m["accuracy"]["source"] == "predictor" and m["accuracy"]["metric"] == "ppl"
+    best = min(fitting, key=lambda c: c["score"])
+    assert chosen == best["shape"] or m["stepped_down_from"] or m["stepped_up"]
+    frontier = [c for c in m["candidates"] if c["frontier"]]
+    assert best in frontier and all(
+        not (o["decode_ms"] < c["decode_ms"] and o["score"] < c["score"]) for c in frontier for o in m["candidates"]
+    )
     assert m["lut"]["status"] == "measured" and m["measured"]["decode_ms"] > 0
     assert m["runtime"]["name"] == "ort" and m["runtime"]["precision"] == "int4"
     assert set(m["timings"]) == {"extract_s", "compile_s", "verify_s"}
@@ -108,7 +116,7 @@ def test_deploy_steps_down_when_the_measurement_misses(tiny_plan: Path, tiny_lut
     save_lut(lut)
     # twice the fastest (scaled) prediction: several shapes fit on paper, none when measured; taken from
     # the predictions, not the measurements, so a noisy fit on a loaded machine cannot leave none fitting
-    predicted = sorted(lut.predict(s).decode_ms for s in load_plan(tiny_plan).grid())
+    predicted = sorted(lut.predict(s).decode_ms for s in load_plan(tiny_plan).space())
     assert predicted[-1] < min(m.decode_ms for m in lut.measured) / 2
     budget = parse_budget(f"{predicted[MAX_STEP_DOWNS] * 1.01:.6f}ms")
     dep = deploy(DeployRequest(target="host", budget=budget, plan=str(tiny_plan), out=edgekit_home / "d"))
@@ -116,6 +124,41 @@ def test_deploy_steps_down_when_the_measurement_misses(tiny_plan: Path, tiny_lut
     assert len(stepped) == MAX_STEP_DOWNS and all("measured" in s["why"] for s in stepped)
     assert any("stepping down" in n for n in dep.notes) and any("missed the budget" in n for n in dep.notes)
     assert dep.shape not in {s["shape"] for s in stepped}
+    assert not dep.manifest.stepped_up  # every measurement missed: nothing to step up from
+
+
+def test_deploy_steps_up_when_the_measurement_is_well_under_the_budget(
+    tiny_plan: Path, tiny_lut: Path, edgekit_home: Path
+) -> None:
+    """A LUT that predicts every shape 6x slower than it runs: the first choice measures far under the budget,
+    so deploy tries better shapes at the speed it measured, and keeps the last one that met the budget."""
+    from edgekit.deployment.budget import parse_budget
+    from edgekit.deployment.lut import read_lut, save_lut
+    from edgekit.deployment.pipeline import MAX_STEP_UPS, DeployRequest, deploy
+    from edgekit.elastic.source import Source
+
+    lut = read_lut(tiny_lut)
+    lut.predictor = lut.predictor.scaled(6.0, 1.0)
+    save_lut(lut)
+    source = Source.resolve(plan=str(tiny_plan))
+    space = source.plan.space()
+    assert all(lut.predict(source.plan.shape(m.shape)).decode_ms > 3 * m.decode_ms for m in lut.measured)
+    # just under the prediction of the shape expected to be best: on paper it does not fit, in truth it does
+    best = min(space, key=lambda s: source.ranking(space).scores[s.name])
+    budget = parse_budget(f"{0.9 * lut.predict(best).decode_ms:.6f}ms")
+    dep = deploy(DeployRequest(target="host", budget=budget, plan=str(tiny_plan), out=edgekit_home / "up"))
+    m = dep.manifest
+    ups = m.stepped_up
+    assert 1 <= len(ups) <= MAX_STEP_UPS and not m.stepped_down_from
+    rank = {c.shape: i for i, c in enumerate(m.candidates)}  # best first
+    first = ups[0]["from"]
+    assert next(c for c in m.candidates if c.shape == first).fits  # the first choice fitted on paper
+    for up in ups:
+        assert rank[up["shape"]] < rank[up["from"]] and up["measured_decode_ms"] > 0
+    kept = [u["shape"] for u in ups if u["kept"]]
+    assert dep.shape == (kept[-1] if kept else first)
+    assert m.measured.decode_ms <= m.budget.resolved.ms_per_token
+    assert any("stepped up" in n for n in dep.notes)
 
 
 def test_estimated_target_deploys_without_verifying(cli, tiny_plan: Path, tiny_lut: Path, edgekit_home: Path) -> None:

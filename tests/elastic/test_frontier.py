@@ -43,7 +43,7 @@ def test_frontier_compares_ours_with_every_baseline(tiny_plan: Path, calib_text:
     for p in data["points"]:
         assert p["ppl"] > 1 and 0 <= p["acc"] <= 1 and 0 <= p["acc_norm"] <= 1
     # the calibration text was given for perplexity: only its held-out part is scored
-    assert data["evaluation"]["skip_tokens"] == 256
+    assert data["evaluation"]["skip_tokens"] == 256 + 1024  # and those its accuracy predictor was fitted on
     # "last" drops the deepest layers but keeps the final one: 0, 1, 2 and 5, unless the DP chose the same
     last, amoeba = by[("last/flap", "d4-f100-h3")], by[("amoeba/flap", "d4-f100-h3")]
     if last["layers"] == amoeba["layers"]:

@@ -1,11 +1,11 @@
-"""`edgekit elastic ...`: one module per library module it drives (selection, extract, frontier, train,
-teacher_data, checkpoint)."""
+"""`edgekit elastic ...`: one module per library module it drives (selection, predictor, extract, frontier,
+train, teacher_data, checkpoint)."""
 
 from __future__ import annotations
 
 import typer
 
-from edgekit.cli.elastic import checkpoint, extract, frontier, selection, teacher_data, train
+from edgekit.cli.elastic import checkpoint, extract, frontier, predictor, selection, teacher_data, train
 
 app = typer.Typer(
     help="Elastic subnets: plan layer sets and nested widths, cut shapes, compare methods, train one-for-all.",
@@ -13,6 +13,7 @@ app = typer.Typer(
 )
 app.command("plan")(selection.plan_cmd)
 app.command("show")(selection.show_cmd)
+app.command("predictor")(predictor.predictor_cmd)
 app.command("extract")(extract.extract_cmd)
 app.command("frontier")(frontier.frontier_cmd)
 app.command("train")(train.train_cmd)

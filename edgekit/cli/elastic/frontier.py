@@ -32,12 +32,26 @@ def frontier_cmd(
     max_length: o.MaxLength = 512,
     stride: o.Stride = 512,
     base_model: o.BaseModel = None,
+    space: Annotated[
+        bool,
+        typer.Option(
+            "--space",
+            help="The whole space's predicted and measured frontier against the coupled grid, "
+            "depth only and width only (needs the plan's or checkpoint's accuracy predictor).",
+        ),  # fmt: skip
+    ] = False,
+    elastic: o.Elastic = None,
+    target: o.TargetOptional = None,
+    runtime: o.Runtime = None,
+    precision: o.Precision = None,
+    points: Annotated[int, typer.Option("--points", min=2, help="With --space: shapes measured per line.")] = 8,
     png: Annotated[Path | None, typer.Option("--png", help="Write the accuracy-size plot here.")] = None,
     json_out: o.Json = False,
 ) -> None:
     """Accuracy against size of plan shapes (--plan, repeatable; default: the default model's), ours against
-    baselines derived from the first plan: a table, a terminal plot and a PNG. Perplexity on the plan's
-    calibration text skips the tokens planning read."""
+    baselines derived from the first plan; or (--space) the whole space's frontier against the coupled grid
+    and one axis at a time, against parameters or (--target) predicted ms/token there: a table, a terminal
+    plot and a PNG. Perplexity on the plan's calibration text skips the tokens planning read."""
     from edgekit.elastic.frontier import compare, plot_png, plot_terminal
     from edgekit.elastic.plan import load_plan
     from edgekit.elastic.selection import DEPTH_BASELINES, WIDTH_BASELINES
@@ -45,6 +59,17 @@ def frontier_cmd(
 
     if text is None and mc is None:
         raise UsageError("nothing to evaluate: give --text FILE (perplexity) and/or --mc FILE (multiple choice)")
+    settings = EvalSettings(
+        str(text) if text else None, text_tokens or 16384, max_length, stride, mc=str(mc) if mc else None,
+        mc_labels=str(labels) if labels else None, mc_limit=limit,
+    )  # fmt: skip
+    if space:
+        if len(plans or []) > 1 or baselines or shapes:
+            raise UsageError("--space studies one plan or checkpoint: drop --shapes, --baselines and extra --plan")
+        space_cmd(elastic, (plans or [None])[0], settings, target, runtime, precision, points, png, json_out)
+        return
+    if elastic or target:
+        raise UsageError("--elastic and --target go with --space")
     loaded = [load_plan(p) for p in plans or ["smollm2-135m"]]
     first = loaded[0]
     grid = first.grid(shapes)
@@ -53,10 +78,6 @@ def frontier_cmd(
         kinds = list(DEPTH_BASELINES + WIDTH_BASELINES)
     if kinds and calib is None:
         raise UsageError("--baselines needs --calib: the calibration text the plan was made with")
-    settings = EvalSettings(
-        str(text) if text else None, text_tokens or 16384, max_length, stride, mc=str(mc) if mc else None,
-        mc_labels=str(labels) if labels else None, mc_limit=limit,
-    )  # fmt: skip
     EvalData.load(settings, first)  # a bad file fails now, before any baseline is built
     from edgekit.progress import bar
 
@@ -83,6 +104,63 @@ def frontier_cmd(
     out.print(plot_terminal(points, "ppl" if text is not None else "acc_norm"), markup=False, highlight=False)
     if png is not None:
         out.print(f"plot written to {png}")
+
+
+def space_cmd(
+    elastic: str | None,
+    plan: str | None,
+    settings: Any,
+    target: str | None,
+    runtime: str | None,
+    precision: str | None,
+    points: int,
+    png: Path | None,
+    json_out: bool,
+) -> None:
+    from edgekit.elastic import space
+    from edgekit.elastic.source import Source
+    from edgekit.evaluation.settings import EvalData
+    from edgekit.progress import bar
+
+    source = Source.resolve(elastic, plan)
+    EvalData.load(settings, source.plan)  # a bad file fails now
+    x, note = None, ""
+    if target is not None:
+        from edgekit.deployment.resolve import lut_for, resolve_target
+
+        lut, _ = lut_for(resolve_target(target, runtime, precision), source.plan.model.name)
+        x, note = (lambda s: lut.predict(s).decode_ms), f"{lut.key}, {lut.status}"
+    with bar() as progress:
+        task = progress.add_task("evaluating", total=None)
+        study = space.study(
+            source, settings, x, note, points,
+            on_total=lambda total: progress.update(task, total=total),
+            on_point=lambda p: progress.update(task, advance=1, description=f"evaluated {p.shape}"),
+        )  # fmt: skip
+    if png is not None:
+        space.plot_png(study, png, f"{source.name}: the whole space against the coupled grid ({source.label})")
+    if json_out:
+        print_json({"source": source.label, **study.to_dict(), "png": str(png) if png else None})
+        return
+    print_space(study)
+    out.print(space.plot_terminal(study), markup=False, highlight=False)
+    if png is not None:
+        out.print(f"plot written to {png}")
+
+
+def print_space(study: Any) -> None:
+    scale, unit = (1e-6, "M params") if study.x == "params" else (1.0, "ms/token")
+    table = Table(title=f"measured along each line ({len(study.predicted)} shapes on the predicted frontier)")
+    for col in ("line", "shape", unit, "params", "ppl", "predicted", "acc_norm"):
+        table.add_column(col, justify="left" if col in ("line", "shape") else "right")
+    for p in study.measured:
+        acc = "-" if p.acc_norm is None else f"{p.acc_norm:.3f}"
+        table.add_row(p.label, p.shape, f"{p.x * scale:.3g}", f"{p.param_fraction:.0%}", f"{p.ppl:.4g}",
+                      f"{p.predicted_ppl:.4g}", acc)  # fmt: skip
+    out.print(table)
+    out.print(f"[dim]accuracy: {study.predictor}[/dim]")
+    if study.x_note:
+        out.print(f"[dim]x: predicted ms/token from {study.x_note}[/dim]")
 
 
 def print_points(points: list[Any], evaluation: dict[str, Any]) -> None:

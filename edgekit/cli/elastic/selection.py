@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -10,6 +11,7 @@ from rich.table import Table
 
 from edgekit.cli import options as o
 from edgekit.cli.console import out, print_json
+from edgekit.elastic.predictor import DEV_TOKENS, HELD_OUT
 from edgekit.models.registry import DEFAULT_MODEL
 from edgekit.shapes import DEFAULT_FFN_FLOOR
 
@@ -33,14 +35,29 @@ def plan_cmd(
         int,
         typer.Option("--ffn-floor", min=1, max=100, help="Narrowest FFN offered, in percent of the channels."),
     ] = DEFAULT_FFN_FLOOR,
+    predictor_text: Annotated[
+        Path | None,
+        typer.Option(
+            "--predictor-text",
+            help="Dev text the accuracy predictor is fitted on (default: the "
+            "calibration text past the tokens planning read; skipped with a note if it is too short).",
+        ),
+    ] = None,  # fmt: skip
+    predictor_tokens: Annotated[
+        int, typer.Option("--predictor-tokens", min=0, help="Dev tokens per predictor shape; 0: fit no predictor.")
+    ] = DEV_TOKENS,
     force: o.Force = False,
     json_out: o.Json = False,
 ) -> None:
-    """Select the layers of every depth (AmoebaLLM's DP) and rank every layer's FFN channels and query heads;
-    write a plan folder."""
+    """Select the layers of every depth (AmoebaLLM's DP), rank every layer's FFN channels and query heads, and
+    fit the accuracy predictor of the whole space; write a plan folder."""
     from edgekit.artifacts import atomic_dir
+    from edgekit.cli.elastic.predictor import shape_progress
     from edgekit.elastic.plan import save_plan
+    from edgekit.elastic.predictor import fit_source, save
     from edgekit.elastic.selection import PlanRequest, build_plan
+    from edgekit.elastic.source import Source
+    from edgekit.errors import UsageError
     from edgekit.progress import bar
 
     o.refuse_existing(out_dir, force)
@@ -55,16 +72,42 @@ def plan_cmd(
             on_call=lambda: progress.advance(task),
             on_total=lambda total: progress.update(task, total=total or None, completed=0),
         )
+    fitted, note, fit_seconds = None, None, 0.0
     with atomic_dir(out_dir, replace=force) as tmp:
         save_plan(plan, perms, tmp)
+        if predictor_tokens:
+            plan.path = tmp  # the predictor evaluates shapes cut from the plan being written
+            fit_start = time.perf_counter()
+            try:
+                with bar() as progress:
+                    on_shape = shape_progress(progress, plan, HELD_OUT)
+                    fitted = fit_source(Source(plan, None, f"plan {plan.name}"), predictor_text or calib,
+                                        predictor_tokens, on_shape=on_shape)  # fmt: skip
+            except UsageError as exc:
+                if predictor_text is not None:
+                    raise
+                note = (f"no accuracy predictor: {exc}. Fit one with `edgekit elastic predictor --plan {out_dir} "
+                        "--dev-text FILE`")  # fmt: skip
+            if fitted is not None:
+                save(fitted, tmp)
+            fit_seconds = time.perf_counter() - fit_start
+    plan.path = out_dir
     seconds = time.perf_counter() - start
     if json_out:
-        print_json({**plan.to_json(), "path": str(out_dir), "wall_seconds": round(seconds, 1)})
+        extra = {
+            "predictor": fitted.to_dict() if fitted else None,
+            "predictor_note": note,
+            "predictor_seconds": round(fit_seconds, 1),
+        }
+        print_json({**plan.to_json(), "path": str(out_dir), "wall_seconds": round(seconds, 1), **extra})
         return
-    print_plan(plan)
+    print_plan(plan, predictor=fitted is not None)
+    if note:
+        out.print(f"[yellow]{note}[/yellow]")
     out.print(
         f"{plan.depth.scorer_calls} scorer calls, depth selection {plan.depth.seconds:.0f} s, "
-        f"width ranking {plan.width.seconds:.0f} s, {seconds:.0f} s in all; plan written to {out_dir}"
+        f"width ranking {plan.width.seconds:.0f} s, accuracy predictor {fit_seconds:.0f} s, {seconds:.0f} s in all; "
+        f"plan written to {out_dir}"
     )
 
 
@@ -82,7 +125,7 @@ def show_cmd(
     print_plan(p)
 
 
-def print_plan(plan: Any) -> None:
+def print_plan(plan: Any, predictor: bool = True) -> None:
     g = plan.geometry
     n = g.num_layers
     out.print(
@@ -114,3 +157,12 @@ def print_plan(plan: Any) -> None:
         heads = f"{dims.num_heads} ({dims.heads_per_group} x {dims.num_kv_heads})"
         widths.add_row(f"w{w}", shape.name, str(dims.ffn), heads, f"{p / 1e6:.1f} M ({p / full:.0%})")
     out.print(widths)
+    if predictor and plan.path is not None:
+        from edgekit.elastic.predictor import load
+
+        found = load(plan.path, plan)
+        if found is not None:
+            out.print(f"accuracy: {found.describe()}")
+        else:
+            out.print(f"[dim]no accuracy predictor: fit one with `edgekit elastic predictor --plan {plan.path} "
+                      "--dev-text FILE`[/dim]")  # fmt: skip

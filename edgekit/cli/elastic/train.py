@@ -55,12 +55,18 @@ def train_cmd(
     with err.status("measuring the accuracy table…") as status:
         result = finish(trainer, start_step, evaluate, half, lambda name: status.update(f"measuring {name}…"))
     if json_out:
-        print_json({"checkpoint": str(result.checkpoint), "training": result.training, "accuracy": result.accuracy})
+        predictor = result.predictor.to_dict() if result.predictor else None
+        print_json({"checkpoint": str(result.checkpoint), "training": result.training, "accuracy": result.accuracy,
+                    "predictor": predictor, "notes": result.notes})  # fmt: skip
         return
     out.print(f"trained {state.step} steps ({state.tokens:,} tokens) in {state.seconds / 60:.1f} min on "
               f"{trainer.device}; elastic checkpoint: {result.checkpoint}")  # fmt: skip
     if result.accuracy:
         print_accuracy(result.accuracy)
+    if result.predictor:
+        out.print(f"accuracy: {result.predictor.describe()}")
+    for note in result.notes:
+        out.print(f"[yellow]{note}[/yellow]")
 
 
 def shipped_data_notes(recipe_ref: str, recipe: Any) -> list[str]:

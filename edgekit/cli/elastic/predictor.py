@@ -1,0 +1,104 @@
+"""`edgekit elastic predictor`: over edgekit.elastic.predictor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from edgekit.cli import options as o
+from edgekit.cli.console import out, print_json
+from edgekit.elastic.predictor import DEV_TOKENS, HELD_OUT, WINDOW
+from edgekit.errors import UsageError
+
+PredictorTokens = Annotated[
+    int, typer.Option("--tokens", min=16, help="Dev-text tokens each design shape is scored on.")
+]
+HeldOut = Annotated[
+    int, typer.Option("--held-out", min=0, help="Shapes evaluated only to measure the predictor's error.")
+]
+
+
+def predictor_cmd(
+    elastic: o.Elastic = None,
+    plan: o.Plan = None,
+    text: o.DevText = None,
+    tokens: PredictorTokens = DEV_TOKENS,
+    window: Annotated[int, typer.Option("--window", min=8, help="Perplexity window, in tokens.")] = WINDOW,
+    held_out: HeldOut = HELD_OUT,
+    json_out: o.Json = False,
+) -> None:
+    """Fit the accuracy predictor of a plan (stage-1 weights) or an elastic checkpoint (with its SMOL) on
+    --dev-text and store it beside them; without --dev-text, show the stored one. Deploy ranks the whole
+    space by it."""
+    from edgekit.elastic.predictor import fit_source
+    from edgekit.elastic.source import Source
+    from edgekit.progress import bar
+
+    source = Source.resolve(elastic, plan)
+    if text is None:
+        found = source.predictor()
+        if found is None:
+            raise UsageError(f"{source.label} has no accuracy predictor: fit one with --dev-text FILE")
+        show(found, source, None, json_out)
+        return
+    with bar() as progress:
+        fitted = fit_source(source, text, tokens, window, held_out, shape_progress(progress, source.plan, held_out))
+    path = source.save_predictor(fitted)
+    show(fitted, source, path, json_out)
+
+
+def shape_progress(progress: Any, plan: Any, held_out: int) -> Any:
+    """An on_shape callback that shows which design shape is being evaluated, and how many are done."""
+    from edgekit.elastic.predictor import design
+
+    total = len(design(plan)) + held_out
+    task = progress.add_task("accuracy predictor", total=total)
+    done = [0]
+
+    def on_shape(name: str) -> None:
+        progress.update(task, description=f"accuracy predictor: {name}", completed=done[0])
+        done[0] += 1
+
+    return on_shape
+
+
+def show(predictor: Any, source: Any, path: Path | None, json_out: bool) -> None:
+    if json_out:
+        print_json({**predictor.to_dict(), "source": source.label, **({"path": str(path)} if path else {})})
+        return
+    print_predictor(predictor, source.name)
+    if path is not None:
+        out.print(f"written to {path}")
+
+
+def print_predictor(predictor: Any, name: str) -> None:
+    """The fit's coefficients and its error on the shapes left out, as the LUT reports its own."""
+    d = predictor.data
+    out.print(
+        f"accuracy predictor of {name}: log {predictor.metric} from {len(predictor.fitted_on)} shapes on "
+        f"{d['file']} ({d['tokens']} tokens after {d['skip_tokens']}, windows of {d['window']})"
+    )
+    coef = "  ".join(f"{t} {c:+.3g}" for t, c in zip(predictor.terms, predictor.coefficients, strict=True))
+    out.print(f"[dim]{coef}[/dim]", highlight=False)
+    v = predictor.validation
+    if not v:
+        out.print("no shapes were left out of the fit: its error is unmeasured")
+        return
+    useful = v.get("useful") or {}
+    table = Table(title=f"on {v['n']} shapes left out of a fit on {v['fitted_on']}")
+    for col in ("shape", "measured ppl", "predicted", "error"):
+        table.add_column(col, justify="left" if col == "shape" else "right")
+    for name, row in v["per_shape"].items():
+        err = (row["predicted"] - row["ppl"]) / row["ppl"] * 100
+        table.add_row(name, f"{row['ppl']:.4g}", f"{row['predicted']:.4g}", f"{err:+.1f} %")
+    out.print(table)
+    for label, stats in (("all", v), (f"within x{useful.get('within', 0):.0f} of the full model", useful)):
+        if stats.get("n"):
+            out.print(
+                f"{label} ({stats['n']}): median error {stats['median_pct']:.1f} %, max {stats['max_pct']:.1f} %, "
+                f"{stats['within_10_pct']:.0f} % within ±10 %, rank correlation {stats['spearman']:.3f}"
+            )
+    out.print(f"then refitted on all {len(predictor.fitted_on)} shapes")
