@@ -98,6 +98,78 @@ def frontier(r: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
+def space(r: dict[str, Any]) -> str:
+    ev = r.get("evaluation") or {}
+
+    def side(p: dict[str, Any] | None, ms: bool = False) -> list[str]:
+        if not p:
+            return ["-"] * (4 if ms else 3)
+        cells = [f"{p['shape']} ({p['params_pct']:.0f} %)", big(p["ppl"]), f"{p['acc_norm']:.3f}"]
+        if ms:
+            cells.append(f"{p['predicted_ms']:.2f} / {p['measured_ms']:.2f}")
+        return cells
+
+    def ratio(row: dict[str, Any]) -> str:
+        return f"{row['ppl_ratio_grid_over_space']:.2f}x" if row.get("ppl_ratio_grid_over_space") else "-"
+
+    parts = [
+        "`bench/space.py`: stage 1 (no fine-tuning), the default model's shipped plan. The space's pick is the best "
+        "*predicted* perplexity within the budget (what deploy does); the grid's is the best *measured* of its 16 "
+        "coupled shapes within it (the old grid at its strongest). Both are then measured on held-out data: "
+        f"perplexity on {ev.get('ppl')}; {ev.get('mc')} (standard error about 2.9 points at 300 items).",
+    ]
+    if r.get("size"):
+        rows = [[row["budget"], *side(row["space"]), *side(row["grid"]), ratio(row)] for row in r["size"]]
+        parts.append(table(["budget", "space: shape", "ppl", "acc_norm", "grid: shape", "ppl", "acc_norm",
+                            "grid ppl / space ppl"], rows))  # fmt: skip
+    lat = r.get("latency")
+    if lat:
+        rows = [[row["budget"], *side(row["space"], True), *side(row["grid"], True), ratio(row)] for row in lat["rows"]]
+        parts.append(f"Latency budgets on this machine, from its LUT ({lat['lut']}); ms/token predicted / measured "
+                     "(ORT GenAI int4, CPU):")  # fmt: skip
+        parts.append(table(["budget", "space: shape", "ppl", "acc_norm", "ms/token", "grid: shape", "ppl",
+                            "acc_norm", "ms/token", "grid ppl / space ppl"], rows))  # fmt: skip
+        deploys = []
+        for row in lat["rows"]:
+            d = row["deploy"]
+            ups = ", ".join(f"{u['from']} → {u['shape']} ({'kept' if u['kept'] else 'dropped'})"
+                            for u in d["stepped_up"]) or "-"  # fmt: skip
+            downs = ", ".join(d["stepped_down_from"]) or "-"
+            deploys.append([row["budget"].split(" (")[0], d["shape"], f"{d['measured_ms']:.2f} / {d['budget_ms']:.2f}",
+                            big(d["ppl"]), f"{d['acc_norm']:.3f}", downs, ups, f"{d['wall_s']:.0f}"])  # fmt: skip
+        parts.append("What `edgekit deploy --target host --budget N% --plan smollm2-135m` shipped (it measures, then "
+                     "steps down or up):")  # fmt: skip
+        parts.append(table(["budget", "shipped", "measured / budget ms", "ppl", "acc_norm", "stepped down from",
+                            "stepped up", "wall s"], deploys))  # fmt: skip
+    pred = r.get("predictor")
+    if pred:
+        v, extra = pred["stored_validation"], pred["extra"]
+
+        def stats(label: str, x: dict[str, Any]) -> list[str]:
+            if not x.get("n"):
+                return [label, "0", "-", "-", "-", "-"]
+            return [label, str(x["n"]), f"{x['median_pct']:.1f} %", f"{x['max_pct']:.0f} %",
+                    f"{x['within_10_pct']:.0f} %", f"{x['spearman']:.3f}"]  # fmt: skip
+
+        rows = [stats("stored validation, all", v), stats("stored validation, useful", v.get("useful", {})),
+                stats(f"{extra['n']} more at random, all", extra["all"]),
+                stats(f"{extra['n']} more at random, useful", extra["useful"])]  # fmt: skip
+        parts.append(f"The accuracy predictor's error on shapes left out of its fit ({pred['description']}); "
+                     "useful: measured within x20 of the full model's perplexity.")  # fmt: skip
+        parts.append(table(["shapes", "n", "median error", "max error", "within ±10 %", "rank correlation"], rows))
+    if r.get("search"):
+        q = r["search"]
+        parts.append(f"Search: {q['shapes']} shapes (the coupled grid had {q['grid_shapes']}) ranked and predicted in "
+                     f"{q['seconds'] * 1000:.0f} ms, {q['frontier']} on the latency-accuracy frontier.")  # fmt: skip
+    if r.get("plan_time"):
+        t = r["plan_time"]
+        parts.append(f"Planning from scratch (`edgekit elastic plan`, {t['scorer_calls']} DP scorer calls): "
+                     f"{t['wall_s'] / 60:.1f} min in all: depth {t['depth_s']:.0f} s, width {t['width_s']:.0f} s, "
+                     f"accuracy predictor {t['predictor_s']:.0f} s.")  # fmt: skip
+    parts.append(f"Machine: {machine(r.get('machine'))}.")
+    return "\n\n".join(parts)
+
+
 def one_for_all(r: dict[str, Any]) -> str:
     sys.path.insert(0, str(ROOT))
     from one_for_all import comparison, runs_table
@@ -184,6 +256,7 @@ def chat_overhead(r: dict[str, Any]) -> str:
 SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
     ("plan_budget", "Planning budget", plan_budget),
     ("frontier", "Stage 1: ours against the baselines", frontier),
+    ("space", "The whole space against the coupled grid", space),
     ("one_for_all", "Stage 2: one-for-all fine-tuning", one_for_all),
     ("deploy", "Deploy: predictor, budget sweep, runtimes", deploy),
     ("runtimes", "Runtimes on the same subnets", runtimes),

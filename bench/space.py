@@ -1,8 +1,9 @@
 """The whole space (depth x FFN x heads) against the coupled grid: default model, stage 1 (no training), dev data.
 
-(a) at 80 %, 65 % and 50 % of the non-embedding parameters: the space's pick (the best predicted perplexity
-    within the budget, as deploy ranks) against the best grid shape within it (every grid shape measured,
-    the best kept: the old grid at its strongest); dev perplexity and PIQA acc_norm, both measured;
+(a) at 80 %, 65 % and 50 % of the non-embedding parameters (0.5 % slack): the space's pick (the best
+    predicted perplexity within the budget, as deploy ranks) against the best grid shape within it (every
+    grid shape measured, the best kept: the old grid at its strongest); dev perplexity and PIQA acc_norm,
+    both measured;
 (b) at 80 %, 65 % and 50 % of the full model's ms/token on this host (its LUT, ORT int4 CPU): the same
     among shapes predicted to fit, with each pick compiled and measured here, and what a real
     `edgekit deploy` shipped (it measures, and steps down or up);
@@ -35,6 +36,7 @@ from common import PIQA, PIQA_LABELS, RESULTS, WIKITEXT, describe, machine, requ
 
 MODEL = "smollm2-135m"
 FRACTIONS = (0.80, 0.65, 0.50)
+SLACK = 1.005  # "80 % of the parameters" admits d24 of 30 layers, which the final norm puts a hair above 0.8
 
 
 class Evaluator:
@@ -102,7 +104,7 @@ def size_budgets(ev: Evaluator, predicted: dict[Any, float]) -> list[dict[str, A
     rows = []
     for frac in FRACTIONS:
         print(f"size budget {frac:.0%}", flush=True)
-        shapes = [s for s in plan.space() if g.non_embedding_params(s) <= frac * full]
+        shapes = [s for s in plan.space() if g.non_embedding_params(s) <= frac * full * SLACK]
         rows.append({"budget": f"{frac:.0%} params", **pick(ev, shapes, predicted, plan.grid())})
         print(rows[-1], flush=True)
     return rows

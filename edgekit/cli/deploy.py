@@ -93,13 +93,23 @@ def show(result: Any) -> None:
 
 
 FULL_TABLE = 24  # up to this many candidates are all shown; more (a whole space), only the frontier
+FRONTIER_ROWS = 15  # of a long frontier: the choice, its neighbours, and shapes spread along the rest
+NEIGHBOURS = 3
 
 
 def shown_rows(rows: list[Any], chosen: str) -> list[Any]:
-    """Every candidate of a small grid; of a whole space, the Pareto frontier and the chosen shape."""
+    """Every candidate of a small grid; of a whole space, the Pareto frontier (slowest first) and the chosen
+    shape: all of a short frontier, else the choice with its neighbours and shapes spread along the rest."""
     if len(rows) <= FULL_TABLE:
         return rows
-    return sorted((c for c in rows if c.frontier or c.shape == chosen), key=lambda c: -c.decode_ms)
+    front = sorted((c for c in rows if c.frontier or c.shape == chosen), key=lambda c: -c.decode_ms)
+    if len(front) <= FRONTIER_ROWS:
+        return front
+    at = next(i for i, c in enumerate(front) if c.shape == chosen)
+    keep = set(range(max(0, at - NEIGHBOURS), min(len(front), at + NEIGHBOURS + 1)))
+    spare = FRONTIER_ROWS - len(keep)
+    keep |= {round(i * (len(front) - 1) / (spare - 1)) for i in range(spare)} if spare > 1 else {0}
+    return [front[i] for i in sorted(keep)]
 
 
 def print_candidates(rows: list[Any], chosen: str, notes: list[str], record: Any) -> None:
@@ -109,7 +119,9 @@ def print_candidates(rows: list[Any], chosen: str, notes: list[str], record: Any
     shown = shown_rows(rows, chosen)
     title = f"candidates on {record.target.title} · {runtime.name} {runtime.precision}"
     if len(shown) < len(rows):
-        title += f": the latency-accuracy frontier of {len(rows):,} shapes searched (all in --json)"
+        on_front = sum(c.frontier for c in rows)
+        title += (f": {len(shown)} of the {on_front} shapes on the latency-accuracy frontier of {len(rows):,} "
+                  "searched (all in --json)")  # fmt: skip
     table = Table(title=title)
     for col in ("shape", "params", f"ms/token{est}", f"first token{est}", f"memory{est}", metric, "fits"):
         table.add_column(col, justify="left" if col == "shape" else "right")

@@ -136,3 +136,34 @@ def test_extraction_from_the_elastic_model_equals_the_fast_path(tiny_plan: Path,
     )
     assert fast.keys() == slow.keys()
     assert all(torch.equal(fast[k], slow[k]) for k in fast)
+
+
+@pytest.mark.parametrize(("narrow", "wide"), [("d6-f50-h3", "d6-f100-h3"), ("d6-f100-h1", "d6-f100-h3"),
+                                              ("d6-f25-h2", "d6-f75-h3"), ("d4-f50-h1", "d4-f75-h2")])  # fmt: skip
+def test_both_widths_are_nested(tiny_plan: Path, tmp_path: Path, narrow: str, wide: str):
+    """Every narrower FFN is a prefix of the wider one's channels, and every smaller head count a prefix of each
+    KV group's heads: the narrow subnet's tensors are slices of the wide one's, in both axes at once."""
+    plan = load_plan(tiny_plan)
+    perms, base = load_permutations(plan), base_folder(plan)
+    cut = {}
+    for name in (narrow, wide):
+        extract(plan, perms, base, plan.shape(name), tmp_path / name)
+        cut[name] = load_file(str(tmp_path / name / "model.safetensors"))
+    n, w = plan.geometry.dims(plan.shape(narrow)), plan.geometry.dims(plan.shape(wide))
+    hd, groups = n.head_dim, n.num_kv_heads
+    small, big = cut[narrow], cut[wide]
+    assert small.keys() == big.keys()
+    for key, t in small.items():
+        ref = big[key]
+        if key.endswith(("gate_proj.weight", "up_proj.weight")):
+            assert torch.equal(t, ref[: n.ffn])
+        elif key.endswith("down_proj.weight"):
+            assert torch.equal(t, ref[:, : n.ffn])
+        elif key.endswith("q_proj.weight"):
+            per = ref.view(groups, w.heads_per_group, hd, -1)[:, : n.heads_per_group]
+            assert torch.equal(t, per.reshape(-1, ref.shape[-1]))
+        elif key.endswith("o_proj.weight"):
+            per = ref.view(ref.shape[0], groups, w.heads_per_group, hd)[:, :, : n.heads_per_group]
+            assert torch.equal(t, per.reshape(ref.shape[0], -1))
+        else:  # embeddings, norms, k/v projections: every KV head stays
+            assert torch.equal(t, ref), key
