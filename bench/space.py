@@ -251,7 +251,7 @@ def main() -> None:
     if "e" in only:
         results["plan_time"] = plan_time()
         write_result("space", results)
-    results["measured"] = ev.rows
+    results["measured"] = {**results.get("measured", {}), **ev.rows}
     write_result("space", results)
     print(json.dumps({k: v for k, v in results.items() if k not in ("machine", "measured")}, indent=1))
     print(describe(results["machine"]))

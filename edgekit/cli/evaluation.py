@@ -26,24 +26,50 @@ def eval_cmd(
     stride: o.Stride = 256,
     text_tokens: o.TextTokens = None,
     limit: o.Limit = None,
+    deployment: o.Deployment = None,
+    chat: Annotated[
+        Path | None,
+        typer.Option(
+            "--chat",
+            help="A prompt file: chat metrics on its dev part against the full model's greedy replies.",
+        ),
+    ] = None,
+    chat_limit: Annotated[int, typer.Option("--chat-limit", min=1, help="Dev prompts the chat metrics use.")] = 64,
+    chat_tokens: Annotated[
+        int, typer.Option("--chat-tokens", min=8, help="Longest reply, in tokens, the chat metrics generate.")
+    ] = 96,
     lm_eval_tasks: Annotated[
         str | None,
         typer.Option("--lm-eval", help="Also run these lm-evaluation-harness tasks (comma-separated); needs lm_eval."),
     ] = None,
     json_out: o.Json = False,
 ) -> None:
-    """Measure a model (--model, default: the default model), or one shape of a plan or an elastic checkpoint
-    without extracting it (--plan/--elastic, --shape, default full): perplexity on a text and/or zero-shot
-    multiple-choice accuracy."""
+    """Measure a model (--model, default: the default model), one shape of a plan or an elastic checkpoint
+    without extracting it (--plan/--elastic, --shape, default full), or a deployment through its own runtime
+    and precision (--deployment: the artifact a user runs): perplexity on a text, zero-shot multiple-choice
+    accuracy, and the chat metrics (--chat)."""
     from edgekit.evaluation.data import load_piqa, read_text
     from edgekit.evaluation.lm_eval import require_lm_eval, run_lm_eval
     from edgekit.evaluation.multiple_choice import multiple_choice
     from edgekit.evaluation.perplexity import perplexity
 
-    if text is None and mc is None and not lm_eval_tasks:
+    if text is None and mc is None and chat is None and not lm_eval_tasks:
         raise UsageError(
-            "nothing to evaluate: give --text FILE (perplexity), --mc FILE (multiple choice) and/or --lm-eval TASKS"
+            "nothing to evaluate: give --text FILE (perplexity), --mc FILE (multiple choice), --chat PROMPTS "
+            "and/or --lm-eval TASKS"
         )
+    if deployment is not None:
+        if model is not None or plan is not None or elastic is not None:
+            raise UsageError("give --deployment alone, or --model, or --plan/--elastic with --shape")
+        if lm_eval_tasks:
+            raise UsageError("--lm-eval runs on transformers models, not on a deployment's runtime")
+        results = eval_deployment(deployment, text, mc, labels, limit, max_length, stride, text_tokens, chat,
+                                  chat_limit, chat_tokens)  # fmt: skip
+        if json_out:
+            print_json(results)
+            return
+        render(results)
+        return
     shaped = plan is not None or elastic is not None
     if shape is not None and not shaped:
         raise UsageError("--shape needs --plan or --elastic (they say which layers and channels a shape keeps)")
@@ -63,6 +89,9 @@ def eval_cmd(
         results["multiple_choice"] = {"data": str(mc), **multiple_choice(mdl, tokenizer, items).to_dict()}
     if lm_eval_tasks:
         results["lm_eval"] = run_lm_eval(mdl, tokenizer, [t.strip() for t in lm_eval_tasks.split(",") if t.strip()])
+    if chat is not None:
+        results["chat"] = chat_of_model(mdl, tokenizer, model, plan, elastic, shape, base_model, chat, chat_limit,
+                                        chat_tokens)  # fmt: skip
     if json_out:
         print_json(results)
         return
@@ -89,6 +118,86 @@ def load_for_eval(
     return mdl, tokenizer, f"{source.name}:{the_shape}", str(source.plan.path)
 
 
+def eval_deployment(
+    folder: Path,
+    text: Path | None,
+    mc: Path | None,
+    labels: Path | None,
+    limit: int | None,
+    max_length: int,
+    stride: int,
+    text_tokens: int | None,
+    chat: Path | None,
+    chat_limit: int,
+    chat_tokens: int,
+) -> dict[str, Any]:
+    """A deployment's figures through its own runtime: the int4 ONNX model ORT GenAI runs, not the weights it
+    was built from."""
+    from edgekit.deployment.manifest import open_deployment
+    from edgekit.evaluation.data import load_piqa, read_text
+    from edgekit.evaluation.model_io import SessionModel
+    from edgekit.evaluation.multiple_choice import multiple_choice
+    from edgekit.evaluation.perplexity import perplexity
+
+    corpus = read_text(text) if text is not None else None
+    items = load_piqa(mc, labels=labels, limit=limit) if mc is not None else None
+    with err.status(f"opening {folder}…"):
+        manifest, session, tokenizer = open_deployment(folder)
+    rt = manifest.runtime
+    results: dict[str, Any] = {
+        "model": f"{manifest.model['name']}:{manifest.shape.name}",
+        "source": f"deployment {folder} ({rt.name} {rt.precision} on {rt.device})",
+        "runtime": {"name": rt.name, "precision": rt.precision, "device": rt.device},
+    }
+    lm = SessionModel(session) if corpus is not None or items is not None else None
+    if corpus is not None:
+        ppl = perplexity(lm, tokenizer, corpus, max_length=max_length, stride=stride, max_tokens=text_tokens)
+        results["perplexity"] = {"data": str(text), **ppl.to_dict()}
+    if items is not None:
+        results["multiple_choice"] = {"data": str(mc), **multiple_choice(lm, tokenizer, items).to_dict()}
+    if chat is not None:
+        from edgekit.evaluation.chat import chat_scores, describe, reference_for
+        from edgekit.models.reference import local_folder, resolve
+
+        base = local_folder(resolve(manifest.model["ref"]))
+        with err.status("the full model's reference replies…"):
+            ref = reference_for(base, manifest.model["digest"], chat, chat_limit, chat_tokens)
+        logits = session.sequence_logits if hasattr(session, "sequence_logits") else None
+        with err.status(f"chat metrics on {len(ref.prompts)} prompts…"):
+            results["chat"] = {"data": describe(ref), **chat_scores(session, tokenizer, ref, logits)}
+    return results
+
+
+def chat_of_model(
+    mdl: Any, tokenizer: Any, model: str | None, plan: str | None, elastic: str | None, shape: str | None,
+    base_model: str | None, prompts: Path, limit: int, tokens: int,
+) -> dict[str, Any]:  # fmt: skip
+    """The chat metrics of a model as it is or of one shape, against its base model's reference replies."""
+    from edgekit.evaluation.chat import chat_scores, describe, reference_for
+
+    if plan is None and elastic is None:
+        from edgekit.engines.torch_engine import TorchSession
+        from edgekit.models.reference import local_folder, resolve
+        from edgekit.models.registry import DEFAULT_MODEL
+        from edgekit.models.weights import weights_digest
+
+        folder = local_folder(resolve(model or DEFAULT_MODEL))
+        with err.status("the full model's reference replies…"):
+            ref = reference_for(folder, weights_digest(folder), prompts, limit, tokens)
+        session = TorchSession(mdl)
+        return {"data": describe(ref), **chat_scores(session, tokenizer, ref, session.sequence_logits)}
+    from edgekit.elastic.accuracy import chat_reference, shape_chat_scores
+    from edgekit.elastic.source import Source
+    from edgekit.evaluation.settings import EvalSettings
+
+    source = Source.resolve(elastic, plan, base_model=base_model)
+    settings = EvalSettings(chat_prompts=str(prompts), chat_limit=limit, chat_tokens=tokens)
+    with err.status("the full model's reference replies…"):
+        ref = chat_reference(source.plan, settings)
+    scores = shape_chat_scores(source.load(), source.plan, tokenizer, source.shape(shape or "full"), ref)
+    return {"data": describe(ref), **scores}
+
+
 def render(results: dict[str, Any]) -> None:
     table = Table(title=results["model"])
     for col in ("task", "metric", "value", "tokens/items", "seconds"):
@@ -112,6 +221,12 @@ def render(results: dict[str, Any]) -> None:
         for metric, value in metrics.items():
             if isinstance(value, float) and "stderr" not in metric:
                 table.add_row(f"lm-eval {task}", metric, f"{value:.4f}", "", "")
+    if "chat" in results:
+        c = results["chat"]
+        for metric in ("chat_ppl", "answer_rate", "agreement"):
+            value = c.get(metric)
+            table.add_row("chat", metric, "n/a" if value is None else f"{value:.3f}", "", "")
+        notes.append(f"chat: {c['data']}")
     out.print(table)
     for note in notes:
         out.print(f"[dim]{note}[/dim]")

@@ -15,7 +15,8 @@ PROMPT_KEYS = ("instruction", "prompt", "question", "input")
 RESPONSE_KEYS = ("response", "output", "answer", "completion")
 
 
-def _pairs(path: Path) -> list[tuple[str, str]]:
+def _pairs(path: Path) -> list[tuple[str, str, bool]]:
+    """(prompt, response, finished) per row; `finished: false` marks a reply cut at the token limit."""
     pairs = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -30,8 +31,20 @@ def _pairs(path: Path) -> list[tuple[str, str]]:
             raise UsageError(
                 f"{path}:{n} needs a prompt ({'/'.join(PROMPT_KEYS)}) and a response ({'/'.join(RESPONSE_KEYS)})"
             )
-        pairs.append((prompt, response))
+        pairs.append((prompt, response, row.get("finished", True) is not False))
     return pairs
+
+
+def chat_ids(tokenizer: Any, prompt: str, response: str, finished: bool = True) -> list[int]:
+    """A user turn and the assistant's reply in the model's chat template. A reply that was cut off gets no
+    end of turn, so training never teaches a shape to stop where the teacher had not."""
+    if finished:
+        messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+        return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
+    head = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], tokenize=True, add_generation_prompt=True, return_dict=True
+    )["input_ids"]
+    return list(head) + list(tokenizer(response, add_special_tokens=False)["input_ids"])
 
 
 def token_stream(source: str, tokenizer: Any, fmt: str = "auto", max_tokens: int | None = None) -> torch.Tensor:
@@ -45,9 +58,8 @@ def token_stream(source: str, tokenizer: Any, fmt: str = "auto", max_tokens: int
     eos = tokenizer.eos_token_id
     if fmt == "jsonl":
         ids: list[int] = []
-        for prompt, response in _pairs(path):
-            messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
-            ids += list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
+        for prompt, response, finished in _pairs(path):
+            ids += chat_ids(tokenizer, prompt, response, finished)
             if max_tokens is not None and len(ids) >= max_tokens:
                 break
     else:

@@ -58,6 +58,12 @@ class TrainConfig:
     temperature: float = 1.0
     balance: bool = True  # loss-magnitude balancing: L_i * sg(L_full) / sg(L_i)
     grid: list[str] | None = None  # shapes to sample from (default: the plan's grid)
+    # sample from every shape of the plan's space (depth x FFN x heads) instead of a grid: the shapes deploy
+    # searches are the shapes training sees
+    space: bool = False
+    # shapes with less than this share of the full model's non-embedding parameters are not trained: far
+    # below what any latency budget picks, their losses would only pull the shared adapters their way
+    min_params: float = 0.0
     checkpoint_every: int = 100
     log_every: int = 10
     grad_clip: float = 1.0
@@ -128,6 +134,8 @@ class Recipe:
             (t.teacher in ("inplace", "frozen"), "train.teacher must be inplace or frozen"),
             (t.temperature > 0, "train.temperature must be positive"),
             (t.anchor >= 0, "train.anchor must be at least 0"),
+            (not (t.space and t.grid), "train.space and train.grid exclude each other"),
+            (0.0 <= t.min_params < 1.0, "train.min_params must be in [0, 1)"),
             (self.data.seq_len >= 8, "data.seq_len must be at least 8"),
             (self.data.format in ("auto", "text", "jsonl"), "data.format must be auto, text or jsonl"),
             (bool(self.data.train), "data.train is required (a text file, a JSONL file or a dataset name)"),
@@ -220,7 +228,7 @@ def recipe_path(ref: str) -> Path:
 
 # the recipe's keys that name files; a relative one is read from the data folder
 DATA_KEYS = (("data", "train"), ("data", "chat"), ("eval", "text"), ("eval", "domain_text"), ("eval", "mc"),
-             ("eval", "mc_labels"))  # fmt: skip
+             ("eval", "mc_labels"), ("eval", "chat_prompts"))  # fmt: skip
 
 
 def load_recipe(ref: str | None, overrides: list[str] | None = None, data_dir: Path | None = None) -> Recipe:

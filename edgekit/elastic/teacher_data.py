@@ -26,6 +26,7 @@ from edgekit.errors import UsageError
 from edgekit.formats import tag
 
 FORMAT = tag("edgekit-teacher-data")
+END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
 
 RST_UNDERLINE = re.compile(r"^([=\-~^\"'`#*+])\1{2,}\s*$")
 DASHES = re.compile(r"\s+-{2,3}\s+")  # "module --- what it is", also with two dashes
@@ -46,6 +47,7 @@ class TeacherSettings:
     top_p: float = 0.9
     batch_size: int = 16
     seed: int = 0
+    samples: int = 1  # sampled replies per prompt: more of the teacher's distribution per instruction
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,13 +90,58 @@ def prompts_from_text(path: Path, count: int, seed: int = 0) -> list[str]:
     return [TEMPLATES[i % len(TEMPLATES)].format(t) for i, t in enumerate(titles[:count])]
 
 
-def prompts_from_file(path: Path, count: int) -> list[str]:
+PROMPT_KEYS = ("prompt", "instruction", "question", "input")
+DEV_SHARE = 0.10  # of a prompt file, held apart from training for the chat metrics (and the router's data)
+
+
+def read_prompts(path: Path) -> list[str]:
+    """Prompts from a file: JSONL rows with a prompt (or instruction/question/input) field, or plain text, one
+    prompt per line. A bad JSONL line is refused by its number."""
     if not path.is_file():
         raise UsageError(f"prompt file not found: {path}")
-    prompts = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not UTF-8 text") from None
+    jsonl = path.suffix in (".jsonl", ".json") or any(ln.lstrip().startswith("{") for ln in lines[:5])
+    prompts: list[str] = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if not jsonl:
+            prompts.append(line.strip())
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise UsageError(f"{path}:{n} is not valid JSON (a prompt file is JSONL or one prompt per line)") from None
+        prompt = next((row[k] for k in PROMPT_KEYS if isinstance(row, dict) and k in row), None)
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise UsageError(f"{path}:{n} has no prompt (a string under one of: {', '.join(PROMPT_KEYS)})")
+        prompts.append(prompt.strip())
     if not prompts:
-        raise UsageError(f"{path} holds no prompts (one per line)")
-    return prompts[:count]
+        raise UsageError(f"{path} holds no prompts")
+    return prompts
+
+
+def is_dev_prompt(prompt: str, share: float = DEV_SHARE) -> bool:
+    """Whether a prompt belongs to the held-apart dev split: a hash of its text, so the split is the same for
+    every file the prompt appears in, every run and every command (teacher data, chat metrics, the router)."""
+    return int(hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:8], 16) < share * 16**8
+
+
+def split_prompts(prompts: list[str], part: str, share: float = DEV_SHARE) -> list[str]:
+    """The `train` or `dev` part of prompts (or `all`), in file order, duplicates dropped."""
+    if part not in ("train", "dev", "all"):
+        raise UsageError(f"--part must be train, dev or all, not {part}")
+    unique = list(dict.fromkeys(prompts))
+    if part == "all":
+        return unique
+    return [p for p in unique if is_dev_prompt(p, share) == (part == "dev")]
+
+
+def prompts_from_file(path: Path, count: int, part: str = "all") -> list[str]:
+    return split_prompts(read_prompts(path), part)[:count]
 
 
 def generate_replies(
@@ -102,8 +149,8 @@ def generate_replies(
     prompts: list[str],
     settings: TeacherSettings,
     device: str = "cpu",
-    on_batch: Callable[[int], None] | None = None,
-) -> list[dict[str, str]]:
+    on_batch: Callable[[float], None] | None = None,
+) -> list[dict[str, Any]]:
     """The model's reply to each prompt, in batches with left padding; replies cut at end-of-turn."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -115,9 +162,12 @@ def generate_replies(
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
     torch.manual_seed(settings.seed)
-    rows: list[dict[str, str]] = []
-    for start in range(0, len(prompts), settings.batch_size):
-        batch = prompts[start : start + settings.batch_size]
+    rows: list[dict[str, Any]] = []
+    vocab = tokenizer.get_vocab()
+    eos = {tokenizer.eos_token_id, *(vocab[t] for t in END_OF_TURN if t in vocab)}
+    asked = [p for p in prompts for _ in range(settings.samples)]
+    for start in range(0, len(asked), settings.batch_size):
+        batch = asked[start : start + settings.batch_size]
         texts = [
             tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
             for p in batch
@@ -130,15 +180,18 @@ def generate_replies(
                 top_p=settings.top_p if settings.temperature > 0 else None, pad_token_id=tokenizer.pad_token_id,
             )  # fmt: skip
         for prompt, ids in zip(batch, out[:, enc["input_ids"].shape[1] :], strict=True):
+            ids = ids.tolist()
+            # a reply that ran out of tokens has no end of turn: training must not teach it to stop there
+            finished = any(t in eos for t in ids)
             reply = tokenizer.decode(ids, skip_special_tokens=True).strip()
             if reply:
-                rows.append({"prompt": prompt, "response": reply})
+                rows.append({"prompt": prompt, "response": reply, "finished": finished})
         if on_batch:
-            on_batch(len(batch))
+            on_batch(len(batch) / settings.samples)
     return rows
 
 
-def write_jsonl(rows: list[dict[str, str]], out: Path, meta: dict[str, Any]) -> dict[str, Any]:
+def write_jsonl(rows: list[dict[str, Any]], out: Path, meta: dict[str, Any]) -> dict[str, Any]:
     """The JSONL and a sidecar saying how it was made (with the JSONL's sha256), each written whole or not at all."""
     from edgekit.artifacts import utc_now, write_json_atomic
 
@@ -155,7 +208,7 @@ def write_jsonl(rows: list[dict[str, str]], out: Path, meta: dict[str, Any]) -> 
 
 def make_teacher_data(
     out: Path, prompts: list[str], source: str, model: str, settings: TeacherSettings, device: str = "auto",
-    on_batch: Callable[[int], None] | None = None,
+    on_batch: Callable[[float], None] | None = None, split: dict[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The model's replies to `prompts`, written to `out` with its sidecar; returns the sidecar."""
     from edgekit.elastic.train import resolve_device
@@ -167,5 +220,6 @@ def make_teacher_data(
     rows = generate_replies(folder, prompts, settings, dev, on_batch=on_batch)
     seconds = round(time.perf_counter() - start, 1)
     meta = {"format": FORMAT, "teacher": str(folder), "source": source, "prompts": len(prompts),
-            "settings": settings.to_dict(), "device": dev, "seconds": seconds}  # fmt: skip
+            "settings": settings.to_dict(), "device": dev, "seconds": seconds,
+            "finished": sum(r["finished"] for r in rows), **({"split": split} if split else {})}  # fmt: skip
     return write_jsonl(rows, out, meta)

@@ -418,6 +418,17 @@ def resolve_device(choice: str) -> str:
     return choice
 
 
+def training_shapes(plan: Any, t: Any) -> list[Shape]:
+    """The shapes a run samples from: the recipe's grid, the plan's grid or its whole space, without those
+    below `min_params` of the full model's non-embedding parameters (the full model always stays)."""
+    shapes = plan.space() if t.space else plan.grid(",".join(t.grid)) if t.grid else plan.grid()
+    if t.min_params > 0:
+        g = plan.geometry
+        floor = t.min_params * g.non_embedding_params(plan.full)
+        shapes = [s for s in shapes if g.non_embedding_params(s) >= floor or s == plan.full]
+    return shapes
+
+
 def prepare_run(recipe: Recipe, run_dir: Path, resume: bool) -> Trainer:
     """Load the plan, weights, data and adapters; restore the latest checkpoint when resuming."""
     recipe.check_files(TRAINING_DATA)
@@ -430,7 +441,7 @@ def prepare_run(recipe: Recipe, run_dir: Path, resume: bool) -> Trainer:
     from edgekit.elastic.smol import Smol
 
     plan = load_plan(recipe.plan)
-    grid = plan.grid(",".join(recipe.train.grid)) if recipe.train.grid else plan.grid()
+    grid = training_shapes(plan, recipe.train)
     if len(grid) < 2 and recipe.train.sandwich:
         raise UsageError("the sandwich needs at least two shapes in train.grid (train.sandwich=false for one shape)")
     if len(grid) == 1 and recipe.train.distill and recipe.train.teacher == "inplace" and grid[0] != plan.full:

@@ -165,6 +165,19 @@ class OrtSession:
             if token in self.eos_ids or gen.is_done():
                 return
 
+    def sequence_logits(self, ids: list[int]) -> Any:
+        """Logits at every position of `ids` ([len, vocab]) as the built model computes them (int4 included):
+        the generator's logits output after one prompt pass holds every position."""
+        import numpy as np
+        import torch
+
+        if len(ids) >= self.context_length:
+            raise UsageError(f"{len(ids)} tokens do not fit the model's context of {self.context_length}")
+        gen = self._generator(len(ids), Sampling(max_new_tokens=1))
+        gen.append_tokens(ids)
+        logits = np.asarray(gen.get_output("logits"))
+        return torch.from_numpy(logits.reshape(-1, logits.shape[-1])[-len(ids) :].astype(np.float32))
+
     def first_token(self, ids: list[int]) -> tuple[float, float]:
         gen = self._generator(len(ids), Sampling(max_new_tokens=1, min_new_tokens=1))
         start = time.perf_counter()

@@ -108,6 +108,13 @@ class TorchSession:
                 x = torch.tensor([[token]], device=self.device)
                 out = self.model(input_ids=x, past_key_values=out.past_key_values, use_cache=True)
 
+    def sequence_logits(self, ids: list[int]) -> Any:
+        """Logits at every position of `ids` ([len, vocab]): what perplexity and the chat metrics read."""
+        import torch
+
+        with torch.inference_mode():
+            return self.model(input_ids=torch.tensor([ids], device=self.device)).logits[0].float().cpu()
+
     def first_token(self, ids: list[int]) -> tuple[float, float]:
         import torch
 

@@ -70,3 +70,36 @@ def progress_bar(enabled: bool, label: str, total: int) -> Iterator[Any]:
     with bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)
+
+
+class SessionModel:
+    """A runtime session (a deployed artifact: ORT GenAI int4, torch, ...) as the model the evaluators take:
+    input ids in, logits at every position out, one row at a time. Perplexity, multiple choice and the chat
+    metrics then measure the artifact a user runs, not the fp32 weights it was built from."""
+
+    def __init__(self, session: Any) -> None:
+        from types import SimpleNamespace
+
+        import torch
+
+        if not hasattr(session, "sequence_logits"):
+            from edgekit.errors import UsageError
+
+            raise UsageError(
+                f"runtime {session.runtime} gives edgekit generated tokens, not logits: its perplexity and "
+                "chat_ppl cannot be measured through it (its answer rate and agreement can: --chat alone)"
+            )
+        self.session = session
+        self.device = torch.device("cpu")
+        self.config = SimpleNamespace(max_position_embeddings=session.context_length)
+
+    def eval(self) -> SessionModel:
+        return self
+
+    def __call__(self, input_ids: Any) -> Any:
+        import torch
+
+        return torch.stack([self.session.sequence_logits(row.tolist()) for row in input_ids.cpu()])
+
+    def logits(self, ids: list[int]) -> Any:
+        return self.session.sequence_logits(ids)

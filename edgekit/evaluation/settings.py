@@ -24,6 +24,11 @@ class EvalSettings:
     mc_labels: str | None = None
     mc_limit: int | None = 400
     predictor_tokens: int = 1024  # after training, the accuracy predictor is fitted on this much of `text` (0: not)
+    # chat metrics on the dev part of a prompt file (edgekit.evaluation.chat): the full model's greedy replies
+    # to `chat_limit` prompts of at most `chat_tokens` tokens are the reference
+    chat_prompts: str | None = None
+    chat_limit: int = 64
+    chat_tokens: int = 96
 
     @property
     def step(self) -> int:

@@ -9,10 +9,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from edgekit.elastic.data import Sequences
+from edgekit.elastic.data import Sequences, chat_ids, token_stream
 from edgekit.elastic.recipe import load_recipe
-from edgekit.elastic.teacher_data import clean_heading, headings, prompts_from_text
+from edgekit.elastic.teacher_data import (
+    clean_heading,
+    headings,
+    is_dev_prompt,
+    prompts_from_text,
+    read_prompts,
+    split_prompts,
+)
 from edgekit.elastic.train import prepare_run, train
+from edgekit.errors import UsageError
 from edgekit.formats import recipe_identity, recipe_identity_v1
 
 RST = """\
@@ -56,7 +64,7 @@ def test_teacher_data_command_writes_replies_and_their_provenance(cli, tiny_llam
     corpus.write_text(RST)
     out = tmp_path / "chat.jsonl"
     r = cli("elastic", "teacher-data", "--from-text", str(corpus), "--model", str(tiny_llama_dir), "--out", str(out),
-            "--count", "3", "--max-new-tokens", "8", "--batch-size", "2", "--device", "cpu", "--json")  # fmt: skip
+            "--headings", "3", "--max-new-tokens", "8", "--batch-size", "2", "--device", "cpu", "--json")  # fmt: skip
     assert r.code == 0, r.err
     summary = json.loads(r.out)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -67,8 +75,22 @@ def test_teacher_data_command_writes_replies_and_their_provenance(cli, tiny_llam
     assert meta["settings"]["max_new_tokens"] == 8 and meta["teacher"] == str(tiny_llama_dir)
     r = cli("elastic", "teacher-data", "--from-text", str(corpus), "--out", str(out))
     assert r.code == 2 and "exists" in r.err
+    prompts = tmp_path / "prompts.jsonl"
+    asked = [f"question {i}?" for i in range(40)]
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in asked))
+    both = tmp_path / "both.jsonl"
+    r = cli("elastic", "teacher-data", "--prompts", str(prompts), "--from-text", str(corpus), "--headings", "2",
+            "--samples", "2", "--model", str(tiny_llama_dir), "--out", str(both), "--max-new-tokens", "4",
+            "--device", "cpu", "--json")  # fmt: skip
+    assert r.code == 0, r.err
+    summary = json.loads(r.out)
+    train_part = split_prompts(asked, "train")
+    assert summary["prompts"] == len(train_part) + 2 and summary["split"]["part"] == "train"
+    used = [json.loads(line)["prompt"] for line in both.read_text().splitlines()]
+    assert not set(used) & set(split_prompts(asked, "dev"))  # the dev tenth is never a training prompt
+    assert max(used.count(p) for p in used) == 2  # two sampled replies per prompt
     r = cli("elastic", "teacher-data", "--out", str(tmp_path / "x.jsonl"))
-    assert r.code == 2 and "one prompt source" in r.err
+    assert r.code == 2 and "prompt source" in r.err
     r = cli("elastic", "teacher-data", "--from-text", str(tmp_path / "nope.rst"), "--out", str(tmp_path / "x.jsonl"))
     assert r.code == 2 and "not found" in r.err and "Traceback" not in r.err
 
@@ -120,3 +142,44 @@ def test_a_recipe_without_chat_keeps_its_identity_and_one_with_chat_trains(
     assert train(trainer).step == 2
     with pytest.raises(Exception, match="go together"):
         _recipe(tiny_plan, calib_text, f"data.chat={chat}")
+
+
+def test_prompt_files_are_jsonl_or_lines_and_bad_lines_are_named(tmp_path: Path) -> None:
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text('{"prompt": "first?", "source": "a"}\n\n{"instruction": "second"}\n')
+    assert read_prompts(jsonl) == ["first?", "second"]
+    lines = tmp_path / "p.txt"
+    lines.write_text("one\n\ntwo\n")
+    assert read_prompts(lines) == ["one", "two"]
+    jsonl.write_text('{"prompt": "ok"}\n{"prompt": \n')
+    with pytest.raises(UsageError, match=r"p.jsonl:2 is not valid JSON"):
+        read_prompts(jsonl)
+    jsonl.write_text('{"prompt": "ok"}\n{"text": "no prompt"}\n')
+    with pytest.raises(UsageError, match=r"p.jsonl:2 has no prompt"):
+        read_prompts(jsonl)
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(UsageError, match="holds no prompts"):
+        read_prompts(tmp_path / "empty.jsonl")
+    with pytest.raises(UsageError, match="not found"):
+        read_prompts(tmp_path / "missing.jsonl")
+
+
+def test_the_dev_split_is_a_stable_tenth_apart_from_training() -> None:
+    prompts = [f"prompt number {i}" for i in range(2000)]
+    train, dev = split_prompts(prompts, "train"), split_prompts(prompts, "dev")
+    assert not set(train) & set(dev) and len(train) + len(dev) == 2000
+    assert 150 <= len(dev) <= 250  # a tenth, by hash
+    assert dev == [p for p in prompts if is_dev_prompt(p)] and split_prompts(prompts, "all") == prompts
+    # the split is a property of the prompt, not of the file it is in
+    assert split_prompts(list(reversed(prompts)), "dev") == list(reversed(dev))
+
+
+def test_a_reply_cut_at_the_token_limit_is_trained_without_an_end_of_turn(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    ended, cut = chat_ids(tok, "q", "an answer"), chat_ids(tok, "q", "an answer", finished=False)
+    assert len(cut) < len(ended) and ended[: len(cut)] == cut  # the same tokens, less the end of turn
+    data = tmp_path / "chat.jsonl"
+    data.write_text(json.dumps({"prompt": "q", "response": "an answer", "finished": False}) + "\n")
+    assert token_stream(str(data), tok, "jsonl").tolist() == cut
