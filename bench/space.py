@@ -141,8 +141,9 @@ def latency_budgets(ev: Evaluator, predicted: dict[Any, float], lut: Any) -> lis
                     row[side]["predicted_ms"] = round(lut.predict(s).decode_ms, 3)
                     row[side]["measured_ms"] = round(measure_latency(ev, s, Path(tmp) / f"{side}-{frac}"), 3)
             start = time.perf_counter()
+            # stage-1 shapes are all far from the full model: this compares the search, not what should ship
             dep = deploy(DeployRequest(target="host", budget=parse_budget(f"{frac * 100:.0f}%"), plan=MODEL,
-                                       out=Path(tmp) / f"deploy-{frac}"))  # fmt: skip
+                                       out=Path(tmp) / f"deploy-{frac}", allow_degraded=True))  # fmt: skip
             m = dep.manifest
             shipped = plan.shape(dep.shape)
             row["deploy"] = {

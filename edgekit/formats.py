@@ -33,7 +33,8 @@ CURRENT = {
     "edgekit-conversation": 2,  # the header line of a saved chat conversation
     "edgekit-teacher-data": 1,  # the sidecar of teacher-generated chat data
     "edgekit-jtop-recording": 1,  # a recording of jetson-stats' jtop objects
-    "edgekit-accuracy-predictor": 1,  # accuracy-predictor.json beside a plan or in a checkpoint
+    "edgekit-accuracy-predictor": 1,  # accuracy- and chat-predictor.json beside a plan or in a checkpoint
+    "edgekit-chat-reference": 1,  # the full model's reference replies (chat-reference.json, and the cache)
 }
 # kinds whose first files carried no format field: such a file is their version 1
 UNTAGGED_V1 = {"edgekit-model", "edgekit-smol", "edgekit-accuracy", "edgekit-train-state", "edgekit-conversation"}

@@ -46,6 +46,7 @@ class Info:
     budget_text: str | None = None
     lut_status: str | None = None  # measured | estimated | None (no deployment)
     context_length: int = 2048
+    quality: str | None = None  # the shape's ranking metric against the full model's, e.g. "chat_ppl 9.1 (1.4x)"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,6 +116,20 @@ def fit_context(
     return kept, ids, dropped
 
 
+def quality_text(acc: Any) -> str | None:
+    """A deployment's expected quality in a few words: its ranking metric, its ratio to the full model's, and
+    the artifact's own measurement when deploy made one."""
+    if acc is None or acc.metric == "params":
+        return None
+    text = f"{acc.metric} {acc.value:.3g}"
+    if acc.ratio is not None:
+        text += f" ({acc.ratio:.2f}x full)"
+    art = acc.artifact
+    if art:
+        text += f"; {art['runtime']} measured {art['value']:.3g}"
+    return text
+
+
 class ChatEngine:
     def __init__(self, session: Any, tokenizer: Any, info: Info) -> None:
         self.session = session
@@ -131,7 +146,7 @@ class ChatEngine:
         m, session, tokenizer = open_deployment(path)
         rt = m.runtime
         info = Info(m.model["name"], m.shape.name, rt.name, rt.precision, rt.device, m.budget.resolved.ms_per_token,
-                    m.budget.text, m.lut.status, session.context_length)  # fmt: skip
+                    m.budget.text, m.lut.status, session.context_length, quality_text(m.accuracy))  # fmt: skip
         return cls(session, tokenizer, info)
 
     @classmethod
@@ -157,8 +172,13 @@ class ChatEngine:
         session = ElasticTorchSession(source.load(device), plan, config, the_shape, device)
         info = Info(plan.model.name, the_shape.name, "torch", "fp32", device, context_length=session.context_length)
         engine = cls(session, source.tokenizer(), info)
-        engine.shapes = [s.name for s in plan.grid()]
+        table = (source.accuracy or {}).get("shapes") or {}
+        engine.shapes = list(table) or [s.name for s in plan.grid()]
         engine.accuracy = (source.accuracy or {}).get("shapes", {})
+        row = engine.accuracy.get(the_shape.name) or {}
+        metric = next((m for m in ("chat_ppl", "ppl") if row.get(m) is not None), None)
+        if metric:
+            info.quality = f"{metric} {row[metric]:.3g} (accuracy table)"
         return engine
 
     @property

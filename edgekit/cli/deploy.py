@@ -30,8 +30,24 @@ def deploy_cmd(
     ] = 128,
     gen_len: Annotated[int, typer.Option("--gen-len", min=1, help="Tokens a reply is expected to have.")] = 128,
     metric: Annotated[
-        str, typer.Option("--metric", help="Accuracy column to rank shapes by: ppl, domain_ppl, acc or acc_norm.")
-    ] = "ppl",
+        str,
+        typer.Option(
+            "--metric",
+            help="What to rank shapes by: auto (chat_ppl where the checkpoint predicts it, else ppl), chat_ppl, "
+            "ppl, domain_ppl, acc, acc_norm, answer_rate or agreement.",
+        ),
+    ] = "auto",
+    floor: Annotated[
+        str,
+        typer.Option(
+            "--floor",
+            help="Refuse a shape more than this many times worse than the full model on the metric (perplexity "
+            "ratio; accuracy inverted).",
+        ),
+    ] = "2",  # edgekit.deployment.choose.FLOOR
+    allow_degraded: Annotated[
+        bool, typer.Option("--allow-degraded", help="Ship a shape below the quality floor, with a warning.")
+    ] = False,
     dev_text: o.DevText = None,
     verify: Annotated[
         bool | None,
@@ -52,12 +68,18 @@ def deploy_cmd(
     from edgekit.elastic.ranking import LOWER_IS_BETTER
     from edgekit.progress import steps
 
-    if metric not in LOWER_IS_BETTER:
-        raise UsageError(f"--metric must be one of {', '.join(LOWER_IS_BETTER)}, not '{metric}'")
+    try:
+        floor_ratio = float(floor)
+    except ValueError:
+        floor_ratio = float("nan")
+    if not floor_ratio >= 1.0 or floor_ratio == float("inf"):
+        raise UsageError(f"--floor must be a number of at least 1 (times the full model's metric), not '{floor}'")
+    if metric != "auto" and metric not in LOWER_IS_BETTER:
+        raise UsageError(f"--metric must be auto or one of {', '.join(LOWER_IS_BETTER)}, not '{metric}'")
     req = DeployRequest(
         target=target, budget=parse_budget(budget), runtime=runtime, precision=precision, elastic=elastic, plan=plan,
         out=out_dir, prompt_len=prompt_len, gen_len=gen_len, metric=metric, dev_text=dev_text, verify=verify,
-        force=force, options=o.key_values(option, "--option"),
+        force=force, options=o.key_values(option, "--option"), floor=floor_ratio, allow_degraded=allow_degraded,
     )  # fmt: skip
     with steps() as step:
         result = plan_deploy(req, step) if dry_run else deploy(req, step)
@@ -145,3 +167,12 @@ def print_candidates(rows: list[Any], chosen: str, notes: list[str], record: Any
         f"chose {chosen}: the best {metric} among shapes {how} {record.budget.text} "
         f"(predicted {record.predicted.decode_ms:.2f} ms/token{est})"
     )
+    acc = record.accuracy
+    if acc.ratio is not None:
+        flag = " [bold yellow]below it: degraded[/]" if acc.degraded else ""
+        out.print(f"expected at {acc.ratio:.2f}x the full model's {metric} (quality floor {acc.floor:g}x){flag}")
+    art = getattr(acc, "artifact", None)
+    if art:
+        out.print(f"the {art['runtime']} artifact measured: {art['metric']} {art['value']:.3g} against "
+                  f"{art['fp32']:.3g} for its fp32 weights ({art['ratio']:.2f}x, on {art['prompts']} reference "
+                  "replies)")  # fmt: skip

@@ -18,6 +18,9 @@ from edgekit.elastic.ranking import Ranking
 from edgekit.errors import UsageError
 from edgekit.shapes import Shape
 
+# the quality floor: a shape whose ranking metric is more than this many times worse than the full model's
+# (perplexity ratios; accuracy ratios inverted) is refused unless --allow-degraded; see docs/deploy.md
+FLOOR = 2.0
 STEP_UP_BELOW = 0.85  # a measurement under this share of the latency budget is worth a try one shape up
 STEP_UP_MARGIN = 0.95  # ... at a shape whose corrected prediction leaves this much of the budget
 
@@ -115,3 +118,33 @@ def misses(figures: RuntimeFigures, budget: Budget) -> str | None:
     """Which budget terms a measurement breaks, said as measured figures; None when it fits."""
     why = budget.violations(figures.decode_ms, figures.peak_rss_mb)
     return "; ".join(f"measured {w}" for w in why) or None
+
+
+def quality_ratio(ranking: Ranking, shape: str, full: str) -> float | None:
+    """How many times worse than the full model a shape is expected to be on the ranking metric (1.0: as good;
+    perplexities divide, accuracies invert); None when the ranking measures no quality (parameter count)."""
+    from edgekit.elastic.ranking import LOWER_IS_BETTER
+
+    if ranking.metric == "params" or shape not in ranking.scores or full not in ranking.scores:
+        return None
+    mine, best = ranking.scores[shape], ranking.scores[full]
+    if LOWER_IS_BETTER[ranking.metric]:
+        return mine / best if best > 0 else None
+    return best / mine if mine > 0 else float("inf")
+
+
+def below_floor(
+    ranking: Ranking, rows: list[Candidate], shape: str, full: str, floor: float, full_ms: float
+) -> str | None:
+    """Why `shape` is below the quality floor, naming the cheapest budget that clears it; None when it is not."""
+    ratio = quality_ratio(ranking, shape, full)
+    if ratio is None or ratio <= floor:
+        return None
+    clear = [r for r in rows if (quality_ratio(ranking, r.shape, full) or 0.0) <= floor]
+    why = (f"{shape} is expected at {ratio:.2f}x the full model's {ranking.metric}, below the quality floor "
+           f"(at most {floor:g}x)")  # fmt: skip
+    if clear:
+        cheapest = min(clear, key=lambda r: r.decode_ms)
+        why += (f"; the cheapest budget that clears it: --budget {cheapest.decode_ms:.3g}ms "
+                f"({cheapest.decode_ms / full_ms:.0%} of the full model), for {cheapest.shape}")  # fmt: skip
+    return why

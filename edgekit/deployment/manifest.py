@@ -87,6 +87,13 @@ class AccuracyRecord:
     metric: str
     value: float
     note: str
+    full_value: float | None = None  # the full model's, on the same ranking
+    ratio: float | None = None  # how many times worse than the full model (edgekit.deployment.choose)
+    floor: float | None = None  # the quality floor it was held to
+    degraded: bool = False  # below the floor, shipped because --allow-degraded said so
+    # the deployed artifact measured through its own runtime and precision, beside the same figures of the
+    # fp32 weights it was built from (deploy's quality check on the checkpoint's chat reference)
+    artifact: dict[str, Any] | None = None
 
 
 @dataclass

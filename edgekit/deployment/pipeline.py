@@ -22,12 +22,15 @@ from typing import Any
 from edgekit.artifacts import atomic_dir, hash_tree, write_json_atomic
 from edgekit.deployment.budget import Budget
 from edgekit.deployment.choose import (
+    FLOOR,
     STEP_UP_BELOW,
     Candidate,
+    below_floor,
     candidates,
     infeasible,
     misses,
     next_candidate,
+    quality_ratio,
     step_up_candidate,
 )
 from edgekit.deployment.lut import MEASURED, Lut
@@ -66,8 +69,10 @@ class DeployRequest:
     out: Path | None = None
     prompt_len: int = 128
     gen_len: int = 128
-    metric: str = "ppl"
+    metric: str = "auto"  # auto: chat_ppl where the source predicts it for every shape, else ppl
     dev_text: Path | None = None
+    floor: float = FLOOR  # refuse a shape more than this many times worse than the full model on the metric
+    allow_degraded: bool = False  # ship it anyway, with a warning
     verify: bool | None = None  # None: measure when the target is this machine
     force: bool = False
     options: dict[str, str] = field(default_factory=dict)  # runtime build options (--option key=value)
@@ -163,9 +168,12 @@ def choose(req: DeployRequest, step: Step | None = None) -> Choice:
     if lut_note:
         notes.append(lut_note)
     budget = req.budget.resolve(lut.predict(source.plan.full, req.prompt_len).decode_ms)
-    shapes = source.shapes(req.metric, req.dev_text)
+    metric = req.metric
+    if metric == "auto":
+        metric = "ppl" if req.dev_text is not None else source.default_metric()
+    shapes = source.shapes(metric, req.dev_text)
     with step("ranking shapes" if req.dev_text is None else f"fitting an accuracy predictor on {req.dev_text.name}"):
-        ranking = source.ranking(shapes, req.metric, req.dev_text)
+        ranking = source.ranking(shapes, metric, req.dev_text)
     notes.append(f"accuracy: {ranking.note}")
     start = time.perf_counter()
     rows = candidates(lut, shapes, ranking, budget, req.prompt_len)
@@ -184,6 +192,7 @@ def dry_run(req: DeployRequest, step: Step | None = None) -> DryRun:
     chosen = next_candidate(choice.fitting, set(), choice.budget, 1.0)
     if chosen is None:  # choose() refuses a budget nothing fits
         raise UsageError("no shape fits the budget")
+    hold_to_floor(choice, chosen)
     res = choice.resolved
     shape = choice.source.shape(chosen.shape)
     out = choice.out(chosen.shape)
@@ -199,7 +208,7 @@ def dry_run(req: DeployRequest, step: Step | None = None) -> DryRun:
     return DryRun(
         out, chosen.shape, target_record(res), RuntimeRecord(res.runtime, res.precision, res.device,
         build={"options": choice.options}), budget_record(choice, choice.budget), lut_record(choice.lut),
-        accuracy_record(choice.ranking, chosen), predicted(chosen), steps, choice.rows, choice.notes, choice.search,
+        accuracy_record(choice, chosen), predicted(chosen), steps, choice.rows, choice.notes, choice.search,
     )  # fmt: skip
 
 
@@ -211,6 +220,9 @@ def deploy(req: DeployRequest, step: Step | None = None) -> Deployment:
     if req.out is not None and req.out.exists() and not req.force:
         raise UsageError(f"{req.out} exists; pass --force to replace it")
     choice = choose(req, step)
+    first = next_candidate(choice.fitting, set(), choice.budget, 1.0)
+    if first is not None:
+        hold_to_floor(choice, first)  # before anything is built: the best that fits is already too weak
     res = choice.resolved
     get_engine(res.runtime).check()
     verify = res.is_host if req.verify is None else req.verify
@@ -228,7 +240,13 @@ def deploy(req: DeployRequest, step: Step | None = None) -> Deployment:
             full_measured, check = measure_full_model(choice, build)
         final, stepped = step_down(choice, build, check, full_measured)
         final, ups = step_up(choice, build, check, final, {s["shape"] for s in stepped})
-        return write_deployment(choice, final, check, stepped, full_measured, ups)
+        if first is None or final.candidate.shape != first.shape:
+            hold_to_floor(choice, final.candidate)  # a step down can cross the floor
+        artifact = None
+        if verify:
+            with step(f"measuring the {res.precision} artifact's quality"):
+                artifact = artifact_quality(choice, final)
+        return write_deployment(choice, final, check, stepped, full_measured, ups, artifact)
 
 
 def build_attempt(choice: Choice, candidate: Candidate, work: Path, verify: bool, step: Step) -> Attempt:
@@ -351,6 +369,7 @@ def write_deployment(
     stepped: list[dict[str, Any]],
     full_measured: Attempt | None,
     stepped_up: list[dict[str, Any]] | None = None,
+    artifact: dict[str, Any] | None = None,
 ) -> Deployment:
     """The deployment folder (compiled model, README, manifest with every file's hash), written atomically."""
     from edgekit.engines import get_engine
@@ -378,7 +397,7 @@ def write_deployment(
         lut=lut_record(choice.lut),
         budget=budget,
         predicted=predicted(chosen),
-        accuracy=accuracy_record(choice.ranking, chosen),
+        accuracy=accuracy_record(choice, chosen, artifact),
         candidates=choice.rows,
         measured=final.figures,
         measured_on=machine_record() if final.figures else None,
@@ -434,5 +453,53 @@ def predicted(c: Candidate) -> Predicted:
     return Predicted(round(c.decode_ms, 3), round(c.ttft_ms, 1), round(c.memory_mb, 1))
 
 
-def accuracy_record(ranking: Ranking, c: Candidate) -> AccuracyRecord:
-    return AccuracyRecord(ranking.source, ranking.metric, c.score, ranking.note)
+def accuracy_record(choice: Choice, c: Candidate, artifact: dict[str, Any] | None = None) -> AccuracyRecord:
+    ranking, full = choice.ranking, choice.source.plan.full.name
+    ratio = quality_ratio(ranking, c.shape, full)
+    return AccuracyRecord(
+        ranking.source, ranking.metric, c.score, ranking.note, ranking.scores.get(full),
+        None if ratio is None else round(ratio, 4), choice.request.floor,
+        degraded=ratio is not None and ratio > choice.request.floor, artifact=artifact,
+    )  # fmt: skip
+
+
+ARTIFACT_PROMPTS = 16  # reference replies the deployed artifact is scored on (a few seconds)
+
+
+def artifact_quality(choice: Choice, final: Attempt) -> dict[str, Any] | None:
+    """chat_ppl of the compiled artifact through its own runtime, and of the fp32 subnet it was built from, on
+    the source's stored chat reference: what the quantized build costs this shape. None when the source has
+    no reference or the runtime gives no logits."""
+    from edgekit.engines import get_engine
+    from edgekit.engines.torch_engine import TorchSession
+    from edgekit.evaluation.chat import chat_ppl
+
+    ref = choice.source.chat_reference()
+    if ref is None:
+        return None
+    res = choice.resolved
+    session = get_engine(res.runtime).open(final.compiled, res.device)
+    if not hasattr(session, "sequence_logits"):
+        choice.notes.append(f"{res.runtime} gives no logits: the artifact's chat_ppl is not measured")
+        return None
+    from transformers import AutoModelForCausalLM
+
+    ref = ref.head(ARTIFACT_PROMPTS)
+    start = time.perf_counter()
+    built = chat_ppl(session.sequence_logits, ref)
+    fp32 = chat_ppl(TorchSession(AutoModelForCausalLM.from_pretrained(final.hf_dir).eval()).sequence_logits, ref)
+    return {"metric": "chat_ppl", "prompts": len(ref.prompts), "runtime": f"{res.runtime} {res.precision}",
+            "value": round(built, 4), "fp32": round(fp32, 4), "ratio": round(built / fp32, 4),
+            "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
+
+
+def hold_to_floor(choice: Choice, c: Candidate) -> None:
+    """Refuse a shape below the quality floor (or, with --allow-degraded, say so in the notes)."""
+    req = choice.request
+    why = below_floor(choice.ranking, choice.rows, c.shape, choice.source.plan.full.name, req.floor,
+                      choice.full_predicted_ms)  # fmt: skip
+    if why is None:
+        return
+    if not req.allow_degraded:
+        raise UsageError(f"{why}; or pass --allow-degraded to ship it anyway")
+    choice.notes.append(f"warning: {why}; shipped because of --allow-degraded")

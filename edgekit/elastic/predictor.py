@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 
 FORMAT = tag("edgekit-accuracy-predictor")
 FILE = PREDICTOR_FILE
+CHAT_FILE = "chat-predictor.json"  # the same model of the space, fitted on chat_ppl (edgekit.evaluation.chat)
+FILES = {"ppl": FILE, "chat_ppl": CHAT_FILE}
+CHAT_PROMPTS = 24  # reference replies a chat predictor scores each design shape on (about 3.5k tokens)
 # every term is a product of powers up to 2, so the 3 x 3 x 3 design determines it
 TERMS = ["1", "D", "D^2", "u", "u^2", "v", "v^2", "D*u", "D*v", "u*v", "u^2*v", "u*v^2"]
 HELD_OUT = 10  # shapes evaluated only to measure the predictor's error
@@ -196,6 +199,7 @@ def build(
     smol_sha256: str | None = None,
     held_out: int = HELD_OUT,
     on_shape: Callable[[str], None] | None = None,
+    metric: str = "ppl",
 ) -> AccuracyPredictor:
     """Evaluate the design (`evaluate(shape)` gives its perplexity) and fit; then measure the error on held-out
     shapes and refit on all."""
@@ -232,18 +236,26 @@ def build(
         measured={s.name: round(v, 4) for s, v in measured.items()},
         fitted_on=[s.name for s in measured],
         validation=validation,
+        metric=metric,
     )
 
 
+def file_for(metric: str) -> str:
+    if metric not in FILES:
+        raise UsageError(f"no accuracy predictor predicts {metric}: {', '.join(FILES)} can be predicted")
+    return FILES[metric]
+
+
 def save(predictor: AccuracyPredictor, folder: Path) -> Path:
-    path = folder / FILE
+    path = folder / file_for(predictor.metric)
     write_json_atomic(path, predictor.to_dict())
     return path
 
 
-def load(folder: Path, plan: Plan, smol_sha256: str | None = None) -> AccuracyPredictor | None:
-    """The predictor stored in `folder`, checked to belong to this plan (and SMOL weights); None if there is none."""
-    path = folder / FILE
+def load(folder: Path, plan: Plan, smol_sha256: str | None = None, metric: str = "ppl") -> AccuracyPredictor | None:
+    """The predictor of `metric` stored in `folder`, checked to belong to this plan (and SMOL weights); None if
+    there is none."""
+    path = folder / file_for(metric)
     if not path.is_file():
         return None
     what = f"accuracy predictor {path}"
@@ -322,3 +334,30 @@ def fit_source(
     """The predictor of a plan's stage-1 weights, or of a checkpoint with its SMOL, fitted on `text`."""
     dev = dev_tokens(source.plan, source.tokenizer(), text, tokens, window)
     return fit_on_model(source.load(), source.plan, dev, source.smol_sha256, held_out, on_shape)
+
+
+def fit_chat_source(
+    source: Source,
+    ref: Any,
+    held_out: int = HELD_OUT,
+    on_shape: Callable[[str], None] | None = None,
+) -> AccuracyPredictor:
+    """The chat predictor: every design shape's chat_ppl (the perplexity of the full base model's greedy replies
+    in `ref`, an edgekit.evaluation.chat.ChatReference), fitted with the same terms as the text predictor."""
+    import torch
+
+    from edgekit.evaluation.chat import chat_ppl
+
+    elastic = source.load()
+
+    def evaluate(shape: Shape) -> float:
+        model = elastic.eval().at(shape)
+
+        def logits(ids: list[int]) -> torch.Tensor:
+            with torch.inference_mode():
+                return model(torch.tensor([ids])).logits[0]
+
+        return chat_ppl(logits, ref)
+
+    data = {**ref.record, "tokens": sum(len(r) for r in ref.replies)}
+    return build(source.plan, evaluate, data, source.smol_sha256, held_out, on_shape, metric="chat_ppl")

@@ -19,7 +19,8 @@ from edgekit.shapes import Shape
 if TYPE_CHECKING:
     from edgekit.elastic.source import Source
 
-LOWER_IS_BETTER = {"ppl": True, "domain_ppl": True, "acc": False, "acc_norm": False, "params": False}
+LOWER_IS_BETTER = {"ppl": True, "domain_ppl": True, "chat_ppl": True, "acc": False, "acc_norm": False,
+                   "answer_rate": False, "agreement": False, "params": False}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,8 @@ def from_params(plan: Plan, shapes: list[Shape]) -> Ranking:
 
 def from_predictor(plan: Plan, predictor: AccuracyPredictor, shapes: list[Shape], source: str = "predictor") -> Ranking:
     scores = {s.name: predictor.predict(plan, s) for s in shapes}
-    return Ranking(source, "ppl", scores, f"perplexity predicted by {predictor.describe()}")
+    what = "chat perplexity (of the full model's replies)" if predictor.metric == "chat_ppl" else "perplexity"
+    return Ranking(source, predictor.metric, scores, f"{what} predicted by {predictor.describe()}")
 
 
 def from_dev_text(source: Source, shapes: list[Shape], text: Path) -> Ranking:

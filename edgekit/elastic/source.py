@@ -81,23 +81,51 @@ class Source:
             raise UsageError(f"{self.label} has no folder: save the plan first")
         return path
 
-    def predictor(self) -> AccuracyPredictor | None:
-        """The accuracy predictor fitted for exactly these weights (a checkpoint's own, never its plan's
-        stage-1 one), or None; one fitted for other weights is refused."""
-        from edgekit.elastic.predictor import load
+    def predictor(self, metric: str = "ppl") -> AccuracyPredictor | None:
+        """The predictor of `metric` (ppl, chat_ppl) fitted for exactly these weights (a checkpoint's own, never
+        its plan's stage-1 one), or None; one fitted for other weights is refused."""
+        from edgekit.elastic.predictor import FILES, load
 
-        return load(self.folder, self.plan, self.smol_sha256)
+        if metric not in FILES:
+            return None
+        return load(self.folder, self.plan, self.smol_sha256, metric)
 
     def save_predictor(self, predictor: AccuracyPredictor) -> Path:
         """Store the predictor in the plan's folder, or the checkpoint's (keeping its manifest's hashes true)."""
-        from edgekit.elastic.predictor import FILE, save
+        from edgekit.elastic.predictor import file_for, save
 
         if self.checkpoint is not None:
             from edgekit.elastic.checkpoint import set_file
 
-            set_file(self.checkpoint, FILE, predictor.to_dict())
-            return self.checkpoint.path / FILE
+            name = file_for(predictor.metric)
+            set_file(self.checkpoint, name, predictor.to_dict())
+            return self.checkpoint.path / name
         return save(predictor, self.folder)
+
+    def chat_reference(self) -> Any:
+        """The full model's reference replies stored with the chat predictor (deploy measures the artifact it
+        builds on them), or None."""
+        from edgekit.evaluation.chat import REFERENCE_FILE, ChatReference
+
+        path = self.folder / REFERENCE_FILE
+        return ChatReference.read(path) if path.is_file() else None
+
+    def save_chat_reference(self, ref: Any) -> Path:
+        from edgekit.artifacts import write_json_atomic
+        from edgekit.evaluation.chat import REFERENCE_FILE
+
+        if self.checkpoint is not None:
+            from edgekit.elastic.checkpoint import set_file
+
+            set_file(self.checkpoint, REFERENCE_FILE, ref.to_dict())
+            return self.checkpoint.path / REFERENCE_FILE
+        write_json_atomic(self.folder / REFERENCE_FILE, ref.to_dict())
+        return self.folder / REFERENCE_FILE
+
+    def default_metric(self) -> str:
+        """What deploy ranks by when not told: the chat metric where it can be predicted for every shape (every
+        deployment is a chat model), else text perplexity."""
+        return "chat_ppl" if self.predictor("chat_ppl") is not None else "ppl"
 
     def shape(self, text: str) -> Shape:
         return self.plan.shape(text)
@@ -106,7 +134,7 @@ class Source:
         """The shapes worth choosing among: the plan's whole space when perplexity can be predicted for every
         shape (a fitted predictor, or a dev text to fit one on); else those the checkpoint's accuracy table
         measured; else the plan's grid."""
-        if metric == "ppl" and (dev_text is not None or self.predictor() is not None):
+        if (metric == "ppl" and dev_text is not None) or self.predictor(metric) is not None:
             return self.plan.space()
         table = self.accuracy
         if table and table.get("shapes"):
@@ -158,7 +186,7 @@ class Source:
 
         if dev_text is not None:
             return from_dev_text(self, shapes, dev_text)
-        predictor = self.predictor() if metric == "ppl" else None
+        predictor = self.predictor(metric)
         if predictor is not None:
             return from_predictor(self.plan, predictor, shapes)
         table = self.accuracy

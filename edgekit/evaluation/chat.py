@@ -24,7 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import UsageError
+from edgekit.formats import tag
 
+FORMAT = tag("edgekit-chat-reference")
+
+REFERENCE_FILE = "chat-reference.json"  # stored with a plan's or checkpoint's chat predictor
 SHORT_REPLY = 48  # a full-model reply at most this long (and ended) is a short answer agreement is measured on
 MIN_DISTINCT = 0.5  # a reply cut at the limit with fewer distinct 4-grams than this share is looping
 WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
@@ -51,7 +55,23 @@ class ChatReference:
     record: dict[str, Any]  # prompts file, sha256, part, count, max_new_tokens, the model's digest
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"format": FORMAT, **asdict(self)}
+
+    @classmethod
+    def read(cls, path: Path) -> ChatReference:
+        from edgekit.artifacts import read_format_json
+        from edgekit.errors import IntegrityError
+
+        data = read_format_json(path, "edgekit-chat-reference", f"chat reference {path}")
+        try:
+            return cls(**{k: v for k, v in data.items() if k != "format"})
+        except TypeError as exc:
+            raise IntegrityError(f"chat reference {path} does not describe reference replies ({exc})") from None
+
+    def head(self, n: int) -> ChatReference:
+        """The first n prompts and their replies."""
+        return ChatReference(self.prompts[:n], self.prompt_ids[:n], self.replies[:n], self.finished[:n],
+                             self.texts[:n], {**self.record, "prompts": min(n, len(self.prompts))})  # fmt: skip
 
     @property
     def facts(self) -> list[tuple[int, set[str]]]:
@@ -162,7 +182,8 @@ def reference_for(
     cache = home() / "chat-references" / f"{key}.json"
     if cache.is_file():
         try:
-            return ChatReference(**json.loads(cache.read_text()))
+            data = json.loads(cache.read_text())
+            return ChatReference(**{k: v for k, v in data.items() if k != "format"})
         except (TypeError, ValueError):
             pass  # an older or damaged cache entry: make it again
     prompts = dev_prompts(prompts_file, limit)

@@ -218,3 +218,30 @@ def test_python_api_is_the_same_deploy(tiny_plan: Path, tiny_lut: Path, edgekit_
 
     with pytest.raises(UsageError, match="budget"):
         edgekit.deploy("orin", "fast", plan=str(tiny_plan))
+
+
+def test_deploy_holds_the_best_fit_to_a_quality_floor(cli, tiny_plan: Path, tiny_lut: Path, edgekit_home: Path) -> None:
+    from edgekit.deployment.choose import FLOOR
+
+    _use_lut(tiny_lut, edgekit_home)
+    args = ["deploy", "--target", "host", "--budget", "99%", "--plan", str(tiny_plan), "--no-verify"]
+    # a floor of 1 admits only shapes predicted as good as the full model, and 99 % rules the full model out
+    out = edgekit_home / "refused"
+    r = cli(*args, "--floor", "1", "--out", str(out))
+    assert r.code == 2 and "below the quality floor" in r.err and "Traceback" not in r.err
+    assert "cheapest budget that clears it" in r.err and "d6-f100-h3" in r.err and "--allow-degraded" in r.err
+    assert len(r.err.strip().splitlines()) == 1 and not out.exists()
+    r = cli(*args, "--floor", "1", "--allow-degraded", "--out", str(out), "--json")
+    assert r.code == 0, r.err
+    m = json.loads(r.out)
+    assert m["accuracy"]["degraded"] and m["accuracy"]["ratio"] > 1 and m["accuracy"]["floor"] == 1
+    assert any("warning" in n and "quality floor" in n for n in m["notes"])
+    # the default floor is far above what the tiny model's shapes cost: nothing to say
+    r = cli(*args, "--out", str(edgekit_home / "fine"), "--json")
+    assert r.code == 0, r.err
+    m = json.loads(r.out)
+    assert m["accuracy"]["floor"] == FLOOR and not m["accuracy"]["degraded"]
+    assert m["accuracy"]["ratio"] is not None and m["accuracy"]["ratio"] <= FLOOR
+    for bad in ("abc", "0.5", "inf"):
+        r = cli(*args, "--floor", bad)
+        assert r.code == 2 and "--floor must be a number" in r.err and len(r.err.strip().splitlines()) == 1

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from edgekit.cli import options as o
 from edgekit.cli.console import out, print_json
-from edgekit.elastic.predictor import DEV_TOKENS, HELD_OUT, WINDOW
+from edgekit.elastic.predictor import CHAT_PROMPTS, DEV_TOKENS, HELD_OUT, WINDOW
 from edgekit.errors import UsageError
 
 PredictorTokens = Annotated[
@@ -28,24 +28,48 @@ def predictor_cmd(
     tokens: PredictorTokens = DEV_TOKENS,
     window: Annotated[int, typer.Option("--window", min=8, help="Perplexity window, in tokens.")] = WINDOW,
     held_out: HeldOut = HELD_OUT,
+    chat: Annotated[
+        Path | None,
+        typer.Option("--chat", help="Fit the chat predictor (chat_ppl) on the dev part of this prompt file."),
+    ] = None,
+    chat_prompts: Annotated[
+        int, typer.Option("--chat-prompts", min=1, help="Dev prompts whose reference replies it scores.")
+    ] = CHAT_PROMPTS,
+    metric: Annotated[str, typer.Option("--metric", help="Which stored predictor to show: ppl or chat_ppl.")] = "ppl",
     json_out: o.Json = False,
 ) -> None:
     """Fit the accuracy predictor of a plan (stage-1 weights) or an elastic checkpoint (with its SMOL) on
-    --dev-text and store it beside them; without --dev-text, show the stored one. Deploy ranks the whole
-    space by it."""
-    from edgekit.elastic.predictor import fit_source
+    --dev-text, or its chat predictor on --chat prompts, and store it beside them; without either, show the
+    stored one. Deploy ranks the whole space by it."""
+    from edgekit.elastic.predictor import FILES, fit_chat_source, fit_source
     from edgekit.elastic.source import Source
     from edgekit.progress import bar
 
+    if metric not in FILES:
+        raise UsageError(f"--metric must be one of {', '.join(FILES)}, not '{metric}'")
+    if text is not None and chat is not None:
+        raise UsageError("fit one predictor at a time: --dev-text (ppl) or --chat (chat_ppl)")
     source = Source.resolve(elastic, plan)
-    if text is None:
-        found = source.predictor()
+    if text is None and chat is None:
+        found = source.predictor(metric)
         if found is None:
-            raise UsageError(f"{source.label} has no accuracy predictor: fit one with --dev-text FILE")
+            how = "--chat PROMPTS" if metric == "chat_ppl" else "--dev-text FILE"
+            raise UsageError(f"{source.label} has no {metric} predictor: fit one with {how}")
         show(found, source, None, json_out)
         return
-    with bar() as progress:
-        fitted = fit_source(source, text, tokens, window, held_out, shape_progress(progress, source.plan, held_out))
+    if chat is not None:
+        from edgekit.cli.console import err
+        from edgekit.evaluation.chat import reference_for
+
+        with err.status("the full model's reference replies…"):
+            ref = reference_for(source.base_folder(), source.plan.model.digest, chat, chat_prompts, 96)
+        with bar() as progress:
+            fitted = fit_chat_source(source, ref, held_out, shape_progress(progress, source.plan, held_out))
+        source.save_chat_reference(ref)
+    else:
+        with bar() as progress:
+            on_shape = shape_progress(progress, source.plan, held_out)
+            fitted = fit_source(source, text, tokens, window, held_out, on_shape)
     path = source.save_predictor(fitted)
     show(fitted, source, path, json_out)
 
@@ -77,10 +101,11 @@ def show(predictor: Any, source: Any, path: Path | None, json_out: bool) -> None
 def print_predictor(predictor: Any, name: str) -> None:
     """The fit's coefficients and its error on the shapes left out, as the LUT reports its own."""
     d = predictor.data
-    out.print(
-        f"accuracy predictor of {name}: log {predictor.metric} from {len(predictor.fitted_on)} shapes on "
-        f"{d['file']} ({d['tokens']} tokens after {d['skip_tokens']}, windows of {d['window']})"
-    )
+    if predictor.metric == "chat_ppl":
+        on = f"{d['file']} ({d.get('prompts')} dev prompts, {d['tokens']} tokens of the full model's replies)"
+    else:
+        on = f"{d['file']} ({d['tokens']} tokens after {d['skip_tokens']}, windows of {d['window']})"
+    out.print(f"accuracy predictor of {name}: log {predictor.metric} from {len(predictor.fitted_on)} shapes on {on}")
     coef = "  ".join(f"{t} {c:+.3g}" for t, c in zip(predictor.terms, predictor.coefficients, strict=True))
     out.print(f"[dim]{coef}[/dim]", highlight=False)
     v = predictor.validation
@@ -89,7 +114,7 @@ def print_predictor(predictor: Any, name: str) -> None:
         return
     useful = v.get("useful") or {}
     table = Table(title=f"on {v['n']} shapes left out of a fit on {v['fitted_on']}")
-    for col in ("shape", "measured ppl", "predicted", "error"):
+    for col in ("shape", f"measured {predictor.metric}", "predicted", "error"):
         table.add_column(col, justify="left" if col == "shape" else "right")
     for name, row in v["per_shape"].items():
         err = (row["predicted"] - row["ppl"]) / row["ppl"] * 100

@@ -170,6 +170,10 @@ class ShapeDialog(ModalScreen[str | None]):
         for name in self.shapes:
             row = self.accuracy.get(name) or {}
             ppl = f"  ppl {row['ppl']:.1f}" if row.get("ppl") is not None else ""
+            if row.get("chat_ppl") is not None:
+                ppl += f"  chat_ppl {row['chat_ppl']:.1f}"
+            if row.get("answer_rate") is not None:
+                ppl += f"  answers {row['answer_rate']:.0%}"
             mark = "  (current)" if name == self.current else ""
             options.append(Option(f"{name}{ppl}{mark}", id=name))
         with Vertical():

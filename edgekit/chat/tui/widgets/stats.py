@@ -57,9 +57,10 @@ class StatsPanel(Vertical):
         i = self.info
         lut = {"measured": "LUT measured", "estimated": "LUT ESTIMATED"}.get(i.lut_status or "", "no LUT")
         budget = f"budget {i.budget_text}" if i.budget_text else "no budget"
+        quality = f"\nquality {i.quality}" if i.quality else ""
         return (
             f"model   {i.model}\nshape   {i.shape}\nruntime {i.runtime} {i.precision}\n"
-            f"device  {i.device}\n{budget}\n{lut}"
+            f"device  {i.device}\n{budget}\n{lut}{quality}"
         )
 
     def set_info(self, info: Info) -> None:

@@ -1,0 +1,152 @@
+"""The chat-preserving one-for-all checkpoint that ships with edgekit: its teacher data, the full-length run,
+and packing the run as the shipped checkpoint.
+
+    .venv/bin/python bench/chat_checkpoint.py data                    # the base model's replies (about 40 min)
+    .venv/bin/python bench/chat_checkpoint.py train --variant lora18  # 250 steps (about 2 h on 2 cores; resumes)
+    .venv/bin/python bench/chat_checkpoint.py pack --variant lora18   # -> edgekit/data/checkpoints/smollm2-135m
+
+`data` writes bench/data/chat/teacher-smollm2-135m.jsonl (committed, with its sidecar): replies to the train
+part of chat/prompts.jsonl (the first --count of them; its dev tenth is never used) and to --headings prompts
+made from pydoc/train.txt's section titles. `train` runs the shipped recipe (edgekit/data/recipes/
+smollm2-135m.yaml) on a data folder that holds the benchmark datasets and that file, with the variant's
+overrides: `smol` (the recipe as written) or `lora18` (one plain LoRA of rank 18, as wide as SMOL's active
+adapters). `pack` stores the adapters in fp16, fits the text and chat accuracy predictors on them, and
+measures the accuracy table (chat metrics included) on shapes spread along the predicted frontier.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import ROOT, SHARED_DATA  # noqa: E402
+
+TEACHER = ROOT / "data" / "chat" / "teacher-smollm2-135m.jsonl"
+DATA = ROOT / "runs" / "chat-data"  # the recipe's data folder: the datasets and the teacher replies
+VARIANTS = {
+    "smol": [],
+    "lora18": ["smol.gated=false", "smol.shared=false", "smol.rank=18", "smol.alpha=36"],
+}
+TABLE_SHAPES = 7  # accuracy-table shapes, the full model among them
+
+
+def data_folder() -> Path:
+    """bench/runs/chat-data: links to the shared datasets, and chat/ with the prompts and the teacher replies."""
+    (DATA / "chat").mkdir(parents=True, exist_ok=True)
+    for name in ("pydoc", "wikitext-2", "piqa"):
+        link = DATA / name
+        if not link.exists():
+            link.symlink_to(SHARED_DATA / name)
+    for link, target in ((DATA / "chat" / "prompts.jsonl", SHARED_DATA / "chat" / "prompts.jsonl"),
+                         (DATA / "chat" / TEACHER.name, TEACHER)):  # fmt: skip
+        if not link.exists():
+            link.symlink_to(target.resolve())
+    return DATA
+
+
+def make_data(count: int, headings: int) -> None:
+    TEACHER.parent.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "edgekit", "elastic", "teacher-data", "--prompts",
+            str(SHARED_DATA / "chat" / "prompts.jsonl"), "--count", str(count), "--from-text",
+            str(SHARED_DATA / "pydoc" / "train.txt"), "--headings", str(headings), "--batch-size", "32",
+            "--max-new-tokens", "160", "--out", str(TEACHER), "--force"]  # fmt: skip
+    subprocess.run(argv, check=True)
+
+
+def run_dir(variant: str) -> Path:
+    return ROOT / "runs" / f"chat-{variant}"
+
+
+def train(variant: str, steps: int) -> None:
+    data_folder()
+    out = run_dir(variant)
+    argv = [sys.executable, "-m", "edgekit", "elastic", "train", "--recipe", "smollm2-135m", "--data-dir",
+            str(DATA), "--out", str(out), "--no-eval", *(["--resume"] if out.exists() else []),
+            f"train.steps={steps}", "train.checkpoint_every=25", *VARIANTS[variant]]  # fmt: skip
+    subprocess.run(argv, check=True)
+
+
+def table_shapes(source: Any, predictor: Any, trained: list[Any], n: int) -> list[Any]:
+    """`n` shapes spread by parameter count along the predicted frontier of the trained shapes (the full
+    model first): where deploy chooses."""
+    plan, g = source.plan, source.plan.geometry
+    front: list[Any] = []  # smallest first, each predicted better than every smaller shape
+    for s in sorted(trained, key=lambda s: (g.non_embedding_params(s), predictor.predict(plan, s))):
+        if not front or predictor.predict(plan, s) < predictor.predict(plan, front[-1]):
+            front.append(s)
+    picks = {front[round(i * (len(front) - 1) / (n - 1))] for i in range(n)}
+    return sorted(picks | {plan.full}, key=g.non_embedding_params, reverse=True)
+
+
+def pack(variant: str, steps: int, out: Path) -> None:
+    import torch
+
+    from edgekit.elastic.accuracy import evaluate_shapes
+    from edgekit.elastic.checkpoint import set_file, write_checkpoint
+    from edgekit.elastic.predictor import CHAT_PROMPTS, fit_chat_source, fit_source
+    from edgekit.elastic.recipe import DATA_KEYS, load_recipe
+    from edgekit.elastic.source import Source
+    from edgekit.elastic.train import data_files, prepare_run
+    from edgekit.evaluation.chat import reference_for
+
+    os.environ.setdefault("EDGEKIT_DATASETS", str(data_folder()))
+    overrides = [f"train.steps={steps}", "train.checkpoint_every=25", *VARIANTS[variant]]
+    recipe = load_recipe("smollm2-135m", overrides, DATA)
+    trainer = prepare_run(recipe, run_dir(variant), resume=True)
+    state = trainer.state
+    if state.step < steps:
+        raise SystemExit(f"{run_dir(variant)} is at step {state.step} of {steps}: finish it with `train` first")
+    with torch.no_grad():  # measure what ships: the adapters as stored, in fp16
+        for p in trainer.smol.parameters():
+            p.copy_(p.half().float())
+    training = {"steps": state.step, "tokens": state.tokens, "seconds": round(state.seconds, 1),
+                "device": str(trainer.device), "run": f"bench/chat_checkpoint.py train --variant {variant}",
+                "variant": variant, "data": data_files(recipe, tuple(f"{a}.{b}" for a, b in DATA_KEYS))}  # fmt: skip
+    path = write_checkpoint(out, trainer.plan, trainer.smol, recipe.to_dict(), training, None, half=True, force=True)
+    source = Source.resolve(elastic=str(path))
+    settings = recipe.eval_settings()
+    start = time.perf_counter()
+    print("fitting the text predictor", flush=True)
+    source.save_predictor(fit_source(source, Path(settings.text), settings.predictor_tokens,
+                                     on_shape=lambda s: print(f"  {s}", flush=True)))  # fmt: skip
+    print("fitting the chat predictor", flush=True)
+    ref = reference_for(source.base_folder(), source.plan.model.digest, Path(settings.chat_prompts), CHAT_PROMPTS,
+                        settings.chat_tokens)  # fmt: skip
+    chat = fit_chat_source(source, ref, on_shape=lambda s: print(f"  {s}", flush=True))
+    source.save_predictor(chat)
+    source.save_chat_reference(ref)
+    shapes = table_shapes(source, chat, trainer.grid, TABLE_SHAPES)
+    print(f"accuracy table on {', '.join(s.name for s in shapes)}", flush=True)
+    accuracy = evaluate_shapes(source.load(), source.tokenizer(), source.plan, shapes, settings,
+                               on_shape=lambda s: print(f"  {s}", flush=True))  # fmt: skip
+    set_file(source.checkpoint, "accuracy.json", accuracy)
+    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    print(f"wrote {path} ({size / 2**20:.1f} MiB); predictors and table in {time.perf_counter() - start:.0f} s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("step", choices=("data", "train", "pack"))
+    ap.add_argument("--variant", choices=tuple(VARIANTS), default="lora18")
+    ap.add_argument("--steps", type=int, default=250)
+    ap.add_argument("--count", type=int, default=1200, help="prompts of chat/prompts.jsonl's train part")
+    ap.add_argument("--headings", type=int, default=300, help="prompts made from pydoc/train.txt headings")
+    ap.add_argument("--out", type=Path, default=ROOT.parent / "edgekit" / "data" / "checkpoints" / "smollm2-135m")
+    args = ap.parse_args()
+    if args.step == "data":
+        make_data(args.count, args.headings)
+    elif args.step == "train":
+        train(args.variant, args.steps)
+    else:
+        pack(args.variant, args.steps, args.out)
+
+
+if __name__ == "__main__":
+    main()
