@@ -47,3 +47,20 @@ def test_step_down_takes_the_best_that_fits_at_the_slowdown():
     assert next_candidate(rows, {"big"}, budget, 1.3).shape == "mid"
     assert next_candidate(rows, {"big"}, budget, 2.0).shape == "small"
     assert next_candidate(rows, {"big", "mid"}, budget, 5.0).shape == "small"  # the fastest left: it may fit
+
+
+def test_quality_ratio_divides_perplexities_inverts_accuracies_and_names_the_cheapest_clear_budget():
+    from edgekit.deployment.choose import below_floor, quality_ratio
+    from edgekit.elastic.ranking import Ranking
+
+    ppl = Ranking("predictor", "chat_ppl", {"full": 10.0, "mid": 18.0, "small": 31.0, "tiny": 50.0}, "")
+    assert quality_ratio(ppl, "small", "full") == 3.1 and quality_ratio(ppl, "full", "full") == 1.0
+    acc = Ranking("accuracy-table", "acc_norm", {"full": 0.6, "small": 0.3}, "")
+    assert quality_ratio(acc, "small", "full") == 2.0
+    assert quality_ratio(Ranking("params", "params", {"full": 9.0, "small": 1.0}, ""), "small", "full") is None
+    rows = _rows(("full", 20.0, 10.0), ("mid", 12.0, 18.0), ("small", 8.0, 31.0), ("tiny", 5.0, 50.0))
+    assert below_floor(ppl, rows, "mid", "full", 2.0, 20.0) is None
+    why = below_floor(ppl, rows, "small", "full", 2.0, 20.0)
+    assert "3.10x the full model's chat_ppl" in why and "at most 2x" in why
+    assert "--budget 12ms (60% of the full model), for mid" in why
+    assert "for full" in below_floor(ppl, rows, "tiny", "full", 1.0, 20.0)

@@ -220,28 +220,43 @@ def test_python_api_is_the_same_deploy(tiny_plan: Path, tiny_lut: Path, edgekit_
         edgekit.deploy("orin", "fast", plan=str(tiny_plan))
 
 
-def test_deploy_holds_the_best_fit_to_a_quality_floor(cli, tiny_plan: Path, tiny_lut: Path, edgekit_home: Path) -> None:
+def test_deploy_holds_the_best_fit_to_a_quality_floor(
+    cli, tiny_plan: Path, tiny_lut: Path, edgekit_home: Path, tmp_path: Path
+) -> None:
+    import shutil
+
     from edgekit.deployment.choose import FLOOR
+    from edgekit.elastic.predictor import TERMS, save
+    from edgekit.elastic.source import Source
 
     _use_lut(tiny_lut, edgekit_home)
-    args = ["deploy", "--target", "host", "--budget", "99%", "--plan", str(tiny_plan), "--no-verify"]
-    # a floor of 1 admits only shapes predicted as good as the full model, and 99 % rules the full model out
+    # a random tiny model's shapes are all about as bad as each other: give its plan a predictor that says
+    # every cut costs (log ppl rises with the depth score squared, the FFN and the heads removed), as a real one does
+    plan_dir = tmp_path / "plan"
+    shutil.copytree(tiny_plan, plan_dir)
+    source = Source.resolve(plan=str(plan_dir))
+    predictor = source.predictor()
+    slopes = {"1": 3.0, "D^2": 1.0, "u": 2.0, "v": 2.0}
+    predictor.coefficients = [slopes.get(t, 0.0) for t in TERMS]
+    save(predictor, plan_dir)
+    args = ["deploy", "--target", "host", "--budget", "99%", "--plan", str(plan_dir), "--no-verify"]
     out = edgekit_home / "refused"
     r = cli(*args, "--floor", "1", "--out", str(out))
     assert r.code == 2 and "below the quality floor" in r.err and "Traceback" not in r.err
-    assert "cheapest budget that clears it" in r.err and "d6-f100-h3" in r.err and "--allow-degraded" in r.err
-    assert len(r.err.strip().splitlines()) == 1 and not out.exists()
+    # the full model is the only shape at 1x: the cheapest budget that clears a floor of 1 is all of it
+    assert "cheapest budget that clears it" in r.err and "(100% of the full model), for d6-f100-h3" in r.err
+    assert "--allow-degraded" in r.err and len(r.err.strip().splitlines()) == 1 and not out.exists()
     r = cli(*args, "--floor", "1", "--allow-degraded", "--out", str(out), "--json")
     assert r.code == 0, r.err
     m = json.loads(r.out)
     assert m["accuracy"]["degraded"] and m["accuracy"]["ratio"] > 1 and m["accuracy"]["floor"] == 1
     assert any("warning" in n and "quality floor" in n for n in m["notes"])
-    # the default floor is far above what the tiny model's shapes cost: nothing to say
+    # at the default floor the best shape that fits 99 % is well within it: nothing to say
     r = cli(*args, "--out", str(edgekit_home / "fine"), "--json")
     assert r.code == 0, r.err
     m = json.loads(r.out)
-    assert m["accuracy"]["floor"] == FLOOR and not m["accuracy"]["degraded"]
-    assert m["accuracy"]["ratio"] is not None and m["accuracy"]["ratio"] <= FLOOR
+    assert m["accuracy"]["floor"] == FLOOR and not m["accuracy"]["degraded"] and 1 < m["accuracy"]["ratio"] <= FLOOR
+    assert not any("quality floor" in n for n in m["notes"])
     for bad in ("abc", "0.5", "inf"):
         r = cli(*args, "--floor", bad)
         assert r.code == 2 and "--floor must be a number" in r.err and len(r.err.strip().splitlines()) == 1
