@@ -1,7 +1,7 @@
 """The chat-preserving one-for-all checkpoint that ships with edgekit: its teacher data, the full-length run,
 and packing the run as the shipped checkpoint.
 
-    .venv/bin/python bench/chat_checkpoint.py data                    # the base model's replies (about 40 min)
+    .venv/bin/python bench/chat_checkpoint.py data                    # the base model's replies (about 30 min on 2 cores)
     .venv/bin/python bench/chat_checkpoint.py train --variant lora18  # 250 steps (about 2 h on 2 cores; resumes)
     .venv/bin/python bench/chat_checkpoint.py pack --variant lora18   # -> edgekit/data/checkpoints/smollm2-135m
 
@@ -55,7 +55,7 @@ def make_data(count: int, headings: int) -> None:
     TEACHER.parent.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "edgekit", "elastic", "teacher-data", "--prompts",
             str(SHARED_DATA / "chat" / "prompts.jsonl"), "--count", str(count), "--from-text",
-            str(SHARED_DATA / "pydoc" / "train.txt"), "--headings", str(headings), "--batch-size", "32",
+            str(SHARED_DATA / "pydoc" / "train.txt"), "--headings", str(headings), "--batch-size", "16",
             "--max-new-tokens", "160", "--out", str(TEACHER), "--force"]  # fmt: skip
     subprocess.run(argv, check=True)
 
@@ -136,8 +136,8 @@ def main() -> None:
     ap.add_argument("step", choices=("data", "train", "pack"))
     ap.add_argument("--variant", choices=tuple(VARIANTS), default="lora18")
     ap.add_argument("--steps", type=int, default=250)
-    ap.add_argument("--count", type=int, default=1200, help="prompts of chat/prompts.jsonl's train part")
-    ap.add_argument("--headings", type=int, default=300, help="prompts made from pydoc/train.txt headings")
+    ap.add_argument("--count", type=int, default=600, help="prompts of chat/prompts.jsonl's train part")
+    ap.add_argument("--headings", type=int, default=120, help="prompts made from pydoc/train.txt headings")
     ap.add_argument("--out", type=Path, default=ROOT.parent / "edgekit" / "data" / "checkpoints" / "smollm2-135m")
     args = ap.parse_args()
     if args.step == "data":

@@ -150,8 +150,11 @@ def generate_replies(
     settings: TeacherSettings,
     device: str = "cpu",
     on_batch: Callable[[float], None] | None = None,
+    journal: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """The model's reply to each prompt, in batches with left padding; replies cut at end-of-turn."""
+    """The model's reply to each prompt, in batches with left padding; replies cut at end-of-turn. With a
+    `journal`, each finished batch is appended to it and a rerun with the same model, prompts and settings
+    continues after the last one (each batch is seeded by its position, so the result is the same)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -161,13 +164,22 @@ def generate_replies(
         tokenizer.pad_token = tokenizer.eos_token
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
-    torch.manual_seed(settings.seed)
     rows: list[dict[str, Any]] = []
     vocab = tokenizer.get_vocab()
     eos = {tokenizer.eos_token_id, *(vocab[t] for t in END_OF_TURN if t in vocab)}
     asked = [p for p in prompts for _ in range(settings.samples)]
+    key = hashlib.sha256(json.dumps([str(model_dir), settings.to_dict(), asked]).encode()).hexdigest()
+    done = read_journal(journal, key) if journal else {}
+    if journal is not None and not done:
+        journal.write_text(json.dumps({"key": key}) + "\n")
     for start in range(0, len(asked), settings.batch_size):
         batch = asked[start : start + settings.batch_size]
+        if start in done:
+            rows += done[start]
+            if on_batch:
+                on_batch(len(batch) / settings.samples)
+            continue
+        torch.manual_seed(settings.seed * 1_000_003 + start)
         texts = [
             tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
             for p in batch
@@ -179,16 +191,41 @@ def generate_replies(
                 temperature=settings.temperature if settings.temperature > 0 else None,
                 top_p=settings.top_p if settings.temperature > 0 else None, pad_token_id=tokenizer.pad_token_id,
             )  # fmt: skip
+        made = []
         for prompt, ids in zip(batch, out[:, enc["input_ids"].shape[1] :], strict=True):
             ids = ids.tolist()
             # a reply that ran out of tokens has no end of turn: training must not teach it to stop there
             finished = any(t in eos for t in ids)
             reply = tokenizer.decode(ids, skip_special_tokens=True).strip()
             if reply:
-                rows.append({"prompt": prompt, "response": reply, "finished": finished})
+                made.append({"prompt": prompt, "response": reply, "finished": finished})
+        rows += made
+        if journal is not None:
+            with journal.open("a", encoding="utf-8") as f:
+                f.write(json.dumps({"batch": start, "rows": made}, ensure_ascii=False) + "\n")
         if on_batch:
             on_batch(len(batch) / settings.samples)
     return rows
+
+
+def read_journal(journal: Path, key: str) -> dict[int, list[dict[str, Any]]]:
+    """The batches a journal of the same run holds (a torn last line is dropped); {} for another run's."""
+    if not journal.is_file():
+        return {}
+    lines = journal.read_text(encoding="utf-8").splitlines()
+    try:
+        if json.loads(lines[0]).get("key") != key:
+            return {}
+    except (IndexError, json.JSONDecodeError, AttributeError):
+        return {}
+    done: dict[int, list[dict[str, Any]]] = {}
+    for line in lines[1:]:
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            break  # the line a killed run was writing
+        done[int(entry["batch"])] = entry["rows"]
+    return done
 
 
 def write_jsonl(rows: list[dict[str, Any]], out: Path, meta: dict[str, Any]) -> dict[str, Any]:
@@ -217,9 +254,13 @@ def make_teacher_data(
     folder = local_folder(resolve(model))
     dev = resolve_device(device)
     start = time.perf_counter()
-    rows = generate_replies(folder, prompts, settings, dev, on_batch=on_batch)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    journal = out.with_name(out.name + ".journal")
+    rows = generate_replies(folder, prompts, settings, dev, on_batch=on_batch, journal=journal)
     seconds = round(time.perf_counter() - start, 1)
     meta = {"format": FORMAT, "teacher": str(folder), "source": source, "prompts": len(prompts),
             "settings": settings.to_dict(), "device": dev, "seconds": seconds,
             "finished": sum(r["finished"] for r in rows), **({"split": split} if split else {})}  # fmt: skip
-    return write_jsonl(rows, out, meta)
+    written = write_jsonl(rows, out, meta)
+    journal.unlink(missing_ok=True)
+    return written

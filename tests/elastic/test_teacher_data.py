@@ -183,3 +183,25 @@ def test_a_reply_cut_at_the_token_limit_is_trained_without_an_end_of_turn(tiny_l
     data = tmp_path / "chat.jsonl"
     data.write_text(json.dumps({"prompt": "q", "response": "an answer", "finished": False}) + "\n")
     assert token_stream(str(data), tok, "jsonl").tolist() == cut
+
+
+def test_an_interrupted_run_continues_from_its_journal_with_the_same_replies(
+    tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    from edgekit.elastic.teacher_data import TeacherSettings, generate_replies
+
+    prompts = [f"question {i}?" for i in range(6)]
+    settings = TeacherSettings(max_new_tokens=5, batch_size=2, seed=3)
+    journal = tmp_path / "chat.jsonl.journal"
+    whole = generate_replies(tiny_llama_dir, prompts, settings, journal=journal)
+    lines = journal.read_text().splitlines()
+    assert len(lines) == 4  # the run's key, then one line per batch
+    # killed while writing the third batch: the torn line is dropped, the first two are kept
+    journal.write_text("\n".join(lines[:3]) + "\n" + lines[3][:10])
+    calls = []
+    resumed = generate_replies(tiny_llama_dir, prompts, settings, on_batch=calls.append, journal=journal)
+    assert resumed == whole and len(calls) == 3
+    # another run's journal is not reused
+    other = generate_replies(tiny_llama_dir, prompts, TeacherSettings(max_new_tokens=5, batch_size=2, seed=4),
+                             journal=journal)  # fmt: skip
+    assert other != whole
