@@ -1,7 +1,7 @@
 """The chat-preserving one-for-all checkpoint that ships with edgekit: its teacher data, the full-length run,
 and packing the run as the shipped checkpoint.
 
-    .venv/bin/python bench/chat_checkpoint.py data                    # the base model's replies (about 30 min on 2 cores)
+    .venv/bin/python bench/chat_checkpoint.py data                    # the base model's replies (30 min, 2 cores)
     .venv/bin/python bench/chat_checkpoint.py train --variant lora18  # 250 steps (about 2 h on 2 cores; resumes)
     .venv/bin/python bench/chat_checkpoint.py pack --variant lora18   # -> edgekit/data/checkpoints/smollm2-135m
 
@@ -22,7 +22,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -34,7 +33,6 @@ VARIANTS = {
     "smol": [],
     "lora18": ["smol.gated=false", "smol.shared=false", "smol.rank=18", "smol.alpha=36"],
 }
-TABLE_SHAPES = 7  # accuracy-table shapes, the full model among them
 
 
 def data_folder() -> Path:
@@ -73,28 +71,10 @@ def train(variant: str, steps: int) -> None:
     subprocess.run(argv, check=True)
 
 
-def table_shapes(source: Any, predictor: Any, trained: list[Any], n: int) -> list[Any]:
-    """`n` shapes spread by parameter count along the predicted frontier of the trained shapes (the full
-    model first): where deploy chooses."""
-    plan, g = source.plan, source.plan.geometry
-    front: list[Any] = []  # smallest first, each predicted better than every smaller shape
-    for s in sorted(trained, key=lambda s: (g.non_embedding_params(s), predictor.predict(plan, s))):
-        if not front or predictor.predict(plan, s) < predictor.predict(plan, front[-1]):
-            front.append(s)
-    picks = {front[round(i * (len(front) - 1) / (n - 1))] for i in range(n)}
-    return sorted(picks | {plan.full}, key=g.non_embedding_params, reverse=True)
-
-
 def pack(variant: str, steps: int, out: Path) -> None:
-    import torch
-
-    from edgekit.elastic.accuracy import evaluate_shapes
-    from edgekit.elastic.checkpoint import set_file, write_checkpoint
-    from edgekit.elastic.predictor import CHAT_PROMPTS, fit_chat_source, fit_source
+    from edgekit.elastic.checkpoint import write_checkpoint
     from edgekit.elastic.recipe import DATA_KEYS, load_recipe
-    from edgekit.elastic.source import Source
-    from edgekit.elastic.train import data_files, prepare_run
-    from edgekit.evaluation.chat import reference_for
+    from edgekit.elastic.train import RunResult, data_files, evaluate_checkpoint, prepare_run
 
     os.environ.setdefault("EDGEKIT_DATASETS", str(data_folder()))
     overrides = [f"train.steps={steps}", "train.checkpoint_every=25", *VARIANTS[variant]]
@@ -103,32 +83,16 @@ def pack(variant: str, steps: int, out: Path) -> None:
     state = trainer.state
     if state.step < steps:
         raise SystemExit(f"{run_dir(variant)} is at step {state.step} of {steps}: finish it with `train` first")
-    with torch.no_grad():  # measure what ships: the adapters as stored, in fp16
-        for p in trainer.smol.parameters():
-            p.copy_(p.half().float())
     training = {"steps": state.step, "tokens": state.tokens, "seconds": round(state.seconds, 1),
                 "device": str(trainer.device), "run": f"bench/chat_checkpoint.py train --variant {variant}",
                 "variant": variant, "data": data_files(recipe, tuple(f"{a}.{b}" for a, b in DATA_KEYS))}  # fmt: skip
     path = write_checkpoint(out, trainer.plan, trainer.smol, recipe.to_dict(), training, None, half=True, force=True)
-    source = Source.resolve(elastic=str(path))
-    settings = recipe.eval_settings()
     start = time.perf_counter()
-    print("fitting the text predictor", flush=True)
-    source.save_predictor(fit_source(source, Path(settings.text), settings.predictor_tokens,
-                                     on_shape=lambda s: print(f"  {s}", flush=True)))  # fmt: skip
-    print("fitting the chat predictor", flush=True)
-    ref = reference_for(source.base_folder(), source.plan.model.digest, Path(settings.chat_prompts), CHAT_PROMPTS,
-                        settings.chat_tokens)  # fmt: skip
-    chat = fit_chat_source(source, ref, on_shape=lambda s: print(f"  {s}", flush=True))
-    source.save_predictor(chat)
-    source.save_chat_reference(ref)
-    shapes = table_shapes(source, chat, trainer.grid, TABLE_SHAPES)
-    print(f"accuracy table on {', '.join(s.name for s in shapes)}", flush=True)
-    accuracy = evaluate_shapes(source.load(), source.tokenizer(), source.plan, shapes, settings,
-                               on_shape=lambda s: print(f"  {s}", flush=True))  # fmt: skip
-    set_file(source.checkpoint, "accuracy.json", accuracy)
+    result = RunResult(path, training, None)
+    evaluate_checkpoint(result, trainer.grid, recipe.eval_settings(), on_shape=lambda s: print(f"  {s}", flush=True))
     size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     print(f"wrote {path} ({size / 2**20:.1f} MiB); predictors and table in {time.perf_counter() - start:.0f} s")
+    print(f"table on {', '.join(result.accuracy['shapes'])}; notes: {result.notes}")
 
 
 def main() -> None:

@@ -27,13 +27,7 @@ def eval_cmd(
     text_tokens: o.TextTokens = None,
     limit: o.Limit = None,
     deployment: o.Deployment = None,
-    chat: Annotated[
-        Path | None,
-        typer.Option(
-            "--chat",
-            help="A prompt file: chat metrics on its dev part against the full model's greedy replies.",
-        ),
-    ] = None,
+    chat: o.ChatPrompts = None,
     chat_limit: Annotated[int, typer.Option("--chat-limit", min=1, help="Dev prompts the chat metrics use.")] = 64,
     chat_tokens: Annotated[
         int, typer.Option("--chat-tokens", min=8, help="Longest reply, in tokens, the chat metrics generate.")

@@ -79,6 +79,14 @@ Deployment = Annotated[Path | None, _DEPLOYMENT]
 DeploymentRequired = Annotated[Path, _DEPLOYMENT]
 
 # ------------------------------------------------------------------ evaluation data
+ChatPrompts = Annotated[
+    Path | None,
+    typer.Option(
+        "--chat",
+        help="A prompt file (JSONL with a prompt field, or one per line): chat metrics on its held-apart dev part, "
+        "against the full model's greedy replies.",
+    ),
+]
 Text = Annotated[Path | None, typer.Option("--text", help="A plain-text file: sliding-window perplexity on it.")]
 DevText = Annotated[
     Path | None,

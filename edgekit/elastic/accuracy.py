@@ -79,3 +79,15 @@ def shape_chat_scores(elastic: Any, plan: Plan, tokenizer: Any, shape: Shape, re
 
     session = ElasticTorchSession(elastic, plan, read_config(base_folder(plan)), shape)
     return chat_scores(session, tokenizer, ref, logits)
+
+
+def table_shapes(plan: Plan, predictor: Any, trained: list[Shape], n: int) -> list[Shape]:
+    """`n` shapes spread by parameter count along the predicted frontier of `trained` (each predicted better
+    than every smaller one), the full model among them: where deploy chooses."""
+    g = plan.geometry
+    front: list[Shape] = []
+    for s in sorted(trained, key=lambda s: (g.non_embedding_params(s), predictor.predict(plan, s))):
+        if not front or predictor.predict(plan, s) < predictor.predict(plan, front[-1]):
+            front.append(s)
+    picks = {front[round(i * (len(front) - 1) / (n - 1))] for i in range(n)} if len(front) > 1 else set(front)
+    return sorted(picks | {plan.full}, key=g.non_embedding_params, reverse=True)

@@ -57,10 +57,9 @@ class TrainConfig:
     anchor: float = 0.0
     temperature: float = 1.0
     balance: bool = True  # loss-magnitude balancing: L_i * sg(L_full) / sg(L_i)
-    grid: list[str] | None = None  # shapes to sample from (default: the plan's grid)
-    # sample from every shape of the plan's space (depth x FFN x heads) instead of a grid: the shapes deploy
-    # searches are the shapes training sees
-    space: bool = False
+    # shapes to sample from (default: the plan's grid); [space]: every shape of the plan's space (depth x FFN x
+    # heads), so the shapes deploy searches are the shapes training sees
+    grid: list[str] | None = None
     # shapes with less than this share of the full model's non-embedding parameters are not trained: far
     # below what any latency budget picks, their losses would only pull the shared adapters their way
     min_params: float = 0.0
@@ -134,7 +133,7 @@ class Recipe:
             (t.teacher in ("inplace", "frozen"), "train.teacher must be inplace or frozen"),
             (t.temperature > 0, "train.temperature must be positive"),
             (t.anchor >= 0, "train.anchor must be at least 0"),
-            (not (t.space and t.grid), "train.space and train.grid exclude each other"),
+            (not t.grid or "space" not in t.grid or len(t.grid) == 1, "train.grid: [space] stands alone"),
             (0.0 <= t.min_params < 1.0, "train.min_params must be in [0, 1)"),
             (self.data.seq_len >= 8, "data.seq_len must be at least 8"),
             (self.data.format in ("auto", "text", "jsonl"), "data.format must be auto, text or jsonl"),

@@ -421,7 +421,8 @@ def resolve_device(choice: str) -> str:
 def training_shapes(plan: Any, t: Any) -> list[Shape]:
     """The shapes a run samples from: the recipe's grid, the plan's grid or its whole space, without those
     below `min_params` of the full model's non-embedding parameters (the full model always stays)."""
-    shapes = plan.space() if t.space else plan.grid(",".join(t.grid)) if t.grid else plan.grid()
+    named = ",".join(t.grid) if t.grid and t.grid != ["space"] else None
+    shapes = plan.space() if t.grid == ["space"] else plan.grid(named)
     if t.min_params > 0:
         g = plan.geometry
         floor = t.min_params * g.non_embedding_params(plan.full)
@@ -513,15 +514,20 @@ class RunResult:
     training: dict[str, Any]
     accuracy: dict[str, Any] | None
     predictor: Any = None  # the checkpoint's accuracy predictor, refitted on its own SMOL weights
+    chat_predictor: Any = None  # and its chat predictor, when the recipe names chat prompts
     notes: list[str] = field(default_factory=list)
+
+
+TABLE_MAX = 24  # trained shapes up to this many are all in the accuracy table; a space gets TABLE_SHAPES of them
+TABLE_SHAPES = 7
 
 
 def finish(
     trainer: Trainer, start_step: int, evaluate: bool, half: bool, on_shape: Callable[[str], None] | None = None
 ) -> RunResult:
-    """The run's elastic checkpoint (RUN/elastic), with its accuracy table when `evaluate`: what rank 0 writes
-    when training ends. It records the training summary and every data file of the recipe by name and hash."""
-    from edgekit.elastic.accuracy import evaluate_shapes
+    """The run's elastic checkpoint (RUN/elastic), with its predictors and accuracy table when `evaluate`: what
+    rank 0 writes when training ends. It records the training summary and every data file of the recipe by name
+    and hash."""
     from edgekit.elastic.checkpoint import write_checkpoint
     from edgekit.elastic.recipe import DATA_KEYS
 
@@ -534,17 +540,46 @@ def finish(
         "resumed_from": start_step or None,
         "data": data_files(r, tuple(f"{a}.{b}" for a, b in DATA_KEYS)),
     }
-    accuracy = None
-    if evaluate:
-        accuracy = evaluate_shapes(trainer.model, trainer.tokenizer, trainer.plan, trainer.grid, r.eval_settings(),
-                                   on_shape)  # fmt: skip
     out = trainer.run_dir / "elastic"
-    write_checkpoint(out, trainer.plan, trainer.smol, r.to_dict(), training, accuracy, half=half, force=True)
-    result = RunResult(out, training, accuracy)
-    settings = r.eval_settings()
-    if evaluate and settings.text and settings.predictor_tokens:
-        refit_predictor(result, Path(settings.text), settings.predictor_tokens, on_shape)
+    write_checkpoint(out, trainer.plan, trainer.smol, r.to_dict(), training, None, half=half, force=True)
+    result = RunResult(out, training, None)
+    if evaluate:
+        evaluate_checkpoint(result, trainer.grid, r.eval_settings(), on_shape)
     return result
+
+
+def evaluate_checkpoint(
+    result: RunResult, trained: list[Shape], settings: Any, on_shape: Callable[[str], None] | None = None
+) -> None:
+    """Measure a written checkpoint as it ships (fp16 SMOL included): its text predictor (and chat predictor,
+    with the reference replies it was fitted on, when the settings name chat prompts), then its accuracy table
+    on the trained shapes, or on TABLE_SHAPES of them spread along the predicted frontier when they are a whole
+    space. Training moves every shape's figures, so the plan's stage-1 predictor no longer describes them."""
+    from edgekit.elastic.accuracy import evaluate_shapes, table_shapes
+    from edgekit.elastic.checkpoint import set_accuracy
+    from edgekit.elastic.predictor import CHAT_PROMPTS, fit_chat_source
+    from edgekit.elastic.source import Source
+
+    source = Source.resolve(elastic=str(result.checkpoint))
+    if settings.text and settings.predictor_tokens:
+        refit_predictor(result, Path(settings.text), settings.predictor_tokens, on_shape)
+    chat = None
+    if settings.chat_prompts:
+        from edgekit.evaluation.chat import reference_for
+
+        ref = reference_for(source.base_folder(), source.plan.model.digest, Path(settings.chat_prompts),
+                            min(CHAT_PROMPTS, settings.chat_limit), settings.chat_tokens)  # fmt: skip
+        chat = fit_chat_source(source, ref, on_shape=on_shape)
+        source.save_predictor(chat)
+        source.save_chat_reference(ref)
+        result.chat_predictor = chat
+    shapes = trained
+    if len(trained) > TABLE_MAX:
+        ranking = chat or result.predictor
+        shapes = table_shapes(source.plan, ranking, trained, TABLE_SHAPES) if ranking else source.plan.grid()
+    accuracy = evaluate_shapes(source.load(), source.tokenizer(), source.plan, shapes, settings, on_shape)
+    set_accuracy(source.checkpoint, accuracy)
+    result.accuracy = accuracy
 
 
 def refit_predictor(result: RunResult, text: Path, tokens: int, on_shape: Callable[[str], None] | None) -> None:

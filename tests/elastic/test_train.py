@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -250,7 +251,7 @@ def test_train_cli_writes_an_elastic_checkpoint_that_extracts_exactly(
     args = ["elastic", "train", "--out", str(run), "--json", "--data-dir", str(data), f"plan={tiny_plan}",
             "data.seq_len=32", "train.batch_size=2", "train.steps=3", "train.warmup=1", "train.lr=0.01",
             "train.grid=[d6-w100, d4-w50, d3-w34]", "smol.rank=2", "eval.text_max_tokens=130",
-            "eval.window=64"]  # fmt: skip
+            "eval.window=64", "eval.chat_limit=3", "eval.chat_tokens=8", "train.min_params=0"]  # fmt: skip
     missing = cli(*[a for a in args if a != str(data) and a != "--data-dir"])
     assert missing.code == 2 and "not found" in missing.err and "--data-dir" in missing.err
     result = cli(*args)
@@ -267,10 +268,15 @@ def test_train_cli_writes_an_elastic_checkpoint_that_extracts_exactly(
     assert set(summary["accuracy"]["shapes"]) == {"d6-f100-h3", "d4-f50-h2", "d3-f25-h1"}
     row = summary["accuracy"]["shapes"]["d4-f50-h2"]
     assert row["ppl"] > 1 and row["domain_ppl"] > 1 and 0 <= row["acc_norm"] <= 1
+    # the chat metrics, on the prompt file's held-apart part, against the base model's own replies
+    assert row["chat_ppl"] > 1 and 0 <= row["answer_rate"] <= 1 and "dev part" in summary["accuracy"]["data"]["chat"]
+    assert summary["training"]["data"]["data.chat"]["name"] == "chat/teacher-smollm2-135m.jsonl"
     ckpt_dir = run / "elastic"
-    assert {"plan", "smol.safetensors", "smol.json", "recipe.yaml", "accuracy.json", "manifest.json"} <= {
+    assert {"plan", "smol.safetensors", "smol.json", "recipe.yaml", "accuracy.json", "manifest.json",
+            "accuracy-predictor.json", "chat-predictor.json", "chat-reference.json"} <= {
         p.name for p in ckpt_dir.iterdir()
-    }
+    }  # fmt: skip
+    assert Source.resolve(elastic=str(ckpt_dir)).default_metric() == "chat_ppl"
     out = tmp_path / "sub"
     result = cli("elastic", "extract", "--elastic", str(ckpt_dir), "--shape", "d4-w50", "--out", str(out))
     assert result.code == 0, result.err
@@ -305,6 +311,10 @@ def datasets_folder(root: Path, text: Path) -> Path:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text.read_text())
     write_piqa(root / "piqa")
+    (root / "chat").mkdir()
+    replies = [{"prompt": f"question {i}?", "response": "an answer " * 12, "finished": i % 2 == 0} for i in range(30)]
+    (root / "chat" / "teacher-smollm2-135m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in replies))
+    (root / "chat" / "prompts.jsonl").write_text("".join(json.dumps({"prompt": f"ask {i}?"}) + "\n" for i in range(80)))
     return root
 
 
@@ -337,6 +347,7 @@ def test_two_processes_take_the_same_steps_as_one(tiny_plan: Path, calib_text: P
         f"plan={tiny_plan}", f"data.train={calib_text}", "data.seq_len=32", "train.batch_size=2", "train.steps=2",
         "train.warmup=1", "train.lr=0.01", "train.grid=[d6-w100, d4-w50, d3-w34]", "smol.rank=2",
         "train.balance=false", "train.device=cpu", f"train.teacher={teacher}", "train.teacher_topk=8",
+        "data.chat=", "data.chat_fraction=0",  # plain text only (the shipped recipe mixes in chat replies)
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for name, launcher in (
@@ -401,3 +412,21 @@ def test_resume_refuses_a_run_of_another_plan(tiny_plan: Path, calib_text: Path,
     state_path.write_text(json.dumps(state))
     with pytest.raises(UsageError, match="another recipe or model"):
         prepare_run(_recipe(tiny_plan, calib_text), run, resume=True)
+
+
+def test_training_shapes_are_a_grid_or_the_whole_space_above_a_parameter_floor(tiny_plan: Path) -> None:
+    from edgekit.elastic.plan import load_plan
+    from edgekit.elastic.recipe import TrainConfig
+    from edgekit.elastic.train import training_shapes
+
+    plan = load_plan(tiny_plan)
+    g = plan.geometry
+    assert training_shapes(plan, TrainConfig(grid=["space"])) == plan.space()
+    assert training_shapes(plan, TrainConfig()) == plan.grid()
+    assert [s.name for s in training_shapes(plan, TrainConfig(grid=["d4-w50"]))] == ["d4-f50-h2"]
+    above = training_shapes(plan, TrainConfig(grid=["space"], min_params=0.5))
+    full = g.non_embedding_params(plan.full)
+    assert plan.full in above and all(g.non_embedding_params(s) >= 0.5 * full for s in above)
+    assert len(above) == sum(g.non_embedding_params(s) >= 0.5 * full for s in plan.space())
+    with pytest.raises(UsageError, match="stands alone"):
+        _recipe(tiny_plan, tiny_plan / "plan.json", "train.grid=[space, d4-w50]")

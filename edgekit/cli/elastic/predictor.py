@@ -28,34 +28,33 @@ def predictor_cmd(
     tokens: PredictorTokens = DEV_TOKENS,
     window: Annotated[int, typer.Option("--window", min=8, help="Perplexity window, in tokens.")] = WINDOW,
     held_out: HeldOut = HELD_OUT,
-    chat: Annotated[
-        Path | None,
-        typer.Option("--chat", help="Fit the chat predictor (chat_ppl) on the dev part of this prompt file."),
-    ] = None,
+    chat: o.ChatPrompts = None,
     chat_prompts: Annotated[
         int, typer.Option("--chat-prompts", min=1, help="Dev prompts whose reference replies it scores.")
     ] = CHAT_PROMPTS,
-    metric: Annotated[str, typer.Option("--metric", help="Which stored predictor to show: ppl or chat_ppl.")] = "ppl",
     json_out: o.Json = False,
 ) -> None:
     """Fit the accuracy predictor of a plan (stage-1 weights) or an elastic checkpoint (with its SMOL) on
-    --dev-text, or its chat predictor on --chat prompts, and store it beside them; without either, show the
-    stored one. Deploy ranks the whole space by it."""
+    --dev-text, or its chat predictor (chat_ppl) on --chat prompts, and store it beside them; without either,
+    show the stored ones. Deploy ranks the whole space by them."""
     from edgekit.elastic.predictor import FILES, fit_chat_source, fit_source
     from edgekit.elastic.source import Source
     from edgekit.progress import bar
 
-    if metric not in FILES:
-        raise UsageError(f"--metric must be one of {', '.join(FILES)}, not '{metric}'")
     if text is not None and chat is not None:
         raise UsageError("fit one predictor at a time: --dev-text (ppl) or --chat (chat_ppl)")
     source = Source.resolve(elastic, plan)
     if text is None and chat is None:
-        found = source.predictor(metric)
-        if found is None:
-            how = "--chat PROMPTS" if metric == "chat_ppl" else "--dev-text FILE"
-            raise UsageError(f"{source.label} has no {metric} predictor: fit one with {how}")
-        show(found, source, None, json_out)
+        text_p, chat_p = (source.predictor(m) for m in FILES)
+        if text_p is None and chat_p is None:
+            raise UsageError(f"{source.label} has no accuracy predictor: fit one with --dev-text FILE or --chat FILE")
+        if json_out:  # the text predictor's fields at the top, the chat predictor's under its own key
+            data = text_p.to_dict() if text_p else {}
+            print_json({**data, "source": source.label, **({"chat_predictor": chat_p.to_dict()} if chat_p else {})})
+            return
+        for found in (text_p, chat_p):
+            if found is not None:
+                print_predictor(found, source.name)
         return
     if chat is not None:
         from edgekit.cli.console import err

@@ -103,7 +103,11 @@ def evaluate_cmd(
     r.check_files(tuple(f"eval.{b}" for a, b in DATA_KEYS if a == "eval"))
     for note in data_notes(ckpt, data_files(r, tuple(f"eval.{b}" for a, b in DATA_KEYS if a == "eval"))):
         err.print(f"[yellow]note[/yellow]: {note}")
-    grid = ckpt.plan.grid(shapes or (",".join(r.train.grid) if r.train.grid else None))
+    if shapes or (r.train.grid and r.train.grid != ["space"]):
+        grid = ckpt.plan.grid(shapes or ",".join(r.train.grid or []))
+    else:  # the table's own shapes (a space is measured on a few along its frontier), else the plan's grid
+        table = (ckpt.accuracy or {}).get("shapes") or {}
+        grid = [ckpt.plan.shape(name) for name in table] or ckpt.plan.grid()
     with err.status("measuring the accuracy table…") as status:
         accuracy = evaluate_shapes(source.load(), source.tokenizer(), ckpt.plan, grid, r.eval_settings(),
                                    lambda name: status.update(f"measuring {name}…"))  # fmt: skip
