@@ -100,8 +100,8 @@ def main() -> None:
     ap.add_argument("step", choices=("data", "train", "pack"))
     ap.add_argument("--variant", choices=tuple(VARIANTS), default="lora18")
     ap.add_argument("--steps", type=int, default=250)
-    ap.add_argument("--count", type=int, default=600, help="prompts of chat/prompts.jsonl's train part")
-    ap.add_argument("--headings", type=int, default=120, help="prompts made from pydoc/train.txt headings")
+    ap.add_argument("--count", type=int, default=300, help="prompts of chat/prompts.jsonl's train part")
+    ap.add_argument("--headings", type=int, default=60, help="prompts made from pydoc/train.txt headings")
     ap.add_argument("--out", type=Path, default=ROOT.parent / "edgekit" / "data" / "checkpoints" / "smollm2-135m")
     args = ap.parse_args()
     if args.step == "data":

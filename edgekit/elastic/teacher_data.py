@@ -168,14 +168,16 @@ def generate_replies(
     vocab = tokenizer.get_vocab()
     eos = {tokenizer.eos_token_id, *(vocab[t] for t in END_OF_TURN if t in vocab)}
     asked = [p for p in prompts for _ in range(settings.samples)]
-    key = hashlib.sha256(json.dumps([str(model_dir), settings.to_dict(), asked]).encode()).hexdigest()
+    # a batch is reused when the run's model and settings and the batch's own prompts are the same, so a
+    # rerun with more or fewer prompts keeps the batches they share
+    key = hashlib.sha256(json.dumps([str(model_dir), settings.to_dict()]).encode()).hexdigest()
     done = read_journal(journal, key) if journal else {}
     if journal is not None and not done:
         journal.write_text(json.dumps({"key": key}) + "\n")
     for start in range(0, len(asked), settings.batch_size):
         batch = asked[start : start + settings.batch_size]
-        if start in done:
-            rows += done[start]
+        if start in done and done[start][0] == batch:
+            rows += done[start][1]
             if on_batch:
                 on_batch(len(batch) / settings.samples)
             continue
@@ -202,14 +204,15 @@ def generate_replies(
         rows += made
         if journal is not None:
             with journal.open("a", encoding="utf-8") as f:
-                f.write(json.dumps({"batch": start, "rows": made}, ensure_ascii=False) + "\n")
+                f.write(json.dumps({"batch": start, "prompts": batch, "rows": made}, ensure_ascii=False) + "\n")
         if on_batch:
             on_batch(len(batch) / settings.samples)
     return rows
 
 
-def read_journal(journal: Path, key: str) -> dict[int, list[dict[str, Any]]]:
-    """The batches a journal of the same run holds (a torn last line is dropped); {} for another run's."""
+def read_journal(journal: Path, key: str) -> dict[int, tuple[list[str], list[dict[str, Any]]]]:
+    """(prompts, rows) of each batch a journal of the same model and settings holds, by its start (a torn
+    last line is dropped); {} for another run's."""
     if not journal.is_file():
         return {}
     lines = journal.read_text(encoding="utf-8").splitlines()
@@ -218,13 +221,14 @@ def read_journal(journal: Path, key: str) -> dict[int, list[dict[str, Any]]]:
             return {}
     except (IndexError, json.JSONDecodeError, AttributeError):
         return {}
-    done: dict[int, list[dict[str, Any]]] = {}
+    done: dict[int, tuple[list[str], list[dict[str, Any]]]] = {}
     for line in lines[1:]:
         try:
             entry = json.loads(line)
         except json.JSONDecodeError:
             break  # the line a killed run was writing
-        done[int(entry["batch"])] = entry["rows"]
+        prompts = entry.get("prompts") or [r["prompt"] for r in entry["rows"]]
+        done[int(entry["batch"])] = (prompts, entry["rows"])
     return done
 
 

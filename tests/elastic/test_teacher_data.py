@@ -201,6 +201,11 @@ def test_an_interrupted_run_continues_from_its_journal_with_the_same_replies(
     calls = []
     resumed = generate_replies(tiny_llama_dir, prompts, settings, on_batch=calls.append, journal=journal)
     assert resumed == whole and len(calls) == 3
+    # a rerun with fewer prompts keeps the batches they share and makes only the one that changed
+    before = len(journal.read_text().splitlines())
+    generate_replies(tiny_llama_dir, prompts[:3], settings, journal=journal)
+    added = [json.loads(line) for line in journal.read_text().splitlines()[before:]]
+    assert [(e["batch"], e["prompts"]) for e in added] == [(2, prompts[2:3])]
     # another run's journal is not reused
     other = generate_replies(tiny_llama_dir, prompts, TeacherSettings(max_new_tokens=5, batch_size=2, seed=4),
                              journal=journal)  # fmt: skip
