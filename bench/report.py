@@ -170,6 +170,24 @@ def space(r: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
+def quantization(r: dict[str, Any]) -> str:
+    rows = []
+    for name, b in r["builds"].items():
+        opts = ", ".join(f"{k}={v}" for k, v in b["options"].items()) or "(the builder's defaults)"
+        if "error" in b:
+            rows.append([name, opts, "fails to load", "-", "-", "-"])
+            continue
+        rows.append([name, opts, f"{b['ppl']:.2f} ({b['ppl_ratio']:.3f}x)", f"{b['decode_ms']:.2f}",
+                     f"{b.get('speed_vs_default', 1.0):.2f}x", f"{b['mb']:.0f}"])  # fmt: skip
+    return "\n\n".join([
+        f"`bench/quantization.py`: ONNX Runtime GenAI int4 builds of {r['shape']} ({r['source']}) against the fp32 "
+        f"weights they are built from, perplexity through the runtime's own logits on {r['evaluation']} (fp32 in "
+        f"torch: {r['fp32_ppl']:.2f}); speed by edgekit's measurement, one build at a time in one run.",
+        table(["build", "builder options", "ppl (x fp32)", "ms/token", "speed vs default", "MB"], rows),
+        f"Machine: {machine(r.get('machine'))}.",
+    ])  # fmt: skip
+
+
 def one_for_all(r: dict[str, Any]) -> str:
     sys.path.insert(0, str(ROOT))
     from one_for_all import comparison, runs_table
@@ -260,6 +278,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
     ("one_for_all", "Stage 2: one-for-all fine-tuning", one_for_all),
     ("deploy", "Deploy: predictor, budget sweep, runtimes", deploy),
     ("runtimes", "Runtimes on the same subnets", runtimes),
+    ("quantization", "int4 builds against their fp32 weights", quantization),
     ("chat_overhead", "Chat: the UI's cost", chat_overhead),
 ]
 
