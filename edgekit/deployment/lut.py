@@ -32,8 +32,9 @@ ACHIEVABLE_FRACTION = 0.7
 # DESIGN.md's figure (SmolLM2-135M at ~6 ms/token on an Orin Nano: 30 layers) and the usual ~5 us
 # per launch x ~10 kernels per layer on a desktop GPU.
 LAUNCH_FLOOR_MS_PER_LAYER = {"jetson": 0.15, "gpu": 0.05, "cpu": 0.0}
-# Bytes a weight takes in each precision (4-bit formats carry a scale per block of 32: +1/16 byte).
-BYTES_PER_PARAM = {"int4": 0.5625, "q4f16_1": 0.5625, "q4_0": 0.5625, "q4_1": 0.625, "int8": 1.0625,
+# Bytes a weight takes in each precision (4-bit formats carry a scale per block of 32: +1/16 byte; int4-mixed's
+# int8 head and layers make SmolLM2-135M's build 1.3x plain int4's).
+BYTES_PER_PARAM = {"int4": 0.5625, "int4-mixed": 0.73, "q4f16_1": 0.5625, "q4_0": 0.5625, "q4_1": 0.625, "int8": 1.0625,
                    "fp16": 2.0, "bf16": 2.0, "fp32": 4.0}  # fmt: skip
 
 

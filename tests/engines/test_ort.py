@@ -36,3 +36,19 @@ def test_ort_cuda_needs_both_the_provider_and_a_cuda_genai(monkeypatch: pytest.M
     monkeypatch.setattr(og, "is_cuda_available", lambda: True, raising=False)
     ort = get_engine("ort").probe()
     assert ort.gpu and "CUDAExecutionProvider" in ort.gpu_detail
+
+
+def test_int4_mixed_is_a_builder_setting_that_keeps_the_head_in_int8(tiny_subnet: Path, tmp_path: Path) -> None:
+    """A precision named by its build: k-quant int4 with the LM head and the sensitive matmuls in int8. (The
+    build itself is bench/quantization.py's on the real model: k-quant needs wider matrices than the tiny
+    model's, whose 288-element rows it cannot block.)"""
+    from edgekit.engines.ort import build_settings
+
+    built_as, extra = build_settings("int4-mixed", {"block_size": "64"})
+    assert built_as == "int4" and extra["algo_config"] == "k_quant" and extra["block_size"] == "64"
+    assert "last_matmul:int8" in extra["matmul_mixed_precision"] and extra["hf_token"] == "false"
+    assert build_settings("int4", None) == ("int4", {"hf_token": "false"})
+    engine = get_engine("ort")
+    assert "int4-mixed" in engine.precisions("cpu") and engine.precisions("cpu")[0] == "int4"
+    line = engine.describe(tiny_subnet, tmp_path / "x", "int4-mixed", "cpu")[0]
+    assert "-p int4" in line and "algo_config=k_quant" in line and "mixed_layers:int8" in line
