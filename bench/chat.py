@@ -67,20 +67,14 @@ class Measure:
 
 
 def fp32_figures(m: Measure, source: Any, shape: Any) -> dict[str, Any]:
-    import torch
-
     from edgekit.engines.torch_engine import ElasticTorchSession
+    from edgekit.evaluation.model_io import sequence_logits
     from edgekit.models.weights import read_config
 
     elastic = source.load()
     model = elastic.eval().at(shape)
     session = ElasticTorchSession(elastic, source.plan, read_config(source.base_folder()), shape)
-
-    def logits(ids: list[int]) -> torch.Tensor:
-        with torch.inference_mode():
-            return model(torch.tensor([ids])).logits[0]
-
-    return m.figures(model, session, logits)
+    return m.figures(model, session, sequence_logits(model))
 
 
 def int4_figures(m: Measure, source: Any, shape: Any, work: Path) -> dict[str, Any]:

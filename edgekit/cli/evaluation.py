@@ -52,6 +52,8 @@ def eval_cmd(
             "nothing to evaluate: give --text FILE (perplexity), --mc FILE (multiple choice), --chat PROMPTS "
             "and/or --lm-eval TASKS"
         )
+    if chat is not None and not chat.is_file():  # before any model is loaded
+        raise UsageError(f"chat prompts not found: {chat}")
     if deployment is not None:
         if model is not None or plan is not None or elastic is not None:
             raise UsageError("give --deployment alone, or --model, or --plan/--elastic with --shape")
@@ -84,7 +86,7 @@ def eval_cmd(
     if lm_eval_tasks:
         results["lm_eval"] = run_lm_eval(mdl, tokenizer, [t.strip() for t in lm_eval_tasks.split(",") if t.strip()])
     if chat is not None:
-        results["chat"] = chat_of_model(mdl, tokenizer, model, plan, elastic, shape, base_model, chat, chat_limit,
+        results["chat"] = chat_of_model(mdl, tokenizer, model, plan, elastic, base_model, chat, chat_limit,
                                         chat_tokens)  # fmt: skip
     if json_out:
         print_json(results)
@@ -163,8 +165,8 @@ def eval_deployment(
 
 
 def chat_of_model(
-    mdl: Any, tokenizer: Any, model: str | None, plan: str | None, elastic: str | None, shape: str | None,
-    base_model: str | None, prompts: Path, limit: int, tokens: int,
+    mdl: Any, tokenizer: Any, model: str | None, plan: str | None, elastic: str | None, base_model: str | None,
+    prompts: Path, limit: int, tokens: int,
 ) -> dict[str, Any]:  # fmt: skip
     """The chat metrics of a model as it is or of one shape, against its base model's reference replies."""
     from edgekit.evaluation.chat import chat_scores, describe, reference_for
@@ -184,11 +186,11 @@ def chat_of_model(
     from edgekit.elastic.source import Source
     from edgekit.evaluation.settings import EvalSettings
 
-    source = Source.resolve(elastic, plan, base_model=base_model)
+    plan_of = Source.resolve(elastic, plan, base_model=base_model).plan  # mdl is its shape, weights loaded
     settings = EvalSettings(chat_prompts=str(prompts), chat_limit=limit, chat_tokens=tokens)
     with err.status("the full model's reference replies…"):
-        ref = chat_reference(source.plan, settings)
-    scores = shape_chat_scores(source.load(), source.plan, tokenizer, source.shape(shape or "full"), ref)
+        ref = chat_reference(plan_of, settings)
+    scores = shape_chat_scores(mdl.elastic, plan_of, tokenizer, mdl.shape, ref)
     return {"data": describe(ref), **scores}
 
 

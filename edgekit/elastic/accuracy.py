@@ -64,21 +64,14 @@ def chat_reference(plan: Plan, settings: EvalSettings) -> Any:
 def shape_chat_scores(elastic: Any, plan: Plan, tokenizer: Any, shape: Shape, ref: Any) -> dict[str, Any]:
     """One shape's chat metrics: chat_ppl from the elastic model's logits, answer rate and agreement from its
     greedy replies (a transformers model built from the shape's slices, decoding with a KV cache)."""
-    import torch
-
     from edgekit.elastic.base_model import base_folder
     from edgekit.engines.torch_engine import ElasticTorchSession
     from edgekit.evaluation.chat import chat_scores
+    from edgekit.evaluation.model_io import sequence_logits
     from edgekit.models.weights import read_config
 
-    model = elastic.eval().at(shape)
-
-    def logits(ids: list[int]) -> torch.Tensor:
-        with torch.inference_mode():
-            return model(torch.tensor([ids])).logits[0]
-
     session = ElasticTorchSession(elastic, plan, read_config(base_folder(plan)), shape)
-    return chat_scores(session, tokenizer, ref, logits)
+    return chat_scores(session, tokenizer, ref, sequence_logits(elastic.eval().at(shape)))
 
 
 def table_shapes(plan: Plan, predictor: Any, trained: list[Shape], n: int) -> list[Shape]:

@@ -170,6 +170,13 @@ def plot_png(points: list[Point], path: Path, title: str) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title)
+    save_png(fig, path)
+
+
+def save_png(fig: Any, path: Path) -> None:
+    """Write a matplotlib figure to `path` whole or not at all, and free it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.png")

@@ -344,20 +344,13 @@ def fit_chat_source(
 ) -> AccuracyPredictor:
     """The chat predictor: every design shape's chat_ppl (the perplexity of the full base model's greedy replies
     in `ref`, an edgekit.evaluation.chat.ChatReference), fitted with the same terms as the text predictor."""
-    import torch
-
     from edgekit.evaluation.chat import chat_ppl
+    from edgekit.evaluation.model_io import sequence_logits
 
     elastic = source.load()
 
     def evaluate(shape: Shape) -> float:
-        model = elastic.eval().at(shape)
-
-        def logits(ids: list[int]) -> torch.Tensor:
-            with torch.inference_mode():
-                return model(torch.tensor([ids])).logits[0]
-
-        return chat_ppl(logits, ref)
+        return chat_ppl(sequence_logits(elastic.eval().at(shape)), ref)
 
     data = {**ref.record, "tokens": sum(len(r) for r in ref.replies)}
     return build(source.plan, evaluate, data, source.smol_sha256, held_out, on_shape, metric="chat_ppl")

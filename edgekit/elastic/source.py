@@ -92,15 +92,9 @@ class Source:
 
     def save_predictor(self, predictor: AccuracyPredictor) -> Path:
         """Store the predictor in the plan's folder, or the checkpoint's (keeping its manifest's hashes true)."""
-        from edgekit.elastic.predictor import file_for, save
+        from edgekit.elastic.predictor import file_for
 
-        if self.checkpoint is not None:
-            from edgekit.elastic.checkpoint import set_file
-
-            name = file_for(predictor.metric)
-            set_file(self.checkpoint, name, predictor.to_dict())
-            return self.checkpoint.path / name
-        return save(predictor, self.folder)
+        return self.save_file(file_for(predictor.metric), predictor.to_dict())
 
     def chat_reference(self) -> Any:
         """The full model's reference replies stored with the chat predictor (deploy measures the artifact it
@@ -111,16 +105,22 @@ class Source:
         return ChatReference.read(path) if path.is_file() else None
 
     def save_chat_reference(self, ref: Any) -> Path:
-        from edgekit.artifacts import write_json_atomic
         from edgekit.evaluation.chat import REFERENCE_FILE
+
+        return self.save_file(REFERENCE_FILE, ref.to_dict())
+
+    def save_file(self, name: str, data: dict[str, Any]) -> Path:
+        """Store a JSON file of this source's own: beside the plan, or in the checkpoint (keeping its manifest's
+        hashes true)."""
+        from edgekit.artifacts import write_json_atomic
 
         if self.checkpoint is not None:
             from edgekit.elastic.checkpoint import set_file
 
-            set_file(self.checkpoint, REFERENCE_FILE, ref.to_dict())
-            return self.checkpoint.path / REFERENCE_FILE
-        write_json_atomic(self.folder / REFERENCE_FILE, ref.to_dict())
-        return self.folder / REFERENCE_FILE
+            set_file(self.checkpoint, name, data)
+            return self.checkpoint.path / name
+        write_json_atomic(self.folder / name, data)
+        return self.folder / name
 
     def default_metric(self) -> str:
         """What deploy ranks by when not told: the chat metric where it can be predicted for every shape (every

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from edgekit.elastic.frontier import Point
+from edgekit.elastic.frontier import Point, save_png
 from edgekit.elastic.plan import Plan, default_depths
 from edgekit.evaluation.settings import EvalData, EvalSettings, score
 from edgekit.shapes import Shape
@@ -169,12 +169,7 @@ def plot_png(study: SpaceStudy, path: Any, title: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=130)
-    plt.close(fig)
-    tmp.replace(path)
+    save_png(fig, path)
 
 
 def plot_terminal(study: SpaceStudy, width: int = 90, height: int = 24) -> str:

@@ -64,9 +64,13 @@ class ChatReference:
 
         data = read_format_json(path, "edgekit-chat-reference", f"chat reference {path}")
         try:
-            return cls(**{k: v for k, v in data.items() if k != "format"})
+            return cls.from_dict(data)
         except TypeError as exc:
             raise IntegrityError(f"chat reference {path} does not describe reference replies ({exc})") from None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ChatReference:
+        return cls(**{k: v for k, v in data.items() if k != "format"})
 
     def head(self, n: int) -> ChatReference:
         """The first n prompts and their replies."""
@@ -182,8 +186,7 @@ def reference_for(
     cache = home() / "chat-references" / f"{key}.json"
     if cache.is_file():
         try:
-            data = json.loads(cache.read_text())
-            return ChatReference(**{k: v for k, v in data.items() if k != "format"})
+            return ChatReference.from_dict(json.loads(cache.read_text()))
         except (TypeError, ValueError):
             pass  # an older or damaged cache entry: make it again
     prompts = dev_prompts(prompts_file, limit)

@@ -34,6 +34,17 @@ def logits_of(model: Any, input_ids: Any, keep: int | None) -> Any:
     return out.logits if hasattr(out, "logits") else out
 
 
+def sequence_logits(model: Any) -> Any:
+    """`ids -> logits at every position ([len, vocab])` of any model the evaluators take: what chat_ppl reads."""
+    import torch
+
+    def logits(ids: list[int]) -> Any:
+        with torch.inference_mode():
+            return logits_of(model, torch.tensor([ids], device=device_of(model)), None)[0]
+
+    return logits
+
+
 def accepts(model: Any, name: str) -> bool:
     try:
         return name in inspect.signature(getattr(model, "forward", model)).parameters
@@ -100,6 +111,3 @@ class SessionModel:
         import torch
 
         return torch.stack([self.session.sequence_logits(row.tolist()) for row in input_ids.cpu()])
-
-    def logits(self, ids: list[int]) -> Any:
-        return self.session.sequence_logits(ids)
