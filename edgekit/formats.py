@@ -184,6 +184,8 @@ def _identity_dict(recipe: dict[str, Any]) -> dict[str, Any]:
             for key in keys:
                 data.get(section, {}).pop(key, None)
     data.pop("data_dir", None)  # where the files are is not what they are: their hashes are checked apart
+    if not (data.get("trim") or {}).get("depth"):  # not a trim recipe: as before the section existed
+        data.pop("trim", None)
     return data
 
 

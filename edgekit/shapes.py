@@ -27,7 +27,10 @@ DEFAULT_FFN_FLOOR = 25
 
 SHAPE_RE = re.compile(r"^d(\d+)-f(\d+)-h(\d+)$")
 COUPLED_RE = re.compile(r"^d(\d+)-w(\d+)$")
-WRITE = "write shapes as d24-f75-h2 (depth, FFN %, query heads per KV group), d24-w75 (coupled) or full"
+DEPTH_RE = re.compile(r"^d(\d+)$")
+WRITE = (
+    "write shapes as d24-f75-h2 (depth, FFN %, query heads per KV group), d24-w75 (coupled), d24 (full width) or full"
+)
 
 
 @dataclass(frozen=True, order=True)
@@ -169,7 +172,8 @@ def replace_heads(shape: Shape, heads: int) -> Shape:
 
 
 def parse_shape(text: str, geometry: Geometry | None = None) -> Shape:
-    """A shape from its name; with a geometry, canonical, and the coupled `dN-wW` and `full` forms too."""
+    """A shape from its name; with a geometry, canonical, and the coupled `dN-wW`, the full-width `dN` and `full`
+    forms too."""
     text = text.strip().lower()
     if text == "full":
         if geometry is None:
@@ -182,6 +186,10 @@ def parse_shape(text: str, geometry: Geometry | None = None) -> Shape:
         if geometry is None:
             raise UsageError(f"the coupled shape '{text}' needs the base model's geometry")
         return geometry.coupled(int(match.group(1)), _percent(text, "w", match.group(2)))
+    if match := DEPTH_RE.match(text):
+        if geometry is None:
+            raise UsageError(f"the depth-only shape '{text}' needs the base model's geometry")
+        return Shape(int(match.group(1)), 100, geometry.heads_per_group)
     raise UsageError(f"cannot parse shape '{text}': {WRITE}")
 
 

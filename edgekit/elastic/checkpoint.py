@@ -64,6 +64,7 @@ def write_checkpoint(
     accuracy: dict[str, Any] | None = None,
     half: bool = False,
     force: bool = False,
+    domain: dict[str, Any] | None = None,
 ) -> Path:
     import torch
     from safetensors.torch import save_file
@@ -86,6 +87,7 @@ def write_checkpoint(
             "model": plan.model.__dict__,
             "plan": {"depth": plan.depth.method, "width": plan.width.method, "depths": plan.depths},
             "training": training,
+            **({"kind": "domain", "domain": domain} if domain else {"kind": "general"}),
             "edgekit_version": __version__,
             "files": hash_tree(tmp),
         }
@@ -154,14 +156,22 @@ def load_smol(ckpt: ElasticCheckpoint, device: str = "cpu") -> Smol:
 @dataclass
 class CheckpointEntry:
     path: Path
-    kind: str  # shipped | user
+    origin: str  # shipped | user
     manifest: dict[str, Any] | None  # None: the manifest is unreadable (the checkpoint is broken)
+
+    @property
+    def kind(self) -> str:
+        """general (one-for-all, every shape of a space) or domain (trimmed on one domain, its depths only)."""
+        return str((self.manifest or {}).get("kind", "general"))
 
     def to_dict(self) -> dict[str, Any]:
         m = self.manifest or {}
         return {
             "path": str(self.path),
+            "name": self.path.name,
+            "origin": self.origin,
             "kind": self.kind,
+            "domain": (m.get("domain") or {}).get("name"),
             "model": m.get("model", {}).get("name"),
             "steps": m.get("training", {}).get("steps"),
             "has_accuracy": ACCURACY in m.get("files", {}),
@@ -172,7 +182,7 @@ class CheckpointEntry:
 def list_checkpoints(extra_dirs: list[Path]) -> list[CheckpointEntry]:
     """Shipped checkpoints, then those found under `extra_dirs`; a broken one is listed with no manifest."""
     found = []
-    for kind, root in [("shipped", shipped_dir())] + [("user", d) for d in extra_dirs]:
+    for origin, root in [("shipped", shipped_dir())] + [("user", d) for d in extra_dirs]:
         if not root.is_dir():
             continue
         for manifest_path in sorted(p for p in root.rglob(MANIFEST) if PARTIAL_PREFIX not in str(p)):
@@ -182,7 +192,7 @@ def list_checkpoints(extra_dirs: list[Path]) -> list[CheckpointEntry]:
                     continue
             except (OSError, json.JSONDecodeError):
                 manifest = None
-            found.append(CheckpointEntry(manifest_path.parent, kind, manifest))
+            found.append(CheckpointEntry(manifest_path.parent, origin, manifest))
     return found
 
 

@@ -57,6 +57,8 @@ class WidthSection:
     grid: list[int]  # coupled widths of the default grid (frontier, training, profiling)
     ffn_multiple: int
     seconds: float
+    # the fewest query heads per KV group offered (a domain checkpoint, trained at full width, offers only all)
+    heads_floor: int = 1
 
 
 @dataclass
@@ -122,7 +124,10 @@ class Plan:
 
     @property
     def name(self) -> str:
-        return self.path.name if self.path else self.model.name
+        if self.path is None:
+            return self.model.name
+        # a checkpoint's copy of its plan is PLAN=CKPT/plan: named by its checkpoint
+        return self.path.parent.name if self.path.name == "plan" else self.path.name
 
     @property
     def layer_sets(self) -> dict[int, list[int]]:
@@ -138,8 +143,23 @@ class Plan:
 
     def ranges(self) -> str:
         ffn = self.geometry.ffn_grid(self.width.ffn_floor)
-        return (f"depths {min(self.depths)}..{max(self.depths)}, FFN f{ffn[-1]}..f100 (in steps of "
-                f"{self.geometry.ffn_unit} channels), h1..h{self.geometry.heads_per_group}")  # fmt: skip
+        lo, hi = min(self.depths), max(self.depths)
+        contiguous = len(self.depths) == hi - lo + 1
+        depths = f"depths {lo}..{hi}" if contiguous else "depths " + ", ".join(map(str, sorted(self.depths)))
+        if self.full_width_only:
+            return f"{depths} at full width"
+        return (f"{depths}, FFN f{ffn[-1]}..f100 (in steps of {self.geometry.ffn_unit} channels), "
+                f"h{self.heads_floor}..h{self.geometry.heads_per_group}")  # fmt: skip
+
+    @property
+    def full_width_only(self) -> bool:
+        """A plan that offers depths alone (a domain checkpoint's)."""
+        g = self.geometry
+        return g.ffn_grid(self.width.ffn_floor) == [100] and self.heads_floor == g.heads_per_group
+
+    @property
+    def heads_floor(self) -> int:
+        return min(max(1, self.width.heads_floor), self.geometry.heads_per_group)
 
     def check_shape(self, shape: Shape) -> Shape:
         """The shape's canonical form, or a UsageError saying why it is outside the plan and what is nearest."""
@@ -149,7 +169,7 @@ class Plan:
         near = Shape(
             min(self.depths, key=lambda d: (abs(d - shape.depth), -d)),
             max(shape.ffn, floor),
-            min(max(shape.heads, 1), g.heads_per_group),
+            min(max(shape.heads, self.heads_floor), g.heads_per_group),
         )
         if near == shape:
             return shape
@@ -157,6 +177,8 @@ class Plan:
             why = f"it offers {self.ranges()}"
         else:
             why = g.problem(shape, self.width.ffn_floor) or f"it offers {self.ranges()}"
+            if self.full_width_only or (shape.heads < self.heads_floor and g.problem(shape) is None):
+                why = f"it offers {self.ranges()}"
             why = why.split("; nearest")[0]
         raise UsageError(f"shape {shape} is outside plan {self.name}: {why}; nearest valid shape: {near}")
 
@@ -177,7 +199,7 @@ class Plan:
         g = self.geometry
         ffn = g.ffn_grid(self.width.ffn_floor)
         return [Shape(d, f, h) for d in sorted(self.depths, reverse=True) for f in ffn
-                for h in range(g.heads_per_group, 0, -1)]  # fmt: skip
+                for h in range(g.heads_per_group, self.heads_floor - 1, -1)]  # fmt: skip
 
     def held_out_skip(self, text: Path, past_predictor: bool = True) -> int:
         """How many leading tokens of `text` to skip so an evaluation never scores what the plan was fitted on:

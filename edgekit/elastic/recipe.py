@@ -79,6 +79,27 @@ class TrainConfig:
 
 
 @dataclass
+class TrimConfig:
+    """TrimLLM (`edgekit elastic trim`): while fine-tuning on the domain, one layer is dropped every `interval`
+    steps (the one whose removal leaves the lowest domain perplexity on the calibration split) until `depth`."""
+
+    depth: int = 0  # the depth to reach (0: not a trim recipe)
+    interval: int = 20  # training steps between drops (TrimLLM: one epoch)
+    # the calibration split: this many tokens from the end of data.train, held out of training (never taken
+    # from evaluation data); each drop's candidates are scored on it
+    calibration_tokens: int = 4096
+    # a candidate within this relative distance of the best score is a tie; ties go to the largest activation
+    # norm (TrimLLM's `activation` tie-breaker), then to the earlier layer
+    tie_tolerance: float = 0.001
+    # TrimLLM's sparse update: the adapters of this share of the layers stay frozen, those a first scan (before
+    # any training) found least important
+    sparse_update: float = 0.0
+    # an elastic checkpoint with one plain LoRA (smol.gated=false) to start from, its adapters and chat manners
+    # included; "" starts from the plan's base model
+    start: str = ""
+
+
+@dataclass
 class Recipe:
     plan: str = "smollm2-135m"
     model: str | None = None  # default: the model the plan was made for
@@ -86,6 +107,7 @@ class Recipe:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalSettings = field(default_factory=EvalSettings)
+    trim: TrimConfig = field(default_factory=TrimConfig)
     # "data.train" -> the absolute path it names, found when the recipe was loaded; the recipe itself keeps
     # what was written, so a run and its checkpoint record portable names
     files: dict[str, str] = field(default_factory=dict, repr=False, metadata={"internal": True})
@@ -143,6 +165,11 @@ class Recipe:
             (t.device in ("auto", "cpu", "cuda"), "train.device must be auto, cpu or cuda"),
             (t.grad_checkpointing in ("auto", "true", "false"), "train.grad_checkpointing must be auto, true or false"),
             (t.bf16 in ("auto", "false"), "train.bf16 must be auto or false"),
+            (self.trim.depth >= 0, "trim.depth must be a depth of at least 1 (or 0: not a trim recipe)"),
+            (self.trim.interval >= 1, "trim.interval must be at least 1 step"),
+            (self.trim.calibration_tokens >= self.data.seq_len, "trim.calibration_tokens must hold one data.seq_len"),
+            (self.trim.tie_tolerance >= 0, "trim.tie_tolerance must be at least 0"),
+            (0.0 <= self.trim.sparse_update < 1.0, "trim.sparse_update must be in [0, 1)"),
         ]
         for ok, message in problems:
             if not ok:

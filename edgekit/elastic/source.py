@@ -47,7 +47,8 @@ class Source:
             return cls(the_plan, None, f"plan {the_plan.name} (stage 1, no fine-tuning)", base_model)
         model = model or DEFAULT_MODEL
         for found in list_checkpoints([]):
-            if found.kind == "shipped" and found.manifest and found.manifest["model"]["name"] == model:
+            general = found.origin == "shipped" and found.kind == "general"
+            if general and found.manifest and found.manifest["model"]["name"] == model:
                 ckpt = load_checkpoint(found.path)
                 return cls(ckpt.plan, ckpt, f"shipped elastic checkpoint {ckpt.name}", base_model)
         if model in shipped_plans():

@@ -107,6 +107,8 @@ def sample_shapes(grid: list[Shape], count: int, sandwich: bool, rng: random.Ran
     """The shapes of one step, largest first. With the sandwich: the largest and smallest always, the rest
     drawn without replacement from the others."""
     ordered = sorted(grid, key=params, reverse=True)
+    if len(ordered) == 1:  # a trim run before its first drop: only the full model
+        return ordered
     if sandwich:
         largest, smallest, middle = ordered[0], ordered[-1], ordered[1:-1]
         picks = rng.sample(middle, min(count - 2, len(middle)))
@@ -331,9 +333,26 @@ class Trainer:
                     "model_digest": self.plan_identity[0],
                     "plan_sha256": self.plan_identity[1],
                     "optimizer": meta,
+                    **self.extra_state(),
                 },
             )
         return folder
+
+    # --------------------------------------------------------------- what subclasses add
+
+    def extra_state(self) -> dict[str, Any]:
+        """More of the run's state for its checkpoints (a trim run's drops)."""
+        return {}
+
+    def restore_extra(self, state: dict[str, Any]) -> None:
+        """Take back what extra_state saved."""
+
+    def after_step(self) -> None:
+        """Called after every step, before its checkpoint (a trim run drops a layer here)."""
+
+    def logged_shapes(self) -> list[Shape]:
+        """The shapes metrics.csv has a loss column for."""
+        return self.grid
 
     def load_checkpoint(self, folder: Path) -> None:
         from safetensors.torch import load_file
@@ -365,6 +384,7 @@ class Trainer:
             opt_state.setdefault(int(pid), {})[name] = value.to(self.device)
         self.opt.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
         self.state = RunState(state["step"], state["tokens"], state["seconds"])
+        self.restore_extra(state)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -433,11 +453,10 @@ def training_shapes(plan: Any, t: Any) -> list[Shape]:
 def prepare_run(recipe: Recipe, run_dir: Path, resume: bool) -> Trainer:
     """Load the plan, weights, data and adapters; restore the latest checkpoint when resuming."""
     recipe.check_files(TRAINING_DATA)
-    import yaml
     from transformers import AutoTokenizer
 
     from edgekit.elastic.base_model import base_folder, load_elastic
-    from edgekit.elastic.data import Sequences, token_stream
+    from edgekit.elastic.data import token_stream
     from edgekit.elastic.plan import load_plan
     from edgekit.elastic.smol import Smol
 
@@ -447,29 +466,49 @@ def prepare_run(recipe: Recipe, run_dir: Path, resume: bool) -> Trainer:
         raise UsageError("the sandwich needs at least two shapes in train.grid (train.sandwich=false for one shape)")
     if len(grid) == 1 and recipe.train.distill and recipe.train.teacher == "inplace" and grid[0] != plan.full:
         raise UsageError("one shape cannot distill in place (the full model is not trained): use train.teacher=frozen")
+    existing = existing_run(run_dir, resume)
+    device = resolve_device(recipe.train.device)
+    tokenizer = AutoTokenizer.from_pretrained(base_folder(plan, recipe.model))
+    stream = token_stream(recipe.file("data.train"), tokenizer, recipe.data.format, recipe.data.max_tokens)
+    sequences = training_sequences(recipe, tokenizer, stream)
+    elastic = load_elastic(plan, recipe.model, device)
+    torch.manual_seed(recipe.train.seed)
+    elastic.smol = Smol(plan.geometry, recipe.smol, plan.width.grid).to(device)
+    trainer = Trainer(recipe, plan, elastic, sequences, grid, run_dir)
+    return open_run(trainer, tokenizer, existing)
+
+
+def existing_run(run_dir: Path, resume: bool) -> Path | None:
+    """The run folder's latest checkpoint when resuming; a run already there without --resume is refused."""
     existing = latest_checkpoint(run_dir) if run_dir.exists() else None
     if existing is not None and not resume:
         raise UsageError(f"{run_dir} already holds a run ({existing.name}): pass --resume, or choose another --out")
-    device = resolve_device(recipe.train.device)
-    folder = base_folder(plan, recipe.model)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return existing
+
+
+def training_sequences(recipe: Recipe, tokenizer: Any, stream: torch.Tensor) -> Any:
+    """The data's sequences in their seeded order, with the chat replies mixed into every batch when named."""
+    from edgekit.elastic.data import Sequences, token_stream
+
     d = recipe.data
-    stream = token_stream(recipe.file("data.train"), tokenizer, d.format, d.max_tokens)
     sequences = Sequences(stream, d.seq_len, recipe.train.batch_size, recipe.train.seed, d.train)
     if d.chat:
         chat = token_stream(recipe.file("data.chat"), tokenizer, "jsonl", d.max_tokens)
         sequences = sequences.mixed(Sequences(chat, d.seq_len, 1, recipe.train.seed + 1, d.chat), d.chat_fraction)
-    elastic = load_elastic(plan, recipe.model, device)
-    torch.manual_seed(recipe.train.seed)
-    elastic.smol = Smol(plan.geometry, recipe.smol, plan.width.grid).to(device)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(recipe, plan, elastic, sequences, grid, run_dir)
+    return sequences
+
+
+def open_run(trainer: Trainer, tokenizer: Any, existing: Path | None) -> Trainer:
+    """Restore the latest checkpoint, if any, and record the recipe in the run folder."""
+    import yaml
+
+    trainer.run_dir.mkdir(parents=True, exist_ok=True)
     trainer.tokenizer = tokenizer
     if existing is not None:
         trainer.load_checkpoint(existing)
     if trainer.rank == 0:
-        trim_metrics(run_dir, trainer.state.step)
-        (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+        trim_metrics(trainer.run_dir, trainer.state.step)
+        (trainer.run_dir / "recipe.yaml").write_text(yaml.safe_dump(trainer.recipe.to_dict(), sort_keys=False))
     return trainer
 
 
@@ -487,14 +526,15 @@ def train(
         label = "caching the original model's top-k logits"
         progress = (lambda done, total: on_stage(f"{label}: {done}/{total} sequences")) if on_stage else None
         trainer.build_teacher_cache(upto=last, on_progress=progress)
-    order = [s.name for s in sorted(trainer.grid, key=trainer.params, reverse=True)]
+    order = [s.name for s in sorted(trainer.logged_shapes(), key=trainer.params, reverse=True)]
     try:
         while trainer.state.step < last:
             result = trainer.step()
             if trainer.rank == 0:
                 append_metrics(trainer.run_dir, result, order)
-                if on_step:
-                    on_step(result)
+            trainer.after_step()
+            if trainer.rank == 0 and on_step:
+                on_step(result)
             if trainer.state.step % r.checkpoint_every == 0 or trainer.state.step == last:
                 if trainer.rank == 0:
                     trainer.save_checkpoint()

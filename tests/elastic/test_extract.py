@@ -61,7 +61,7 @@ def test_extracted_checkpoint_loads_in_transformers_and_equals_the_elastic_model
         ("d5-f50-h0", "nearest valid shape: d5-f50-h1"),
         ("d5-w120", "w120 is not a percentage"),
         ("d5-f0-h2", "f0 is not a percentage"),
-        ("d5", "cannot parse shape"),
+        ("d5-x2", "cannot parse shape"),
     ],
 )
 def test_shape_outside_the_plan_is_one_line(tiny_plan: Path, tmp_path: Path, cli, shape: str, message: str):

@@ -1,11 +1,11 @@
 """`edgekit elastic ...`: one module per library module it drives (selection, predictor, extract, frontier,
-train, teacher_data, checkpoint)."""
+train, trim, teacher_data, checkpoint)."""
 
 from __future__ import annotations
 
 import typer
 
-from edgekit.cli.elastic import checkpoint, extract, frontier, predictor, selection, teacher_data, train
+from edgekit.cli.elastic import checkpoint, extract, frontier, predictor, selection, teacher_data, train, trim
 
 app = typer.Typer(
     help="Elastic subnets: plan layer sets and nested widths, cut shapes, compare methods, train one-for-all.",
@@ -17,6 +17,7 @@ app.command("predictor")(predictor.predictor_cmd)
 app.command("extract")(extract.extract_cmd)
 app.command("frontier")(frontier.frontier_cmd)
 app.command("train")(train.train_cmd)
+app.command("trim")(trim.trim_cmd)
 app.command("evaluate")(train.evaluate_cmd)
 app.command("teacher-data")(teacher_data.teacher_data_cmd)
 app.command("list")(checkpoint.list_cmd)

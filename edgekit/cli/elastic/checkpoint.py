@@ -18,10 +18,11 @@ def list_cmd(json_out: o.Json = False) -> None:
         print_json({"checkpoints": rows, "plans": shipped_plans()})
         return
     table = Table(title="elastic checkpoints")
-    for col in ("path", "kind", "model", "steps", "accuracy table"):
+    for col in ("name", "origin", "kind", "model", "steps", "accuracy table", "path"):
         table.add_column(col)
     for row in rows:
-        table.add_row(row["path"], row["kind"], row["model"] or "[red]broken[/red]", str(row["steps"] or "-"),
-                      "yes" if row["has_accuracy"] else "no")  # fmt: skip
+        kind = f"domain: {row['domain']}" if row["kind"] == "domain" else row["kind"]
+        table.add_row(row["name"], row["origin"], kind, row["model"] or "[red]broken[/red]", str(row["steps"] or "-"),
+                      "yes" if row["has_accuracy"] else "no", row["path"])  # fmt: skip
     out.print(table)
     out.print(f"[dim]shipped plans (stage 1, no fine-tuning): {', '.join(shipped_plans()) or 'none'}[/dim]")

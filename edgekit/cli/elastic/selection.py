@@ -144,9 +144,7 @@ def print_plan(plan: Any, predictor: bool = True) -> None:
         table.add_row(str(d), " ".join(map(str, removed)) or "-", f"{plan.depth.scores[d]:.2f}")
     out.print(table)
     space = plan.space()
-    widths = Table(
-        title=f"widths: FFN {plan.ranges().split(', FFN ')[1]}; {len(space):,} shapes in all. The default grid:"
-    )
+    widths = Table(title=f"widths: {plan.ranges().split(', ', 1)[-1]}; {len(space):,} shapes in all. The default grid:")
     for col in ("width", "shape at full depth", "FFN channels", "heads (q x kv groups)", "params at full depth"):
         widths.add_column(col, justify="right")
     full = g.non_embedding_params(plan.full)

@@ -1,0 +1,381 @@
+"""TrimLLM: a domain checkpoint made by dropping layers one at a time while fine-tuning on the domain.
+
+Fine-tune on the domain; every `trim.interval` steps, try removing each remaining layer in turn (the block
+becomes the identity), score the domain's perplexity on a calibration split held out of the training data,
+and drop the layer whose removal hurts least (ties, within `trim.tie_tolerance`, go to the largest activation
+norm as in TrimLLM's code, then to the earlier layer); go on fine-tuning the shallower model until
+`trim.depth`. Two changes to the paper, both for one checkpoint that serves every depth reached:
+- the calibration split is the end of the training text, never the evaluation data (TrimLLM reads the target
+  task's evaluation split), and the score is the perplexity's minimum, not its maximum;
+- each step trains a sandwich of the depths reached so far (the full model on the data, the current depth and
+  one depth between, in-place distilled from the full model, as `train` does), so the adapters serve every
+  depth on the way and `deploy` can pick any of them, where TrimLLM keeps only the last model.
+
+The result is an elastic checkpoint whose plan's layer sets are the drop order: each depth reached is the
+shape `dN` (full width), a standard Llama checkpoint for every runtime. Its manifest records the domain
+data's name and hash, the calibration split and every drop with its candidates' scores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from edgekit.elastic.recipe import Recipe
+from edgekit.elastic.train import Trainer
+from edgekit.errors import UsageError
+from edgekit.shapes import Shape
+
+METRIC = "domain_ppl"  # what a domain checkpoint's shapes are ranked by
+
+
+@dataclass
+class Drop:
+    step: int  # dropped after this many training steps
+    layer: int
+    depth: int  # the depth after the drop
+    score: float  # calibration perplexity without the layer: the new depth's
+    tied: list[int]  # the candidates within the tie tolerance of the best (the dropped one among them)
+    scores: dict[int, float]  # every candidate's calibration perplexity without it
+    norms: dict[int, float]  # every candidate's activation norm (its residual update, mean L2 per token)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["scores"] = {str(k): round(v, 6) for k, v in self.scores.items()}
+        data["norms"] = {str(k): round(v, 6) for k, v in self.norms.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Drop:
+        return cls(int(data["step"]), int(data["layer"]), int(data["depth"]), float(data["score"]),
+                   [int(u) for u in data["tied"]], {int(k): float(v) for k, v in data["scores"].items()},
+                   {int(k): float(v) for k, v in data["norms"].items()})  # fmt: skip
+
+
+# ------------------------------------------------------------------ the maths
+
+
+def choose_drop(scores: dict[int, float], norms: dict[int, float], tolerance: float) -> tuple[int, list[int]]:
+    """The layer to drop and the tied candidates: the lowest calibration perplexity without it; those within
+    `tolerance` (relative) of it tie, and the largest activation norm among them goes (TrimLLM's `activation`
+    tie-breaker), then the earlier layer."""
+    best = min(scores.values())
+    tied = sorted(u for u, v in scores.items() if v <= best * (1 + tolerance))
+    return max(tied, key=lambda u: (norms[u], -u)), tied
+
+
+def drop_steps(num_layers: int, depth: int, interval: int) -> list[int]:
+    """After which step each drop happens: every `interval` steps until `depth` is reached."""
+    return [interval * (k + 1) for k in range(num_layers - depth)]
+
+
+def calibration_split(
+    stream: torch.Tensor, tokens: int, seq_len: int, source: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training stream, calibration sequences): the last `tokens` of the domain text are held out."""
+    rows = tokens // seq_len
+    need = rows * seq_len + seq_len  # the calibration split and at least one training sequence
+    if stream.numel() < need:
+        raise UsageError(
+            f"domain data {source} is too small: {stream.numel():,} tokens; trimming needs at least {need:,} "
+            f"({rows * seq_len:,} held out for calibration, trim.calibration_tokens, and some to train on)"
+        )
+    cut = stream.numel() - rows * seq_len
+    return stream[:cut], stream[cut:].view(rows, seq_len)
+
+
+@torch.no_grad()
+def removal_scores(
+    model: Any, calib: torch.Tensor, layers: list[int], shape: Shape, chunk: int = 4
+) -> tuple[dict[int, float], dict[int, float]]:
+    """Calibration perplexity of the model without each of `layers` in turn, and each layer's activation norm.
+    The hidden state before each layer is computed once, so removing layer k reruns only the layers after it."""
+    nll = dict.fromkeys(layers, 0.0)
+    norm = dict.fromkeys(layers, 0.0)
+    count = 0
+    for start in range(0, calib.shape[0], chunk):
+        ids = calib[start : start + chunk].to(model.embed.device)
+        hidden = [F.embedding(ids, model.embed)]
+        for i in layers:
+            hidden.append(model.run_layers(hidden[-1], [i], shape))
+        targets = ids[:, 1:].reshape(-1)
+        for k, i in enumerate(layers):
+            rest = model.run_layers(hidden[k], layers[k + 1 :], shape) if k + 1 < len(layers) else hidden[k]
+            logits = model.head(rest)[:, :-1]
+            nll[i] += F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets, reduction="sum").item()
+            norm[i] += (hidden[k + 1] - hidden[k]).float().norm(dim=-1).sum().item()
+        count += targets.numel()
+    tokens = calib.shape[0] * calib.shape[1]
+    return ({i: float(torch.tensor(v / count).exp()) for i, v in nll.items()},
+            {i: v / tokens for i, v in norm.items()})  # fmt: skip
+
+
+@torch.no_grad()
+def calibration_ppl(model: Any, calib: torch.Tensor, layers: list[int], shape: Shape, chunk: int = 4) -> float:
+    total, count = 0.0, 0
+    for start in range(0, calib.shape[0], chunk):
+        ids = calib[start : start + chunk].to(model.embed.device)
+        logits = model(ids, shape, layers=layers).logits[:, :-1]
+        targets = ids[:, 1:].reshape(-1)
+        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets, reduction="sum").item()
+        count += targets.numel()
+    return float(torch.tensor(total / count).exp())
+
+
+# ------------------------------------------------------------------ the run
+
+
+class Trimmer(Trainer):
+    """The one-for-all trainer on a grid of depths that grows by one after every drop."""
+
+    def __init__(self, recipe: Recipe, plan: Any, elastic: Any, sequences: Any, calib: torch.Tensor,
+                 run_dir: Path) -> None:  # fmt: skip
+        g = elastic.geometry
+        self.full_width = (100, g.heads_per_group)
+        super().__init__(recipe, plan, elastic, sequences, [g.full], run_dir)
+        self.calib = calib
+        self.schedule = drop_steps(g.num_layers, recipe.trim.depth, recipe.trim.interval)
+        self.drops: list[Drop] = []
+        self.frozen: list[int] = []  # layers whose adapters the sparse update keeps frozen
+        self.first_scan: dict[int, float] | None = None
+        self.start_score: float | None = None  # the full model's calibration perplexity before training
+        self.start: dict[str, Any] | None = None  # the checkpoint whose adapters it started from
+        self.model.layer_sets = {g.num_layers: list(range(g.num_layers))}
+        self._hooks: list[Any] = []
+
+    # -------------------------------------------------------------- depths
+
+    def at_depth(self, depth: int) -> Shape:
+        return Shape(depth, *self.full_width)
+
+    @property
+    def layers(self) -> list[int]:
+        """The layers of the current (shallowest) model."""
+        return self.model.layer_sets[min(self.model.layer_sets)]
+
+    def logged_shapes(self) -> list[Shape]:
+        g = self.model.geometry
+        return [self.at_depth(d) for d in range(g.num_layers, self.recipe.trim.depth - 1, -1)]
+
+    def _grid_from_drops(self) -> None:
+        g = self.model.geometry
+        layers = list(range(g.num_layers))
+        sets = {g.num_layers: list(layers)}
+        for drop in self.drops:
+            layers = [i for i in layers if i != drop.layer]
+            sets[len(layers)] = list(layers)
+        self.model.layer_sets = sets
+        self.grid = [self.at_depth(d) for d in sorted(sets, reverse=True)]
+
+    # -------------------------------------------------------------- drops (Trainer.step samples the sandwich
+    # of the depths reached from self.grid: the full model, the current depth, and those between)
+
+    def after_step(self) -> None:
+        if len(self.drops) < len(self.schedule) and self.state.step == self.schedule[len(self.drops)]:
+            self.drop()
+
+    def drop(self) -> Drop:
+        layers = self.layers
+        scores, norms = removal_scores(self.model.eval(), self.calib, layers, self.at_depth(len(layers) - 1))
+        layer, tied = choose_drop(scores, norms, self.recipe.trim.tie_tolerance)
+        drop = Drop(self.state.step, layer, len(layers) - 1, scores[layer], tied, scores, norms)
+        self.drops.append(drop)
+        self._grid_from_drops()
+        return drop
+
+    def scan(self) -> None:
+        """Before any training: the start's calibration perplexity and, for the sparse update, which layers'
+        adapters to freeze (the least important: their removal hurts least)."""
+        layers = self.layers
+        self.start_score = calibration_ppl(self.model.eval(), self.calib, layers, self.at_depth(len(layers)))
+        share = self.recipe.trim.sparse_update
+        if share > 0:
+            scores, _ = removal_scores(self.model.eval(), self.calib, layers, self.at_depth(len(layers) - 1))
+            self.first_scan = scores
+            count = min(len(layers) - 1, round(share * len(layers)))
+            self.frozen = sorted(sorted(layers, key=lambda i: (scores[i], i))[:count])
+        self.freeze()
+
+    def freeze(self) -> None:
+        """Zero the gradients of the frozen layers' adapters (their first dimension is the layer): with zero
+        gradients from the first step AdamW never moves them."""
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+        if not self.frozen:
+            return
+        index = torch.tensor(self.frozen, device=self.device)
+        for name, p in self.smol.named_parameters():
+            if name.startswith(("A.", "B.")):
+                self._hooks.append(p.register_hook(lambda grad, i=index: grad.index_fill(0, i, 0.0)))
+
+    # -------------------------------------------------------------- resume
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"trim": {"drops": [d.to_dict() for d in self.drops], "frozen": self.frozen,
+                         "start_score": self.start_score,
+                         "first_scan": {str(k): v for k, v in (self.first_scan or {}).items()} or None}}  # fmt: skip
+
+    def restore_extra(self, state: dict[str, Any]) -> None:
+        trim = state.get("trim") or {}
+        self.drops = [Drop.from_dict(d) for d in trim.get("drops", [])]
+        self.frozen = [int(i) for i in trim.get("frozen", [])]
+        self.start_score = trim.get("start_score")
+        scan = trim.get("first_scan")
+        self.first_scan = {int(k): float(v) for k, v in scan.items()} if scan else None
+        self._grid_from_drops()
+        self.freeze()
+
+    # -------------------------------------------------------------- what the checkpoint records
+
+    def depth_scores(self) -> dict[int, float]:
+        """Each depth's calibration perplexity when it was reached (the full model's before training)."""
+        n = self.model.geometry.num_layers
+        return {n: float(self.start_score or 0.0), **{d.depth: d.score for d in self.drops}}
+
+
+def check_trim_recipe(recipe: Recipe, num_layers: int) -> None:
+    t, r = recipe.trim, recipe.train
+    if not 1 <= t.depth < num_layers:
+        raise UsageError(f"trim.depth {t.depth} is outside 1..{num_layers - 1}: the model has {num_layers} layers "
+                         "and trimming drops at least one")  # fmt: skip
+    need = (num_layers - t.depth) * t.interval
+    if r.steps < need:
+        raise UsageError(f"train.steps ({r.steps}) must cover {num_layers - t.depth} drops x trim.interval "
+                         f"({t.interval}) = {need} steps")  # fmt: skip
+    if recipe.train.grid:
+        raise UsageError("train.grid is not for trim recipes: the depths reached are the grid")
+
+
+def start_adapters(recipe: Recipe, plan: Any) -> tuple[Any, dict[str, Any] | None]:
+    """The adapters a trim run starts from: those of `trim.start` (one plain LoRA on the same plan's weights;
+    the recipe's smol section becomes its config), else fresh ones of the recipe's config; and what the start
+    was, for the manifest."""
+    from edgekit.elastic.checkpoint import load_checkpoint, load_smol
+    from edgekit.elastic.smol import Smol, SmolConfig
+
+    if not recipe.trim.start:
+        if recipe.smol.gated:
+            raise UsageError("a trim run trains one plain LoRA: set smol.gated=false smol.shared=false")
+        torch.manual_seed(recipe.train.seed)
+        return Smol(plan.geometry, recipe.smol, plan.width.grid), None
+    ckpt = load_checkpoint(recipe.trim.start)
+    if ckpt.smol_config.gated:
+        raise UsageError(
+            f"trim.start {ckpt.name} has gated SMOL experts, one set per shape; trimming starts from one plain "
+            "LoRA (a checkpoint trained with smol.gated=false) or the base model"
+        )
+    if (ckpt.plan.model.digest, ckpt.plan.permutations_sha256) != (plan.model.digest, plan.permutations_sha256):
+        raise UsageError(f"trim.start {ckpt.name} was trained on plan {ckpt.plan.name}, not on {plan.name}: "
+                         f"set plan={ckpt.path / 'plan'}")  # fmt: skip
+    recipe.smol = SmolConfig(**ckpt.smol_config.to_dict())
+    start = {"name": ckpt.name, "smol_sha256": ckpt.manifest["files"]["smol.safetensors"]["sha256"]}
+    return load_smol(ckpt).train(), start
+
+
+def prepare_trim(recipe: Recipe, run_dir: Path, resume: bool) -> Trimmer:
+    """Load the plan, weights, adapters and domain data (its calibration split held out); restore the latest
+    checkpoint when resuming."""
+    from transformers import AutoTokenizer
+
+    from edgekit.elastic.base_model import base_folder, load_elastic
+    from edgekit.elastic.data import token_stream
+    from edgekit.elastic.plan import load_plan
+    from edgekit.elastic.train import TRAINING_DATA, existing_run, open_run, resolve_device, training_sequences
+
+    recipe.check_files(TRAINING_DATA)
+    plan = load_plan(recipe.trim.start and _start_plan(recipe.trim.start) or recipe.plan)
+    check_trim_recipe(recipe, plan.geometry.num_layers)
+    smol, start = start_adapters(recipe, plan)
+    existing = existing_run(run_dir, resume)
+    device = resolve_device(recipe.train.device)
+    tokenizer = AutoTokenizer.from_pretrained(base_folder(plan, recipe.model))
+    d = recipe.data
+    stream = token_stream(recipe.file("data.train"), tokenizer, d.format, d.max_tokens)
+    train_stream, calib = calibration_split(stream, recipe.trim.calibration_tokens, d.seq_len, d.train)
+    sequences = training_sequences(recipe, tokenizer, train_stream)
+    elastic = load_elastic(plan, recipe.model, device)
+    elastic.smol = smol.to(device)
+    trimmer = Trimmer(recipe, plan, elastic, sequences, calib, run_dir)
+    trimmer.start = start
+    open_run(trimmer, tokenizer, existing)
+    if existing is None:
+        trimmer.scan()
+    return trimmer
+
+
+def _start_plan(ref: str) -> Path:
+    from edgekit.elastic.checkpoint import checkpoint_dir
+
+    return checkpoint_dir(ref) / "plan"
+
+
+def domain_plan(trimmer: Trimmer, out: Path) -> Any:
+    """The plan of the domain checkpoint, written to `out`: the base plan's weights and permutations (the same
+    file), its layer sets the drop order, its widths the full width only (where the adapters were trained)."""
+    import shutil
+
+    from edgekit.artifacts import atomic_dir, write_json_atomic
+    from edgekit.elastic.plan import PERMS_FILE, PLAN_JSON, DepthSection, load_plan
+
+    base = trimmer.plan
+    sets = {d: list(v) for d, v in trimmer.model.layer_sets.items()}
+    depth = DepthSection(method="trimllm", scorer="ppl", min_depth=min(sets), protected=[], layer_sets=sets,
+                         scores=trimmer.depth_scores(), scorer_calls=sum(len(d.scores) for d in trimmer.drops),
+                         seconds=0.0)  # fmt: skip
+    width = dataclasses.replace(base.width, ffn_floor=100, heads_floor=base.geometry.heads_per_group)
+    plan = dataclasses.replace(base, depth=depth, width=width, path=None)
+    with atomic_dir(out, replace=True) as tmp:
+        shutil.copyfile(base.path / PERMS_FILE, tmp / PERMS_FILE)
+        write_json_atomic(tmp / PLAN_JSON, plan.to_json())
+    return load_plan(out)
+
+
+def finish_trim(trimmer: Trimmer, start_step: int, evaluate: bool, half: bool,
+                on_shape: Callable[[str], None] | None = None) -> Any:  # fmt: skip
+    """The domain checkpoint (RUN/elastic): every depth reached a shape; its manifest names the domain data and
+    the drops; its accuracy table, when `evaluate`, on every depth reached."""
+    from edgekit.elastic.accuracy import evaluate_shapes
+    from edgekit.elastic.checkpoint import set_accuracy, write_checkpoint
+    from edgekit.elastic.recipe import DATA_KEYS
+    from edgekit.elastic.source import Source
+    from edgekit.elastic.train import RunResult, data_files
+
+    r, state = trimmer.recipe, trimmer.state
+    if len(trimmer.drops) < len(trimmer.schedule):
+        raise UsageError(f"the run has made {len(trimmer.drops)} of its {len(trimmer.schedule)} drops: resume it")
+    files = data_files(r, tuple(f"{a}.{b}" for a, b in DATA_KEYS))
+    training = {"steps": state.step, "tokens": state.tokens, "seconds": round(state.seconds, 1),
+                "device": str(trimmer.device), "resumed_from": start_step or None, "data": files}  # fmt: skip
+    domain = {
+        "name": r.data.train,
+        "sha256": files["data.train"]["sha256"],
+        "metric": METRIC,
+        "granularity": "layer",
+        "calibration": {
+            "tokens": int(trimmer.calib.numel()),
+            "sequences": int(trimmer.calib.shape[0]),
+            "from": "the last tokens of data.train, held out of training",
+        },  # fmt: skip
+        "start": trimmer.start,
+        "frozen_layers": trimmer.frozen,
+        "drops": [d.to_dict() for d in trimmer.drops],
+        "depths": sorted(trimmer.model.layer_sets, reverse=True),
+    }
+    plan = domain_plan(trimmer, trimmer.run_dir / "domain-plan")
+    out = trimmer.run_dir / "elastic"
+    write_checkpoint(out, plan, trimmer.smol, r.to_dict(), training, None, half=half, force=True, domain=domain)
+    result = RunResult(out, training, None)
+    if evaluate:
+        source = Source.resolve(elastic=str(out))
+        shapes = [trimmer.at_depth(d) for d in domain["depths"]]
+        accuracy = evaluate_shapes(source.load(), source.tokenizer(), plan, shapes, r.eval_settings(), on_shape)
+        set_accuracy(source.checkpoint, accuracy)
+        result.accuracy = accuracy
+    return result

@@ -1,0 +1,195 @@
+"""TrimLLM on the tiny plan: the drop rule against brute force, ties, exact resume, the domain checkpoint and its
+bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgekit.elastic.recipe import load_recipe
+from edgekit.elastic.train import train
+from edgekit.elastic.trim import calibration_ppl, choose_drop, drop_steps, finish_trim, prepare_trim, removal_scores
+from edgekit.errors import UsageError
+from edgekit.shapes import Shape
+
+
+def _recipe(plan: Path, data: Path, *extra: str):
+    return load_recipe(
+        None,
+        [
+            f"plan={plan}",
+            f"data.train={data}",
+            "data.seq_len=32",
+            "train.batch_size=2",
+            "train.steps=7",
+            "train.warmup=1",
+            "train.lr=0.01",
+            "train.checkpoint_every=2",
+            "train.shapes_per_step=3",
+            "smol.gated=false",
+            "smol.rank=2",
+            "trim.depth=3",
+            "trim.interval=2",
+            "trim.calibration_tokens=128",
+            *extra,
+        ],
+    )
+
+
+def test_choose_drop_takes_the_least_harmful_and_breaks_ties_by_the_largest_norm():
+    assert choose_drop({0: 5.0, 1: 3.0, 2: 4.0}, {0: 1.0, 1: 1.0, 2: 9.0}, 0.0) == (1, [1])
+    # 3.0 and 3.002 tie within 0.1 %: the larger activation norm goes
+    assert choose_drop({0: 3.002, 1: 3.0, 2: 4.0}, {0: 2.0, 1: 1.0, 2: 9.0}, 0.001) == (0, [0, 1])
+    # equal norms too: the earlier layer
+    assert choose_drop({3: 3.0, 1: 3.0}, {3: 1.0, 1: 1.0}, 0.0) == (1, [1, 3])
+
+
+def test_drops_happen_every_interval_until_the_depth():
+    assert drop_steps(6, 3, 2) == [2, 4, 6]
+
+
+def test_removal_scores_equal_brute_force(tiny_plan: Path, calib_text: Path, tmp_path: Path):
+    trimmer = prepare_trim(_recipe(tiny_plan, calib_text), tmp_path / "run", resume=False)
+    layers = trimmer.layers
+    shape = Shape(len(layers) - 1, 100, 3)
+    scores, norms = removal_scores(trimmer.model.eval(), trimmer.calib, layers, shape)
+    for i in layers:
+        brute = calibration_ppl(trimmer.model, trimmer.calib, [j for j in layers if j != i], shape)
+        assert scores[i] == pytest.approx(brute, rel=1e-4), i
+    assert all(v > 0 for v in norms.values())
+
+
+def test_each_drop_is_the_one_brute_force_picks_and_resume_is_exact(tiny_plan: Path, calib_text: Path, tmp_path: Path):
+    whole = prepare_trim(_recipe(tiny_plan, calib_text), tmp_path / "a", resume=False)
+    losses: list[dict[str, float]] = []
+    checked = []
+
+    def check(result) -> None:
+        losses.append(result.losses)
+        drops = whole.drops
+        if drops and drops[-1].step == result.step + 1:  # a drop was made after this step: redo it by brute force
+            before = [*whole.layers, drops[-1].layer]
+            before = [i for i in range(6) if i in before]
+            shape = Shape(len(before) - 1, 100, 3)
+            brute = {i: calibration_ppl(whole.model, whole.calib, [j for j in before if j != i], shape) for i in before}
+            assert drops[-1].layer == min(brute, key=brute.get)
+            checked.append(drops[-1].layer)
+
+    train(whole, on_step=check)
+    assert [d.depth for d in whole.drops] == [5, 4, 3] and len(checked) == 3
+    assert sorted(whole.model.layer_sets) == [3, 4, 5, 6]
+    assert set(losses[-1]) <= {"d6-f100-h3", "d5-f100-h3", "d4-f100-h3", "d3-f100-h3"}
+    assert "d3-f100-h3" in losses[-1] and "d6-f100-h3" in losses[-1]
+    # a run killed after its step-4 checkpoint (which holds the second drop) takes the same steps and drops
+    cut = tmp_path / "b"
+
+    def crash(result) -> None:
+        if result.step == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(prepare_trim(_recipe(tiny_plan, calib_text), cut, resume=False), on_step=crash)
+    resumed = prepare_trim(_recipe(tiny_plan, calib_text), cut, resume=True)
+    assert resumed.state.step == 4 and [d.layer for d in resumed.drops] == [d.layer for d in whole.drops[:2]]
+    assert resumed.step().losses == pytest.approx(losses[4], rel=1e-5, abs=1e-6)
+    train(resumed)
+    assert [d.to_dict() for d in resumed.drops][2]["layer"] == whole.drops[2].layer
+    assert resumed.drops[2].score == pytest.approx(whole.drops[2].score, rel=1e-5)
+
+
+def test_the_domain_checkpoint_extracts_each_depth_to_a_standard_checkpoint(
+    tiny_plan: Path, calib_text: Path, tmp_path: Path
+):
+    from transformers import AutoModelForCausalLM
+
+    from edgekit.elastic.checkpoint import list_checkpoints
+    from edgekit.elastic.source import Source
+
+    trimmer = prepare_trim(_recipe(tiny_plan, calib_text), tmp_path / "run", resume=False)
+    train(trimmer)
+    result = finish_trim(trimmer, 0, evaluate=False, half=False)
+    manifest = json.loads((result.checkpoint / "manifest.json").read_text())
+    assert manifest["kind"] == "domain" and manifest["domain"]["name"] == str(calib_text)
+    assert [d["layer"] for d in manifest["domain"]["drops"]] == [d.layer for d in trimmer.drops]
+    assert len(manifest["domain"]["sha256"]) == 64
+    source = Source.resolve(elastic=str(result.checkpoint))
+    assert [s.name for s in source.plan.space()] == [f"d{d}-f100-h3" for d in (6, 5, 4, 3)]
+    assert source.shape("d4") == Shape(4, 100, 3)
+    with pytest.raises(UsageError, match="at full width"):
+        source.shape("d4-f50-h2")
+    elastic = source.load()
+    ids = torch.randint(0, 200, (1, 12), generator=torch.Generator().manual_seed(0))
+    for depth in (6, 5, 4, 3):
+        shape = Shape(depth, 100, 3)
+        out = tmp_path / f"d{depth}"
+        source.extract(shape, out)
+        hf = AutoModelForCausalLM.from_pretrained(out).eval()
+        assert hf.config.num_hidden_layers == depth
+        with torch.no_grad():
+            want = elastic(ids, shape).logits
+            got = hf(ids).logits
+        assert (want - got).abs().max().item() < 1e-4, depth
+    rows = [e.to_dict() for e in list_checkpoints([tmp_path])]
+    assert [(r["kind"], r["domain"], r["origin"]) for r in rows if r["path"] == str(result.checkpoint)] == [
+        ("domain", str(calib_text), "user")
+    ]
+
+
+def test_sparse_update_freezes_the_least_important_layers(tiny_plan: Path, calib_text: Path, tmp_path: Path):
+    trimmer = prepare_trim(_recipe(tiny_plan, calib_text, "trim.sparse_update=0.5"), tmp_path / "run", resume=False)
+    scan = trimmer.first_scan
+    assert len(trimmer.frozen) == 3 and trimmer.frozen == sorted(sorted(scan, key=lambda i: (scan[i], i))[:3])
+    before = {k: v.detach().clone() for k, v in trimmer.smol.state_dict().items()}
+    train(trimmer, stop_at=2)
+    for name, value in trimmer.smol.state_dict().items():
+        if name.startswith(("A.", "B.")):
+            moved = (value - before[name]).flatten(1).abs().amax(1) > 0
+            assert not moved[trimmer.frozen].any(), name
+            assert moved[[i for i in range(6) if i not in trimmer.frozen]].any(), name
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["trim.depth=6"], "trim.depth 6 is outside 1..5"),
+        (["trim.depth=9"], "trim.depth 9 is outside 1..5"),
+        (["train.steps=5"], "train.steps (5) must cover 3 drops x trim.interval (2) = 6 steps"),
+        (["smol.gated=true"], "one plain LoRA"),
+        (["trim.calibration_tokens=100000"], "trimming needs at least"),
+        (["train.grid=[d6-w100]"], "train.grid is not for trim recipes"),
+    ],
+)
+def test_bad_trim_recipes_are_refused(tiny_plan: Path, calib_text: Path, tmp_path: Path, extra, message):
+    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        prepare_trim(_recipe(tiny_plan, calib_text, *extra), tmp_path / "run", resume=False)
+
+
+def test_resume_with_another_domain_file_is_refused_with_both_hashes(tiny_plan: Path, calib_text: Path, tmp_path: Path):
+    domain = tmp_path / "domain.txt"
+    domain.write_text(calib_text.read_text())
+    train(prepare_trim(_recipe(tiny_plan, domain), tmp_path / "run", resume=False), stop_at=2)
+    domain.write_text(calib_text.read_text() + " more text about something else.")
+    with pytest.raises(UsageError, match=r"trained on other data: data.train .*sha256 [0-9a-f]{12}, the run's was"):
+        prepare_trim(_recipe(tiny_plan, domain), tmp_path / "run", resume=True)
+
+
+def test_trim_cli_end_to_end_and_bad_input(tiny_plan: Path, calib_text: Path, tmp_path: Path, cli):
+    args = [f"plan={tiny_plan}", f"data.train={calib_text}", "data.seq_len=32", "train.batch_size=2",
+            "train.steps=4", "train.warmup=1", "smol.gated=false", "smol.rank=2", "trim.depth=4",
+            "trim.interval=2", "trim.calibration_tokens=64", "train.checkpoint_every=2", "trim.start=",
+            "data.chat=", "data.chat_fraction=0"]  # fmt: skip
+    result = cli("elastic", "trim", "--recipe", "smollm2-135m-pydoc", "--out", str(tmp_path / "run"), "--no-eval",
+                 "--json", *args)  # fmt: skip
+    assert result.code == 0, result.err
+    data = json.loads(result.out)
+    assert [d["depth"] for d in data["drops"]] == [5, 4] and Path(data["checkpoint"]).is_dir()
+    again = cli("elastic", "trim", "--out", str(tmp_path / "run"), "--no-eval", *args)
+    assert again.code == 2 and "pass --resume" in again.err and len(again.err.strip().splitlines()) == 1
+    missing = cli("elastic", "trim", "--out", str(tmp_path / "x"), "--no-eval", args[0], "data.train=/nonexistent.txt",
+                  *args[2:])  # fmt: skip
+    assert missing.code == 2 and "data.train /nonexistent.txt not found" in missing.err
+    not_trim = cli("elastic", "trim", "--recipe", "smollm2-135m", "--out", str(tmp_path / "y"))
+    assert not_trim.code == 2 and "not a trim recipe" in not_trim.err
