@@ -173,6 +173,8 @@ STEPS: dict[tuple[str, int], Callable[..., dict[str, Any]]] = {
 RESUMABLE_CHANGES = {"train": ("steps", "checkpoint_every", "log_every"), "eval": None}
 # keys added to recipes after training state v1, at the value that left them out of a v1 identity
 _ADDED_AFTER_V1 = (("data", "chat", "chat_fraction"), ("train", "anchor"), ("smol", "shared_rank"))
+# keys added since, left out of every identity while unset, so runs made before them still resume
+_LEFT_OUT_UNSET = (("train", "init"),)
 
 
 def _identity_dict(recipe: dict[str, Any]) -> dict[str, Any]:
@@ -186,6 +188,9 @@ def _identity_dict(recipe: dict[str, Any]) -> dict[str, Any]:
     data.pop("data_dir", None)  # where the files are is not what they are: their hashes are checked apart
     if not (data.get("trim") or {}).get("depth"):  # not a trim recipe: as before the section existed
         data.pop("trim", None)
+    for section, key in _LEFT_OUT_UNSET:
+        if not data.get(section, {}).get(key):
+            data.get(section, {}).pop(key, None)
     return data
 
 

@@ -63,6 +63,9 @@ class TrainConfig:
     # shapes with less than this share of the full model's non-embedding parameters are not trained: far
     # below what any latency budget picks, their losses would only pull the shared adapters their way
     min_params: float = 0.0
+    # an elastic checkpoint with one plain LoRA (smol.gated=false) whose adapters the run starts from (its chat
+    # manners included), its smol config replacing the recipe's; "" starts from fresh adapters on the base model
+    init: str = ""
     checkpoint_every: int = 100
     log_every: int = 10
     grad_clip: float = 1.0
@@ -94,9 +97,6 @@ class TrimConfig:
     # TrimLLM's sparse update: the adapters of this share of the layers stay frozen, those a first scan (before
     # any training) found least important
     sparse_update: float = 0.0
-    # an elastic checkpoint with one plain LoRA (smol.gated=false) to start from, its adapters and chat manners
-    # included; "" starts from the plan's base model
-    start: str = ""
 
 
 @dataclass

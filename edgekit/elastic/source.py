@@ -126,7 +126,15 @@ class Source:
     def default_metric(self) -> str:
         """What deploy ranks by when not told: the chat metric where it can be predicted for every shape (every
         deployment is a chat model), else text perplexity."""
+        if self.kind == "domain":  # ranked by what it was trimmed for, where its table measured it
+            rows = (self.accuracy or {}).get("shapes") or {}
+            return "domain_ppl" if rows and all(r.get("domain_ppl") is not None for r in rows.values()) else "ppl"
         return "chat_ppl" if self.predictor("chat_ppl") is not None else "ppl"
+
+    @property
+    def kind(self) -> str:
+        """general (a one-for-all space, or a plan) or domain (a trimmed checkpoint: its depths at full width)."""
+        return str(self.checkpoint.manifest.get("kind", "general")) if self.checkpoint is not None else "general"
 
     def shape(self, text: str) -> Shape:
         return self.plan.shape(text)

@@ -166,6 +166,7 @@ class Trainer:
         self.device = next(self.smol.parameters()).device
         self.rank, self.world = distributed()
         self.tokenizer: Any = None  # the base model's, set by prepare_run
+        self.init: dict[str, str] | None = None  # the checkpoint whose adapters the run started from
         if recipe.train.batch_size % self.world:
             raise UsageError(f"train.batch_size ({recipe.train.batch_size}) must divide among {self.world} processes")
         self.autocast = self.device.type == "cuda" and recipe.train.bf16 != "false" and torch.cuda.is_bf16_supported()
@@ -458,7 +459,6 @@ def prepare_run(recipe: Recipe, run_dir: Path, resume: bool) -> Trainer:
     from edgekit.elastic.base_model import base_folder, load_elastic
     from edgekit.elastic.data import token_stream
     from edgekit.elastic.plan import load_plan
-    from edgekit.elastic.smol import Smol
 
     plan = load_plan(recipe.plan)
     grid = training_shapes(plan, recipe.train)
@@ -471,11 +471,36 @@ def prepare_run(recipe: Recipe, run_dir: Path, resume: bool) -> Trainer:
     tokenizer = AutoTokenizer.from_pretrained(base_folder(plan, recipe.model))
     stream = token_stream(recipe.file("data.train"), tokenizer, recipe.data.format, recipe.data.max_tokens)
     sequences = training_sequences(recipe, tokenizer, stream)
+    smol, init = initial_adapters(recipe, plan)
     elastic = load_elastic(plan, recipe.model, device)
-    torch.manual_seed(recipe.train.seed)
-    elastic.smol = Smol(plan.geometry, recipe.smol, plan.width.grid).to(device)
+    elastic.smol = smol.to(device)
     trainer = Trainer(recipe, plan, elastic, sequences, grid, run_dir)
+    trainer.init = init
     return open_run(trainer, tokenizer, existing)
+
+
+def initial_adapters(recipe: Recipe, plan: Any) -> tuple[Any, dict[str, str] | None]:
+    """The adapters a run starts from: fresh ones of the recipe's smol config, or with `train.init` those of an
+    elastic checkpoint with one plain LoRA on the same plan's weights (the recipe's smol section becomes its
+    config); and what the start was, for the manifest."""
+    from edgekit.elastic.checkpoint import load_checkpoint, load_smol
+    from edgekit.elastic.smol import Smol, SmolConfig
+
+    if not recipe.train.init:
+        torch.manual_seed(recipe.train.seed)
+        return Smol(plan.geometry, recipe.smol, plan.width.grid), None
+    ckpt = load_checkpoint(recipe.train.init)
+    if ckpt.smol_config.gated:
+        raise UsageError(
+            f"train.init {ckpt.name} has gated SMOL experts, one set per shape; a run starts from one plain LoRA "
+            "(a checkpoint trained with smol.gated=false) or from fresh adapters (train.init=)"
+        )
+    if (ckpt.plan.model.digest, ckpt.plan.permutations_sha256) != (plan.model.digest, plan.permutations_sha256):
+        raise UsageError(f"train.init {ckpt.name} was trained on other weights or permutations than plan "
+                         f"{plan.name}: set plan={ckpt.path / 'plan'}")  # fmt: skip
+    recipe.smol = SmolConfig(**ckpt.smol_config.to_dict())
+    init = {"name": ckpt.name, "smol_sha256": ckpt.manifest["files"]["smol.safetensors"]["sha256"]}
+    return load_smol(ckpt).train(), init
 
 
 def existing_run(run_dir: Path, resume: bool) -> Path | None:
@@ -578,6 +603,7 @@ def finish(
         "seconds": round(state.seconds, 1),
         "device": str(trainer.device),
         "resumed_from": start_step or None,
+        "init": trainer.init,
         "data": data_files(r, tuple(f"{a}.{b}" for a, b in DATA_KEYS)),
     }
     out = trainer.run_dir / "elastic"

@@ -145,7 +145,6 @@ class Trimmer(Trainer):
         self.frozen: list[int] = []  # layers whose adapters the sparse update keeps frozen
         self.first_scan: dict[int, float] | None = None
         self.start_score: float | None = None  # the full model's calibration perplexity before training
-        self.start: dict[str, Any] | None = None  # the checkpoint whose adapters it started from
         self.model.layer_sets = {g.num_layers: list(range(g.num_layers))}
         self._hooks: list[Any] = []
 
@@ -253,32 +252,6 @@ def check_trim_recipe(recipe: Recipe, num_layers: int) -> None:
         raise UsageError("train.grid is not for trim recipes: the depths reached are the grid")
 
 
-def start_adapters(recipe: Recipe, plan: Any) -> tuple[Any, dict[str, Any] | None]:
-    """The adapters a trim run starts from: those of `trim.start` (one plain LoRA on the same plan's weights;
-    the recipe's smol section becomes its config), else fresh ones of the recipe's config; and what the start
-    was, for the manifest."""
-    from edgekit.elastic.checkpoint import load_checkpoint, load_smol
-    from edgekit.elastic.smol import Smol, SmolConfig
-
-    if not recipe.trim.start:
-        if recipe.smol.gated:
-            raise UsageError("a trim run trains one plain LoRA: set smol.gated=false smol.shared=false")
-        torch.manual_seed(recipe.train.seed)
-        return Smol(plan.geometry, recipe.smol, plan.width.grid), None
-    ckpt = load_checkpoint(recipe.trim.start)
-    if ckpt.smol_config.gated:
-        raise UsageError(
-            f"trim.start {ckpt.name} has gated SMOL experts, one set per shape; trimming starts from one plain "
-            "LoRA (a checkpoint trained with smol.gated=false) or the base model"
-        )
-    if (ckpt.plan.model.digest, ckpt.plan.permutations_sha256) != (plan.model.digest, plan.permutations_sha256):
-        raise UsageError(f"trim.start {ckpt.name} was trained on plan {ckpt.plan.name}, not on {plan.name}: "
-                         f"set plan={ckpt.path / 'plan'}")  # fmt: skip
-    recipe.smol = SmolConfig(**ckpt.smol_config.to_dict())
-    start = {"name": ckpt.name, "smol_sha256": ckpt.manifest["files"]["smol.safetensors"]["sha256"]}
-    return load_smol(ckpt).train(), start
-
-
 def prepare_trim(recipe: Recipe, run_dir: Path, resume: bool) -> Trimmer:
     """Load the plan, weights, adapters and domain data (its calibration split held out); restore the latest
     checkpoint when resuming."""
@@ -287,12 +260,21 @@ def prepare_trim(recipe: Recipe, run_dir: Path, resume: bool) -> Trimmer:
     from edgekit.elastic.base_model import base_folder, load_elastic
     from edgekit.elastic.data import token_stream
     from edgekit.elastic.plan import load_plan
-    from edgekit.elastic.train import TRAINING_DATA, existing_run, open_run, resolve_device, training_sequences
+    from edgekit.elastic.train import (
+        TRAINING_DATA,
+        existing_run,
+        initial_adapters,
+        open_run,
+        resolve_device,
+        training_sequences,
+    )
 
     recipe.check_files(TRAINING_DATA)
-    plan = load_plan(recipe.trim.start and _start_plan(recipe.trim.start) or recipe.plan)
+    plan = load_plan(recipe.plan)
     check_trim_recipe(recipe, plan.geometry.num_layers)
-    smol, start = start_adapters(recipe, plan)
+    if recipe.smol.gated and not recipe.train.init:
+        raise UsageError("a trim run trains one plain LoRA: set smol.gated=false smol.shared=false")
+    smol, start = initial_adapters(recipe, plan)
     existing = existing_run(run_dir, resume)
     device = resolve_device(recipe.train.device)
     tokenizer = AutoTokenizer.from_pretrained(base_folder(plan, recipe.model))
@@ -303,17 +285,11 @@ def prepare_trim(recipe: Recipe, run_dir: Path, resume: bool) -> Trimmer:
     elastic = load_elastic(plan, recipe.model, device)
     elastic.smol = smol.to(device)
     trimmer = Trimmer(recipe, plan, elastic, sequences, calib, run_dir)
-    trimmer.start = start
+    trimmer.init = start
     open_run(trimmer, tokenizer, existing)
     if existing is None:
         trimmer.scan()
     return trimmer
-
-
-def _start_plan(ref: str) -> Path:
-    from edgekit.elastic.checkpoint import checkpoint_dir
-
-    return checkpoint_dir(ref) / "plan"
 
 
 def domain_plan(trimmer: Trimmer, out: Path) -> Any:
@@ -329,7 +305,7 @@ def domain_plan(trimmer: Trimmer, out: Path) -> Any:
     depth = DepthSection(method="trimllm", scorer="ppl", min_depth=min(sets), protected=[], layer_sets=sets,
                          scores=trimmer.depth_scores(), scorer_calls=sum(len(d.scores) for d in trimmer.drops),
                          seconds=0.0)  # fmt: skip
-    width = dataclasses.replace(base.width, ffn_floor=100, heads_floor=base.geometry.heads_per_group)
+    width = dataclasses.replace(base.width, ffn_floor=100, heads_floor=base.geometry.heads_per_group, grid=[100])
     plan = dataclasses.replace(base, depth=depth, width=width, path=None)
     with atomic_dir(out, replace=True) as tmp:
         shutil.copyfile(base.path / PERMS_FILE, tmp / PERMS_FILE)
@@ -363,7 +339,7 @@ def finish_trim(trimmer: Trimmer, start_step: int, evaluate: bool, half: bool,
             "sequences": int(trimmer.calib.shape[0]),
             "from": "the last tokens of data.train, held out of training",
         },  # fmt: skip
-        "start": trimmer.start,
+        "init": trimmer.init,
         "frozen_layers": trimmer.frozen,
         "drops": [d.to_dict() for d in trimmer.drops],
         "depths": sorted(trimmer.model.layer_sets, reverse=True),

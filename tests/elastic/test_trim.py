@@ -151,6 +151,20 @@ def test_sparse_update_freezes_the_least_important_layers(tiny_plan: Path, calib
             assert moved[[i for i in range(6) if i not in trimmer.frozen]].any(), name
 
 
+def test_a_run_starts_from_a_checkpoints_plain_lora(tiny_plan: Path, calib_text: Path, tmp_path: Path):
+    from edgekit.elastic.checkpoint import load_checkpoint, load_smol
+
+    first = prepare_trim(_recipe(tiny_plan, calib_text, "train.steps=6"), tmp_path / "a", resume=False)
+    train(first)
+    ckpt = finish_trim(first, 0, evaluate=False, half=False).checkpoint
+    second = prepare_trim(_recipe(tiny_plan, calib_text, f"train.init={ckpt}", "smol.rank=3"), tmp_path / "b", False)
+    want = load_smol(load_checkpoint(ckpt)).state_dict()
+    assert second.recipe.smol.rank == 2 and second.init["name"] == ckpt.name  # the checkpoint's config
+    assert all(torch.equal(v, want[k]) for k, v in second.smol.state_dict().items())
+    assert second.start_score == pytest.approx(calibration_ppl(second.model, second.calib, list(range(6)),
+                                                               Shape(6, 100, 3)))  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -179,7 +193,7 @@ def test_resume_with_another_domain_file_is_refused_with_both_hashes(tiny_plan: 
 def test_trim_cli_end_to_end_and_bad_input(tiny_plan: Path, calib_text: Path, tmp_path: Path, cli):
     args = [f"plan={tiny_plan}", f"data.train={calib_text}", "data.seq_len=32", "train.batch_size=2",
             "train.steps=4", "train.warmup=1", "smol.gated=false", "smol.rank=2", "trim.depth=4",
-            "trim.interval=2", "trim.calibration_tokens=64", "train.checkpoint_every=2", "trim.start=",
+            "trim.interval=2", "trim.calibration_tokens=64", "train.checkpoint_every=2", "train.init=",
             "data.chat=", "data.chat_fraction=0"]  # fmt: skip
     result = cli("elastic", "trim", "--recipe", "smollm2-135m-pydoc", "--out", str(tmp_path / "run"), "--no-eval",
                  "--json", *args)  # fmt: skip
