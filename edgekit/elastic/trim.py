@@ -317,7 +317,6 @@ def finish_trim(trimmer: Trimmer, start_step: int, evaluate: bool, half: bool,
                 on_shape: Callable[[str], None] | None = None) -> Any:  # fmt: skip
     """The domain checkpoint (RUN/elastic): every depth reached a shape; its manifest names the domain data and
     the drops; its accuracy table, when `evaluate`, on every depth reached."""
-    from edgekit.elastic.accuracy import evaluate_shapes
     from edgekit.elastic.checkpoint import set_accuracy, write_checkpoint
     from edgekit.elastic.recipe import DATA_KEYS
     from edgekit.elastic.source import Source
@@ -350,8 +349,13 @@ def finish_trim(trimmer: Trimmer, start_step: int, evaluate: bool, half: bool,
     result = RunResult(out, training, None)
     if evaluate:
         source = Source.resolve(elastic=str(out))
-        shapes = [trimmer.at_depth(d) for d in domain["depths"]]
-        accuracy = evaluate_shapes(source.load(), source.tokenizer(), plan, shapes, r.eval_settings(), on_shape)
-        set_accuracy(source.checkpoint, accuracy)
-        result.accuracy = accuracy
+        result.accuracy = evaluate_depths(source, r.eval_settings(), on_shape)
+        set_accuracy(source.checkpoint, result.accuracy)
     return result
+
+
+def evaluate_depths(source: Any, settings: Any, on_shape: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """A domain checkpoint's accuracy table: every depth it reached, at full width."""
+    from edgekit.elastic.accuracy import evaluate_shapes
+
+    return evaluate_shapes(source.load(), source.tokenizer(), source.plan, source.plan.space(), settings, on_shape)

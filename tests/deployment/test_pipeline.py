@@ -260,3 +260,31 @@ def test_deploy_holds_the_best_fit_to_a_quality_floor(
     for bad in ("abc", "0.5", "inf"):
         r = cli(*args, "--floor", bad)
         assert r.code == 2 and "--floor must be a number" in r.err and len(r.err.strip().splitlines()) == 1
+
+
+def test_deploy_a_domain_checkpoint_picks_one_of_its_depths_by_domain_perplexity(
+    cli, tiny_plan: Path, tiny_lut: Path, calib_text: Path, edgekit_home: Path, tmp_path: Path
+) -> None:
+    from edgekit.elastic.recipe import load_recipe
+    from edgekit.elastic.train import train
+    from edgekit.elastic.trim import finish_trim, prepare_trim
+
+    _use_lut(tiny_lut, edgekit_home)
+    recipe = load_recipe(None, [f"plan={tiny_plan}", f"data.train={calib_text}", "data.seq_len=32",
+                                "train.batch_size=2", "train.steps=6", "train.warmup=1", "train.shapes_per_step=3",
+                                "smol.gated=false", "smol.rank=2", "trim.depth=3", "trim.interval=2",
+                                "trim.calibration_tokens=64", f"eval.text={calib_text}", "eval.window=64",
+                                f"eval.domain_text={calib_text}", "eval.text_max_tokens=256"])  # fmt: skip
+    trimmer = prepare_trim(recipe, tmp_path / "run", resume=False)
+    train(trimmer)
+    ckpt = finish_trim(trimmer, 0, evaluate=True, half=False).checkpoint
+    r = cli("deploy", "--target", "host", "--budget", "90%", "--elastic", str(ckpt), "--no-verify",
+            "--allow-degraded", "--out", str(edgekit_home / "dom"), "--json")  # fmt: skip
+    assert r.code == 0, r.err
+    m = json.loads(r.out)
+    assert m["accuracy"]["metric"] == "domain_ppl" and m["accuracy"]["source"] == "accuracy-table"
+    assert {c["shape"] for c in m["candidates"]} == {"d6-f100-h3", "d5-f100-h3", "d4-f100-h3", "d3-f100-h3"}
+    assert m["shape"]["shape"] in {"d5-f100-h3", "d4-f100-h3", "d3-f100-h3"}
+    assert (edgekit_home / "dom" / "model" / "genai_config.json").is_file()
+    narrow = cli("elastic", "extract", "--elastic", str(ckpt), "--shape", "d4-f50-h2", "--out", str(tmp_path / "x"))
+    assert narrow.code == 2 and "depths 3..6 at full width" in narrow.err

@@ -1,0 +1,213 @@
+"""TrimLLM on the Python documentation: the domain checkpoint against the general checkpoint, stage 1 and
+per-depth domain fine-tuning, at depths 24, 20 and 15 of the default model.
+
+    .venv/bin/python bench/trim.py trim                  # the shipped trim recipe (about 1 h on 2 cores; resumes)
+    .venv/bin/python bench/trim.py baselines             # one domain fine-tune per depth, the same tokens each
+    .venv/bin/python bench/trim.py measure [--depths 24,20,15]
+    .venv/bin/python bench/trim.py pack                  # -> edgekit/data/checkpoints/smollm2-135m-pydoc
+
+`trim` runs edgekit/data/recipes/smollm2-135m-pydoc.yaml (from the shipped general checkpoint's adapters,
+pydoc/train.txt with a quarter of each batch the base model's replies, one layer dropped every 8 steps down to
+depth 15). `baselines` trains, for each depth, the plan's stage-1 layer set at full width on the same data,
+from the same adapters, for the same steps and tokens (one shape per step, no distillation: the usual "prune,
+then fine-tune" recipe). `measure` scores at each depth: domain perplexity (pydoc/dev.txt), general
+perplexity (WikiText-2 valid, past what the plan read), PIQA dev acc_norm, in fp32 with the adapters merged,
+and the depth's decode ms/token as an ORT GenAI int4 artifact on this host (the four sources at one depth
+share one architecture, so one build measures them all). Figures go to bench/results/trim.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import PIQA, PIQA_LABELS, ROOT, SHARED_DATA, WIKITEXT, describe, machine, require_data, write_result  # noqa: E402
+
+RECIPE = "smollm2-135m-pydoc"
+MODEL = "smollm2-135m"
+DOMAIN_DEV = SHARED_DATA / "pydoc" / "dev.txt"
+TRIM_RUN = ROOT / "runs" / "trim-pydoc"
+SHIPPED = ROOT.parent / "edgekit" / "data" / "checkpoints" / RECIPE
+
+
+def data_folder() -> Path:
+    """The recipe's data folder: the shared datasets, and chat/ with the committed teacher replies."""
+    sys.path.insert(0, str(ROOT))
+    from chat_checkpoint import data_folder as chat_data
+
+    return chat_data()
+
+
+def run_trim(extra: list[str]) -> None:
+    argv = [sys.executable, "-m", "edgekit", "elastic", "trim", "--recipe", RECIPE, "--data-dir", str(data_folder()),
+            "--out", str(TRIM_RUN), "--no-eval", *(["--resume"] if TRIM_RUN.exists() else []), *extra]  # fmt: skip
+    subprocess.run(argv, check=True)
+
+
+def baseline_dir(depth: int) -> Path:
+    return ROOT / "runs" / f"trim-baseline-d{depth}"
+
+
+def run_baselines(depths: list[int], extra: list[str]) -> None:
+    for depth in depths:
+        out = baseline_dir(depth)
+        argv = [sys.executable, "-m", "edgekit", "elastic", "train", "--recipe", RECIPE, "--data-dir",
+                str(data_folder()), "--out", str(out), "--no-eval", *(["--resume"] if out.exists() else []),
+                "trim.depth=0", f"train.grid=[d{depth}-f100-h3]", "train.sandwich=false", "train.distill=false",
+                "train.shapes_per_step=1", *extra]  # fmt: skip
+        subprocess.run(argv, check=True)
+
+
+class Scorer:
+    """Domain ppl, general ppl and PIQA of any model the evaluators take, on data read once."""
+
+    def __init__(self, text_tokens: int, limit: int) -> None:
+        from edgekit.elastic.source import Source
+        from edgekit.evaluation.data import load_piqa, read_text
+        from edgekit.evaluation.model_io import bos, encode
+
+        plan = Source.resolve(plan=MODEL)
+        self.tokenizer = plan.tokenizer()
+        skip = plan.plan.held_out_skip(WIKITEXT)
+        self.general = (
+            bos(self.tokenizer)
+            + encode(self.tokenizer, read_text(WIKITEXT)[: (skip + text_tokens) * 8])[skip : skip + text_tokens]
+        )
+        self.domain = bos(self.tokenizer) + encode(self.tokenizer, read_text(DOMAIN_DEV))[:text_tokens]
+        self.items = load_piqa(PIQA, PIQA_LABELS, limit=limit)
+        self.describe = {"domain_ppl": f"{DOMAIN_DEV.name}, first {len(self.domain)} tokens, windows 512/512",
+                         "ppl": f"{WIKITEXT.name}, {len(self.general)} tokens after {skip}, windows 512/512",
+                         "acc_norm": f"{PIQA.name}, first {len(self.items)} items, zero-shot"}  # fmt: skip
+
+    def row(self, model: Any) -> dict[str, Any]:
+        from edgekit.evaluation.multiple_choice import multiple_choice
+        from edgekit.evaluation.perplexity import perplexity_of_ids
+
+        start = time.perf_counter()
+        return {"domain_ppl": round(perplexity_of_ids(model, self.domain, 512, 512).ppl, 3),
+                "ppl": round(perplexity_of_ids(model, self.general, 512, 512).ppl, 3),
+                "acc_norm": round(multiple_choice(model, self.tokenizer, self.items, False).acc_norm, 4),
+                "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
+
+
+def decode_ms(source: Any, shape: Any, work: Path) -> float:
+    from edgekit.deployment.measure import MeasureSettings, measure_folder
+    from edgekit.engines import get_engine
+
+    hf, built = work / f"hf-{shape.name}", work / f"ort-{shape.name}"
+    source.extract(shape, hf)
+    built.mkdir()
+    get_engine("ort").compile(hf, built, "int4", "cpu")
+    return round(measure_folder("ort", built, "cpu", MeasureSettings(runs=5, warmup=2, prompt_lens=())).decode_ms, 3)
+
+
+def training_of(path: Path) -> dict[str, Any]:
+    manifest = json.loads((path / "manifest.json").read_text())
+    t = manifest["training"]
+    return {"steps": t["steps"], "tokens": t["tokens"], "seconds": t["seconds"], "device": t["device"]}
+
+
+def finished(run: Path, what: str) -> Path:
+    """RUN/elastic of a finished run: trim and train write it at their end."""
+    if not (run / "elastic" / "manifest.json").is_file():
+        raise SystemExit(f"{what} has not finished ({run}/elastic is missing): run its step first")
+    return run / "elastic"
+
+
+def measure(depths: list[int], text_tokens: int, limit: int) -> None:
+    from edgekit.elastic.source import Source
+    from edgekit.shapes import Shape
+
+    require_data()
+    domain = Source.resolve(elastic=str(finished(TRIM_RUN, "the trim run")))
+    sources = {"trimllm": domain, "general": Source.resolve(elastic=MODEL), "stage1": Source.resolve(plan=MODEL)}
+    scorer = Scorer(text_tokens, limit)
+    path = ROOT / "results" / "trim.json"
+    results: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    trainings = {"trimllm": training_of(domain.checkpoint.path)}
+    for depth in depths:
+        if (baseline_dir(depth) / "elastic").is_dir():
+            trainings[f"per-depth d{depth}"] = training_of(baseline_dir(depth) / "elastic")
+    results.update({"machine": machine(), "evaluation": scorer.describe, "training": trainings,
+                    "drop_order": [d["layer"] for d in domain.checkpoint.manifest["domain"]["drops"]],
+                    "sources": {k: s.label for k, s in sources.items()}})  # fmt: skip
+    rows = results.setdefault("rows", {})
+    with tempfile.TemporaryDirectory(prefix="edgekit-trim-bench-") as tmp:
+        for depth in [30, *depths]:
+            shape = Shape(depth, 100, 3)
+            row = rows.setdefault(f"d{depth}", {})
+            todo = dict(sources)
+            if depth != 30 and (baseline_dir(depth) / "elastic").is_dir():
+                todo["per-depth"] = Source.resolve(elastic=str(baseline_dir(depth) / "elastic"))
+            for name, source in todo.items():
+                if name not in row:
+                    print(f"d{depth} {name}", flush=True)
+                    row[name] = scorer.row(source.load().eval().at(shape))
+                    print(f"  {row[name]}", flush=True)
+                    write_result("trim", results)
+            if "decode_ms" not in row:
+                row["decode_ms"] = decode_ms(domain, shape, Path(tmp))
+                print(f"  int4 decode {row['decode_ms']} ms/token", flush=True)
+                write_result("trim", results)
+    print_table(results)
+
+
+def print_table(results: dict[str, Any]) -> None:
+    names = ["trimllm", "general", "stage1", "per-depth"]
+    print(f"{'depth':>5} {'ms/tok':>7} " + " ".join(f"{n + ' dom/gen/piqa':>28}" for n in names))
+    for depth, row in results["rows"].items():
+        cells = []
+        for n in names:
+            r = row.get(n)
+            cells.append(f"{r['domain_ppl']:>9.2f} {r['ppl']:>8.2f} {r['acc_norm']:>8.3f}" if r else f"{'-':>28}")
+        print(f"{depth:>5} {row.get('decode_ms', float('nan')):>7.2f} " + " ".join(f"{c:>28}" for c in cells))
+    print(describe(results["machine"]))
+
+
+def pack() -> None:
+    """The domain checkpoint as shipped: the finished run's, adapters in fp16, measured on every depth."""
+    from edgekit.elastic.checkpoint import load_checkpoint, load_smol, set_accuracy, write_checkpoint
+    from edgekit.elastic.recipe import load_recipe
+    from edgekit.elastic.source import Source
+    from edgekit.elastic.trim import evaluate_depths
+
+    run = load_checkpoint(finished(TRIM_RUN, "the trim run"))
+    recipe = load_recipe(str(TRIM_RUN / "recipe.yaml"), data_dir=data_folder())
+    manifest = run.manifest
+    path = write_checkpoint(SHIPPED, run.plan, load_smol(run), recipe.to_dict(), manifest["training"], None,
+                            half=True, force=True, domain=manifest["domain"])  # fmt: skip
+    source = Source.resolve(elastic=str(path))
+    set_accuracy(source.checkpoint, evaluate_depths(source, recipe.eval_settings()))
+    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    print(f"wrote {path} ({size / 2**20:.1f} MiB)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("step", choices=("trim", "baselines", "measure", "pack"))
+    ap.add_argument("--depths", default="24,20,15")
+    ap.add_argument("--text-tokens", type=int, default=8192)
+    ap.add_argument("--limit", type=int, default=400, help="PIQA dev items")
+    ap.add_argument("overrides", nargs="*", help="recipe overrides for trim and baselines")
+    args = ap.parse_args()
+    depths = [int(d) for d in args.depths.split(",")]
+    if args.step == "trim":
+        run_trim(args.overrides)
+    elif args.step == "baselines":
+        run_baselines(depths, args.overrides)
+    elif args.step == "measure":
+        measure(depths, args.text_tokens, args.limit)
+    else:
+        pack()
+
+
+if __name__ == "__main__":
+    main()
