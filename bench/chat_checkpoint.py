@@ -9,9 +9,10 @@ and packing the run as the shipped checkpoint.
 part of chat/prompts.jsonl (the first --count of them; its dev tenth is never used) and to --headings prompts
 made from pydoc/train.txt's section titles. `train` runs the shipped recipe (edgekit/data/recipes/
 smollm2-135m.yaml) on a data folder that holds the benchmark datasets and that file, with the variant's
-overrides: `smol` (the recipe as written) or `lora18` (one plain LoRA of rank 18, as wide as SMOL's active
-adapters). `pack` stores the adapters in fp16, fits the text and chat accuracy predictors on them, and
-measures the accuracy table (chat metrics included) on shapes spread along the predicted frontier.
+overrides: `lora18` (the recipe as written: one plain LoRA of rank 18, as wide as SMOL's active adapters) or
+`smol` (SMOL's gated experts with a shared expert, the recipe's option). `pack` stores the adapters in fp16,
+fits the text and chat accuracy predictors on them, and measures the accuracy table (chat metrics included) on
+shapes spread along the predicted frontier.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from common import ROOT, SHARED_DATA  # noqa: E402
 TEACHER = ROOT / "data" / "chat" / "teacher-smollm2-135m.jsonl"
 DATA = ROOT / "runs" / "chat-data"  # the recipe's data folder: the datasets and the teacher replies
 VARIANTS = {
-    "smol": [],
-    "lora18": ["smol.gated=false", "smol.shared=false", "smol.rank=18", "smol.alpha=36"],
+    "lora18": [],  # the recipe as written: one plain LoRA of rank 18
+    "smol": ["smol.gated=true", "smol.experts=4", "smol.rank=6", "smol.alpha=12", "smol.top_k=2", "smol.shared=true"],
 }
 
 
