@@ -63,6 +63,7 @@ class Stats:
     ms_per_token: list[float] = field(default_factory=list)  # each token after the first
     dropped_turns: int = 0
     cancelled: bool = False
+    finished: bool = False  # the model ended its turn (an end-of-turn token), rather than the token limit
 
     @property
     def mean_ms(self) -> float | None:
@@ -211,18 +212,30 @@ class ChatEngine:
             text.strip(), stats.prompt_tokens, stats.new_tokens, ttft, decode, 1000 / decode if decode else 0.0
         )
 
+    def check_fits(self, messages: list[dict[str, str]], sampling: Sampling) -> None:
+        """A UsageError saying the limit when the newest message alone does not fit the context window (older
+        turns are dropped as needed), before any slot or thread is spent on it."""
+        fit_context(self.tokenizer, messages, self.info.context_length, self.reserve(sampling))
+
+    def reserve(self, sampling: Sampling) -> int:
+        """Room kept for the reply when older turns are dropped: its token limit, at most a quarter of the window."""
+        return min(sampling.max_new_tokens, max(1, self.info.context_length // 4))
+
     def reply(
         self, messages: list[dict[str, str]], sampling: Sampling, cancel: threading.Event | None = None
     ) -> Iterator[Piece]:
         """Stream the assistant's reply to `messages` (the last one the user's); stop when `cancel` is set."""
         if not messages or not messages[-1]["content"].strip():
             raise UsageError("the prompt is empty")
-        reserve = min(sampling.max_new_tokens, max(1, self.info.context_length // 4))
-        _, ids, dropped = fit_context(self.tokenizer, messages, self.info.context_length, reserve)
+        _, ids, dropped = fit_context(self.tokenizer, messages, self.info.context_length, self.reserve(sampling))
         stats = Stats(prompt_tokens=len(ids), context_tokens=len(ids), dropped_turns=dropped)
         pieces: list[int] = []
         printed = 0
         with self.lock:
+            if cancel is not None and cancel.is_set():  # given up while it waited for the session
+                stats.cancelled = True
+                yield Piece("", stats)
+                return
             start = last = time.perf_counter()
             stream = self.session.stream(ids, sampling)
             try:
@@ -236,6 +249,7 @@ class ChatEngine:
                     stats.new_tokens += 1
                     stats.context_tokens += 1
                     if token in self.session.eos_ids:
+                        stats.finished = True
                         break
                     pieces.append(token)
                     text = self.tokenizer.decode(pieces, skip_special_tokens=True)

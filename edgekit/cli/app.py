@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from edgekit.cli import chat, container, deploy, doctor, elastic, generate, models, profile, targets
+from edgekit.cli import chat, container, deploy, doctor, elastic, generate, models, profile, serve, targets
 from edgekit.cli.console import err
 from edgekit.cli.evaluation import eval_cmd
 from edgekit.errors import EdgekitError
@@ -26,6 +26,7 @@ app.command("profile")(profile.profile_cmd)
 app.command("deploy")(deploy.deploy_cmd)
 app.command("targets")(targets.targets_cmd)
 app.command("chat")(chat.chat_cmd)
+app.command("serve")(serve.serve_cmd)
 app.add_typer(models.app, name="models")
 app.add_typer(elastic.app, name="elastic")
 app.add_typer(container.app, name="container")

@@ -36,6 +36,7 @@ class Sampling:
     top_p: float = 1.0
     max_new_tokens: int = 256
     min_new_tokens: int = 0  # measurement sets it so a reply cannot end early at EOS
+    seed: int | None = None  # with temperature > 0: the same seed draws the same reply (on one runtime)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,6 +102,15 @@ def timed_stream(session: Session, ids: list[int], sampling: Sampling) -> tuple[
 
 def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def sampling_generator(sampling: Sampling) -> Any:
+    """A torch generator seeded for one reply when the sampling names a seed, else None (the global one)."""
+    if sampling.seed is None or sampling.temperature <= 0:
+        return None
+    import torch
+
+    return torch.Generator().manual_seed(sampling.seed)
 
 
 def pick_token(logits: Any, sampling: Sampling, generator: Any = None) -> int:

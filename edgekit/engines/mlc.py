@@ -251,6 +251,7 @@ class MlcSession:
         config = GenerationConfig(
             max_tokens=max(1, min(sampling.max_new_tokens, room)),
             temperature=sampling.temperature, top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
+            seed=sampling.seed,
             # MLC has no minimum length; a measured run asks for exactly min == max tokens, so ignore EOS
             debug_config=DebugConfig(ignore_eos=sampling.min_new_tokens > 0),
         )  # fmt: skip

@@ -159,6 +159,8 @@ class OrtSession:
         search: dict[str, Any] = {"max_length": total, "min_length": min(prompt + sampling.min_new_tokens, total)}
         if sampling.temperature > 0:
             search.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+            if sampling.seed is not None:
+                search["random_seed"] = sampling.seed
         else:
             search.update(do_sample=False)
         params.set_search_options(**search)

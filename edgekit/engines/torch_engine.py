@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from edgekit.engines.base import RuntimeInfo, Sampling, pick_token
+from edgekit.engines.base import RuntimeInfo, Sampling, pick_token, sampling_generator
 from edgekit.errors import UsageError
 from edgekit.models.weights import TOKENIZER_FILES
 from edgekit.packages import versions
@@ -93,6 +93,7 @@ class TorchSession:
 
         x = torch.tensor([ids], device=self.device)
         made = 0
+        generator = sampling_generator(sampling)
         with torch.inference_mode():
             out = self.model(input_ids=x, use_cache=True, logits_to_keep=1)
             while made < sampling.max_new_tokens and len(ids) + made < self.context_length:
@@ -100,7 +101,7 @@ class TorchSession:
                 if made < sampling.min_new_tokens:
                     for eos in self.eos_ids:
                         logits[eos] = -float("inf")
-                token = pick_token(logits, sampling)
+                token = pick_token(logits.cpu(), sampling, generator)
                 made += 1
                 yield token
                 if token in self.eos_ids or made >= sampling.max_new_tokens:

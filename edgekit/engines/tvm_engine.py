@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.engines.base import RuntimeInfo, Sampling, pick_token
+from edgekit.engines.base import RuntimeInfo, Sampling, pick_token, sampling_generator
 from edgekit.errors import ExternalToolError, IntegrityError, MissingDependencyError, UsageError, first_line
 from edgekit.formats import tag, upgrade
 from edgekit.models.weights import TOKENIZER_FILES
@@ -383,11 +383,12 @@ class TvmSession:
 
         logits = self.prefill(ids)
         made = 0
+        generator = sampling_generator(sampling) or self._generator
         while made < sampling.max_new_tokens and len(ids) + made < self.context_length:
             row = logits.numpy()[0, -1]
             if made < sampling.min_new_tokens:
                 row[list(self.eos_ids)] = -np.inf
-            token = pick_token(torch.from_numpy(row), sampling, self._generator)
+            token = pick_token(torch.from_numpy(row), sampling, generator)
             made += 1
             yield token
             if token in self.eos_ids or made >= sampling.max_new_tokens:

@@ -288,3 +288,49 @@ def test_deploy_a_domain_checkpoint_picks_one_of_its_depths_by_domain_perplexity
     assert (edgekit_home / "dom" / "model" / "genai_config.json").is_file()
     narrow = cli("elastic", "extract", "--elastic", str(ckpt), "--shape", "d4-f50-h2", "--out", str(tmp_path / "x"))
     assert narrow.code == 2 and "depths 3..6 at full width" in narrow.err
+
+
+def test_serve_a_deployment_through_its_own_runtime_and_refuse_a_broken_one(
+    cli, tiny_plan: Path, tiny_lut: Path, edgekit_home: Path
+) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    openai = pytest.importorskip("openai")
+    _use_lut(tiny_lut, edgekit_home)
+    out = edgekit_home / "served"
+    r = cli("deploy", "--target", "host", "--budget", "99%", "--plan", str(tiny_plan), "--no-verify", "--out", str(out))
+    assert r.code == 0, r.err
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "EDGEKIT_HOME": str(edgekit_home)}
+    argv = [sys.executable, "-m", "edgekit", "serve", str(out), "--port", str(port)]
+    proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
+        deadline = time.time() + 120
+        while True:
+            try:
+                served = client.models.list().data[0].id
+                break
+            except openai.APIConnectionError:
+                assert proc.poll() is None and time.time() < deadline, "the server did not come up"
+                time.sleep(0.2)
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert served.endswith(":" + manifest["shape"]["shape"])
+        stream = client.chat.completions.create(model=served, messages=[{"role": "user", "content": "Hello"}],
+                                                max_tokens=6, temperature=0, stream=True)  # fmt: skip
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        assert isinstance(text, str)
+    finally:
+        proc.terminate()
+        logged = proc.communicate(timeout=30)[1]
+    assert "serving" in logged and "POST /v1/chat/completions 200" in logged and "ms/token" in logged
+    target = next(p for p in (out / "model").iterdir() if p.suffix in (".data", ".onnx"))
+    target.write_bytes(target.read_bytes()[:-1] + b"\0")
+    r = cli("serve", str(out), "--port", str(port))
+    assert r.code == 3 and "does not match" in r.err and len(r.err.strip().splitlines()) == 1
