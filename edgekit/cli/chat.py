@@ -26,6 +26,13 @@ def chat_cmd(
     temperature: o.Temperature = 0.0,
     top_p: o.TopP = 0.95,
     max_new_tokens: o.MaxNewTokens = 256,
+    url: Annotated[
+        str | None,
+        typer.Option("--url", help="Chat with a running `edgekit serve` (or any OpenAI-compatible server) at URL."),
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", help="The server's key, with --url (default: $EDGEKIT_API_KEY).")
+    ] = None,
     json_out: o.Json = False,
 ) -> None:
     """Chat with a deployment through its runtime; or, through torch, with a model (--model), or with an
@@ -35,17 +42,24 @@ def chat_cmd(
     from edgekit.cli.console import err
     from edgekit.engines import Sampling
 
-    sources = [x for x in (deployment, model, elastic or plan) if x is not None]
+    sources = [x for x in (deployment, model, elastic or plan, url) if x is not None]
     if not sources:
         raise UsageError("name a deployment folder (from `edgekit deploy --target host --budget ...`), "
-                         "or --model, --elastic or --plan")  # fmt: skip
+                         "or --model, --elastic, --plan or --url")  # fmt: skip
     if len(sources) > 1 or (elastic and plan):
-        raise UsageError("give one of: a deployment, --model, --elastic, --plan")
+        raise UsageError("give one of: a deployment, --model, --elastic, --plan, --url")
     if shape is not None and not (elastic or plan):
         raise UsageError("--shape needs --elastic or --plan (a deployment or a model has one shape)")
     if json_out and prompt is None:
         raise UsageError("--json needs --prompt (one turn, one JSON object)")
-    if elastic or plan:
+    if url is not None:
+        import os
+
+        from edgekit.chat.remote import RemoteChatEngine
+
+        with err.status(f"connecting to {url}…"):
+            engine = RemoteChatEngine(url, api_key or os.environ.get("EDGEKIT_API_KEY"))
+    elif elastic or plan:
         from edgekit.elastic.source import Source
 
         source = Source.resolve(elastic, plan)

@@ -104,7 +104,8 @@ def create_app(engine: ChatEngine, settings: ServeSettings) -> FastAPI:
     async def health() -> dict[str, Any]:
         info = engine.info
         return {"status": "ok", "model": settings.model_id, "shape": info.shape, "runtime": info.runtime,
-                "precision": info.precision, "active": admission.active, "capacity": admission.capacity}  # fmt: skip
+                "precision": info.precision, "context_length": info.context_length, "active": admission.active,
+                "capacity": admission.capacity}  # fmt: skip
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:

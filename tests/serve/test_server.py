@@ -215,3 +215,26 @@ def test_serve_cli_refuses_a_port_in_use_and_warns_about_an_open_host(cli, tmp_p
     assert r.code == 5 and f"port {port} on 127.0.0.1 is in use" in r.err and len(r.err.strip().splitlines()) == 1
     r = cli("serve", str(tmp_path / "nothing"), "--host", "0.0.0.0", "--port", str(port))
     assert r.code != 0 and "without --api-key" in r.err and "Traceback" not in r.err
+
+
+def test_chat_talks_to_a_running_server(server: Running, cli):
+    from edgekit.chat.remote import RemoteChatEngine
+    from edgekit.engines import Sampling
+    from edgekit.errors import ResourceError
+
+    engine = RemoteChatEngine(server.url)
+    assert engine.info.model == "tiny" and engine.info.shape == "d4-w100" and engine.info.context_length == 512
+    remote = engine.complete(PROMPT, Sampling(max_new_tokens=12))
+    local = server.client().chat.completions.create(model=MODEL, messages=PROMPT, max_tokens=12, temperature=0)
+    assert remote.text == local.choices[0].message.content and remote.new_tokens == local.usage.completion_tokens
+    assert remote.prompt_tokens == local.usage.prompt_tokens and remote.ttft_ms > 0
+    r = cli("chat", "--url", server.url, "--prompt", PROMPT[0]["content"], "--max-new-tokens", "12", "--json")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["reply"] == remote.text
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    with pytest.raises(ResourceError, match="cannot reach"):
+        RemoteChatEngine(f"http://127.0.0.1:{free}")
+    r = cli("chat", "--url", f"http://127.0.0.1:{free}", "--prompt", "hi")
+    assert r.code == 5 and "cannot reach" in r.err and len(r.err.strip().splitlines()) == 1
