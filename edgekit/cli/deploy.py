@@ -9,6 +9,7 @@ from rich.table import Table
 
 from edgekit.cli import options as o
 from edgekit.cli.console import out, print_json
+from edgekit.deployment.choose import FLOOR
 from edgekit.errors import UsageError
 
 
@@ -44,7 +45,7 @@ def deploy_cmd(
             help="Refuse a shape more than this many times worse than the full model on the metric (perplexity "
             "ratio; accuracy inverted).",
         ),
-    ] = "2",  # edgekit.deployment.choose.FLOOR
+    ] = f"{FLOOR:g}",
     allow_degraded: Annotated[
         bool, typer.Option("--allow-degraded", help="Ship a shape below the quality floor, with a warning.")
     ] = False,
