@@ -107,9 +107,9 @@ def show(result: Any) -> None:
         out.print(f"measured here: {m.measured.decode_ms:.2f} ms/token (spread {m.measured.decode_spread_pct:.1f}%), "
                   f"peak {m.measured.peak_rss_mb:.0f} MB")  # fmt: skip
     for up in m.stepped_up:
-        result = "kept" if up["kept"] else f"dropped: {up['why']}"
+        outcome = "kept" if up["kept"] else f"dropped: {up['why']}"
         measured = f"{up['measured_decode_ms']:.2f}" if up["measured_decode_ms"] is not None else "-"
-        out.print(f"stepped up {up['from']} → {up['shape']}: {measured} ms/token measured ({result})")
+        out.print(f"stepped up {up['from']} → {up['shape']}: {measured} ms/token measured ({outcome})")
     t = m.timings
     out.print(f"extract {t['extract_s']:.1f} s, compile {t['compile_s']:.1f} s, verify {t['verify_s']:.1f} s")
     out.print(f"deployment: {result.path}\nchat: edgekit chat {result.path}")

@@ -128,7 +128,7 @@ def test_deploy_steps_down_when_the_measurement_misses(tiny_plan: Path, tiny_lut
 
 
 def test_deploy_steps_up_when_the_measurement_is_well_under_the_budget(
-    tiny_plan: Path, tiny_lut: Path, edgekit_home: Path
+    tiny_plan: Path, tiny_lut: Path, edgekit_home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A LUT that predicts every shape 6x slower than it runs: the first choice measures far under the budget,
     so deploy tries better shapes at the speed it measured, and keeps the last one that met the budget."""
@@ -159,6 +159,11 @@ def test_deploy_steps_up_when_the_measurement_is_well_under_the_budget(
     assert dep.shape == (kept[-1] if kept else first)
     assert m.measured.decode_ms <= m.budget.resolved.ms_per_token
     assert any("stepped up" in n for n in dep.notes)
+    from edgekit.cli.deploy import show  # what the command prints after steps up, ending with the folder
+
+    show(dep)
+    printed = capsys.readouterr().out
+    assert "stepped up" in printed and f"deployment: {dep.path}" in printed
 
 
 def test_estimated_target_deploys_without_verifying(cli, tiny_plan: Path, tiny_lut: Path, edgekit_home: Path) -> None:
