@@ -67,10 +67,12 @@ def run_plain(
     prompt: str | None = None,
     json_out: bool = False,
     store: Store | None = None,
-    stdin: TextIO = sys.stdin,
-    stdout: TextIO = sys.stdout,
-    stderr: TextIO = sys.stderr,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
 ) -> int:
+    # the streams as they are when called (a test's capture, a redirect), not as they were at import
+    stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
     store = store or Store()
     deployment = f"{engine.info.model} {engine.info.shape} {engine.info.runtime}"
     conv = store.create(title=(prompt or "Plain chat")[:40], system=system, deployment=deployment)

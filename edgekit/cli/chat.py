@@ -31,7 +31,11 @@ def chat_cmd(
         typer.Option("--url", help="Chat with a running `edgekit serve` (or any OpenAI-compatible server) at URL."),
     ] = None,
     api_key: Annotated[
-        str | None, typer.Option("--api-key", help="The server's key, with --url (default: $EDGEKIT_API_KEY).")
+        str | None,
+        typer.Option(
+            "--api-key",
+            help="The server's API key (serve requires it, chat --url sends it; default: $EDGEKIT_API_KEY).",
+        ),  # fmt: skip
     ] = None,
     json_out: o.Json = False,
 ) -> None:

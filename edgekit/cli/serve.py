@@ -19,7 +19,10 @@ def serve_cmd(
     port: Annotated[int, typer.Option("--port", help="TCP port.", min=1, max=65535)] = 8000,
     api_key: Annotated[
         str | None,
-        typer.Option("--api-key", help="Require 'Authorization: Bearer KEY' on /v1/ (default: $EDGEKIT_API_KEY)."),
+        typer.Option(
+            "--api-key",
+            help="The server's API key (serve requires it, chat --url sends it; default: $EDGEKIT_API_KEY).",
+        ),  # fmt: skip
     ] = None,
     queue: Annotated[
         int, typer.Option("--queue", help="Requests that may wait for the running one; past it, 429.", min=0)

@@ -144,7 +144,11 @@ def test_deploy_steps_up_when_the_measurement_is_well_under_the_budget(
     space = source.plan.space()
     assert all(lut.predict(source.plan.shape(m.shape)).decode_ms > 3 * m.decode_ms for m in lut.measured)
     # just under the prediction of the shape expected to be best: on paper it does not fit, in truth it does
-    best = min(space, key=lambda s: source.ranking(space).scores[s.name])
+    # (the best of those whose 90 % still leaves some shape fitting: a LUT measured on a busy machine can
+    # make the full model look as fast as the smallest)
+    fastest = min(lut.predict(s).decode_ms for s in space)
+    scores = source.ranking(space).scores
+    best = min((s for s in space if 0.9 * lut.predict(s).decode_ms > 1.05 * fastest), key=lambda s: scores[s.name])
     budget = parse_budget(f"{0.9 * lut.predict(best).decode_ms:.6f}ms")
     dep = deploy(DeployRequest(target="host", budget=budget, plan=str(tiny_plan), out=edgekit_home / "up"))
     m = dep.manifest

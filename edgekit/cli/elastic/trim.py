@@ -14,7 +14,7 @@ from edgekit.cli.console import err, out, print_json
 def trim_cmd(
     out_dir: o.OutRequired,
     recipe: Annotated[
-        str, typer.Option("--recipe", help="Trim recipe: a YAML file, or a shipped one's name.")
+        str, typer.Option("--recipe", help="Recipe: a YAML file, or a shipped one's name.")
     ] = "smollm2-135m-pydoc",
     overrides: Annotated[
         list[str] | None,
@@ -22,8 +22,8 @@ def trim_cmd(
     ] = None,
     data_dir: o.DataDir = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run folder's latest checkpoint.")] = False,
-    evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Measure every depth reached at the end.")] = True,
-    half: Annotated[bool, typer.Option("--half", help="Store the adapters in fp16 (as shipped).")] = False,
+    evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Measure the accuracy table at the end.")] = True,
+    half: Annotated[bool, typer.Option("--half", help="Store the SMOL weights in fp16 (as shipped).")] = False,
     json_out: o.Json = False,
 ) -> None:
     """TrimLLM: fine-tune on a domain while dropping one layer per interval (the one whose removal hurts the
