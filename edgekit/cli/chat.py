@@ -30,13 +30,7 @@ def chat_cmd(
         str | None,
         typer.Option("--url", help="Chat with a running `edgekit serve` (or any OpenAI-compatible server) at URL."),
     ] = None,
-    api_key: Annotated[
-        str | None,
-        typer.Option(
-            "--api-key",
-            help="The server's API key (serve requires it, chat --url sends it; default: $EDGEKIT_API_KEY).",
-        ),  # fmt: skip
-    ] = None,
+    api_key: o.ApiKey = None,
     json_out: o.Json = False,
 ) -> None:
     """Chat with a deployment through its runtime; or, through torch, with a model (--model), or with an
@@ -57,12 +51,10 @@ def chat_cmd(
     if json_out and prompt is None:
         raise UsageError("--json needs --prompt (one turn, one JSON object)")
     if url is not None:
-        import os
-
         from edgekit.chat.remote import RemoteChatEngine
 
         with err.status(f"connecting to {url}…"):
-            engine = RemoteChatEngine(url, api_key or os.environ.get("EDGEKIT_API_KEY"))
+            engine = RemoteChatEngine(url, api_key or None)
     elif elastic or plan:
         from edgekit.elastic.source import Source
 

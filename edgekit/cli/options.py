@@ -145,3 +145,20 @@ def key_values(pairs: list[str] | None, flag: str) -> dict[str, str]:
 def refuse_existing(path: Path, force: bool) -> None:
     if path.exists() and not force:
         raise UsageError(f"{path} exists: pass --force to replace it")
+
+
+# a training run (elastic train, elastic trim)
+Resume = Annotated[bool, typer.Option("--resume", help="Continue from the run folder's latest checkpoint.")]
+Evaluate = Annotated[bool, typer.Option("--eval/--no-eval", help="Measure the accuracy table at the end.")]
+Half = Annotated[bool, typer.Option("--half", help="Store the SMOL weights in fp16 (as shipped).")]
+
+# a server's key (serve requires it, chat --url sends it)
+ApiKey = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        envvar="EDGEKIT_API_KEY",
+        show_envvar=False,
+        help="The server's API key (serve requires it, chat --url sends it; default: $EDGEKIT_API_KEY).",
+    ),
+]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from edgekit.cli import options as o
 from edgekit.cli.console import err
 
 
@@ -17,13 +17,7 @@ def serve_cmd(
         "127.0.0.1"
     ),
     port: Annotated[int, typer.Option("--port", help="TCP port.", min=1, max=65535)] = 8000,
-    api_key: Annotated[
-        str | None,
-        typer.Option(
-            "--api-key",
-            help="The server's API key (serve requires it, chat --url sends it; default: $EDGEKIT_API_KEY).",
-        ),  # fmt: skip
-    ] = None,
+    api_key: o.ApiKey = None,
     queue: Annotated[
         int, typer.Option("--queue", help="Requests that may wait for the running one; past it, 429.", min=0)
     ] = 8,
@@ -35,7 +29,7 @@ def serve_cmd(
     GET /health), through the deployment's own runtime."""
     from edgekit.serve.server import build, check_port, serve
 
-    key = api_key or os.environ.get("EDGEKIT_API_KEY") or None
+    key = api_key or None
     check_port(host, port)
     if host not in ("127.0.0.1", "localhost", "::1") and not key:
         err.print(f"[yellow]warning[/yellow]: listening on {host} without --api-key: anyone who can reach this "

@@ -21,6 +21,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from edgekit.chat.engine import ChatEngine, Piece
@@ -74,11 +75,15 @@ def create_app(engine: ChatEngine, settings: ServeSettings) -> FastAPI:
               param: str | None = None) -> JSONResponse:  # fmt: skip
         return JSONResponse(p.error_body(message, kind, code, param), status_code=status)
 
-    @app.exception_handler(RequestValidationError)
-    async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
+    def invalid(errors: list[Any]) -> JSONResponse:
+        """A pydantic validation failure as OpenAI's 400: the first bad field and what is wrong with it."""
+        first = errors[0] if errors else {}
         where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
         return error(400, f"{where or 'request'}: {first.get('msg', 'invalid request')}", param=where or None)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return invalid(list(exc.errors()))
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
@@ -130,11 +135,8 @@ def create_app(engine: ChatEngine, settings: ServeSettings) -> FastAPI:
             return error(400, f"the body is not JSON: {exc}")
         try:
             req = p.ChatRequest.model_validate(body)
-        except Exception as exc:  # pydantic's ValidationError: said in OpenAI's error shape
-            errors = getattr(exc, "errors", lambda: [])()
-            first = errors[0] if errors else {}
-            where = ".".join(str(x) for x in first.get("loc", ()))
-            return error(400, f"{where or 'request'}: {first.get('msg', str(exc))}", param=where or None)
+        except ValidationError as exc:
+            return invalid(list(exc.errors()))
         if req.model is not None and req.model not in names:
             return error(404, f"The model '{req.model}' does not exist; this server serves '{settings.model_id}'",
                          code="model_not_found")  # fmt: skip

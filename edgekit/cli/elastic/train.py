@@ -21,9 +21,9 @@ def train_cmd(
         list[str] | None, typer.Argument(help="Recipe overrides, e.g. train.steps=200 smol.rank=8.")
     ] = None,
     data_dir: o.DataDir = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run folder's latest checkpoint.")] = False,
-    evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Measure the accuracy table at the end.")] = True,
-    half: Annotated[bool, typer.Option("--half", help="Store the SMOL weights in fp16 (as shipped).")] = False,
+    resume: o.Resume = False,
+    evaluate: o.Evaluate = True,
+    half: o.Half = False,
     json_out: o.Json = False,
 ) -> None:
     """One-for-all SMOL fine-tuning of a plan: checkpoints and metrics.csv in the run folder (--out), and the

@@ -21,9 +21,9 @@ def trim_cmd(
         typer.Argument(help="Recipe overrides, e.g. trim.depth=20 trim.interval=10 data.train=my-docs.txt."),
     ] = None,
     data_dir: o.DataDir = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run folder's latest checkpoint.")] = False,
-    evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Measure the accuracy table at the end.")] = True,
-    half: Annotated[bool, typer.Option("--half", help="Store the SMOL weights in fp16 (as shipped).")] = False,
+    resume: o.Resume = False,
+    evaluate: o.Evaluate = True,
+    half: o.Half = False,
     json_out: o.Json = False,
 ) -> None:
     """TrimLLM: fine-tune on a domain while dropping one layer per interval (the one whose removal hurts the
