@@ -65,6 +65,17 @@ class Stats:
     cancelled: bool = False
     finished: bool = False  # the model ended its turn (an end-of-turn token), rather than the token limit
 
+    def token(self, start: float, last: float) -> float:
+        """Count a token that came now, `start` being when the request began and `last` when the previous
+        token came: the first sets the time to first token, the rest the per-token times. Returns now."""
+        now = time.perf_counter()
+        if self.ttft_ms is None:
+            self.ttft_ms = (now - start) * 1000
+        else:
+            self.ms_per_token.append((now - last) * 1000)
+        self.new_tokens += 1
+        return now
+
     @property
     def mean_ms(self) -> float | None:
         return sum(self.ms_per_token) / len(self.ms_per_token) if self.ms_per_token else None
@@ -240,13 +251,7 @@ class ChatEngine:
             stream = self.session.stream(ids, sampling)
             try:
                 for token in stream:
-                    now = time.perf_counter()
-                    if stats.ttft_ms is None:
-                        stats.ttft_ms = (now - start) * 1000
-                    else:
-                        stats.ms_per_token.append((now - last) * 1000)
-                    last = now
-                    stats.new_tokens += 1
+                    last = stats.token(start, last)
                     stats.context_tokens += 1
                     if token in self.session.eos_ids:
                         stats.finished = True

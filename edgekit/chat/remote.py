@@ -95,13 +95,7 @@ class RemoteChatEngine(ChatEngine):
                         text = (choice.get("delta") or {}).get("content") or ""
                         if not text:
                             continue
-                        now = time.perf_counter()
-                        if stats.ttft_ms is None:
-                            stats.ttft_ms = (now - start) * 1000
-                        else:
-                            stats.ms_per_token.append((now - last) * 1000)
-                        last = now
-                        stats.new_tokens += 1
+                        last = stats.token(start, last)
                         yield Piece(text, stats)
                     if cancel is not None and cancel.is_set():
                         stats.cancelled = True  # closing the response makes the server stop the reply
