@@ -178,3 +178,18 @@ def tiny_ort_fp32(tiny_subnet: Path, tmp_path_factory: pytest.TempPathFactory) -
     out.mkdir()
     get_engine("ort").compile(tiny_subnet, out, "fp32", "cpu")
     return out
+
+
+@pytest.fixture(scope="module")
+def torch_session(tiny_llama_dir: Path):
+    """The tiny Llama's torch session (chat and serve tests)."""
+    from edgekit.engines import get_engine
+
+    return get_engine("torch").open(tiny_llama_dir)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_llama_dir: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_llama_dir)

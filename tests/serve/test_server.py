@@ -67,27 +67,13 @@ class Running:
         self.thread.join(timeout=10)
 
 
-@pytest.fixture(scope="module")
-def session(tiny_llama_dir: Path):
-    from edgekit.engines import get_engine
-
-    return get_engine("torch").open(tiny_llama_dir)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_llama_dir: Path):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tiny_llama_dir)
-
-
 def _engine(session, tokenizer, context: int = 512) -> ChatEngine:
     return ChatEngine(session, tokenizer, Info("tiny", "d4-w100", "torch", "fp32", "cpu", context_length=context))
 
 
 @pytest.fixture(scope="module")
-def server(session, tokenizer):
-    running = Running(create_app(_engine(session, tokenizer), ServeSettings(MODEL, ("tiny",), max_body=4096)))
+def server(torch_session, tokenizer):
+    running = Running(create_app(_engine(torch_session, tokenizer), ServeSettings(MODEL, ("tiny",), max_body=4096)))
     yield running
     running.stop()
 
@@ -159,8 +145,8 @@ def test_bad_requests_get_openai_error_bodies_and_the_server_keeps_running(serve
     assert ok.choices[0].message.content is not None
 
 
-def test_a_prompt_longer_than_the_context_is_400_saying_the_limit(session, tokenizer):
-    running = Running(create_app(_engine(session, tokenizer, context=64), ServeSettings(MODEL)))
+def test_a_prompt_longer_than_the_context_is_400_saying_the_limit(torch_session, tokenizer):
+    running = Running(create_app(_engine(torch_session, tokenizer, context=64), ServeSettings(MODEL)))
     try:
         with pytest.raises(openai.BadRequestError) as exc:
             running.client().chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "edge " * 80}],
@@ -170,8 +156,8 @@ def test_a_prompt_longer_than_the_context_is_400_saying_the_limit(session, token
         running.stop()
 
 
-def test_a_wrong_key_is_401_and_the_right_one_works(session, tokenizer):
-    running = Running(create_app(_engine(session, tokenizer), ServeSettings(MODEL, api_key="s3cret")))
+def test_a_wrong_key_is_401_and_the_right_one_works(torch_session, tokenizer):
+    running = Running(create_app(_engine(torch_session, tokenizer), ServeSettings(MODEL, api_key="s3cret")))
     try:
         with pytest.raises(openai.AuthenticationError):
             running.client("wrong").chat.completions.create(model=MODEL, messages=PROMPT, max_tokens=2)
@@ -183,8 +169,8 @@ def test_a_wrong_key_is_401_and_the_right_one_works(session, tokenizer):
         running.stop()
 
 
-def test_a_full_server_answers_429_at_once_and_a_gone_client_frees_its_slot(session, tokenizer):
-    slow = SlowSession(session, 0.05)
+def test_a_full_server_answers_429_at_once_and_a_gone_client_frees_its_slot(torch_session, tokenizer):
+    slow = SlowSession(torch_session, 0.05)
     running = Running(create_app(_engine(slow, tokenizer), ServeSettings(MODEL, queue=0)))
     try:
         body = {"model": MODEL, "messages": PROMPT, "max_tokens": 200, "temperature": 0, "stream": True}
