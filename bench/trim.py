@@ -40,8 +40,7 @@ SHIPPED = ROOT.parent / "edgekit" / "data" / "checkpoints" / RECIPE
 
 def data_folder() -> Path:
     """The recipe's data folder: the shared datasets, and chat/ with the committed teacher replies."""
-    sys.path.insert(0, str(ROOT))
-    from chat_checkpoint import data_folder as chat_data
+    from chat_checkpoint import data_folder as chat_data  # bench/ is on the path (above)
 
     return chat_data()
 
