@@ -50,6 +50,7 @@ from edgekit.deployment.measure import MeasureSettings, RuntimeFigures, measure_
 from edgekit.deployment.resolve import Resolved, build_options, lut_for, resolve_target
 from edgekit.elastic.ranking import Ranking
 from edgekit.elastic.source import Source
+from edgekit.engines.base import trial_options
 from edgekit.errors import UsageError
 
 MAX_STEP_DOWNS = 3
@@ -224,14 +225,17 @@ def deploy(req: DeployRequest, step: Step | None = None) -> Deployment:
     if first is not None:
         hold_to_floor(choice, first)  # before anything is built: the best that fits is already too weak
     res = choice.resolved
-    get_engine(res.runtime).check()
+    engine = get_engine(res.runtime)
+    engine.check()
     verify = res.is_host if req.verify is None else req.verify
     if verify and not res.is_host:
         raise UsageError(f"cannot measure on {res.target_name} from this machine; drop --verify")
+    # every try is measured on the cheapest build of the same graph; only the shape shipped gets the real one
+    trial = trial_options(engine, res.precision, choice.options) if verify else None
     with tempfile.TemporaryDirectory(prefix="edgekit-deploy-") as tmp:
 
         def build(candidate: Candidate) -> Attempt:
-            return build_attempt(choice, candidate, Path(tmp), verify, step)
+            return build_attempt(choice, candidate, Path(tmp), verify, step, trial)
 
         check, full_measured = choice.budget, None
         if verify and req.budget.relative is not None and choice.lut.status != MEASURED:
@@ -242,6 +246,8 @@ def deploy(req: DeployRequest, step: Step | None = None) -> Deployment:
         final, ups = step_up(choice, build, check, final, {s["shape"] for s in stepped})
         if first is None or final.candidate.shape != first.shape:
             hold_to_floor(choice, final.candidate)  # a step down can cross the floor
+        if trial is not None:
+            final = final_build(choice, final, Path(tmp), step)
         artifact = None
         if verify:
             with step(f"measuring the {res.precision} artifact's quality"):
@@ -249,8 +255,11 @@ def deploy(req: DeployRequest, step: Step | None = None) -> Deployment:
         return write_deployment(choice, final, check, stepped, full_measured, ups, artifact)
 
 
-def build_attempt(choice: Choice, candidate: Candidate, work: Path, verify: bool, step: Step) -> Attempt:
-    """Cut, compile and (when `verify`) measure one candidate in a fresh folder under `work`."""
+def build_attempt(
+    choice: Choice, candidate: Candidate, work: Path, verify: bool, step: Step, options: dict[str, str] | None = None
+) -> Attempt:
+    """Cut, compile (with `options`, else the choice's) and (when `verify`) measure one candidate in a fresh
+    folder under `work`."""
     from edgekit.engines import get_engine
 
     res, source = choice.resolved, choice.source
@@ -263,8 +272,9 @@ def build_attempt(choice: Choice, candidate: Candidate, work: Path, verify: bool
     timings["extract_s"] = round(time.perf_counter() - start, 2)
     compiled.mkdir()
     start = time.perf_counter()
-    with step(f"compiling for {res.runtime} {res.precision} on {res.device}"):
-        built = get_engine(res.runtime).compile(hf_dir, compiled, res.precision, res.device, choice.options)
+    trial = options is not None
+    with step(f"compiling for {res.runtime} {res.precision} on {res.device}" + (" (to measure)" if trial else "")):
+        built = get_engine(res.runtime).compile(hf_dir, compiled, res.precision, res.device, options or choice.options)
     timings["compile_s"] = round(time.perf_counter() - start, 2)
     figures = None
     start = time.perf_counter()
@@ -273,6 +283,23 @@ def build_attempt(choice: Choice, candidate: Candidate, work: Path, verify: bool
             figures = measure_folder(res.runtime, compiled, res.device, choice.request.settings)
     timings["verify_s"] = round(time.perf_counter() - start, 2)
     return Attempt(candidate, hf_dir, compiled, built, figures, timings)
+
+
+def final_build(choice: Choice, trial: Attempt, work: Path, step: Step) -> Attempt:
+    """The shipped shape built for real (its calibrated weights) in place of the trial build it was measured on:
+    the same graph, so the same speed."""
+    from edgekit.engines import get_engine
+
+    res = choice.resolved
+    compiled = work / f"final-{trial.candidate.shape}"
+    compiled.mkdir()
+    start = time.perf_counter()
+    with step(f"building {trial.candidate.shape} for {res.runtime} {res.precision} (calibrated weights)"):
+        built = get_engine(res.runtime).compile(trial.hf_dir, compiled, res.precision, res.device, choice.options)
+    built["measured_on"] = {"options": trial.build.get("options"), "why": "the same graph with its weights rounded "
+                            "to nearest: latency does not depend on weight values"}  # fmt: skip
+    timings = {**trial.timings, "final_compile_s": round(time.perf_counter() - start, 2)}
+    return Attempt(trial.candidate, trial.hf_dir, compiled, built, trial.figures, timings, trial.miss)
 
 
 def measure_full_model(choice: Choice, build: Callable[[Candidate], Attempt]) -> tuple[Attempt, Budget]:

@@ -89,6 +89,14 @@ class Engine(Protocol):
     def open(self, folder: Path, device: str) -> Session: ...
 
 
+def trial_options(engine: Any, precision: str, options: dict[str, str] | None) -> dict[str, str] | None:
+    """Build options that make the same graph as `options` much faster (e.g. int4 weights rounded to nearest
+    instead of calibrated): what latency is measured on, since latency does not depend on weight values.
+    None when the engine has no cheaper build of the same graph."""
+    cheaper = getattr(engine, "trial_options", None)
+    return cheaper(precision, options) if cheaper is not None else None
+
+
 def timed_stream(session: Session, ids: list[int], sampling: Sampling) -> tuple[list[int], list[float], float]:
     """(tokens, the perf_counter time each arrived, start time): the raw data of every latency figure."""
     tokens: list[int] = []

@@ -9,7 +9,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgekit import shell
 from edgekit.engines.base import RuntimeInfo, Sampling
@@ -17,13 +17,19 @@ from edgekit.errors import ExternalToolError, MissingDependencyError, UsageError
 from edgekit.packages import installed_version, versions
 from edgekit.shell import Command
 
+if TYPE_CHECKING:
+    from edgekit.quantize import QuantSettings
+
 PACKAGES = ("onnxruntime-genai", "onnxruntime-genai-cuda", "onnxruntime-genai-directml")
 PRECISIONS = {"cpu": ["int4", "int4-mixed", "fp32"], "cuda": ["int4", "int4-mixed", "fp16", "fp32"]}
-# precisions that are builder settings: (the builder's -p, the options they add). int4-mixed keeps the LM head
-# and the most quantization-sensitive matmuls in int8 (k-quant): 1.10x the fp32 perplexity against 1.31x for
-# plain int4 on SmolLM2-135M, at 0.61x the speed on the 2-core VM (bench/quantization.py)
-VARIANTS = {"int4-mixed": ("int4", {"algo_config": "k_quant",
-                                    "matmul_mixed_precision": "last_matmul:int8,mixed_layers:int8"})}  # fmt: skip
+INT4 = ("int4", "int4-mixed")
+# With quant=builder the builder quantizes by itself (its symmetric round-to-nearest); int4-mixed then keeps
+# the LM head and the most quantization-sensitive matmuls in int8 (k-quant): 1.10x the fp32 perplexity
+# against 1.31x for plain int4 on SmolLM2-135M, at 0.61x the speed on the 2-core VM (bench/quantization.py)
+MIXED_INT8 = {"algo_config": "k_quant", "matmul_mixed_precision": "last_matmul:int8,mixed_layers:int8"}
+BUILDER_VARIANTS = {"int4-mixed": ("int4", MIXED_INT8)}
+# our build options (the rest go to the builder): how the int4 weights are made
+QUANT_OPTIONS = ("quant", "calib", "calib_tokens")
 # The builder needs the hub token only to download; a local folder must never ask for one.
 BASE_OPTIONS = {"hf_token": "false"}
 
@@ -77,26 +83,39 @@ class OrtEngine:
             raise UsageError(
                 f"ONNX Runtime GenAI builds {', '.join(self.precisions(device))} for {device}, not {precision}"
             )
-        built_as, extra = build_settings(precision, options)
+        built_as, extra, quant = build_settings(precision, options)
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="edgekit-ort-cache-") as cache:
             argv = builder_command(hf_dir, out, built_as, device, extra, Path(cache))
             done = shell.capture(Command(tuple(argv), "build the ONNX model"), timeout=None)
         if not done.ok or not (out / "genai_config.json").is_file():
             raise ExternalToolError(f"ONNX Runtime GenAI's builder failed: {done.error_line(skip=('Saving ',))}")
-        return {
+        record: dict[str, Any] = {
             "tool": "onnxruntime_genai.models.builder",
             "precision": precision,
             "device": device,
             "options": extra,
-            "seconds": round(time.perf_counter() - start, 2),
         }
+        if quant is not None:
+            record["quantization"] = requantize(hf_dir, out, quant, device)
+        record["seconds"] = round(time.perf_counter() - start, 2)
+        return record
+
+    def trial_options(self, precision: str, options: dict[str, str] | None) -> dict[str, str] | None:
+        """A GPTQ build's graph with its weights rounded to nearest: seconds instead of a minute, same speed."""
+        _, _, quant = build_settings(precision, options)
+        if quant is None or quant.method != "gptq":
+            return None
+        return {**(options or {}), "quant": "rtn"}
 
     def describe(
         self, hf_dir: Path, out: Path, precision: str, device: str, options: dict[str, str] | None = None
     ) -> list[str]:
-        built_as, extra = build_settings(precision, options)
-        return [shlex.join(builder_command(hf_dir, out, built_as, device, extra, Path("<cache>")))]
+        built_as, extra, quant = build_settings(precision, options)
+        lines = [shlex.join(builder_command(hf_dir, out, built_as, device, extra, Path("<cache>")))]
+        if quant is not None:
+            lines.append(describe_quantization(quant, out))
+        return lines
 
     def open(self, folder: Path, device: str = "cpu") -> OrtSession:
         self.check()
@@ -119,10 +138,79 @@ def _cuda(ort_version: str, providers: list[str]) -> tuple[bool, str]:
     return True, detail
 
 
-def build_settings(precision: str, options: dict[str, str] | None) -> tuple[str, dict[str, str]]:
-    """The builder's precision and extra options for one of ours: a variant's options, then the user's."""
-    built_as, adds = VARIANTS.get(precision, (precision, {}))
-    return built_as, {**BASE_OPTIONS, **adds, **(options or {})}
+def build_settings(precision: str, options: dict[str, str] | None) -> tuple[str, dict[str, str], QuantSettings | None]:
+    """The builder's precision and extra options for one of ours, and how we quantize its int4 weights
+    (None: the builder's own numbers stand). Our keys (quant, calib, calib_tokens) never reach the builder."""
+    from edgekit.quantize import QuantSettings
+    from edgekit.quantize.calibration import DEFAULT_TOKENS
+
+    options = dict(options or {})
+    ours = {k: options.pop(k) for k in QUANT_OPTIONS if k in options}
+    method = ours.get("quant", "gptq")
+    if precision not in INT4 or method == "builder":
+        if precision not in INT4 and ours and method != "builder":
+            raise UsageError(f"{', '.join(sorted(ours))} applies to int4 builds, not {precision}")
+        built_as, adds = BUILDER_VARIANTS.get(precision, (precision, {})) if method == "builder" else (precision, {})
+        return built_as, {**BASE_OPTIONS, **adds, **options}, None
+    try:
+        tokens = int(ours.get("calib_tokens", DEFAULT_TOKENS))
+    except ValueError:
+        raise UsageError(f"calib_tokens={ours['calib_tokens']}: a whole number of tokens is needed") from None
+    quant = QuantSettings(method=method, head_bits=8 if precision == "int4-mixed" else 4,
+                          calib=Path(ours["calib"]).expanduser() if "calib" in ours else None,
+                          calib_tokens=tokens)  # fmt: skip
+    if quant.calib is not None and not quant.calib.is_file():
+        raise UsageError(f"calibration file not found: {quant.calib}")
+    return "int4", {**BASE_OPTIONS, **options}, quant
+
+
+def describe_quantization(quant: QuantSettings, out: Path) -> str:
+    data = quant.calib or "the shipped calibration text"
+    how = f"GPTQ on {quant.calib_tokens} tokens of {data}" if quant.method == "gptq" else "round to nearest"
+    return (f"edgekit: int{quant.bits} weights (LM head int{quant.head_bits}, blocks of {quant.block}, zero points) "
+            f"by {how} -> the MatMulNBits nodes of {out}")  # fmt: skip
+
+
+def requantize(hf_dir: Path, out: Path, quant: QuantSettings, device: str) -> dict[str, Any]:
+    """Our int4 weights into the built model, then the built model checked against them: its logits through
+    ONNX Runtime must match the same weights dequantized in torch."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from edgekit.quantize import apply_to_model, quantize_model
+    from edgekit.quantize.calibration import load as load_calibration
+    from edgekit.quantize.matmul_nbits import rewrite
+
+    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(hf_dir)
+    calibration = load_calibration(tokenizer, quant.calib, quant.calib_tokens)
+    weights, record = quantize_model(model, quant, calibration if quant.method == "gptq" else None)
+    record["rewrite"] = rewrite(out, weights, record["head"])
+    apply_to_model(model, weights)
+    record["check"] = check_against(model, OrtSession(out, device), calibration.sequences[0][:CHECK_TOKENS])
+    return record
+
+
+CHECK_TOKENS = 64
+CHECK_AGREEMENT = 0.9  # int8 activations (accuracy level 4) flip a near-tie now and then, never most tokens
+
+
+def check_against(model: Any, session: OrtSession, ids: list[int]) -> dict[str, Any]:
+    """Greedy agreement and relative logit error of the ONNX model against the torch model with the same
+    weights; a model that disagrees is refused, never shipped."""
+    import torch
+
+    with torch.no_grad():
+        expected = model(torch.tensor([ids])).logits[0].float()
+    got = session.sequence_logits(ids)
+    agree = float((expected.argmax(-1) == got.argmax(-1)).float().mean())
+    err = float((expected - got).abs().mean() / expected.abs().mean())
+    if agree < CHECK_AGREEMENT:
+        raise ExternalToolError(
+            f"the int4 ONNX model does not compute what its weights say (top-1 agreement {agree:.0%} with torch on "
+            f"{len(ids)} tokens): the builder's graph has changed in a way edgekit does not know"
+        )
+    return {"tokens": len(ids), "top1_agreement": round(agree, 4), "relative_logit_error": round(err, 5)}
 
 
 def builder_command(
