@@ -152,22 +152,32 @@ def build_settings(precision: str, options: dict[str, str] | None) -> tuple[str,
             raise UsageError(f"{', '.join(sorted(ours))} applies to int4 builds, not {precision}")
         built_as, adds = BUILDER_VARIANTS.get(precision, (precision, {})) if method == "builder" else (precision, {})
         return built_as, {**BASE_OPTIONS, **adds, **options}, None
-    try:
-        tokens = int(ours.get("calib_tokens", DEFAULT_TOKENS))
-    except ValueError:
-        raise UsageError(f"calib_tokens={ours['calib_tokens']}: a whole number of tokens is needed") from None
-    quant = QuantSettings(method=method, head_bits=8 if precision == "int4-mixed" else 4,
-                          calib=Path(ours["calib"]).expanduser() if "calib" in ours else None,
+    tokens = whole_number("calib_tokens", ours.get("calib_tokens", str(DEFAULT_TOKENS)))
+    # the builder's own grid options describe our grid too, so the graph and the weights agree
+    block = whole_number("block_size", options.get("block_size", "32"))
+    if block not in (16, 32, 64, 128, 256):
+        raise UsageError(f"block_size={block}: MatMulNBits blocks are 16, 32, 64, 128 or 256 columns")
+    symmetric = options.get("is_symmetric", "false").lower() in ("1", "true", "yes")
+    quant = QuantSettings(method=method, head_bits=8 if precision == "int4-mixed" else 4, block=block,
+                          symmetric=symmetric, calib=Path(ours["calib"]).expanduser() if "calib" in ours else None,
                           calib_tokens=tokens)  # fmt: skip
     if quant.calib is not None and not quant.calib.is_file():
         raise UsageError(f"calibration file not found: {quant.calib}")
     return "int4", {**BASE_OPTIONS, **options}, quant
 
 
+def whole_number(key: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"{key}={value}: a whole number is needed") from None
+
+
 def describe_quantization(quant: QuantSettings, out: Path) -> str:
     data = quant.calib or "the shipped calibration text"
     how = f"GPTQ on {quant.calib_tokens} tokens of {data}" if quant.method == "gptq" else "round to nearest"
-    return (f"edgekit: int{quant.bits} weights (LM head int{quant.head_bits}, blocks of {quant.block}, zero points) "
+    zeros = "symmetric" if quant.symmetric else "zero points"
+    return (f"edgekit: int{quant.bits} weights (LM head int{quant.head_bits}, blocks of {quant.block}, {zeros}) "
             f"by {how} -> the MatMulNBits nodes of {out}")  # fmt: skip
 
 

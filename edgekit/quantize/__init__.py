@@ -61,6 +61,10 @@ def quantize_model(
 ) -> tuple[dict[str, Quantized], dict[str, Any]]:
     """Every linear layer's quantized weights (module name -> Quantized) and a record of how they were made."""
     say = on_progress or (lambda _text: None)
+    for name, module in linear_modules(model).items():
+        if module.weight.shape[1] % settings.block:
+            raise UsageError(f"{name} has {module.weight.shape[1]} input columns, not a multiple of the "
+                             f"{settings.block}-column blocks asked for (block_size)")  # fmt: skip
     start = time.perf_counter()
     hess: dict[str, torch.Tensor] = {}
     if settings.method == "gptq":

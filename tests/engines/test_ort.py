@@ -38,17 +38,34 @@ def test_ort_cuda_needs_both_the_provider_and_a_cuda_genai(monkeypatch: pytest.M
     assert ort.gpu and "CUDAExecutionProvider" in ort.gpu_detail
 
 
-def test_int4_mixed_is_a_builder_setting_that_keeps_the_head_in_int8(tiny_subnet: Path, tmp_path: Path) -> None:
-    """A precision named by its build: k-quant int4 with the LM head and the sensitive matmuls in int8. (The
-    build itself is bench/quantization.py's on the real model: k-quant needs wider matrices than the tiny
-    model's, whose 288-element rows it cannot block.)"""
+def test_int4_builds_take_our_weights_and_the_builder_keeps_its_own_when_asked(
+    tiny_subnet: Path, tmp_path: Path
+) -> None:
+    """int4 and int4-mixed are the builder's graph with our GPTQ weights (int4-mixed: the LM head in int8);
+    quant=builder keeps the builder's own quantization (int4-mixed then is its k-quant with int8 layers). The
+    builds themselves are tests/quantize/test_matmul_nbits.py's."""
     from edgekit.engines.ort import build_settings
+    from edgekit.errors import UsageError
 
-    built_as, extra = build_settings("int4-mixed", {"block_size": "64"})
-    assert built_as == "int4" and extra["algo_config"] == "k_quant" and extra["block_size"] == "64"
-    assert "last_matmul:int8" in extra["matmul_mixed_precision"] and extra["hf_token"] == "false"
-    assert build_settings("int4", None) == ("int4", {"hf_token": "false"})
+    built_as, extra, quant = build_settings("int4-mixed", {"block_size": "64", "calib_tokens": "2048"})
+    assert built_as == "int4" and extra == {"hf_token": "false", "block_size": "64"}
+    assert quant.method == "gptq" and quant.head_bits == 8 and quant.block == 64 and quant.calib_tokens == 2048
+    assert not quant.symmetric and build_settings("int4", {"is_symmetric": "true"})[2].symmetric
+    assert build_settings("int4", {"quant": "rtn"})[2].method == "rtn"
+    built_as, extra, quant = build_settings("int4-mixed", {"quant": "builder"})
+    assert quant is None and extra["algo_config"] == "k_quant" and "last_matmul:int8" in extra["matmul_mixed_precision"]
+    assert build_settings("fp32", None) == ("fp32", {"hf_token": "false"}, None)
+    missing = str(tmp_path / "no.jsonl")
+    for bad, message in [({"quant": "awq"}, "quant=awq"), ({"calib_tokens": "lots"}, "calib_tokens=lots"),
+                         ({"block_size": "48"}, "block_size=48"), ({"calib": missing}, "not found")]:  # fmt: skip
+        with pytest.raises(UsageError, match=message):
+            build_settings("int4", bad)
+    with pytest.raises(UsageError, match="applies to int4 builds, not fp32"):
+        build_settings("fp32", {"quant": "gptq"})
     engine = get_engine("ort")
     assert "int4-mixed" in engine.precisions("cpu") and engine.precisions("cpu")[0] == "int4"
-    line = engine.describe(tiny_subnet, tmp_path / "x", "int4-mixed", "cpu")[0]
-    assert "-p int4" in line and "algo_config=k_quant" in line and "mixed_layers:int8" in line
+    lines = engine.describe(tiny_subnet, tmp_path / "x", "int4-mixed", "cpu")
+    assert "-p int4" in lines[0] and "algo_config" not in lines[0]
+    assert "LM head int8" in lines[1] and "GPTQ" in lines[1]
+    assert engine.trial_options("int4", {"calib_tokens": "2048"}) == {"calib_tokens": "2048", "quant": "rtn"}
+    assert engine.trial_options("int4", {"quant": "builder"}) is None and engine.trial_options("fp32", None) is None
