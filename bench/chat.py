@@ -7,8 +7,9 @@ shapes across its frontier, in fp32 and as the int4 artifact deploy ships.
 Shapes: for each fraction of the full model's predicted ms/token on this host's LUT (ORT GenAI int4), the
 shape the new checkpoint's chat predictor ranks best among those predicted to fit (what `deploy` picks
 before it measures), plus the full model. Every shape is measured under each source (fp32 PyTorch, SMOL
-merged), and the new checkpoint's as its int4 ONNX Runtime GenAI artifact (the deploy build) through that
-runtime's own logits. Metrics: wikitext-2 held-out perplexity (--text-tokens after what the plan and its
+merged), and the new checkpoint's as its int4 ONNX Runtime GenAI artifact through that runtime's own
+logits: deploy's build (GPTQ, edgekit.quantize) and the builder's own round to nearest (what deploy
+shipped before). Metrics: wikitext-2 held-out perplexity (--text-tokens after what the plan and its
 predictors read), PIQA dev acc_norm (the first --limit items), and the chat metrics on the first --prompts
 dev prompts of chat/prompts.jsonl against the full base model's greedy replies (edgekit.evaluation.chat).
 """
@@ -77,15 +78,18 @@ def fp32_figures(m: Measure, source: Any, shape: Any) -> dict[str, Any]:
     return m.figures(model, session, sequence_logits(model))
 
 
-def int4_figures(m: Measure, source: Any, shape: Any, work: Path) -> dict[str, Any]:
+def int4_figures(m: Measure, source: Any, shape: Any, work: Path, quant: str = "gptq") -> dict[str, Any]:
+    """The int4 artifact: `quant=gptq` as deploy builds it now, `builder` as it did before (the builder's own
+    round to nearest)."""
     from edgekit.deployment.measure import MeasureSettings, measure_folder
     from edgekit.engines import get_engine
     from edgekit.evaluation.model_io import SessionModel
 
-    hf, built = work / f"hf-{shape.name}", work / f"ort-{shape.name}"
-    source.extract(shape, hf)
+    hf, built = work / f"hf-{shape.name}", work / f"ort-{shape.name}-{quant}"
+    if not hf.is_dir():
+        source.extract(shape, hf)
     built.mkdir()
-    get_engine("ort").compile(hf, built, "int4", "cpu")
+    get_engine("ort").compile(hf, built, "int4", "cpu", {"quant": quant})
     session = get_engine("ort").open(built)
     row = m.figures(SessionModel(session), session, session.sequence_logits)
     del session
@@ -102,6 +106,7 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=48)
     ap.add_argument("--limit", type=int, default=200)
     ap.add_argument("--text-tokens", type=int, default=4096)
+    ap.add_argument("--name", default="chat", help="results file under bench/results/")
     args = ap.parse_args()
     require_data()
 
@@ -127,7 +132,7 @@ def main() -> None:
         if fits:
             picks[f"{frac:.0%}"] = min(fits, key=lambda s: predictor.predict(plan, s))
     m = Measure(args.text_tokens, args.limit, args.prompts)
-    path = Path(__file__).resolve().parent / "results" / "chat.json"
+    path = Path(__file__).resolve().parent / "results" / f"{args.name}.json"
     results: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
     results.update({"machine": machine(), "evaluation": m.describe, "lut": f"{lut.key} ({lut.status})",
                     "sources": {"new": new.label, "previous": prev.label, "stage1": stage1.label}})  # fmt: skip
@@ -142,12 +147,13 @@ def main() -> None:
                     print(f"{shape.name} ({budget}) {name} fp32", flush=True)
                     row[name] = fp32_figures(m, source, shape)
                     print(f"  {row[name]}", flush=True)
-                    write_result("chat", results)
-            if "new_int4" not in row:
-                print(f"{shape.name} ({budget}) new int4", flush=True)
-                row["new_int4"] = int4_figures(m, new, shape, Path(tmp))
-                print(f"  {row['new_int4']}", flush=True)
-                write_result("chat", results)
+                    write_result(args.name, results)
+            for key, quant in (("new_int4", "gptq"), ("new_int4_rtn", "builder")):
+                if key not in row:
+                    print(f"{shape.name} ({budget}) new int4 ({quant})", flush=True)
+                    row[key] = int4_figures(m, new, shape, Path(tmp), quant)
+                    print(f"  {row[key]}", flush=True)
+                    write_result(args.name, results)
     print(json.dumps({k: v for k, v in results.items() if k != "machine"}, indent=1))
     print(describe(results["machine"]))
 
