@@ -171,21 +171,30 @@ def space(r: dict[str, Any]) -> str:
 
 
 def quantization(r: dict[str, Any]) -> str:
-    rows = []
-    for name, b in r["builds"].items():
-        opts = ", ".join(f"{k}={v}" for k, v in b["options"].items()) or "(the builder's defaults)"
-        if "error" in b:
-            rows.append([name, opts, "fails to load", "-", "-", "-"])
-            continue
-        rows.append([name, opts, f"{b['ppl']:.2f} ({b['ppl_ratio']:.3f}x)", f"{b['decode_ms']:.2f}",
-                     f"{b.get('speed_vs_default', 1.0):.2f}x", f"{b['mb']:.0f}"])  # fmt: skip
-    return "\n\n".join([
-        f"`bench/quantization.py`: ONNX Runtime GenAI int4 builds of {r['shape']} ({r['source']}) against the fp32 "
-        f"weights they are built from, perplexity through the runtime's own logits on {r['evaluation']} (fp32 in "
-        f"torch: {r['fp32_ppl']:.2f}); speed by edgekit's measurement, one build at a time in one run.",
-        table(["build", "builder options", "ppl (x fp32)", "ms/token", "speed vs default", "MB"], rows),
-        f"Machine: {machine(r.get('machine'))}.",
-    ])  # fmt: skip
+    parts = [
+        f"`bench/quantization.py`: ONNX Runtime GenAI int4 builds of {r['source']}'s shapes against the fp32 weights "
+        f"they are built from, through the runtime's own logits: text perplexity on {r['evaluation']['ppl']}, chat "
+        f"perplexity on {r['evaluation']['chat_ppl']}. `gptq`, `gptq-mixed`, `gptq-sym` and `rtn` are edgekit's "
+        "weights in the builder's graph (edgekit.quantize); `builder*` are the builder's own. Speed: the median of "
+        "alternating rounds of edgekit's measurement, every build of a shape in each round.",
+    ]
+    for shape, row in r["shapes"].items():
+        fp = row["fp32"]
+        rows = [["fp32 (torch)", "", f"{fp['ppl']:.2f}", f"{fp['chat_ppl']:.3f}", "-", "-", "-"]]
+        for name, b in row["builds"].items():
+            opts = r["settings"][name]
+            how = ", ".join([opts["precision"], *(f"{k}={v}" for k, v in opts["options"].items())])
+            if "error" in b:
+                rows.append([name, how, "fails", "-", "-", "-", "-"])
+                continue
+            rows.append([name, how, f"{b['ppl']:.2f} ({b['ppl_ratio']:.3f}x)",
+                         f"{b['chat_ppl']:.3f} ({b['chat_ratio']:.3f}x)", f"{b.get('decode_ms', 0):.2f}",
+                         f"{b.get('speed_vs_builder', 1.0):.2f}x", f"{b['mb']:.0f}"])  # fmt: skip
+        parts.append(f"**{shape}**")
+        parts.append(table(["build", "precision, options", "text ppl (x fp32)", "chat ppl (x fp32)", "ms/token",
+                            "speed vs builder", "MB"], rows))  # fmt: skip
+    parts.append(f"Machine: {machine(r.get('machine'))}.")
+    return "\n\n".join(parts)
 
 
 def one_for_all(r: dict[str, Any]) -> str:
