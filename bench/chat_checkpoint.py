@@ -4,6 +4,7 @@ and packing the run as the shipped checkpoint.
     .venv/bin/python bench/chat_checkpoint.py data                    # the base model's replies (30 min, 2 cores)
     .venv/bin/python bench/chat_checkpoint.py train --variant lora18  # 250 steps (about 2 h on 2 cores; resumes)
     .venv/bin/python bench/chat_checkpoint.py pack --variant lora18   # -> edgekit/data/checkpoints/smollm2-135m
+    .venv/bin/python bench/chat_checkpoint.py table                   # its accuracy table from bench/chat.py's run
 
 `data` writes bench/data/chat/teacher-smollm2-135m.jsonl (committed, with its sidecar): replies to the train
 part of chat/prompts.jsonl (the first --count of them; its dev tenth is never used) and to --headings prompts
@@ -96,9 +97,39 @@ def pack(variant: str, steps: int, out: Path) -> None:
     print(f"table on {', '.join(result.accuracy['shapes'])}; notes: {result.notes}")
 
 
+def table(out: Path, results: Path) -> None:
+    """The shipped checkpoint's accuracy table from bench/chat.py's measurements of it (fp32, SMOL merged): the
+    shapes deploy picks at each budget, with text perplexity, PIQA and the chat metrics, and beside them the
+    same shapes' int4 artifacts (GPTQ, as deploy builds them) through ONNX Runtime GenAI. `pack` measures a table
+    of its own; this one reuses the benchmark's instead of measuring the same shapes twice."""
+    import json
+
+    from edgekit.artifacts import utc_now
+    from edgekit.elastic.accuracy import FORMAT
+    from edgekit.elastic.checkpoint import load_checkpoint, set_accuracy
+
+    bench = json.loads(results.read_text())
+    ckpt = load_checkpoint(out)
+    if bench["sources"]["new"] != f"elastic checkpoint {ckpt.name}" and "shipped" not in bench["sources"]["new"]:
+        raise SystemExit(f"{results} measured {bench['sources']['new']}, not {ckpt.name}")
+    metrics = ("ppl", "acc_norm", "chat_ppl", "answer_rate", "agreement")
+    rows = {}
+    for shape, row in bench["rows"].items():
+        if "new" not in row:
+            continue
+        rows[shape] = {"params": ckpt.plan.geometry.non_embedding_params(ckpt.plan.shape(shape)),
+                       **{m: row["new"][m] for m in metrics}, "seconds": row["new"]["seconds"]}  # fmt: skip
+        if "new_int4" in row:
+            rows[shape]["int4"] = {m: row["new_int4"][m] for m in metrics}
+    data = {**bench["evaluation"], "source": f"bench/chat.py ({results.name}, {bench['machine']['date'][:10]})",
+            "int4": "ONNX Runtime GenAI int4 artifact as deploy builds it (GPTQ), through its own logits"}  # fmt: skip
+    set_accuracy(ckpt, {"format": FORMAT, "shapes": rows, "data": data, "created": utc_now()})
+    print(f"{ckpt.path}: accuracy table on {', '.join(rows)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("step", choices=("data", "train", "pack"))
+    ap.add_argument("step", choices=("data", "train", "pack", "table"))
     ap.add_argument("--variant", choices=tuple(VARIANTS), default="lora18")
     ap.add_argument("--steps", type=int, default=250)
     ap.add_argument("--count", type=int, default=300, help="prompts of chat/prompts.jsonl's train part")
@@ -109,8 +140,10 @@ def main() -> None:
         make_data(args.count, args.headings)
     elif args.step == "train":
         train(args.variant, args.steps)
-    else:
+    elif args.step == "pack":
         pack(args.variant, args.steps, args.out)
+    else:
+        table(args.out, ROOT / "results" / "chat.json")
 
 
 if __name__ == "__main__":
