@@ -35,6 +35,7 @@ CURRENT = {
     "edgekit-jtop-recording": 1,  # a recording of jetson-stats' jtop objects
     "edgekit-accuracy-predictor": 1,  # accuracy- and chat-predictor.json beside a plan or in a checkpoint
     "edgekit-chat-reference": 1,  # the full model's reference replies (chat-reference.json, and the cache)
+    "edgekit-router": 1,  # an input-adaptive router's router.json (edgekit.routing)
 }
 # kinds whose first files carried no format field: such a file is their version 1
 UNTAGGED_V1 = {"edgekit-model", "edgekit-smol", "edgekit-accuracy", "edgekit-train-state", "edgekit-conversation"}

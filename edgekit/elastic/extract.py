@@ -97,11 +97,12 @@ def subnet_state(
     return state
 
 
-def elastic_state(elastic: Any, shape: Shape) -> dict[str, torch.Tensor]:
-    """The subnet's Hugging Face state from a loaded ElasticModel, with its SMOL mix merged when attached."""
+def elastic_state(elastic: Any, shape: Shape, layers: list[int] | None = None) -> dict[str, torch.Tensor]:
+    """The subnet's Hugging Face state from a loaded ElasticModel, with its SMOL mix merged when attached:
+    the layers of the shape's depth, or `layers` (at the shape's widths) when given."""
     g = elastic.geometry
     dims = g.dims(shape)
-    layers = elastic.layers_for(shape.depth)
+    layers = elastic.layers_for(shape.depth) if layers is None else layers
     rows = dims.num_heads * g.head_dim
     # the ElasticModel's rank-major q rows / o columns, put in the group-major order transformers expects
     order = elastic.group_major_columns(dims.num_heads)
@@ -132,6 +133,23 @@ def elastic_state(elastic: Any, shape: Shape) -> dict[str, torch.Tensor]:
         state[p + "mlp.up_proj.weight"] = merged(i, "up", b.up[: dims.ffn], rows=dims.ffn)
         state[p + "mlp.down_proj.weight"] = merged(i, "down", b.down[:, : dims.ffn], cols=dims.ffn)
     return {k: v.detach().contiguous() for k, v in state.items()}
+
+
+def hf_model(base_config: dict[str, Any], geometry: Geometry, shape: Shape, layers: list[int],
+             state: dict[str, torch.Tensor]) -> Any:  # fmt: skip
+    """A transformers Llama of `layers` at `shape`'s widths holding `state` (no copy: the tensors are assigned)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(**subnet_config(base_config, geometry, shape, layers))
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    if config.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+    model.load_state_dict(state, strict=False, assign=True)
+    if config.tie_word_embeddings:
+        model.tie_weights()
+    model.model.rotary_emb = type(model.model.rotary_emb)(config=config)  # buffers are not in the state
+    return model.eval()
 
 
 def extract(plan: Plan, perms: Permutations, base: Path, shape: Shape, out: Path, force: bool = False) -> SubnetInfo:

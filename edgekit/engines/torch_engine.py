@@ -142,24 +142,14 @@ class ElasticTorchSession(TorchSession):
 
     def _build(self, shape: Any) -> Any:
         import torch
-        from transformers import AutoConfig, AutoModelForCausalLM
 
-        from edgekit.elastic.extract import elastic_state, subnet_config
+        from edgekit.elastic.extract import elastic_state, hf_model
 
         self.plan.check_shape(shape)
         layers = self.plan.layer_sets[shape.depth]
         with torch.no_grad():
             state = elastic_state(self.elastic.eval(), shape)
-        config = AutoConfig.for_model(**subnet_config(self.base_config, self.plan.geometry, shape, layers))
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config)
-        if config.tie_word_embeddings:
-            state.pop("lm_head.weight", None)
-        model.load_state_dict(state, strict=False, assign=True)
-        if config.tie_word_embeddings:
-            model.tie_weights()
-        model.model.rotary_emb = type(model.model.rotary_emb)(config=config)  # buffers are not in the state
-        return model.to(self.device).eval()
+        return hf_model(self.base_config, self.plan.geometry, shape, layers, state).to(self.device)
 
     def reshape(self, shape: Any) -> float:
         """Switch to `shape`; return the seconds it took."""

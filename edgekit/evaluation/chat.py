@@ -175,27 +175,44 @@ def reference_for(
 ) -> ChatReference:
     """The full base model's reference replies, made once per (model, prompts, settings) and kept in
     $EDGEKIT_HOME/chat-references: every shape, checkpoint and deployment of that model compares against it."""
-    from edgekit.artifacts import sha256_file, write_json_atomic
-    from edgekit.engines.torch_engine import TorchSession
-    from edgekit.paths import home
+    from edgekit.artifacts import sha256_file
 
     if not prompts_file.is_file():
         raise UsageError(f"chat prompts not found: {prompts_file}")
     sha = sha256_file(prompts_file)
-    key = hashlib.sha256(f"{digest}|{sha}|{limit}|{max_new_tokens}".encode()).hexdigest()[:24]
-    cache = home() / "chat-references" / f"{key}.json"
+    key = f"{digest}|{sha}|{limit}|{max_new_tokens}"
+    record = {"file": prompts_file.name, "sha256": sha, "part": "dev"}
+    return cached_reference(model_folder, digest, key, lambda: dev_prompts(prompts_file, limit), record,
+                            max_new_tokens, on_prompt)  # fmt: skip
+
+
+def cached_reference(
+    model_folder: Path,
+    digest: str,
+    key: str,
+    prompts: Callable[[], list[str]],
+    record: dict[str, Any],
+    max_new_tokens: int,
+    on_prompt: Callable[[int], None] | None = None,
+) -> ChatReference:
+    """The base model's greedy replies to `prompts()`, cached in $EDGEKIT_HOME/chat-references under `key`."""
+    from edgekit.artifacts import write_json_atomic
+    from edgekit.engines.torch_engine import TorchSession
+    from edgekit.paths import home
+
+    cache = home() / "chat-references" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
     if cache.is_file():
         try:
             return ChatReference.from_dict(json.loads(cache.read_text()))
         except (TypeError, ValueError):
             pass  # an older or damaged cache entry: make it again
-    prompts = dev_prompts(prompts_file, limit)
+    chosen = prompts()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_folder)
     model = AutoModelForCausalLM.from_pretrained(model_folder).eval()
-    record = {"file": prompts_file.name, "sha256": sha, "part": "dev", "prompts": len(prompts), "model": digest}
-    ref = build_reference(TorchSession(model), tokenizer, prompts, max_new_tokens, record, on_prompt)
+    record = {**record, "prompts": len(chosen), "model": digest}
+    ref = build_reference(TorchSession(model), tokenizer, chosen, max_new_tokens, record, on_prompt)
     cache.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(cache, ref.to_dict())
     return ref
@@ -219,6 +236,21 @@ def reply_nll(logits_fn: Callable[[list[int]], Any], ref: ChatReference) -> tupl
         total += float(torch.nn.functional.cross_entropy(logits, target, reduction="sum"))
         count += len(reply)
     return total, count
+
+
+def prompt_losses(logits_fn: Callable[[list[int]], Any], ref: ChatReference) -> list[float | None]:
+    """Each reference reply's mean per-token NLL (the log of that prompt's chat_ppl); None for an empty reply."""
+    import torch
+
+    out: list[float | None] = []
+    for p, reply in zip(ref.prompt_ids, ref.replies, strict=True):
+        if not reply:
+            out.append(None)
+            continue
+        ids = p + reply
+        logits = torch.as_tensor(logits_fn(ids)).float()[len(p) - 1 : len(ids) - 1]
+        out.append(float(torch.nn.functional.cross_entropy(logits, torch.tensor(reply))))
+    return out
 
 
 def chat_ppl(logits_fn: Callable[[list[int]], Any], ref: ChatReference) -> float:
