@@ -54,8 +54,9 @@ def reference(source: Any, path: Path, part: str, limit: int | None, exclude: se
     skip = hashlib.sha256("\n".join(sorted(exclude or ())).encode()).hexdigest()[:12]
     key = f"{source.plan.model.digest}|{sha}|route-{part}|{limit}|{skip}|{reply_tokens}"
     record = {"file": path.name, "sha256": sha, "part": f"dev, {part}"}
-    return cached_reference(source.base_folder(), source.plan.model.digest, key,
-                            lambda: routing_prompts(path, part, exclude, limit), record, reply_tokens, on_prompt)  # fmt: skip
+    chosen = lambda: routing_prompts(path, part, exclude, limit)  # noqa: E731
+    return cached_reference(source.base_folder(), source.plan.model.digest, key, chosen, record, reply_tokens,
+                            on_prompt)  # fmt: skip
 
 
 @dataclass

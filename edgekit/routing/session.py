@@ -38,8 +38,8 @@ class RoutedPolicy:
         start = time.perf_counter()
         pred = self.router.predict(self.extractor.features(ids))
         index = int(policy.choose(pred, np.asarray(self.ms), self.lam, self.floor)[0])
-        record = RouteRecord(self.router.menu[index], (time.perf_counter() - start) * 1000,
-                             {n: round(float(v), 4) for n, v in zip(self.router.menu, pred[0], strict=True)})  # fmt: skip
+        predicted = {n: round(float(v), 4) for n, v in zip(self.router.menu, pred[0], strict=True)}
+        record = RouteRecord(self.router.menu[index], (time.perf_counter() - start) * 1000, predicted)
         self.history.append(record)
         return record
 
