@@ -258,13 +258,51 @@ def chat_ppl(logits_fn: Callable[[list[int]], Any], ref: ChatReference) -> float
     return math.exp(total / max(count, 1))
 
 
+BATCH = 16  # torch sessions answer the reference prompts this many at a time
+
+
+def batched_replies(model: Any, prompts: list[list[int]], eos_ids: set[int], max_new_tokens: int,
+                    batch: int = BATCH) -> list[tuple[list[int], bool]]:  # fmt: skip
+    """Greedy replies of a transformers model to many prompts, `batch` at a time with left padding: what
+    greedy_reply gives one at a time (the padding is masked), several times faster on a CPU."""
+    import torch
+
+    pad = min(eos_ids) if eos_ids else 0
+    out: list[tuple[list[int], bool]] = []
+    for start in range(0, len(prompts), batch):
+        group = prompts[start : start + batch]
+        width = max(len(p) for p in group)
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in group])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in group])
+        with torch.inference_mode():
+            made = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                                  do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=sorted(eos_ids),
+                                  pad_token_id=pad, top_p=None, top_k=None, temperature=None)  # fmt: skip
+        for row in made[:, width:].tolist():
+            reply: list[int] = []
+            for token in row:
+                reply.append(token)
+                if token in eos_ids:
+                    break
+            out.append((reply, bool(reply) and reply[-1] in eos_ids))
+    return out
+
+
+def own_replies(session: Any, prompts: list[list[int]], limit: int) -> list[tuple[list[int], bool]]:
+    """The session's greedy replies: batched for a transformers model in torch, else one by one through the
+    runtime's own generation."""
+    model = getattr(session, "model", None)
+    if getattr(session, "runtime", None) == "torch" and hasattr(model, "generate"):
+        return batched_replies(model, prompts, set(session.eos_ids), limit)
+    return [greedy_reply(session, p, limit) for p in prompts]
+
+
 def generation_scores(session: Any, tokenizer: Any, ref: ChatReference) -> dict[str, Any]:
     """answer_rate and agreement of the session's own greedy replies to the reference prompts."""
     limit = int(ref.record.get("max_new_tokens", 96))
     facts = dict(ref.facts)
     answers, agree = 0, []
-    for i, p in enumerate(ref.prompt_ids):
-        tokens, done = greedy_reply(session, p, limit)
+    for i, (tokens, done) in enumerate(own_replies(session, ref.prompt_ids, limit)):
         text = tokenizer.decode([t for t in tokens if t not in session.eos_ids], skip_special_tokens=True)
         answers += answered(text, tokens, done)
         if i in facts:
