@@ -171,6 +171,8 @@ def space(r: dict[str, Any]) -> str:
 
 
 def quantization(r: dict[str, Any]) -> str:
+    if "shapes" not in r:
+        return quantization_builder_only(r)
     parts = [
         f"`bench/quantization.py`: ONNX Runtime GenAI int4 builds of {r['source']}'s shapes against the fp32 weights "
         f"they are built from, through the runtime's own logits: text perplexity on {r['evaluation']['ppl']}, chat "
@@ -195,6 +197,25 @@ def quantization(r: dict[str, Any]) -> str:
                             "speed vs builder", "MB"], rows))  # fmt: skip
     parts.append(f"Machine: {machine(r.get('machine'))}.")
     return "\n\n".join(parts)
+
+
+def quantization_builder_only(r: dict[str, Any]) -> str:
+    """Results of the first version of bench/quantization.py: the builder's own options, one shape."""
+    rows = []
+    for name, b in r["builds"].items():
+        opts = ", ".join(f"{k}={v}" for k, v in b["options"].items()) or "(the builder's defaults)"
+        if "error" in b:
+            rows.append([name, opts, "fails to load", "-", "-", "-"])
+            continue
+        rows.append([name, opts, f"{b['ppl']:.2f} ({b['ppl_ratio']:.3f}x)", f"{b['decode_ms']:.2f}",
+                     f"{b.get('speed_vs_default', 1.0):.2f}x", f"{b['mb']:.0f}"])  # fmt: skip
+    return "\n\n".join([
+        f"`bench/quantization.py`: ONNX Runtime GenAI int4 builds of {r['shape']} ({r['source']}) against the fp32 "
+        f"weights they are built from, perplexity through the runtime's own logits on {r['evaluation']} (fp32 in "
+        f"torch: {r['fp32_ppl']:.2f}); speed by edgekit's measurement, one build at a time in one run.",
+        table(["build", "builder options", "ppl (x fp32)", "ms/token", "speed vs default", "MB"], rows),
+        f"Machine: {machine(r.get('machine'))}.",
+    ])  # fmt: skip
 
 
 def one_for_all(r: dict[str, Any]) -> str:

@@ -87,6 +87,9 @@ ChatPrompts = Annotated[
         "against the full model's greedy replies.",
     ),
 ]
+Prompts = Annotated[
+    Path | None, typer.Option("--prompts", help="A prompt file: JSONL with a prompt field, or one prompt per line.")
+]
 Text = Annotated[Path | None, typer.Option("--text", help="A plain-text file: sliding-window perplexity on it.")]
 DevText = Annotated[
     Path | None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from edgekit.cli.elastic import checkpoint, extract, frontier, predictor, selection, teacher_data, train, trim
+from edgekit.cli.elastic import checkpoint, extract, frontier, predictor, router, selection, teacher_data, train, trim
 
 app = typer.Typer(
     help="Elastic subnets: plan layer sets and nested widths, cut shapes, compare methods, train one-for-all.",
@@ -14,6 +14,7 @@ app = typer.Typer(
 app.command("plan")(selection.plan_cmd)
 app.command("show")(selection.show_cmd)
 app.command("predictor")(predictor.predictor_cmd)
+app.command("router")(router.router_cmd)
 app.command("extract")(extract.extract_cmd)
 app.command("frontier")(frontier.frontier_cmd)
 app.command("train")(train.train_cmd)

@@ -15,10 +15,7 @@ from edgekit.models.registry import DEFAULT_MODEL
 
 def teacher_data_cmd(
     out_file: o.OutRequired,
-    prompts: Annotated[
-        Path | None,
-        typer.Option("--prompts", help="A prompt file: JSONL with a prompt field, or one prompt per line."),
-    ] = None,
+    prompts: o.Prompts = None,
     from_text: Annotated[
         Path | None, typer.Option("--from-text", help="Also make prompts from this corpus's section headings.")
     ] = None,
