@@ -47,6 +47,7 @@ class Info:
     lut_status: str | None = None  # measured | estimated | None (no deployment)
     context_length: int = 2048
     quality: str | None = None  # the shape's ranking metric against the full model's, e.g. "chat_ppl 9.1 (1.4x)"
+    routed: str | None = None  # an adaptive deployment: where the last reply went and the running mean latency
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -150,6 +151,9 @@ class ChatEngine:
         self.lock = threading.Lock()  # one reply at a time per session
         self.shapes: list[str] = []  # what reshape() offers
         self.accuracy: dict[str, Any] = {}  # shape -> accuracy row, when a checkpoint has a table
+        self.routed_ms: list[float] = []  # an adaptive deployment: each reply's mean ms/token
+        if getattr(session, "routed", None) is not None:
+            info.routed = f"routed per reply among {', '.join(session.routed.router.menu)}"
 
     @classmethod
     def from_deployment(cls, path: Path) -> ChatEngine:
@@ -268,5 +272,20 @@ class ChatEngine:
                 close = getattr(stream, "close", None)
                 if close:
                     close()
+        self.note_route(stats)
         text = self.tokenizer.decode(pieces, skip_special_tokens=True)
         yield Piece(text[printed:], stats)
+
+    def note_route(self, stats: Stats) -> None:
+        """After a routed reply: which shape made it, and the mean latency of the replies so far."""
+        last = getattr(self.session, "last", None)
+        if last is None:
+            return
+        self.info.shape = last.shape
+        if stats.mean_ms:
+            self.routed_ms.append(stats.mean_ms)
+        if self.routed_ms:
+            mean = sum(self.routed_ms) / len(self.routed_ms)
+            budget = f" (budget {self.info.budget_ms:.3g})" if self.info.budget_ms else ""
+            self.info.routed = (f"routed to {last.shape} in {last.router_ms:.0f} ms; mean {mean:.1f} ms/token over "
+                                f"{len(self.routed_ms)} replies{budget}")  # fmt: skip

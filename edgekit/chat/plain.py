@@ -32,6 +32,8 @@ def stats_line(engine: ChatEngine, stats: Stats) -> str:
         parts.append(f"first token {stats.ttft_ms:.0f} ms")
     parts.append(f"context {stats.context_tokens}/{info.context_length}")
     parts.append(f"{info.shape} {info.runtime} {info.precision} {info.device}")
+    if info.routed and engine.routed_ms:
+        parts.append(info.routed)
     if stats.dropped_turns:
         parts.append(f"{stats.dropped_turns} oldest messages dropped to fit the context")
     if stats.cancelled:

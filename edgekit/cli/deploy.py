@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -56,6 +57,17 @@ def deploy_cmd(
     ] = None,
     force: o.Force = False,
     option: o.BuildOption = None,
+    adaptive: Annotated[
+        bool,
+        typer.Option(
+            "--adaptive",
+            help="Deploy the router's menu of shapes and route each reply to one, the mean latency on the budget.",
+        ),
+    ] = False,
+    router: Annotated[
+        Path | None,
+        typer.Option("--router", help="The router for --adaptive (default: the checkpoint's fitted one)."),
+    ] = None,
     dry_run: o.DryRun = False,
     json_out: o.Json = False,
 ) -> None:
@@ -63,6 +75,7 @@ def deploy_cmd(
     (SMOL merged), compile it for the target's runtime, verify it on this host, write a deployment folder
     (default: $EDGEKIT_HOME/deployments/TARGET-RUNTIME-PRECISION-SHAPE). Without --elastic or --plan: the
     default model's shipped elastic checkpoint."""
+    from edgekit.deployment.adaptive import deploy_adaptive
     from edgekit.deployment.budget import parse_budget
     from edgekit.deployment.pipeline import DeployRequest, deploy
     from edgekit.deployment.pipeline import dry_run as plan_deploy
@@ -82,13 +95,39 @@ def deploy_cmd(
         out=out_dir, prompt_len=prompt_len, gen_len=gen_len, metric=metric, dev_text=dev_text, verify=verify,
         force=force, options=o.key_values(option, "--option"), floor=floor_ratio, allow_degraded=allow_degraded,
     )  # fmt: skip
+    if router is not None and not adaptive:
+        raise UsageError("--router is for --adaptive deployments")
+    if adaptive and dry_run:
+        raise UsageError("--adaptive builds and measures every menu shape; it has no --dry-run")
     with steps() as step:
-        result = plan_deploy(req, step) if dry_run else deploy(req, step)
+        if adaptive:
+            result = deploy_adaptive(req, router_folder(req, router), step)
+        else:
+            result = plan_deploy(req, step) if dry_run else deploy(req, step)
     if json_out:
         data = result.to_dict() if dry_run else result.manifest.to_dict()
         print_json({"path": str(result.out if dry_run else result.path), "notes": result.notes, **data})
         return
     show(result)
+
+
+def router_folder(req: Any, given: Path | None) -> Path:
+    """The router an adaptive deploy uses: --router, else the one fitted for the source in $EDGEKIT_HOME."""
+    from edgekit.elastic.source import Source
+    from edgekit.routing import default_dir
+    from edgekit.routing.router import ROUTER_FILE
+
+    if given is not None:
+        if not (given / ROUTER_FILE).is_file():
+            fit = f"edgekit elastic router --prompts FILE --out {given}"
+            raise UsageError(f"no router at {given}: fit one with `{fit}`")
+        return given
+    source = Source.resolve(req.elastic, req.plan, req.model)
+    folder = default_dir(source)
+    if not (folder / ROUTER_FILE).is_file():
+        raise UsageError(f"no router for {source.name}: fit one with `edgekit elastic router --prompts FILE` "
+                         "(or name one with --router)")  # fmt: skip
+    return folder
 
 
 def show(result: Any) -> None:
@@ -110,6 +149,17 @@ def show(result: Any) -> None:
         outcome = "kept" if up["kept"] else f"dropped: {up['why']}"
         measured = f"{up['measured_decode_ms']:.2f}" if up["measured_decode_ms"] is not None else "-"
         out.print(f"stepped up {up['from']} → {up['shape']}: {measured} ms/token measured ({outcome})")
+    if m.adaptive:
+        a = m.adaptive
+        table = Table(title=f"routed per reply: mean {a['calibration']['mean_ms']:.3g} ms/token on the router's "
+                            f"{a['calibration']['prompts']} prompts, budget {a['budget_ms']:.3g}")  # fmt: skip
+        for col in ("shape", "ms/token", "share of prompts", "MB"):
+            table.add_column(col, justify="left" if col == "shape" else "right")
+        for e in a["menu"]:
+            mb = f"{e['mb']:.0f}" if e["mb"] else "-"
+            table.add_row(e["shape"], f"{e['decode_ms']:.2f}", f"{e['share']:.0%}", mb)
+        out.print(table)
+        out.print(f"all of it (the shapes used and the router) takes {a['memory_mb']:.0f} MB on disk")
     t = m.timings
     out.print(f"extract {t['extract_s']:.1f} s, compile {t['compile_s']:.1f} s, verify {t['verify_s']:.1f} s")
     out.print(f"deployment: {result.path}\nchat: edgekit chat {result.path}")

@@ -115,6 +115,8 @@ class DeploymentManifest:
     stepped_up: list[dict[str, Any]] = field(default_factory=list)  # tries above the first choice, kept or not
     search: dict[str, Any] = field(default_factory=dict)  # shapes searched, the space, frontier size, seconds
     timings: dict[str, float] = field(default_factory=dict)
+    # an adaptive deployment (deploy --adaptive): its menu, router and calibration (edgekit.deployment.adaptive)
+    adaptive: dict[str, Any] | None = None
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     created: str = field(default_factory=utc_now)
     edgekit_version: str = __version__
@@ -179,7 +181,12 @@ def open_deployment(path: Path) -> tuple[DeploymentManifest, Any, Any]:
 
     manifest = load_deployment(path)
     rt = manifest.runtime
-    session = get_engine(rt.name).open(Path(path) / MODEL_DIR, rt.device)
+    if manifest.adaptive:
+        from edgekit.deployment.adaptive import open_routed
+
+        session = open_routed(Path(path), manifest, rt.device)
+    else:
+        session = get_engine(rt.name).open(Path(path) / MODEL_DIR, rt.device)
     tokenizer = AutoTokenizer.from_pretrained(Path(path) / MODEL_DIR)
     return manifest, session, tokenizer
 

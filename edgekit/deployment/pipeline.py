@@ -397,8 +397,10 @@ def write_deployment(
     full_measured: Attempt | None,
     stepped_up: list[dict[str, Any]] | None = None,
     artifact: dict[str, Any] | None = None,
+    extend: Callable[[Path, DeploymentManifest], None] | None = None,
 ) -> Deployment:
-    """The deployment folder (compiled model, README, manifest with every file's hash), written atomically."""
+    """The deployment folder (compiled model, README, manifest with every file's hash), written atomically;
+    `extend(folder, manifest)` adds files and manifest fields before anything is hashed."""
     from edgekit.engines import get_engine
     from edgekit.hardware.host import machine_record
 
@@ -437,6 +439,8 @@ def write_deployment(
     req = choice.request
     with atomic_dir(out, replace=req.force or req.out is None) as tmp:
         shutil.copytree(final.compiled, tmp / MODEL_DIR, dirs_exist_ok=True)
+        if extend is not None:
+            extend(tmp, manifest)
         (tmp / "README.md").write_text(manifest.readme(out))
         manifest.files = hash_tree(tmp)
         write_json_atomic(tmp / MANIFEST, manifest.to_dict())

@@ -252,6 +252,10 @@ class ChatApp(App[None]):
         self.store.append(self.current, Message("assistant", text, stats=event.stats.to_dict()))
         if event.stats.cancelled:
             self.query_one(MessageLog).notice("stopped")
+        if self.engine.routed_ms:  # an adaptive deployment: the shape that answered, and the running mean
+            info = self.engine.info
+            self.sub_title = f"{info.model} {info.shape} · {info.runtime} {info.precision} {info.device}"
+            self.query_one(StatsPanel).set_info(info)
         self.query_one(StatsPanel).show(event.stats)
         self.reply_block = None
 

@@ -58,9 +58,10 @@ class StatsPanel(Vertical):
         lut = {"measured": "LUT measured", "estimated": "LUT ESTIMATED"}.get(i.lut_status or "", "no LUT")
         budget = f"budget {i.budget_text}" if i.budget_text else "no budget"
         quality = f"\nquality {i.quality}" if i.quality else ""
+        routed = f"\n{i.routed}" if i.routed else ""
         return (
             f"model   {i.model}\nshape   {i.shape}\nruntime {i.runtime} {i.precision}\n"
-            f"device  {i.device}\n{budget}\n{lut}{quality}"
+            f"device  {i.device}\n{budget}\n{lut}{quality}{routed}"
         )
 
     def set_info(self, info: Info) -> None:
