@@ -143,11 +143,9 @@ def build_reference(
     record: dict[str, Any],
     on_prompt: Callable[[int], None] | None = None,
 ) -> ChatReference:
-    ids, replies, finished, texts = [], [], [], []
-    for n, prompt in enumerate(prompts):
-        p = prompt_ids(tokenizer, prompt)
-        reply, done = greedy_reply(session, p, max_new_tokens)
-        ids.append(p)
+    ids = [prompt_ids(tokenizer, p) for p in prompts]
+    replies, finished, texts = [], [], []
+    for n, (reply, done) in enumerate(own_replies(session, ids, max_new_tokens)):
         replies.append(reply)
         finished.append(done)
         texts.append(tokenizer.decode(reply, skip_special_tokens=True).strip())
