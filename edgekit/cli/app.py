@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from edgekit.cli import chat, container, deploy, doctor, elastic, generate, models, profile, serve, targets
+from edgekit.cli import chat, container, deploy, doctor, elastic, export, generate, models, profile, serve, targets
 from edgekit.cli.console import err
 from edgekit.cli.evaluation import eval_cmd
 from edgekit.errors import EdgekitError
@@ -30,6 +30,7 @@ app.command("serve")(serve.serve_cmd)
 app.add_typer(models.app, name="models")
 app.add_typer(elastic.app, name="elastic")
 app.add_typer(container.app, name="container")
+app.add_typer(export.app, name="export")
 
 
 @app.callback(invoke_without_command=True)

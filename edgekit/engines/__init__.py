@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from edgekit.engines.base import Engine, RuntimeInfo, Sampling, Session
-from edgekit.errors import MissingDependencyError, UsageError
+from edgekit.errors import UsageError
 
 __all__ = ["ENGINES", "Engine", "RuntimeInfo", "Sampling", "Session", "get_engine", "probe_all"]
 
-ENGINES = ("ort", "torch", "tvm", "mlc")
+ENGINES = ("ort", "torch", "tvm", "mlc", "llamacpp")
 
 
 def get_engine(name: str) -> Engine:
@@ -28,14 +28,12 @@ def get_engine(name: str) -> Engine:
 
         return MlcEngine()
     if name == "llamacpp":
-        from edgekit.engines.llamacpp import NOT_YET
+        from edgekit.engines.llamacpp import LlamaCppEngine
 
-        raise MissingDependencyError(f"runtime '{name}': {NOT_YET}")
+        return LlamaCppEngine()
     raise UsageError(f"unknown runtime '{name}'; known: {', '.join(ENGINES)}")
 
 
 def probe_all() -> list[RuntimeInfo]:
-    """Every runtime edgekit knows, as found on this machine: the engines, and llama.cpp beside them."""
-    from edgekit.engines import llamacpp
-
-    return [get_engine(name).probe() for name in ENGINES] + [llamacpp.probe()]
+    """Every runtime edgekit knows, as found on this machine."""
+    return [get_engine(name).probe() for name in ENGINES]
