@@ -40,6 +40,9 @@ def build_cmd(
     wheel: Annotated[
         Path | None, typer.Option("--wheel", help="Install this edgekit wheel instead of building one.")
     ] = None,
+    serve: Annotated[
+        bool, typer.Option("--serve", help="The image starts `edgekit serve` (the OpenAI API) instead of the chat.")
+    ] = False,
     force: o.Force = False,
     dry_run: o.DryRun = False,
     json_out: o.Json = False,
@@ -58,7 +61,7 @@ def build_cmd(
     found = [] if dry_run else preflight_build()
     plan = prepare_context(
         deployment, tgt, context_out, l4t=release, tag=tag, wheel=wheel, base_image=base_image,
-        build_args=o.key_values(build_arg, "--build-arg"), force=force,
+        build_args=o.key_values(build_arg, "--build-arg"), force=force, serve=serve,
     )  # fmt: skip
     commands = build_commands(plan)
     report: dict[str, Any] = {
@@ -91,7 +94,10 @@ def build_cmd(
 def flash_cmd(
     image: Annotated[str, typer.Option("--image", help="A local image from `edgekit container build`.")],
     to: Annotated[str, typer.Option("--to", help="The board: USER@HOST or USER@HOST:PORT (SSH, key authentication).")],
-    run: Annotated[bool, typer.Option("--run", help="Start the chat on the board once the image is there.")] = False,
+    run: Annotated[
+        bool,
+        typer.Option("--run", help="Start the image on the board once it is there: its chat, or its server (--serve)."),
+    ] = False,
     dry_run: o.DryRun = False,
     json_out: o.Json = False,
 ) -> None:
@@ -120,12 +126,19 @@ def flash_cmd(
         )
         for note in facts.notes:
             err.print(f"[yellow]note[/yellow]: {note}")
-    if json_out and run:
-        raise UsageError("--run is interactive: drop --json")
-    run_flash(image, dest, run)
+    if json_out and run and facts.serve_port is None:
+        raise UsageError("--run starts an interactive chat: drop --json")
+    run_flash(image, dest, run, facts.serve_port)
     report["loaded"] = True
+    if facts.serve_port is not None:
+        from edgekit.container.flash import server_url
+
+        report["url"] = server_url(dest, facts.serve_port)
     if json_out:
         print_json(report)
+    elif run and facts.serve_port is not None:
+        out.print(f"edgekit serve runs on {dest.host}: {report['url']} (OpenAI-compatible; `edgekit chat --url "
+                  f"{report['url']}`)", markup=False)  # fmt: skip
     elif not run:
         start = flash_commands(image, dest, run=True)[-1].text()
         out.print(f"{image} is on {dest.host}; chat there: {escape(start)} (or flash with --run)")

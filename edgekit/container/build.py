@@ -178,7 +178,12 @@ def plan_notes(manifest: DeploymentManifest, target: Target, base: BaseImage, ar
 
 
 def image_args(
-    manifest: DeploymentManifest, target: Target, release: str, base: BaseImage, manifest_sha256: str
+    manifest: DeploymentManifest,
+    target: Target,
+    release: str,
+    base: BaseImage,
+    manifest_sha256: str,
+    serve: bool = False,
 ) -> dict[str, str]:
     """The Dockerfile's build arguments for this deployment, board and base image (before --build-arg)."""
     runtime = manifest.runtime.name
@@ -192,6 +197,7 @@ def image_args(
         "EDGEKIT_SHAPE": manifest.shape.name,
         "EDGEKIT_PRECISION": manifest.runtime.precision,
         "EDGEKIT_DEPLOYMENT_SHA256": manifest_sha256,
+        "EDGEKIT_SERVE": "1" if serve else "0",
     }
     if runtime == "ort":
         args["JETSON_PIP_INDEX"] = base.pip_index or JETSON_PIP_INDEX_JP6_CU126
@@ -210,6 +216,7 @@ def prepare_context(
     base_image: str | None = None,
     build_args: dict[str, str] | None = None,
     force: bool = False,
+    serve: bool = False,
 ) -> BuildPlan:
     """Write the build context (Dockerfile, deployment copy, wheel, context.json) into a temporary folder
     renamed into place, and return the plan whose build_commands() build it. The image runs the runtime the
@@ -225,7 +232,7 @@ def prepare_context(
     runtime, model, shape = manifest.runtime.name, manifest.model["name"], manifest.shape.name
     base = base_image_for(release, runtime) if not base_image else BaseImage(base_image, runtime, "given", None,
                                                                              "--base-image")  # fmt: skip
-    image = check_image_name(tag or default_image(model, shape, runtime, release))
+    image = check_image_name(tag or default_image(model, shape, runtime + ("-serve" if serve else ""), release))
     if wheel is not None and not Path(wheel).is_file():
         raise UsageError(f"--wheel {wheel}: no such file")
     from edgekit.paths import home
@@ -234,7 +241,7 @@ def prepare_context(
     if out_dir and out.exists() and not force:
         raise UsageError(f"{out} exists; pass --force to replace it")
     dockerfile = dockerfile_path()
-    args = image_args(manifest, tgt, release, base, sha256_file(deployment_dir / MANIFEST))
+    args = image_args(manifest, tgt, release, base, sha256_file(deployment_dir / MANIFEST), serve)
     unknown = set(build_args or {}) - set(dockerfile_args(dockerfile.read_text()))
     if unknown:
         raise UsageError(f"--build-arg {', '.join(sorted(unknown))}: {DOCKERFILE} declares no such ARG")

@@ -66,6 +66,7 @@ class BoardFacts:
     docker_runtimes: list[str] = field(default_factory=list)
     image_size: int | None = None
     image_l4t: str | None = None
+    serve_port: int | None = None  # the image starts `edgekit serve` on this port (built with --serve)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -115,11 +116,17 @@ def check_commands(image: str, to: SshTarget) -> list[Command]:
     ]
 
 
-def flash_commands(image: str, to: SshTarget | str, run: bool) -> list[Command]:
-    """The transfer (`docker save IMAGE | ssh USER@HOST docker load`) and, with run, the chat on the board."""
+def flash_commands(image: str, to: SshTarget | str, run: bool, serve_port: int | None = None) -> list[Command]:
+    """The transfer (`docker save IMAGE | ssh USER@HOST docker load`) and, with run, the chat on the board, or
+    for a server image, the server started in the background with its port published (and the API key passed
+    on from the environment of the `docker run`, when the board's shell sets EDGEKIT_API_KEY)."""
     dest = parse_ssh_target(to) if isinstance(to, str) else to
     cmds = [Command(("docker", "save", image), f"copy {image} to {dest.dest}", pipe_into=dest.ssh("docker", "load"))]
-    if run:
+    if run and serve_port is not None:
+        cmds.append(Command(dest.ssh("docker", "run", "--runtime", "nvidia", "-d", "--rm", "-p",
+                                     f"{serve_port}:{serve_port}", "-e", "EDGEKIT_API_KEY", image),
+                            f"start edgekit serve in {image} on {dest.dest}"))  # fmt: skip
+    elif run:
         cmds.append(
             Command(dest.ssh("docker", "run", "--runtime", "nvidia", "-it", "--rm", image, tty=True),
                     f"start the chat in {image} on {dest.dest}", interactive=True)
@@ -146,6 +153,8 @@ def preflight_flash(image: str, to: SshTarget, run: bool) -> BoardFacts:
         raise ResourceError(f"docker here could not read {image}: {why}")
     facts.image_size, labels = parse_image_inspect(local.out)
     facts.image_l4t = labels.get("edgekit.l4t")
+    if labels.get("edgekit.serve") == "1":
+        facts.serve_port = int(labels.get("edgekit.port") or 8000)
     answer = shell.capture(reach, timeout=CONNECT_TIMEOUT_S + 10)
     if not answer.ok:
         raise ResourceError(f"board unreachable over SSH: {_ssh_why(answer, to)}")
@@ -208,11 +217,15 @@ def _ssh_why(result: Result, to: SshTarget) -> str:
     return f"{why} (check the address, that the board is on and that sshd runs there)"
 
 
-def run_flash(image: str, to: SshTarget, run: bool) -> None:
-    """The transfer, then (with run) the interactive chat on the board; output on the terminal."""
+def server_url(to: SshTarget, port: int) -> str:
+    return f"http://{to.host}:{port}/v1"
+
+
+def run_flash(image: str, to: SshTarget, run: bool, serve_port: int | None = None) -> None:
+    """The transfer, then (with run) the interactive chat on the board, or the server; output on the terminal."""
     from edgekit import shell
 
-    for cmd in flash_commands(image, to, run):
+    for cmd in flash_commands(image, to, run, serve_port):
         result = shell.stream(cmd)
         if not result.ok:
             raise ExternalToolError(f"`{cmd.text()}` failed: {result.last_error_line()}")

@@ -53,14 +53,25 @@ def test_dockerfile_defaults_match_the_library() -> None:
         "EDGEKIT_DEPLOYMENT_SHA256",
     ):
         assert name in args
-    assert 'CMD ["edgekit", "chat", "/opt/edgekit/deployment"]' in text
+    # the image starts the chat, or with EDGEKIT_SERVE=1 (container build --serve) the server
+    assert "exec edgekit chat /opt/edgekit/deployment" in text and "EDGEKIT_SERVE" in args
+    assert 'exec edgekit serve /opt/edgekit/deployment --host 0.0.0.0 --port \\"$EDGEKIT_PORT\\"' in text
+    assert "EXPOSE ${EDGEKIT_PORT}" in text and 'edgekit.serve="${EDGEKIT_SERVE}"' in text
     assert "USER 10001" in text and "ENV EDGEKIT_HOME=" in text
     assert 'edgekit.l4t="${EDGEKIT_L4T}"' in text  # what `flash` compares with the board
 
 
-def test_the_image_command_is_a_real_chat_invocation(cli) -> None:
+def test_the_image_commands_are_real_invocations(cli) -> None:
+    import re
+
     r = cli("chat", "--help")
     assert r.code == 0 and "[deployment]" in r.out  # the Dockerfile passes the folder positionally
+    r = cli("serve", "--help")
+    assert r.code == 0 and "--host" in r.out and "--port" in r.out
+    # the build's check that the copied deployment verifies runs real code: its import must exist
+    snippet = re.search(r'python3 -c "(from edgekit[^"]+)"', DOCKERFILE.read_text()).group(1)
+    module, name = re.match(r"from (\S+) import (\w+)", snippet).groups()
+    assert callable(getattr(__import__(module, fromlist=[name]), name))
 
 
 def _hadolint() -> str | None:
@@ -151,6 +162,16 @@ def test_mlc_deployment_builds_on_the_mlc_image(cli, tmp_path: Path, dry_build: 
     assert plan["base"]["image"] == "dustynv/mlc:0.20.0-r36.4.0" and plan["image"].endswith(":mlc-r36.4.3")
     assert "ONNXRUNTIME_GENAI_VERSION" not in plan["build_args"]
     assert any("compiled with mlc_llm 0.19.0, the image runs MLC 0.20.0" in n for n in plan["notes"])
+
+
+def test_a_serve_image_starts_the_server(cli, deployment: Path, tmp_path: Path) -> None:
+    r = cli("container", "build", "--target", "orin", "--deployment", str(deployment), "--context-out",
+            str(tmp_path / "ctx"), "--serve", "--dry-run", "--json")  # fmt: skip
+    assert r.code == 0, r.err
+    report = json.loads(r.out)
+    assert report["build_args"]["EDGEKIT_SERVE"] == "1" and ":ort-serve-r" in report["image"]
+    (build,) = report["commands"]
+    assert "EDGEKIT_SERVE=1" in shlex.split(build["run"])
 
 
 def test_tampered_context_is_refused(dry_build: tuple[dict, Path], tmp_path: Path) -> None:

@@ -98,6 +98,21 @@ def test_flash_checks_the_board_then_streams_the_image(cli, tmp_path: Path, monk
     assert len(load) == 1 and load[0]["stdin_bytes"] == 1_000_000  # every byte docker save wrote arrived
 
 
+def test_flash_run_of_a_server_image_starts_it_and_says_where(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stubs = _board(Stubs(tmp_path, monkeypatch, ("docker", "ssh")))
+    stubs.on("docker image inspect",
+             out='2147483648 {"edgekit.l4t":"36.4.3","edgekit.serve":"1","edgekit.port":"8011"}\n')  # fmt: skip
+    stubs.on("docker run", out="4f1c0ffee\n")
+    r = cli("container", "flash", "--image", "edgekit/tiny:1", "--to", "nvidia@orin.local", "--run", "--json")
+    assert r.code == 0, r.err
+    report = json.loads(r.out)
+    assert report["url"] == "http://orin.local:8011/v1" and report["board"]["serve_port"] == 8011
+    run = [c for c in stubs.calls() if "run" in c["argv"] and "docker" in c["argv"]][-1]["argv"]
+    assert "-d" in run and "8011:8011" in run and "-it" not in run and "EDGEKIT_API_KEY" in run
+
+
 def test_flash_refuses_an_unfit_board(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     args = ("container", "flash", "--image", "edgekit/tiny:1", "--to", "nvidia@orin.local")
     stubs = _board(Stubs(tmp_path, monkeypatch, ("docker", "ssh")), l4t=L4T_35_4_1)
