@@ -101,10 +101,10 @@ def test_flash_checks_the_board_then_streams_the_image(cli, tmp_path: Path, monk
 def test_flash_run_of_a_server_image_starts_it_and_says_where(
     cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stubs = _board(Stubs(tmp_path, monkeypatch, ("docker", "ssh")))
+    stubs = Stubs(tmp_path, monkeypatch, ("docker", "ssh"))
     stubs.on("docker image inspect",
              out='2147483648 {"edgekit.l4t":"36.4.3","edgekit.serve":"1","edgekit.port":"8011"}\n')  # fmt: skip
-    stubs.on("docker run", out="4f1c0ffee\n")
+    _board(stubs).on("docker run", out="4f1c0ffee\n")
     r = cli("container", "flash", "--image", "edgekit/tiny:1", "--to", "nvidia@orin.local", "--run", "--json")
     assert r.code == 0, r.err
     report = json.loads(r.out)
