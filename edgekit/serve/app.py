@@ -143,7 +143,8 @@ def create_app(engine: ChatEngine, settings: ServeSettings) -> FastAPI:
         if req.chat()[-1]["role"] != "user" or not req.chat()[-1]["content"].strip():
             return error(400, "the last message must be the user's, and not empty", param="messages")
         limit = req.max_completion_tokens or req.max_tokens or settings.max_tokens
-        sampling = Sampling(temperature=req.temperature, top_p=req.top_p, max_new_tokens=limit, seed=req.seed)
+        sampling = Sampling(temperature=req.temperature, top_p=req.top_p, max_new_tokens=limit, seed=req.seed,
+                            min_new_tokens=min(req.min_tokens, limit))  # fmt: skip
         try:
             engine.check_fits(req.chat(), sampling)
         except UsageError as exc:

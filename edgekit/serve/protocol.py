@@ -37,6 +37,9 @@ class ChatRequest(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = None
     stream_options: dict[str, Any] | None = None
+    # vLLM's extension (not OpenAI's): the end of turn is held back until this many tokens are made, so a
+    # benchmark or a test gets replies of one length
+    min_tokens: int = Field(default=0, ge=0)
 
     def stops(self) -> list[str]:
         if self.stop is None:

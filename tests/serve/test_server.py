@@ -99,6 +99,17 @@ def test_completion_streamed_and_not_agree_and_count_tokens(server: Running):
     assert httpx.get(f"{server.url}/health").json()["status"] == "ok"
 
 
+def test_min_tokens_holds_the_end_of_turn_back(server: Running):
+    """vLLM's min_tokens extension: a reply of exactly max_tokens when both are the same (what bench/serve.py
+    asks for), and a negative one refused."""
+    client = server.client()
+    reply = client.chat.completions.create(model=MODEL, messages=PROMPT, max_tokens=20, temperature=0,
+                                           extra_body={"min_tokens": 20})  # fmt: skip
+    assert reply.usage.completion_tokens == 20 and reply.choices[0].finish_reason == "length"
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=MODEL, messages=PROMPT, extra_body={"min_tokens": -1})
+
+
 def test_stop_strings_cut_the_reply(server: Running):
     client = server.client()
     text = client.chat.completions.create(model=MODEL, messages=PROMPT, max_tokens=24, temperature=0)
