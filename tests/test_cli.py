@@ -145,3 +145,22 @@ def test_console_script_prints_one_line_without_traceback(edgekit_home):
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "unknown model 'nope'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["deploy", "--target", "host"], "Missing option '--budget'"),
+        (["serve", "/nowhere", "--port", "99999"], "Invalid value for '--port'"),
+        (["--bogus"], "No such option: --bogus"),
+        (["deploy", "--target", "host", "--budget", "80%", "--prompt-len", "0"], "'--prompt-len'"),
+        (["elastic", "router", "--max-prompts", "3"], "'--max-prompts'"),
+        (["export", "gguf"], "Missing option '--out'"),
+    ],
+)
+def test_a_usage_error_is_one_line_not_a_panel(cli, argv: list[str], fragment: str) -> None:
+    """Click parses the command line; what it refuses is printed as one line, as edgekit's own errors are."""
+    r = cli(*argv)
+    lines = [line for line in r.err.splitlines() if line.strip()]
+    assert r.code == 2 and len(lines) == 1 and lines[0].startswith("error:"), r.err
+    assert fragment in lines[0] and "--help" in lines[0] and "╭" not in r.err

@@ -48,11 +48,33 @@ def _root(
         raise typer.Exit()
 
 
+# Click's usage error, as the Typer in use vendors it (its own copy of Click in 0.29, Click itself before)
+UsageError = typer.BadParameter.__mro__[1]
+
+
 def main(argv: list[str] | None = None) -> None:
-    # Typer's standalone mode shows usage errors and help itself and turns Ctrl-C into exit 130;
-    # our own errors pass through it untouched and are printed here as one line.
+    # Click's own errors (a missing argument, a value out of range, an unknown option) are printed here as one
+    # line, as ours are, instead of Typer's boxed panel: Click parses, we only render.
     try:
-        app(args=argv, prog_name="edgekit")
+        # outside standalone mode an Exit (Ctrl-C becomes Exit(130) inside Typer) comes back as its code
+        code = app(args=argv, prog_name="edgekit", standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(_interrupted() if code == INTERRUPTED else code)
+    except UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a command group given no command: its help, as Click does
+            exc.show()
+            sys.exit(exc.exit_code)
+        where = exc.ctx.command_path if exc.ctx is not None else "edgekit"
+        err.print(f"[bold red]error:[/bold red] {exc.format_message()} (see {where} --help)", markup=True,
+                  highlight=False)  # fmt: skip
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(_interrupted())
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.TyperException as exc:
+        err.print(f"[bold red]error:[/bold red] {exc.format_message()}", markup=True, highlight=False)
+        sys.exit(exc.exit_code)
     except EdgekitError as exc:
         err.print(f"[bold red]error:[/bold red] {exc}", markup=True, highlight=False)
         sys.exit(exc.exit_code)
