@@ -16,7 +16,8 @@ CHATML_TEMPLATE = """{{ if .System }}<|im_start|>system
 {{ .Content }}<|im_end|>
 {{ end }}<|im_start|>assistant
 """
-DEFAULT_SYSTEM = re.compile(r"<\|im_start\|>system\n(.*?)<\|im_end\|>", re.S)
+# the default system prompt, after a newline written out or as the Jinja escape \n
+DEFAULT_SYSTEM = re.compile(r"<\|im_start\|>system(?:\n|\\n)(.*?)<\|im_end\|>", re.S)
 
 
 def modelfile(gguf_name: str, chat_template: str | None, params: dict[str, str] | None = None) -> str:
