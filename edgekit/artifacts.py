@@ -26,13 +26,14 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
 
 
 def stat_cached(path: Path, store: str, compute: Callable[[Path], Any]) -> Any:
-    """compute(path), remembered in EDGEKIT_HOME/<store> per (path, size, mtime) as git's index remembers
-    file hashes: re-verifying an unchanged 500 MB model costs a stat, not a read."""
+    """compute(path), remembered in EDGEKIT_HOME/<store> per (path, inode, size, mtime, ctime) as git's index
+    remembers file hashes: re-verifying an unchanged 500 MB model costs a stat, not a read. The change time is
+    in the stamp because a write followed by `touch -d` (os.utime) puts the mtime back but never the ctime."""
     from edgekit.paths import home
 
     stat = path.stat()
     key = str(path.resolve())
-    stamp = [stat.st_size, stat.st_mtime_ns]
+    stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
     cache_path = home() / store
     try:
         cache = json.loads(cache_path.read_text())

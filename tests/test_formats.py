@@ -106,3 +106,23 @@ def _manifest():
     from tiny import deployment_manifest
 
     return deployment_manifest("ort", "int4", "cpu")
+
+
+def test_a_hashed_file_altered_with_its_mtime_put_back_is_still_caught(tmp_path, monkeypatch) -> None:
+    """The hash cache is keyed by the file's stat: a byte flipped and os.utime() restoring the old mtime must
+    not pass as the file already verified (the change time moves and cannot be set back)."""
+    import os
+
+    from edgekit.artifacts import sha256_cached, sha256_file
+
+    monkeypatch.setenv("EDGEKIT_HOME", str(tmp_path / "home"))
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"\x00" * 4096)
+    first = sha256_cached(path)
+    before = path.stat()
+    data = bytearray(path.read_bytes())
+    data[100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_mtime_ns == before.st_mtime_ns and path.stat().st_size == before.st_size
+    assert sha256_cached(path) == sha256_file(path) != first
