@@ -205,6 +205,25 @@ def image_args(
     return args
 
 
+def check_wheel(path: Path) -> None:
+    """A --wheel must be an edgekit wheel (a zip whose dist-info names edgekit), or the image build would fail
+    minutes in, on the board's architecture, at `pip install`."""
+    import zipfile
+
+    if not path.is_file():
+        raise UsageError(f"--wheel {path}: no such file")
+    if path.suffix != ".whl" or not zipfile.is_zipfile(path):
+        raise UsageError(f"--wheel {path} is not a wheel (a .whl zip archive)")
+    with zipfile.ZipFile(path) as zf:
+        meta = [n for n in zf.namelist() if n.endswith(".dist-info/METADATA")]
+        name = ""
+        if meta:
+            head = zf.read(meta[0]).decode("utf-8", "replace")
+            name = next((line.split(":", 1)[1].strip() for line in head.splitlines() if line.startswith("Name:")), "")
+    if name.lower() != "edgekit":
+        raise UsageError(f"--wheel {path} is not an edgekit wheel (its metadata names {name or 'no package'})")
+
+
 def prepare_context(
     deployment_dir: Path,
     target: str | Target,
@@ -233,8 +252,8 @@ def prepare_context(
     base = base_image_for(release, runtime) if not base_image else BaseImage(base_image, runtime, "given", None,
                                                                              "--base-image")  # fmt: skip
     image = check_image_name(tag or default_image(model, shape, runtime + ("-serve" if serve else ""), release))
-    if wheel is not None and not Path(wheel).is_file():
-        raise UsageError(f"--wheel {wheel}: no such file")
+    if wheel is not None:
+        check_wheel(Path(wheel))
     from edgekit.paths import home
 
     out = Path(out_dir) if out_dir else home() / "containers" / re.sub(r"[^A-Za-z0-9._-]+", "_", image)

@@ -275,6 +275,15 @@ def test_build_refusals_before_any_work(cli, deployment: Path, tmp_path: Path, m
     one_line_error(r, 2, "declares no such ARG")
     r = cli("container", "build", "-t", "orin", "-d", str(deployment), "--tag", "Bad Name", "--dry-run")
     one_line_error(r, 2, "not a docker image name")
+    garbage = tmp_path / "garbage.whl"
+    garbage.write_text("not a zip")
+    r = cli("container", "build", "-t", "orin", "-d", str(deployment), "--wheel", str(garbage), "--dry-run")
+    one_line_error(r, 2, "is not a wheel")
+    other = tmp_path / "other-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(other, "w") as zf:
+        zf.writestr("other-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: other\nVersion: 1.0\n")
+    r = cli("container", "build", "-t", "orin", "-d", str(deployment), "--wheel", str(other), "--dry-run")
+    one_line_error(r, 2, "not an edgekit wheel", "names other")
     (tmp_path / "taken").mkdir()
     r = cli("container", "build", "-t", "orin", "-d", str(deployment), "--context-out", str(tmp_path / "taken"),
             "--dry-run")  # fmt: skip
