@@ -49,3 +49,12 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type name when it has none): for one-line errors."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def utf8_text(text: str, what: str) -> str:
+    """`text` unchanged, or a UsageError when it holds bytes that were not UTF-8: Python hands such bytes of
+    argv and stdin over as lone surrogates (surrogateescape), which every encoder later refuses."""
+    for i, ch in enumerate(text):
+        if "\udc80" <= ch <= "\udcff":
+            raise UsageError(f"{what} is not UTF-8 text (byte 0x{ord(ch) - 0xDC00:02x} at character {i})")
+    return text

@@ -15,7 +15,7 @@ from typing import TextIO
 from edgekit.chat.engine import ChatEngine, Stats
 from edgekit.chat.store.conversations import Conversation, Message, Store
 from edgekit.engines import Sampling
-from edgekit.errors import UsageError
+from edgekit.errors import UsageError, utf8_text
 
 COMMANDS = "/new starts a new conversation, /system TEXT sets the system prompt, /quit (or Ctrl-D) leaves"
 
@@ -99,6 +99,11 @@ def run_plain(
         if not line:  # EOF
             return 0
         line = line.rstrip("\n")
+        try:
+            utf8_text(line, "the message")
+        except UsageError as exc:  # one bad line does not end the session
+            stderr.write(f"error: {exc} (ignored)\n")
+            continue
         if line.strip() in ("/quit", "/exit"):
             return 0
         if line.strip() == "/new":

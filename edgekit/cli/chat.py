@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from edgekit.cli import options as o
-from edgekit.errors import UsageError
+from edgekit.errors import UsageError, utf8_text
 
 
 def chat_cmd(
@@ -50,6 +50,8 @@ def chat_cmd(
         raise UsageError("--shape needs --elastic or --plan (a deployment or a model has one shape)")
     if json_out and prompt is None:
         raise UsageError("--json needs --prompt (one turn, one JSON object)")
+    utf8_text(prompt or "", "--prompt")
+    utf8_text(system or "", "--system")
     if url is not None:
         from edgekit.chat.remote import RemoteChatEngine
 

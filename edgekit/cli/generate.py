@@ -8,7 +8,7 @@ import typer
 
 from edgekit.cli import options as o
 from edgekit.cli.console import err, out, print_json
-from edgekit.errors import UsageError
+from edgekit.errors import UsageError, utf8_text
 
 
 def generate_cmd(
@@ -30,6 +30,8 @@ def generate_cmd(
 
     if model is not None and deployment is not None:
         raise UsageError("give --model or --deployment, not both")
+    utf8_text(prompt, "the prompt")
+    utf8_text(system or "", "--system")
     stream = None if json_out else (lambda piece: out.print(piece, end="", markup=False))
     if deployment is not None:
         with err.status(f"loading {deployment}…"):

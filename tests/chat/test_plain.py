@@ -26,3 +26,23 @@ def test_plain_repl_and_one_shot(torch_session, tokenizer, store: Store) -> None
     run_plain(engine, Sampling(max_new_tokens=5), prompt="One turn", json_out=True, store=store, stdout=out)
     data = json.loads(out.getvalue())
     assert data["shape"] == "d4-w100" and data["stats"]["new_tokens"] >= 1 and isinstance(data["reply"], str)
+
+
+def test_a_line_that_is_not_utf8_is_refused_and_the_session_goes_on(torch_session, tokenizer, store: Store) -> None:
+    """Bytes that are not UTF-8 reach Python as lone surrogates (surrogateescape): the line is refused in one line,
+    nothing of it is stored, and the next line is answered."""
+    from edgekit.chat.plain import run_plain
+
+    engine = make_engine(torch_session, tokenizer)
+    stdin = io.StringIO("caf\udce9\nHello\n")
+    out, err = io.StringIO(), io.StringIO()
+    assert run_plain(engine, Sampling(max_new_tokens=4), store=store, stdin=stdin, stdout=out, stderr=err) == 0
+    assert "not UTF-8 text (byte 0xe9 at character 3) (ignored)" in err.getvalue()
+    assert err.getvalue().count("ms/token") == 1
+    assert [m.content for m in store.list()[0].messages][0] == "Hello"
+
+
+def test_a_prompt_argument_that_is_not_utf8_is_one_line(cli) -> None:
+    for argv in (["generate", "caf\udce9", "--model", "nowhere"], ["chat", "--model", "x", "--prompt", "\udcff"]):
+        r = cli(*argv)
+        assert r.code == 2 and "is not UTF-8 text" in r.err and len(r.err.strip().splitlines()) == 1
