@@ -18,7 +18,9 @@ from edgekit.models.weights import TOKENIZER_FILES
 from edgekit.packages import installed_version
 
 INSTALL = "pip install llama-cpp-python (builds llama.cpp from source: a few minutes)"
-PRECISIONS = ["q4_k_m", "q4_0", "q4_1", "q8_0", "f16", "f32"]
+# q4_1 first: edgekit's GPTQ weights fit its blocks exactly (a scale and a minimum per 32), so the calibrated
+# 4-bit weights deploy builds for ONNX Runtime reach llama.cpp unchanged; q4_k_m is llama.cpp's own quantizer
+PRECISIONS = ["q4_1", "q4_k_m", "q4_0", "q8_0", "f16", "f32"]
 MODEL_FILE = "model.gguf"
 
 
@@ -64,14 +66,16 @@ class LlamaCppEngine:
         """model.gguf in `precision`: written directly for F32/F16/Q8_0/Q4_0/Q4_1, through an f16 file and
         llama.cpp's quantizer for the K-quants. The tokenizer comes from the pulled model's GGUF where there is
         one (the base model's source file, named in the subnet's manifest)."""
-        if precision not in PRECISIONS:
-            raise UsageError(f"llama.cpp builds {', '.join(PRECISIONS)}, not {precision}")
-        if options:
-            raise UsageError(f"llama.cpp builds take no options ({', '.join(options)})")
+        quant = build_quantization(precision, options)
         start = time.perf_counter()
         source = source_gguf(hf_dir)
         target = out / MODEL_FILE
-        if precision in GGUF_WRITES:
+        if quant is not None:  # our GPTQ (or round-to-nearest) weights, written as their exact Q4_1 blocks
+            from edgekit.quantize import quantize_folder
+
+            _, weights, made = quantize_folder(hf_dir, quant)
+            record = {**write_gguf(hf_dir, target, precision, source, weights), "quantization": made}
+        elif precision in GGUF_WRITES:
             record = write_gguf(hf_dir, target, precision, source)
         else:
             self.check()
@@ -86,11 +90,18 @@ class LlamaCppEngine:
         return {**record, "precision": precision, "device": device, "tokenizer_from": "source GGUF" if source
                 else "tokenizer.json", "seconds": round(time.perf_counter() - start, 2)}  # fmt: skip
 
+    def trial_options(self, precision: str, options: dict[str, str] | None) -> dict[str, str] | None:
+        """A GPTQ build's file with its weights rounded to nearest: the same tensors and types, the same speed."""
+        quant = build_quantization(precision, options)
+        return None if quant is None or quant.method != "gptq" else {**(options or {}), "quant": "rtn"}
+
     def describe(
         self, hf_dir: Path, out: Path, precision: str, device: str, options: dict[str, str] | None = None
     ) -> list[str]:
+        quant = build_quantization(precision, options)
+        how = f" (weights by {quant.method.upper()}, exact Q4_1 blocks)" if quant is not None else ""
         lines = [f"edgekit: write {hf_dir} as GGUF ({'f16' if precision in LLAMA_QUANTIZES else precision}) "
-                 f"with the gguf package's writer -> {out / MODEL_FILE}"]  # fmt: skip
+                 f"with the gguf package's writer{how} -> {out / MODEL_FILE}"]  # fmt: skip
         if precision in LLAMA_QUANTIZES:
             lines.append(f"llama_cpp.llama_model_quantize(model-f16.gguf, {MODEL_FILE}, {precision})")
         return lines
@@ -98,6 +109,24 @@ class LlamaCppEngine:
     def open(self, folder: Path, device: str = "cpu") -> LlamaCppSession:
         self.check()
         return LlamaCppSession(folder, device)
+
+
+def build_quantization(precision: str, options: dict[str, str] | None) -> Any:
+    """How q4_1's weights are made (edgekit.quantize settings; GPTQ by default, quant=rtn|gguf), or None where the
+    gguf package or llama.cpp quantizes by itself. Other options are refused: llama.cpp builds take no more."""
+    from edgekit.quantize import OPTIONS, settings_from_options
+
+    if precision not in PRECISIONS:
+        raise UsageError(f"llama.cpp builds {', '.join(PRECISIONS)}, not {precision}")
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise UsageError(f"llama.cpp builds take {', '.join(OPTIONS)}, not {', '.join(unknown)}")
+    if precision != "q4_1" or options.get("quant") == "gguf":
+        if options and options.get("quant") not in (None, "gguf"):
+            raise UsageError(f"quant={options['quant']} applies to q4_1 builds, not {precision}")
+        return None
+    return settings_from_options(options, head_bits=8)
 
 
 def source_gguf(hf_dir: Path) -> Path | None:

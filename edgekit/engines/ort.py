@@ -28,8 +28,6 @@ INT4 = ("int4", "int4-mixed")
 # against 1.31x for plain int4 on SmolLM2-135M, at 0.61x the speed on the 2-core VM (bench/quantization.py)
 MIXED_INT8 = {"algo_config": "k_quant", "matmul_mixed_precision": "last_matmul:int8,mixed_layers:int8"}
 BUILDER_VARIANTS = {"int4-mixed": ("int4", MIXED_INT8)}
-# our build options (the rest go to the builder): how the int4 weights are made
-QUANT_OPTIONS = ("quant", "calib", "calib_tokens")
 # The builder needs the hub token only to download; a local folder must never ask for one.
 BASE_OPTIONS = {"hf_token": "false"}
 
@@ -141,28 +139,22 @@ def _cuda(ort_version: str, providers: list[str]) -> tuple[bool, str]:
 def build_settings(precision: str, options: dict[str, str] | None) -> tuple[str, dict[str, str], QuantSettings | None]:
     """The builder's precision and extra options for one of ours, and how we quantize its int4 weights
     (None: the builder's own numbers stand). Our keys (quant, calib, calib_tokens) never reach the builder."""
-    from edgekit.quantize import QuantSettings
-    from edgekit.quantize.calibration import DEFAULT_TOKENS
+    from edgekit.quantize import OPTIONS, settings_from_options
 
     options = dict(options or {})
-    ours = {k: options.pop(k) for k in QUANT_OPTIONS if k in options}
+    ours = {k: options.pop(k) for k in OPTIONS if k in options}
     method = ours.get("quant", "gptq")
     if precision not in INT4 or method == "builder":
         if precision not in INT4 and ours and method != "builder":
             raise UsageError(f"{', '.join(sorted(ours))} applies to int4 builds, not {precision}")
         built_as, adds = BUILDER_VARIANTS.get(precision, (precision, {})) if method == "builder" else (precision, {})
         return built_as, {**BASE_OPTIONS, **adds, **options}, None
-    tokens = whole_number("calib_tokens", ours.get("calib_tokens", str(DEFAULT_TOKENS)))
     # the builder's own grid options describe our grid too, so the graph and the weights agree
     block = whole_number("block_size", options.get("block_size", "32"))
     if block not in (16, 32, 64, 128, 256):
         raise UsageError(f"block_size={block}: MatMulNBits blocks are 16, 32, 64, 128 or 256 columns")
     symmetric = options.get("is_symmetric", "false").lower() in ("1", "true", "yes")
-    quant = QuantSettings(method=method, head_bits=8 if precision == "int4-mixed" else 4, block=block,
-                          symmetric=symmetric, calib=Path(ours["calib"]).expanduser() if "calib" in ours else None,
-                          calib_tokens=tokens)  # fmt: skip
-    if quant.calib is not None and not quant.calib.is_file():
-        raise UsageError(f"calibration file not found: {quant.calib}")
+    quant = settings_from_options(ours, 8 if precision == "int4-mixed" else 4, block, symmetric)
     return "int4", {**BASE_OPTIONS, **options}, quant
 
 
@@ -184,20 +176,18 @@ def describe_quantization(quant: QuantSettings, out: Path) -> str:
 def requantize(hf_dir: Path, out: Path, quant: QuantSettings, device: str) -> dict[str, Any]:
     """Our int4 weights into the built model, then the built model checked against them: its logits through
     ONNX Runtime must match the same weights dequantized in torch."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    from edgekit.quantize import apply_to_model, quantize_model
+    from edgekit.quantize import apply_to_model, quantize_folder
     from edgekit.quantize.calibration import load as load_calibration
     from edgekit.quantize.matmul_nbits import rewrite
 
-    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
-    tokenizer = AutoTokenizer.from_pretrained(hf_dir)
-    calibration = load_calibration(tokenizer, quant.calib, quant.calib_tokens)
-    weights, record = quantize_model(model, quant, calibration if quant.method == "gptq" else None)
+    model, weights, record = quantize_folder(hf_dir, quant)
     record["rewrite"] = rewrite(out, weights, record["head"])
     apply_to_model(model, weights)
-    record["check"] = check_against(model, OrtSession(out, device), calibration.sequences[0][:CHECK_TOKENS])
+    # the check reads text the calibration file holds (its first sequence), through the weights just written
+    probe = load_calibration(AutoTokenizer.from_pretrained(hf_dir), quant.calib, 256).sequences[0][:CHECK_TOKENS]
+    record["check"] = check_against(model, OrtSession(out, device), probe)
     return record
 
 

@@ -51,8 +51,26 @@ def tensor_type(name: str, precision: str) -> str:
     return GGUF_WRITES[precision]
 
 
-def write_gguf(hf_dir: Path, out: Path, precision: str = "f16", source_gguf: Path | None = None) -> dict[str, Any]:
-    """`out`, a GGUF of the Hugging Face Llama in `hf_dir`, written whole to a temporary name first."""
+def pack_q4_1(q: Any) -> np.ndarray:
+    """Our block-quantized weight (edgekit.quantize: 4-bit levels, a scale and an integer zero point per block of
+    32) as GGML Q4_1 blocks, exactly: each block is d (f16), m = -d x zero point (f16), then 16 bytes whose low
+    nibbles are its first 16 levels and high nibbles the last 16; a weight is d x level + m."""
+    if q.bits != 4 or q.block != 32:
+        raise ValueError("Q4_1 holds 4-bit levels in blocks of 32")
+    n, k = q.shape
+    levels = q.levels.numpy().astype(np.uint8).reshape(n, k // 32, 32)
+    d = q.scales.numpy().astype(np.float16)
+    m = (-q.scales.numpy() * q.zero_points.numpy().astype(np.float32)).astype(np.float16)
+    qs = (levels[..., :16] | (levels[..., 16:] << 4)).astype(np.uint8)
+    blocks = np.concatenate([d[..., None].view(np.uint8), m[..., None].view(np.uint8), qs], axis=-1)
+    return np.ascontiguousarray(blocks.reshape(n, -1))
+
+
+def write_gguf(hf_dir: Path, out: Path, precision: str = "f16", source_gguf: Path | None = None,
+               quantized: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """`out`, a GGUF of the Hugging Face Llama in `hf_dir`, written whole to a temporary name first. With
+    `quantized` (Hugging Face module name -> edgekit.quantize.Quantized, e.g. GPTQ's) and q4_1, those matrices are
+    written as their exact Q4_1 blocks instead of being rounded again by the gguf package."""
     import gguf
     from safetensors.numpy import load_file
 
@@ -83,8 +101,12 @@ def write_gguf(hf_dir: Path, out: Path, precision: str = "f16", source_gguf: Pat
         writer.add_file_type(FILE_TYPES[precision])
         tokenizer_fields(writer, hf_dir, source_gguf)
         tensors = llama_tensors(weights, config, heads, kv)
+        ours = gguf_blocks(quantized, config, heads, kv) if quantized and precision == "q4_1" else {}
         for name, array in tensors.items():
             qtype = getattr(gguf.GGMLQuantizationType, tensor_type(name, precision))
+            if name in ours:
+                writer.add_tensor(name, ours[name], raw_dtype=gguf.GGMLQuantizationType.Q4_1)
+                continue
             data = np.ascontiguousarray(array.astype(np.float32))
             if qtype == gguf.GGMLQuantizationType.F16:
                 writer.add_tensor(name, data.astype(np.float16))
@@ -99,8 +121,8 @@ def write_gguf(hf_dir: Path, out: Path, precision: str = "f16", source_gguf: Pat
         tmp.replace(out)
     finally:
         tmp.unlink(missing_ok=True)
-    return {"tool": "gguf", "gguf": gguf.__version__ if hasattr(gguf, "__version__") else None,
-            "precision": precision, "tensors": len(tensors), "head_dim": head_dim}  # fmt: skip
+    return {"tool": "gguf", "precision": precision, "tensors": len(tensors), "head_dim": head_dim,
+            "exact_blocks": len(ours)}  # fmt: skip
 
 
 def llama_tensors(weights: dict[str, np.ndarray], config: dict[str, Any], heads: int, kv: int) -> dict[str, Any]:
@@ -116,6 +138,24 @@ def llama_tensors(weights: dict[str, np.ndarray], config: dict[str, Any], heads:
     out["output_norm.weight"] = weights["model.norm.weight"]
     if not config.get("tie_word_embeddings", False) and "lm_head.weight" in weights:
         out["output.weight"] = weights["lm_head.weight"]
+    return out
+
+
+def gguf_blocks(quantized: dict[str, Any], config: dict[str, Any], heads: int, kv: int) -> dict[str, np.ndarray]:
+    """Our quantized matrices as Q4_1 tensors under llama.cpp's names (q/k rows interleaved as the weights are:
+    a block lies within one row, so rows move whole)."""
+    out = {}
+    for i in range(config["num_hidden_layers"]):
+        for hf, name in LAYER_NAMES.items():
+            q = quantized.get(f"model.layers.{i}.{hf}")
+            if q is None:
+                continue
+            blocks = pack_q4_1(q)
+            if name == "attn_q":
+                blocks = permute_rotary(blocks, heads)
+            elif name == "attn_k":
+                blocks = permute_rotary(blocks, kv)
+            out[f"blk.{i}.{name}.weight"] = blocks
     return out
 
 

@@ -22,6 +22,7 @@ from edgekit.quantize.calibration import DEFAULT_TOKENS, Calibration, hessians
 from edgekit.quantize.gptq import Quantized, gptq, rtn
 
 METHODS = ("gptq", "rtn")
+OPTIONS = ("quant", "calib", "calib_tokens")  # build options (--option KEY=VALUE) that say how weights are made
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,37 @@ class QuantSettings:
         out = asdict(self)
         out["calib"] = None if self.calib is None else str(self.calib)
         return out
+
+
+def settings_from_options(
+    ours: dict[str, str], head_bits: int, block: int = 32, symmetric: bool = False
+) -> QuantSettings:
+    """QuantSettings from the build options a runtime takes for its weights (quant, calib, calib_tokens)."""
+    from edgekit.quantize.calibration import DEFAULT_TOKENS
+
+    raw = ours.get("calib_tokens", str(DEFAULT_TOKENS))
+    try:
+        tokens = int(raw)
+    except ValueError:
+        raise UsageError(f"calib_tokens={raw}: a whole number is needed") from None
+    calib = Path(ours["calib"]).expanduser() if "calib" in ours else None
+    if calib is not None and not calib.is_file():
+        raise UsageError(f"calibration file not found: {calib}")
+    return QuantSettings(method=ours.get("quant", "gptq"), head_bits=head_bits, block=block, symmetric=symmetric,
+                         calib=calib, calib_tokens=tokens)  # fmt: skip
+
+
+def quantize_folder(hf_dir: Path, settings: QuantSettings) -> tuple[Any, dict[str, Quantized], dict[str, Any]]:
+    """(the fp32 model, its quantized linear layers, how they were made) for a Hugging Face folder, calibrated on
+    the settings' text through the folder's own tokenizer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from edgekit.quantize.calibration import load
+
+    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
+    calibration = load(AutoTokenizer.from_pretrained(hf_dir), settings.calib, settings.calib_tokens)
+    weights, record = quantize_model(model, settings, calibration if settings.method == "gptq" else None)
+    return model, weights, record
 
 
 def linear_modules(model: Any) -> dict[str, torch.nn.Linear]:

@@ -102,3 +102,33 @@ def test_llama_cpp_decodes_the_greedy_tokens_transformers_does(tiny_subnet: Path
         with torch.no_grad():
             ref = AutoModelForCausalLM.from_pretrained(tiny_subnet).eval()(torch.tensor([IDS])).logits[0]
         assert torch.allclose(session.sequence_logits(IDS), ref, atol=1e-3)
+
+
+def test_q4_1_carries_our_gptq_weights_exactly(tiny_subnet: Path, tmp_path: Path) -> None:
+    """llama.cpp's default build: the GPTQ levels, scales and zero points deploy computes, written as Q4_1 blocks
+    (d, m = -d x zero point, the levels): what llama.cpp dequantizes is what GPTQ chose, to fp16 rounding."""
+    import gguf
+    import numpy as np
+
+    from edgekit.export.gguf import permute_rotary
+    from edgekit.quantize import QuantSettings, quantize_folder
+
+    engine = get_engine("llamacpp")
+    record = engine.compile(tiny_subnet, tmp_path, "q4_1", "cpu")
+    assert record["quantization"]["method"] == "gptq" and record["exact_blocks"] > 0
+    _, weights, _ = quantize_folder(tiny_subnet, QuantSettings(head_bits=8))
+    tensors = {t.name: t for t in gguf.GGUFReader(str(tmp_path / "model.gguf")).tensors}
+    heads = json.loads((tiny_subnet / "config.json").read_text())["num_attention_heads"]
+    for hf, name, rows in [("model.layers.1.mlp.down_proj", "blk.1.ffn_down.weight", None),
+                           ("model.layers.0.self_attn.q_proj", "blk.0.attn_q.weight", heads)]:  # fmt: skip
+        t = tensors[name]
+        assert t.tensor_type == gguf.GGMLQuantizationType.Q4_1
+        expected = weights[hf].dequantize().numpy()
+        expected = permute_rotary(expected, rows) if rows else expected
+        got = gguf.quants.dequantize(t.data, t.tensor_type)
+        assert np.abs(got - expected).max() <= 2e-3 * np.abs(expected).max()
+    assert engine.trial_options("q4_1", None) == {"quant": "rtn"} and engine.trial_options("q8_0", None) is None
+    from edgekit.errors import UsageError
+
+    with pytest.raises(UsageError, match="take quant, calib, calib_tokens"):
+        engine.compile(tiny_subnet, tmp_path, "q8_0", "cpu", {"block_size": "64"})
