@@ -107,3 +107,27 @@ def test_smol_merged_extraction_equals_the_adapted_elastic_model(pulled: Path, t
     with torch.no_grad():
         diff = (elastic(_ids(2), s).logits - hf(_ids(2)).logits).abs().max().item()
     assert diff < 1e-4, f"max abs logit difference {diff:.2e}"
+
+
+def test_the_readme_deploy_answers_through_a_subnet_int4_artifact(pulled: Path, tmp_path: Path):
+    """The README's first command's promise: at 80 % of the full model's latency here, deploy ships a subnet
+    (not the full model) whose int4 artifact (GPTQ) stays close to its fp32 weights and names Paris."""
+    import json
+
+    from edgekit.cli import main
+
+    out = tmp_path / "host"
+    try:
+        main(["deploy", "--target", "host", "--budget", "80%", "--out", str(out), "--json"])
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["shape"]["name"] != "d30-f100-h3" and m["runtime"]["precision"] == "int4"
+    assert m["runtime"]["build"]["quantization"]["method"] == "gptq"
+    assert m["accuracy"]["artifact"]["ratio"] < 1.2  # the int4 build against its own fp32 weights
+    from edgekit.chat.engine import ChatEngine
+    from edgekit.engines import Sampling
+
+    reply = ChatEngine.from_deployment(out).complete([{"role": "user", "content": "What is the capital of France?"}],
+                                                     Sampling(max_new_tokens=48))  # fmt: skip
+    assert "paris" in reply.text.lower(), reply.text
