@@ -24,3 +24,17 @@ def test_store_round_trip_and_damage(store: Store) -> None:
     (store.root / "junk.jsonl").write_text("not json\n")
     store.delete(b)
     assert [c.id for c in store.list()] == [a.id]
+
+
+def test_an_append_after_a_line_cut_by_a_crash_loses_nothing(store: Store) -> None:
+    conv = store.create("crashed")
+    for i in range(42):
+        store.append(conv, Message("user" if i % 2 == 0 else "assistant", f"message {i}"))
+    with open(store.root / f"{conv.id}.jsonl", "a") as fh:
+        fh.write('{"type": "message", "role": "user", "cont')  # the process died mid-write
+    reopened = store.load(conv.id)
+    assert len(reopened.messages) == 42
+    store.append(reopened, Message("user", "after the crash"))
+    store.append(reopened, Message("assistant", "still here"))
+    again = store.load(conv.id)
+    assert len(again.messages) == 44 and [m.content for m in again.messages[-2:]] == ["after the crash", "still here"]

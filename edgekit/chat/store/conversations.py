@@ -59,6 +59,12 @@ class Conversation:
                 "system": self.system, "deployment": self.deployment}  # fmt: skip
 
 
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) == b"\n"
+
+
 class Store:
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or data_dir() / "conversations"
@@ -73,8 +79,13 @@ class Store:
 
     def append(self, conv: Conversation, message: Message) -> None:
         conv.messages.append(message)
-        with open(self._path(conv.id), "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"type": "message", **asdict(message)}, ensure_ascii=False) + "\n")
+        path = self._path(conv.id)
+        # a file cut mid-line by a crash ends without a newline: start on a fresh line, or this message would
+        # be glued to the broken one and lost with it when read
+        broken = path.is_file() and path.stat().st_size > 0 and not _ends_with_newline(path)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(("\n" if broken else "") + json.dumps({"type": "message", **asdict(message)}, ensure_ascii=False)
+                     + "\n")  # fmt: skip
 
     def rename(self, conv: Conversation, title: str) -> None:
         conv.title = title.strip() or conv.title
