@@ -46,6 +46,8 @@ def one_turn(
 ) -> tuple[str, Stats]:
     if not prompt.strip():
         raise UsageError("the prompt is empty")
+    # refused before anything is stored: a message too long for the context window leaves no trace
+    engine.check_fits([*conv.chat_messages(), {"role": "user", "content": prompt}], sampling)
     store.append(conv, Message("user", prompt))
     text, stats = "", Stats()
     cancel = threading.Event()
@@ -77,7 +79,7 @@ def run_plain(
     stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
     store = store or Store()
     deployment = f"{engine.info.model} {engine.info.shape} {engine.info.runtime}"
-    conv = store.create(title=(prompt or "Plain chat")[:40], system=system, deployment=deployment)
+    conv = store.new(title=(prompt or "Plain chat")[:40], system=system, deployment=deployment)
     if prompt is not None:
         text, stats = one_turn(engine, store, conv, prompt, sampling, stdout, stream=not json_out)
         if json_out:
@@ -107,7 +109,7 @@ def run_plain(
         if line.strip() in ("/quit", "/exit"):
             return 0
         if line.strip() == "/new":
-            conv = store.create(system=conv.system, deployment=deployment)
+            conv = store.new(system=conv.system, deployment=deployment)
             stderr.write("new conversation\n")
             continue
         if line.startswith("/system"):
@@ -117,6 +119,10 @@ def run_plain(
         if not line.strip():
             stderr.write("(empty message ignored)\n")
             continue
-        _, stats = one_turn(engine, store, conv, line, sampling, stdout, stream=True)
+        try:
+            _, stats = one_turn(engine, store, conv, line, sampling, stdout, stream=True)
+        except UsageError as exc:  # too long for the context window: say so, and go on with the next line
+            stderr.write(f"error: {exc} (not sent)\n")
+            continue
         stdout.write("\n")
         stderr.write(stats_line(engine, stats) + "\n")

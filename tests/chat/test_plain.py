@@ -46,3 +46,22 @@ def test_a_prompt_argument_that_is_not_utf8_is_one_line(cli) -> None:
     for argv in (["generate", "caf\udce9", "--model", "nowhere"], ["chat", "--model", "x", "--prompt", "\udcff"]):
         r = cli(*argv)
         assert r.code == 2 and "is not UTF-8 text" in r.err and len(r.err.strip().splitlines()) == 1
+
+
+def test_a_message_too_long_for_the_context_is_refused_and_leaves_no_conversation(
+    torch_session, tokenizer, store: Store
+) -> None:
+    from edgekit.chat.plain import run_plain
+    from edgekit.errors import UsageError
+
+    engine = make_engine(torch_session, tokenizer)
+    long = "word " * (engine.info.context_length * 2)
+    with __import__("pytest").raises(UsageError, match="more than the context window"):
+        run_plain(engine, Sampling(max_new_tokens=4), prompt=long, store=store, stdout=io.StringIO())
+    assert store.list() == []  # the failed one-shot turn wrote nothing
+    stdin = io.StringIO(f"{long}\nHello\n")
+    out, err = io.StringIO(), io.StringIO()
+    assert run_plain(engine, Sampling(max_new_tokens=4), store=store, stdin=stdin, stdout=out, stderr=err) == 0
+    assert "(not sent)" in err.getvalue() and err.getvalue().count("ms/token") == 1
+    (conv,) = store.list()
+    assert [m.content for m in conv.messages][0] == "Hello"

@@ -73,13 +73,21 @@ class Store:
         return self.root / f"{conv_id}.jsonl"
 
     def create(self, title: str = "New chat", system: str | None = None, deployment: str | None = None) -> Conversation:
-        conv = Conversation(uuid.uuid4().hex[:12], title, utc_now(), system, deployment)
+        conv = self.new(title, system, deployment)
         self._rewrite(conv)
         return conv
+
+    def new(self, title: str = "New chat", system: str | None = None, deployment: str | None = None) -> Conversation:
+        """A conversation not yet on disk: its file is written with its first message, so a turn that fails
+        before anything is said leaves no empty conversation behind."""
+        return Conversation(uuid.uuid4().hex[:12], title, utc_now(), system, deployment)
 
     def append(self, conv: Conversation, message: Message) -> None:
         conv.messages.append(message)
         path = self._path(conv.id)
+        if not path.is_file():  # the first message of a conversation made with new()
+            self._rewrite(conv)
+            return
         # a file cut mid-line by a crash ends without a newline: start on a fresh line, or this message would
         # be glued to the broken one and lost with it when read
         broken = path.is_file() and path.stat().st_size > 0 and not _ends_with_newline(path)
@@ -93,7 +101,8 @@ class Store:
 
     def set_system(self, conv: Conversation, system: str | None) -> None:
         conv.system = system.strip() if system and system.strip() else None
-        self._rewrite(conv)
+        if self._path(conv.id).is_file():
+            self._rewrite(conv)
 
     def delete(self, conv: Conversation) -> None:
         self._path(conv.id).unlink(missing_ok=True)
