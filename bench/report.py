@@ -301,6 +301,110 @@ def chat_overhead(r: dict[str, Any]) -> str:
     ])  # fmt: skip
 
 
+def fmt(x: Any, spec: str = ".3g") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def chat(r: dict[str, Any]) -> str:
+    cols = [("stage1", "stage 1"), ("previous", "previous ckpt"), ("new", "new ckpt"),
+            ("new_int4", "new, int4 GPTQ"), ("new_int4_rtn", "new, int4 builder RTN")]  # fmt: skip
+
+    def chat_cell(x: dict[str, Any] | None) -> str:
+        if x is None:
+            return "-"
+        return f"{fmt(x['chat_ppl'])} / {fmt(x['answer_rate'], '.2f')} / {fmt(x['agreement'], '.2f')}"
+
+    def text_cell(x: dict[str, Any] | None) -> str:
+        return "-" if x is None else f"{fmt(x['ppl'], '.1f')} / {fmt(x['acc_norm'], '.3f')}"
+
+    chat_rows, text_rows = [], []
+    for shape, row in r["rows"].items():
+        head = [row["budget"], shape]
+        chat_rows.append(head + [chat_cell(row.get(k)) for k, _ in cols])
+        speed = fmt(row.get("new_int4", {}).get("decode_ms"), ".2f")
+        text_rows.append(head + [text_cell(row.get(k)) for k, _ in cols] + [speed])
+    ev = r["evaluation"]
+    return "\n\n".join([
+        "`bench/chat.py`: the chat-preserving checkpoint (one plain LoRA of rank 18 on pydoc text and the base "
+        "model's replies) against the previous shipped checkpoint (pydoc text only) and stage 1, on the shape deploy's "
+        f"chat predictor picks at each share of the full model's latency ({r['lut']}), in fp32 (SMOL merged) and as "
+        "the int4 ONNX Runtime GenAI artifact: edgekit's GPTQ build (what deploy ships now) and the builder's own "
+        f"round to nearest (what it shipped before). Chat: {ev['chat']}. Text: {ev['ppl']}. PIQA: {ev['mc']}.",
+        "Chat: chat_ppl (of the full model's replies) / answer rate / agreement with its short answers.",
+        table(["budget", "shape", *(c for _, c in cols)], chat_rows),
+        "Text: wikitext-2 perplexity / PIQA acc_norm; and the int4 GPTQ artifact's ms/token here.",
+        table(["budget", "shape", *(c for _, c in cols), "int4 ms/token"], text_rows),
+        f"Machine: {machine(r.get('machine'))}.",
+    ])  # fmt: skip
+
+
+def router(r: dict[str, Any]) -> str:
+    rows = []
+    for frac, b in r["budgets"].items():
+        a, st, rnd, orc = b["adaptive"], b["static"], b["same_shares_at_random"], b["oracle"]
+        shares = ", ".join(f"{n} {x:.0%}" for n, x in b["shares"].items() if x)
+
+        def cell(x: dict[str, Any]) -> str:
+            return f"{x['mean_ms']:.2f} / {x['chat_ppl']:.3f} / {x['answer_rate']:.2f} / {fmt(x['agreement'], '.2f')}"
+
+        rows.append([frac, f"{b['budget_ms']:.2f}", shares, cell(a), f"{st['shape']}: {cell(st)}",
+                     f"{rnd['chat_ppl']:.3f} / {rnd['answer_rate']:.2f}",
+                     f"{orc['mean_ms']:.2f} / {orc['chat_ppl']:.3f} / {orc['answer_rate']:.2f}"])  # fmt: skip
+    st = r["router"]
+    return "\n\n".join([
+        f"`bench/router.py`: the input-adaptive router over {', '.join(r['menu'])} (ms/token here: "
+        + ", ".join(f"{n} {r['ms'][n]:.2f}" for n in r["menu"])
+        + f") against the best static shape measured at the routed mean latency, on {r['evaluation']['prompts']} "
+        "prompts neither the checkpoint nor the router saw; quality in fp32 against the full model's greedy replies. "
+        f"The router, fitted on {st['prompts']} prompts: the predicted best shape is the best on "
+        f"{st['best_found']:.0%} of held-out folds' prompts; its overhead {r['router_overhead_ms']['median']:.1f} ms "
+        "per prompt (median).",
+        "Cells: mean ms/token / chat_ppl / answer rate / agreement.",
+        table(["budget", "ms/token", "shares", "adaptive", "static", "same shares at random", "oracle"], rows),
+        f"Machine: {machine(r.get('machine'))}.",
+    ])  # fmt: skip
+
+
+def serve(r: dict[str, Any]) -> str:
+    s, load = r["summary"], r["load"]
+    d = r["deployment"]
+    return "\n\n".join([
+        f"`bench/serve.py`: {d['shape']} {d['runtime']} {d['precision']}, the same greedy reply of {r['tokens']} "
+        "tokens made in-process by the chat engine and streamed through `edgekit serve` to the `openai` client, "
+        "alternating.",
+        table(["", "ms/token", "first token ms"],
+              [["in-process", s["in_process"]["ms_per_token"], s["in_process"]["ttft_ms"]],
+               ["through serve", s["served"]["ms_per_token"], s["served"]["ttft_ms"]]]),
+        f"Serving costs {s['overhead']['ms_per_token_ratio']:.3f}x the ms/token and adds "
+        f"{s['overhead']['ttft_ms_added']:.0f} ms to the first token. Load: {load['clients']} clients x "
+        f"{load['requests']} requests (queue {load['queue']}): {load['completed']} completed, "
+        f"{load['rejected_429']} answered 429, {load['failed']} failed of {load['sent']}; completed latency p50 "
+        f"{load['latency_ms']['p50']:.0f} ms, p90 {load['latency_ms']['p90']:.0f}, "
+        f"p99 {load['latency_ms']['p99']:.0f}; {load['wall_s']} s in all.",
+        f"Machine: {machine(r.get('machine'))}.",
+    ])  # fmt: skip
+
+
+def trim(r: dict[str, Any]) -> str:
+    names = [("trimllm", "TrimLLM domain ckpt"), ("general", "general ckpt"), ("stage1", "stage 1"),
+             ("per-depth", "per-depth fine-tune")]  # fmt: skip
+    rows = []
+    for depth, row in r["rows"].items():
+        rows.append([depth, fmt(row.get("decode_ms"), ".2f")] + [
+            f"{row[k]['domain_ppl']:.2f} / {row[k]['ppl']:.1f} / {row[k]['acc_norm']:.3f}" if k in row else "-"
+            for k, _ in names])  # fmt: skip
+    ev = r["evaluation"]
+    return "\n\n".join([
+        "`bench/trim.py`: TrimLLM on the Python documentation (progressive layer dropping while fine-tuning, "
+        "every depth a shape of one domain checkpoint) against the general checkpoint, stage 1 and a per-depth "
+        f"domain fine-tune with the same tokens; drop order {r.get('drop_order')}. Cells: domain ppl "
+        f"({ev.get('domain_ppl', 'pydoc dev')}) / general ppl ({ev.get('ppl', 'wikitext-2')}) / PIQA acc_norm; "
+        "ms/token of the depth's int4 ONNX Runtime GenAI build here.",
+        table(["depth", "ms/token", *(n for _, n in names)], rows),
+        f"Machine: {machine(r.get('machine'))}.",
+    ])  # fmt: skip
+
+
 SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
     ("plan_budget", "Planning budget", plan_budget),
     ("frontier", "Stage 1: ours against the baselines", frontier),
@@ -309,6 +413,10 @@ SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
     ("deploy", "Deploy: predictor, budget sweep, runtimes", deploy),
     ("runtimes", "Runtimes on the same subnets", runtimes),
     ("quantization", "int4 builds against their fp32 weights", quantization),
+    ("chat", "Subnets that chat: the chat-preserving checkpoint and its int4 artifacts", chat),
+    ("router", "Input-adaptive routing", router),
+    ("trim", "TrimLLM: a domain checkpoint", trim),
+    ("serve", "Serving: edgekit serve", serve),
     ("chat_overhead", "Chat: the UI's cost", chat_overhead),
 ]
 
