@@ -84,7 +84,7 @@ class LlamaCppEngine:
             quantize_with_llama_cpp(f16, target, precision)
             f16.unlink()
             record["quantizer"] = "llama.cpp (llama_model_quantize)"
-        for name in TOKENIZER_FILES:
+        for name in (*TOKENIZER_FILES, "config.json", "generation_config.json"):  # the context length, the EOS
             if (hf_dir / name).is_file():
                 shutil.copy2(hf_dir / name, out / name)
         return {**record, "precision": precision, "device": device, "tokenizer_from": "source GGUF" if source
