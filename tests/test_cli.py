@@ -164,3 +164,13 @@ def test_a_usage_error_is_one_line_not_a_panel(cli, argv: list[str], fragment: s
     lines = [line for line in r.err.splitlines() if line.strip()]
     assert r.code == 2 and len(lines) == 1 and lines[0].startswith("error:"), r.err
     assert fragment in lines[0] and "--help" in lines[0] and "╭" not in r.err
+
+
+def test_a_corrupt_config_is_a_corrupt_artifact_exit_3(cli, tiny_llama_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    broken = tmp_path / "model"
+    shutil.copytree(tiny_llama_dir, broken)
+    (broken / "config.json").write_text("{not json")
+    r = cli("generate", "hi", "--model", str(broken))
+    assert r.code == 3 and "config.json is unreadable" in r.err and len(r.err.strip().splitlines()) == 1

@@ -12,7 +12,7 @@ import psutil
 from edgekit.errors import ResourceError, UsageError, first_line
 from edgekit.models.registry import find_model, known_models
 from edgekit.models.store import entry_dir, read_entry
-from edgekit.models.weights import weight_files
+from edgekit.models.weights import check_config, weight_files
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 GiB = 1024**3
@@ -73,6 +73,7 @@ def load(ref: str | ModelRef, dtype: Any = None, device: str = "cpu") -> tuple[A
     transformers.utils.logging.disable_progress_bar()
     model_ref = ref if isinstance(ref, ModelRef) else resolve(ref)
     if model_ref.path is not None:
+        check_config(model_ref.path)
         check_fits_memory(model_ref.path)
         weight_files(model_ref.path)  # refuses a folder with pickled weights only
     try:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.artifacts import stat_cached
-from edgekit.errors import IntegrityError, UsageError
+from edgekit.errors import IntegrityError, UsageError, first_line
 
 SUPPORTED_TYPES = ("llama", "qwen2", "mistral")
 SUPPORTED_ARCHS = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM")
@@ -43,11 +43,21 @@ def weight_files(folder: Path) -> list[Path]:
     return files
 
 
-def read_config(folder: Path) -> dict[str, Any]:
+def check_config(folder: Path) -> dict[str, Any]:
+    """The folder's config.json, readable JSON: a corrupt one is a corrupt artifact (exit 3) whatever model it is,
+    not the host failing to load it."""
     try:
-        config = json.loads((folder / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise IntegrityError(f"{folder}/config.json is unreadable: {exc}") from None
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IntegrityError(f"{folder}/config.json is unreadable: {first_line(exc)}") from None
+    if not isinstance(config, dict):
+        raise IntegrityError(f"{folder}/config.json is not a model configuration (a JSON object)")
+    return config
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """check_config, for a model edgekit cuts subnets from (a Llama-family causal LM)."""
+    config = check_config(folder)
     check_supported(config)
     return config
 
