@@ -79,6 +79,25 @@ def verify_files(root: Path, files: dict[str, dict[str, Any]], what: str) -> Non
             raise IntegrityError(f"{what} is corrupt: {rel} does not match its manifest hash")
 
 
+def check_writable(out: Path) -> None:
+    """Refuse, before any work, a destination whose folder cannot be written (read-only, or not a folder): the
+    artifact is built beside it and renamed into place, so that folder must take new entries."""
+    from edgekit.errors import UsageError
+
+    parent = Path(out).expanduser().absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"cannot write {out}: {parent} is not a folder")
+    # a probe file, not os.access: root passes every permission check, but not a read-only mount
+    try:
+        fd, probe = tempfile.mkstemp(prefix=PARTIAL_PREFIX + "probe-", dir=parent)
+    except OSError as exc:
+        raise UsageError(f"cannot write {out}: {parent} is not writable ({exc.strerror})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")

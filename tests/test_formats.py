@@ -126,3 +126,24 @@ def test_a_hashed_file_altered_with_its_mtime_put_back_is_still_caught(tmp_path,
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert path.stat().st_mtime_ns == before.st_mtime_ns and path.stat().st_size == before.st_size
     assert sha256_cached(path) == sha256_file(path) != first
+
+
+def test_an_unwritable_destination_is_refused_before_any_work(tmp_path, monkeypatch) -> None:
+    import tempfile
+
+    import pytest
+
+    from edgekit.artifacts import check_writable
+    from edgekit.errors import UsageError
+
+    check_writable(tmp_path / "new" / "deeper" / "out")  # missing folders are made later: their parent counts
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UsageError, match="is not a folder"):
+        check_writable(tmp_path / "file" / "out")
+
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(UsageError, match="not writable \\(Read-only file system\\)"):
+        check_writable(tmp_path / "out")

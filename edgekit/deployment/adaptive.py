@@ -36,6 +36,10 @@ def deploy_adaptive(req: Any, router_dir: Path, step: Any = None) -> Any:
     step = step or (lambda _label: contextlib.nullcontext())
     if req.out is not None and req.out.exists() and not req.force:
         raise UsageError(f"{req.out} exists; pass --force to replace it")
+    if req.out is not None:
+        from edgekit.artifacts import check_writable
+
+        check_writable(req.out)
     choice = pipeline.choose(req, step)
     router, _ = router_io.load(router_dir, identity(choice.source))
     menu = [choice.source.shape(name) for name in router.menu]

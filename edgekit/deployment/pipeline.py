@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.artifacts import atomic_dir, hash_tree, write_json_atomic
+from edgekit.artifacts import atomic_dir, check_writable, hash_tree, write_json_atomic
 from edgekit.deployment.budget import Budget
 from edgekit.deployment.choose import (
     FLOOR,
@@ -220,6 +220,8 @@ def deploy(req: DeployRequest, step: Step | None = None) -> Deployment:
     step = step or (lambda _label: contextlib.nullcontext())
     if req.out is not None and req.out.exists() and not req.force:
         raise UsageError(f"{req.out} exists; pass --force to replace it")
+    if req.out is not None:
+        check_writable(req.out)
     choice = choose(req, step)
     first = next_candidate(choice.fitting, set(), choice.budget, 1.0)
     if first is not None:
