@@ -1,5 +1,5 @@
 """Everything edgekit/data ships loads strictly, through the same readers a user's files go through:
-targets, LUTs, recipes, plans, checkpoints and Dockerfile.jetson."""
+targets, LUTs, recipes, plans, checkpoints, calibration text and Dockerfile.jetson."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def _names(folder: str, suffix: str = "") -> list[str]:
 
 def test_the_data_package_holds_only_known_kinds():
     assert {p.name for p in shipped().iterdir() if not p.name.startswith(("_", "."))} == {
-        "Dockerfile.jetson", "checkpoints", "luts", "plans", "recipes", "targets",
+        "Dockerfile.jetson", "calibration", "checkpoints", "luts", "plans", "recipes", "targets",
     }  # fmt: skip
 
 

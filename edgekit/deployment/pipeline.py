@@ -293,13 +293,14 @@ def final_build(choice: Choice, trial: Attempt, work: Path, step: Step) -> Attem
     from edgekit.engines import get_engine
 
     res = choice.resolved
+    engine = get_engine(res.runtime)
     compiled = work / f"final-{trial.candidate.shape}"
     compiled.mkdir()
     start = time.perf_counter()
     with step(f"building {trial.candidate.shape} for {res.runtime} {res.precision} (calibrated weights)"):
-        built = get_engine(res.runtime).compile(trial.hf_dir, compiled, res.precision, res.device, choice.options)
-    built["measured_on"] = {"options": trial.build.get("options"), "why": "the same graph with its weights rounded "
-                            "to nearest: latency does not depend on weight values"}  # fmt: skip
+        built = engine.compile(trial.hf_dir, compiled, res.precision, res.device, choice.options)
+    why = "the same graph with its weights rounded to nearest: latency does not depend on weight values"
+    built["measured_on"] = {"options": trial_options(engine, res.precision, choice.options), "why": why}
     timings = {**trial.timings, "final_compile_s": round(time.perf_counter() - start, 2)}
     return Attempt(trial.candidate, trial.hf_dir, compiled, built, trial.figures, timings, trial.miss)
 

@@ -187,8 +187,20 @@ def requantize(hf_dir: Path, out: Path, quant: QuantSettings, device: str) -> di
     apply_to_model(model, weights)
     # the check reads text the calibration file holds (its first sequence), through the weights just written
     probe = load_calibration(AutoTokenizer.from_pretrained(hf_dir), quant.calib, 256).sequences[0][:CHECK_TOKENS]
-    record["check"] = check_against(model, OrtSession(out, device), probe)
+    record["check"] = check_against(model, check_session(out, device), probe)
     return record
+
+
+def check_session(out: Path, device: str) -> OrtSession:
+    """The built model opened for the check: on the GPU it was built for when this host has one, else on the
+    CPU (a build for a Jetson made on a laptop): the same graph and weights, so the same numbers within the
+    check's tolerance."""
+    if device == "cuda":
+        import onnxruntime
+
+        if not _cuda(onnxruntime.__version__, list(onnxruntime.get_available_providers()))[0]:
+            device = "cpu"
+    return OrtSession(out, device)
 
 
 CHECK_TOKENS = 64
@@ -210,7 +222,8 @@ def check_against(model: Any, session: OrtSession, ids: list[int]) -> dict[str, 
             f"the int4 ONNX model does not compute what its weights say (top-1 agreement {agree:.0%} with torch on "
             f"{len(ids)} tokens): the builder's graph has changed in a way edgekit does not know"
         )
-    return {"tokens": len(ids), "top1_agreement": round(agree, 4), "relative_logit_error": round(err, 5)}
+    return {"tokens": len(ids), "top1_agreement": round(agree, 4), "relative_logit_error": round(err, 5),
+            "device": session.device}  # fmt: skip
 
 
 def builder_command(

@@ -26,8 +26,11 @@ class Calibrated:
 
 def choose(pred: np.ndarray, ms: np.ndarray, lam: float, floor: float | None = None) -> np.ndarray:
     """The menu index chosen for each prompt. `floor` (a predicted loss ratio to the best shape's, e.g. log of
-    a chat_ppl ratio) rules out, per prompt, shapes predicted more than that far behind its best."""
-    cost = pred + lam * ms[None, :]
+    a chat_ppl ratio) rules out, per prompt, shapes predicted more than that far behind its best. A shape whose
+    latency is infinite (not in the deployment) is never chosen, even at lambda 0."""
+    absent = ~np.isfinite(ms)
+    cost = pred + lam * np.where(absent, 0.0, ms)[None, :]
+    cost = np.where(absent[None, :], np.inf, cost)
     if floor is not None:
         too_weak = pred > pred.min(axis=1, keepdims=True) + floor
         cost = np.where(too_weak, np.inf, cost)

@@ -38,7 +38,9 @@ def test_adaptive_deploy_spends_the_budget_and_routes_each_reply(
     (edgekit_home / "luts").mkdir(parents=True, exist_ok=True)
     (edgekit_home / "luts" / tiny_lut.name).write_text(tiny_lut.read_text())
     out = edgekit_home / "adaptive"
-    r = cli("deploy", "--target", "host", "--plan", str(tiny_plan), "--budget", "80%", "--adaptive", "--router",
+    # the tiny model's shapes differ little in speed (a CI runner measured its fastest at 82 % of the full model),
+    # so the budget leaves room for that and the policy still has to mix shapes to spend it
+    r = cli("deploy", "--target", "host", "--plan", str(tiny_plan), "--budget", "95%", "--adaptive", "--router",
             str(router_dir), "--out", str(out), "--json")  # fmt: skip
     assert r.code == 0, r.err
     m = json.loads(r.out)

@@ -51,3 +51,15 @@ def test_the_floor_keeps_each_prompt_near_its_best_predicted_shape() -> None:
     # with a floor the lowest reachable mean is higher, and a budget under it is refused
     with pytest.raises(ValueError):
         calibrate(pred, ms, 4.0, floor=0.5)
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.3, 1e9])
+def test_a_shape_the_deployment_left_out_is_never_chosen(lam: float) -> None:
+    # an adaptive deployment holds only the shapes its policy used on the router's prompts; the others carry an
+    # infinite latency, and no prompt may reach them, not even at lambda 0 (where 0 * inf would be NaN)
+    pred, ms = predictions()
+    ms = ms.copy()
+    ms[0] = np.inf
+    picked = choose(pred, ms, lam)
+    assert not np.any(picked == 0)
+    assert np.all(np.isfinite(pred[np.arange(len(pred)), picked]))
