@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -53,6 +54,9 @@ UsageError = typer.BadParameter.__mro__[1]
 
 
 def main(argv: list[str] | None = None) -> None:
+    # transformers draws a tqdm bar per model load ("Loading weights"), several per deploy, between our own rich
+    # progress lines; HF_HUB_DISABLE_PROGRESS_BARS=0 brings them back
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     # Click's own errors (a missing argument, a value out of range, an unknown option) are printed here as one
     # line, as ours are, instead of Typer's boxed panel: Click parses, we only render.
     try:
