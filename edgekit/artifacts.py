@@ -104,8 +104,56 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def partial_name(name: str, kind: str = "") -> str:
+    """The prefix of a temporary folder for `name`: it carries the writer's pid, so a later run can tell a
+    folder whose writer was killed (swept) from one being written right now (left alone)."""
+    return f"{PARTIAL_PREFIX}{name}-{kind}{os.getpid()}-"
+
+
+def _owner(folder: Path) -> int | None:
+    """The pid in a partial folder's name (None for a name from before pids were recorded)."""
+    for part in reversed(folder.name.split("-")[:-1]):
+        if part.isdigit():
+            return int(part)
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    # a zombie (killed, not yet reaped by its parent) has a pid but writes nothing
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def sweep_partials(parent: Path) -> list[Path]:
+    """Delete the temporary folders in `parent` whose writer is gone (killed, even by SIGKILL, which no
+    cleanup handler sees): every command that writes there calls this first, so leftovers last only until
+    the next run. Folders of a writer still running are left alone; so is anything without a pid."""
+    removed = []
+    if not parent.is_dir():
+        return removed
+    for stale in parent.glob(f"{PARTIAL_PREFIX}*"):
+        pid = _owner(stale)
+        if pid is None or pid == os.getpid() or _alive(pid):
+            continue
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+        removed.append(stale)
+    return removed
+
+
 def remove_stale_partials(parent: Path, name: str) -> list[Path]:
-    """Delete temporary folders left by an interrupted build of `name` (they are never loaded)."""
+    """Delete temporary folders left by an interrupted build of `name` (they are never loaded); the caller
+    holds `name`'s lock, so none of them is being written."""
     removed = []
     for stale in parent.glob(f"{PARTIAL_PREFIX}{name}-*"):
         shutil.rmtree(stale, ignore_errors=True)
@@ -113,33 +161,123 @@ def remove_stale_partials(parent: Path, name: str) -> list[Path]:
     return removed
 
 
+LOCK_PREFIX = ".lock-"
+_held: dict[Path, tuple[int, int]] = {}  # lock file -> (fd, depth): a process may nest its own locks
+
+
+@contextlib.contextmanager
+def destination_lock(final: Path) -> Iterator[None]:
+    """Hold `final`'s lock (an flock on `.lock-NAME` beside it) for the block: a second writer of the same
+    destination, in another process, fails at once with one line instead of both reporting success while
+    one result silently replaces the other. The kernel drops the lock when its holder dies, however it dies,
+    so a killed writer never blocks the next one. Re-entrant within a process."""
+    import fcntl
+
+    from edgekit.errors import ResourceError
+
+    final = Path(final).expanduser().absolute()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    path = final.parent / f"{LOCK_PREFIX}{final.name}"
+    if path in _held:
+        fd, depth = _held[path]
+        _held[path] = (fd, depth + 1)
+    else:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise ResourceError(
+                f"{final} is being written by another edgekit (pid {holder}); wait for it, or write elsewhere"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        _held[path] = (fd, 1)
+    try:
+        yield
+    finally:
+        fd, depth = _held[path]
+        if depth > 1:
+            _held[path] = (fd, depth - 1)
+        else:
+            del _held[path]
+            os.close(fd)  # closing the last descriptor releases the flock
+
+
+@contextlib.contextmanager
+def work_dir(parent: Path, name: str) -> Iterator[Path]:
+    """A scratch folder for building `name` (extracted checkpoints, compiled candidates), in `parent`, where
+    the result will go: one place to sweep, and on the same disk as the result. Removed at the end; if the
+    process is killed, the next writer in `parent` sweeps it (sweep_partials)."""
+    parent = Path(parent).expanduser().absolute()
+    parent.mkdir(parents=True, exist_ok=True)
+    sweep_partials(parent)
+    tmp = Path(tempfile.mkdtemp(prefix=partial_name(name, "work-"), dir=parent))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_dir(final: Path, replace: bool = False) -> Iterator[Path]:
     """Yield an empty temporary folder beside `final`; on success it becomes `final` in one rename.
 
-    On any exception (Ctrl-C included) the temporary folder is removed and `final` is untouched.
+    On any exception (Ctrl-C included) the temporary folder is removed and `final` is untouched; after a
+    SIGKILL the next writer in the same folder removes it. `final`'s lock is held throughout.
     """
+    final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{final.name}-", dir=final.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the artifact should read like any other folder
-    try:
-        yield tmp
-        for path in tmp.rglob("*"):  # some writers (safetensors) create files private; artifacts are shared
-            if path.is_file():
-                path.chmod(path.stat().st_mode | 0o644)
-        if final.exists():
-            if not replace:
-                raise IntegrityError(f"{final} appeared while it was being built; nothing was replaced")
-            # Move the old one aside first so there is no instant with neither in place.
-            old = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{final.name}-old-", dir=final.parent))
-            os.replace(final, old / "x")
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with destination_lock(final):
+        sweep_partials(final.parent)
+        tmp = Path(tempfile.mkdtemp(prefix=partial_name(final.name), dir=final.parent))
+        tmp.chmod(0o755)  # mkdtemp makes it private; the artifact should read like any other folder
+        try:
+            yield tmp
+            for path in tmp.rglob("*"):  # some writers (safetensors) create files private; artifacts are shared
+                if path.is_file():
+                    path.chmod(path.stat().st_mode | 0o644)
+            if final.exists():
+                if not replace:
+                    raise IntegrityError(f"{final} appeared while it was being built; nothing was replaced")
+                # Move the old one aside first so there is no instant with neither in place.
+                old = Path(tempfile.mkdtemp(prefix=partial_name(final.name, "old-"), dir=final.parent))
+                os.replace(final, old / "x")
+                os.replace(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, final)
+        except BaseException as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise_if_disk_full(exc, final.parent)
+            raise
+
+
+def raise_if_disk_full(exc: BaseException, where: Path) -> None:
+    """A full disk as one line (exit 5) naming the folder and what is free, instead of a traceback from
+    whichever writer hit it."""
+    import errno
+
+    from edgekit.errors import ResourceError
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        free = shutil.disk_usage(where).free if where.exists() else 0
+        raise ResourceError(f"no space left on the disk holding {where} ({free / 1e6:.0f} MB free); "
+                            "nothing was written") from None  # fmt: skip
+
+
+def check_free_space(where: Path, need: int, what: str) -> None:
+    """Refuse, before any work, a job that will not fit on the disk holding `where`."""
+    from edgekit.errors import ResourceError
+
+    where = Path(where).expanduser().absolute()
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    if free < need:
+        raise ResourceError(f"{what} needs about {need / 1e6:.0f} MB and the disk holding {where} has "
+                            f"{free / 1e6:.0f} MB free")  # fmt: skip
 
 
 def read_format_json(path: Path, kind: str, what: str, fix: str = "", **context: Any) -> dict[str, Any]:

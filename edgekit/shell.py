@@ -6,14 +6,47 @@ Checks capture their output; long steps stream to the user's terminal; a pipelin
 
 from __future__ import annotations
 
+import ctypes
+import os
 import shlex
+import signal
 import subprocess
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 NOT_FOUND = 127  # what a shell returns for a missing program; used here for the same case
 TIMED_OUT = 124  # what timeout(1) returns
 STDERR_FD = 2
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _prctl() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _prctl()  # resolved before any fork: the child only calls it
+
+
+def die_with_parent() -> Any:
+    """A preexec_fn that has the kernel SIGKILL the child when edgekit dies, however it dies (kill -9
+    included): a model builder or measurement worker never outlives the deploy that started it. None where
+    the kernel cannot (not Linux): there, a normal exit still waits for its children."""
+    if _PRCTL is None:
+        return None
+    parent = os.getpid()
+
+    def arm() -> None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died between fork and prctl: nobody will reap us
+            os._exit(1)
+
+    return arm
 
 
 @dataclass(frozen=True)
@@ -72,8 +105,9 @@ def capture(cmd: Command, timeout: float | None = 60.0, env: dict[str, str] | No
     A missing program or a timeout is a result, not an exception; `timeout=None` waits as long as it takes."""
     try:
         done = subprocess.run(
-            list(cmd.argv), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=env
-        )
+            list(cmd.argv), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=env,
+            preexec_fn=die_with_parent(),
+        )  # fmt: skip
     except FileNotFoundError:
         return Result(NOT_FOUND, "", f"{cmd.argv[0]}: command not found")
     except subprocess.TimeoutExpired:
@@ -88,10 +122,11 @@ def stream(cmd: Command) -> Result:
     shown = None if cmd.interactive else STDERR_FD
     try:
         if not cmd.pipe_into:
-            return Result(subprocess.call(list(cmd.argv), stdout=shown), "", "")
-        first = subprocess.Popen(list(cmd.argv), stdout=subprocess.PIPE)
+            return Result(subprocess.call(list(cmd.argv), stdout=shown, preexec_fn=die_with_parent()), "", "")
+        first = subprocess.Popen(list(cmd.argv), stdout=subprocess.PIPE, preexec_fn=die_with_parent())
         try:
-            second = subprocess.Popen(list(cmd.pipe_into), stdin=first.stdout, stdout=shown)
+            second = subprocess.Popen(list(cmd.pipe_into), stdin=first.stdout, stdout=shown,
+                                      preexec_fn=die_with_parent())  # fmt: skip
         except FileNotFoundError:
             first.kill()
             first.wait()

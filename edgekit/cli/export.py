@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import typer
 
+from edgekit.artifacts import work_dir
 from edgekit.cli import options as o
 from edgekit.cli.console import err, out, print_json
 from edgekit.errors import UsageError
@@ -45,8 +45,8 @@ def gguf_cmd(
         raise UsageError(f"no folder {out_file.parent} to write {out_file.name} into")
     source = Source.resolve(elastic, plan)
     the_shape = source.shape(shape) if shape else source.plan.full
-    with tempfile.TemporaryDirectory(prefix="edgekit-export-") as tmp:
-        hf, built = Path(tmp) / "hf", Path(tmp) / "gguf"
+    with work_dir(out_file.parent, out_file.stem) as tmp:
+        hf, built = tmp / "hf", tmp / "gguf"
         with err.status(f"extracting {the_shape.name}"):
             source.extract(the_shape, hf)
         built.mkdir()

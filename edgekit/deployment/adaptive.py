@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgekit.artifacts import sha256_file
+from edgekit.artifacts import check_free_space, destination_lock, sha256_file, work_dir
 from edgekit.deployment.lut import MEASURED
 from edgekit.deployment.manifest import MODEL_DIR
 from edgekit.errors import UsageError
@@ -52,8 +51,9 @@ def deploy_adaptive(req: Any, router_dir: Path, step: Any = None) -> Any:
     engine.check()
     verify = res.is_host if req.verify is None else req.verify
     trial = trial_options(engine, res.precision, choice.options) if verify else None
-    with tempfile.TemporaryDirectory(prefix="edgekit-deploy-") as tmp:
-        work = Path(tmp)
+    where = req.out or choice.out("x")
+    check_free_space(where.parent, len(menu) * pipeline.scratch_bytes(choice), "an adaptive deploy's scratch space")
+    with destination_lock(where) if req.out else contextlib.nullcontext(), work_dir(where.parent, "deploy") as work:
 
         def build(candidate: Any) -> Any:
             return pipeline.build_attempt(choice, candidate, work, verify, step, trial)

@@ -19,7 +19,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.artifacts import atomic_dir, check_writable, hash_tree, write_json_atomic
+from edgekit.artifacts import (
+    atomic_dir,
+    check_free_space,
+    check_writable,
+    destination_lock,
+    hash_tree,
+    work_dir,
+    write_json_atomic,
+)
 from edgekit.deployment.budget import Budget
 from edgekit.deployment.choose import (
     FLOOR,
@@ -234,7 +242,11 @@ def deploy(req: DeployRequest, step: Step | None = None) -> Deployment:
         raise UsageError(f"cannot measure on {res.target_name} from this machine; drop --verify")
     # every try is measured on the cheapest build of the same graph; only the shape shipped gets the real one
     trial = trial_options(engine, res.precision, choice.options) if verify else None
-    with tempfile.TemporaryDirectory(prefix="edgekit-deploy-") as tmp:
+    # the scratch space (an extract and a build per try) sits where the deployment goes: one place to sweep
+    # after a kill, on the disk the result needs; --out is locked for the whole run, not only the final rename
+    where = req.out or choice.out("x")
+    check_free_space(where.parent, scratch_bytes(choice), "deploy's scratch space (an extracted shape and its builds)")
+    with destination_lock(where) if req.out else contextlib.nullcontext(), work_dir(where.parent, "deploy") as tmp:
 
         def build(candidate: Candidate) -> Attempt:
             return build_attempt(choice, candidate, Path(tmp), verify, step, trial)
@@ -255,6 +267,13 @@ def deploy(req: DeployRequest, step: Step | None = None) -> Deployment:
             with step(f"measuring the {res.precision} artifact's quality"):
                 artifact = artifact_quality(choice, final)
         return write_deployment(choice, final, check, stepped, full_measured, ups, artifact)
+
+
+def scratch_bytes(choice: Choice) -> int:
+    """What a deploy writes before it is done: the largest extract is the base model's weights again, in fp32
+    (twice a 16-bit checkpoint), and each build is a fraction of that."""
+    weights = choice.source.base_folder().glob("*.safetensors")
+    return 2 * sum(p.stat().st_size for p in weights)
 
 
 def build_attempt(

