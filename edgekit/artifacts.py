@@ -25,6 +25,9 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
+REHASH_ENV = "EDGEKIT_REHASH"  # set (by `edgekit --rehash`): every hash is computed again, none remembered
+
+
 def stat_cached(path: Path, store: str, compute: Callable[[Path], Any]) -> Any:
     """compute(path), remembered in EDGEKIT_HOME/<store> per (path, inode, size, mtime, ctime) as git's index
     remembers file hashes: re-verifying an unchanged 500 MB model costs a stat, not a read. The change time is
@@ -40,7 +43,7 @@ def stat_cached(path: Path, store: str, compute: Callable[[Path], Any]) -> Any:
     except (OSError, json.JSONDecodeError):
         cache = {}
     hit = cache.get(key)
-    if isinstance(hit, dict) and hit.get("stamp") == stamp:
+    if isinstance(hit, dict) and hit.get("stamp") == stamp and not os.environ.get(REHASH_ENV):
         return hit["value"]
     value = compute(path)
     cache[key] = {"stamp": stamp, "value": value}
@@ -280,10 +283,34 @@ def check_free_space(where: Path, need: int, what: str) -> None:
                             f"{free / 1e6:.0f} MB free")  # fmt: skip
 
 
+SEAL = "sealed_sha256"
+
+
+def _canonical(data: dict[str, Any]) -> bytes:
+    body = {k: v for k, v in data.items() if k != SEAL}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def write_manifest(path: Path, data: dict[str, Any]) -> None:
+    """A manifest (the file that lists an artifact's hashes) written with a hash of its own content inside, so a
+    changed field (a shape name, a budget, a file's recorded hash) is caught like a changed weight file. It
+    guards against corruption and accidents, not against someone who rewrites the seal too: that takes a
+    signature, which needs a key edgekit does not have."""
+    plain = json.loads(json.dumps(data, default=str))  # the values as they will read back
+    write_json_atomic(path, {**plain, SEAL: hashlib.sha256(_canonical(plain)).hexdigest()})
+
+
+def check_seal(data: Any, path: Path, what: str, fix: str = "") -> None:
+    """IntegrityError when a sealed manifest's content no longer matches its seal (files written before seals
+    have none and are read as they are)."""
+    if isinstance(data, dict) and SEAL in data and hashlib.sha256(_canonical(data)).hexdigest() != data[SEAL]:
+        raise IntegrityError(f"{what} is corrupt: {path.name} was altered after it was written{fix}")
+
+
 def read_format_json(path: Path, kind: str, what: str, fix: str = "", **context: Any) -> dict[str, Any]:
     """A JSON artifact file of format `kind`, in its current form (older versions upgraded, see
-    edgekit.formats): missing, unreadable or foreign is an IntegrityError saying which (and `fix`, how to
-    get a good one)."""
+    edgekit.formats): missing, unreadable, altered (a sealed manifest) or foreign is an IntegrityError saying
+    which (and `fix`, how to get a good one)."""
     from edgekit.formats import upgrade
 
     try:
@@ -292,6 +319,9 @@ def read_format_json(path: Path, kind: str, what: str, fix: str = "", **context:
         raise IntegrityError(f"{what} is incomplete: no {path.name}{fix}") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise IntegrityError(f"{what} is corrupt: {path.name} is not valid JSON{fix}") from None
+    check_seal(data, path, what, fix)
+    if isinstance(data, dict):
+        data.pop(SEAL, None)  # checked; the rest of the code sees the content only
     return upgrade(kind, data, what, **context)
 
 

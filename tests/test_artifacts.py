@@ -102,9 +102,9 @@ def test_a_second_writer_of_one_destination_fails_at_once_in_one_line(tmp_path: 
             assert holder.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
         start = time.monotonic()
-        with pytest.raises(ResourceError, match=rf"being written by another edgekit \(pid {holder.pid}\)") as info:
-            with atomic_dir(final):
-                pass
+        busy = rf"being written by another edgekit \(pid {holder.pid}\)"
+        with pytest.raises(ResourceError, match=busy) as info, atomic_dir(final):
+            pass
         assert time.monotonic() - start < 1 and "\n" not in str(info.value)
         assert not final.exists() and not list(tmp_path.glob(f"{PARTIAL_PREFIX}*"))
     finally:
@@ -125,10 +125,10 @@ def test_a_process_may_nest_its_own_lock(tmp_path: Path) -> None:
 
 def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     final = tmp_path / "extract"
-    with pytest.raises(ResourceError, match=r"no space left on the disk holding .* MB free\); nothing was written"):
-        with atomic_dir(final) as tmp:
-            (tmp / "part").write_bytes(b"x")
-            raise OSError(errno.ENOSPC, "No space left on device")
+    full = r"no space left on the disk holding .* MB free\); nothing was written"
+    with pytest.raises(ResourceError, match=full), atomic_dir(final) as tmp:
+        (tmp / "part").write_bytes(b"x")
+        raise OSError(errno.ENOSPC, "No space left on device")
     assert not final.exists() and not list(tmp_path.glob(f"{PARTIAL_PREFIX}*"))
     with pytest.raises(ResourceError, match=r"extracting needs about \d+ MB and the disk holding"):
         check_free_space(tmp_path / "not" / "yet", 1 << 60, "extracting")
@@ -145,7 +145,7 @@ def test_a_scratch_folder_goes_with_its_block(tmp_path: Path) -> None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_a_program_edgekit_started_dies_when_edgekit_is_killed(tmp_path: Path) -> None:
     pid_file = tmp_path / "child.pid"
-    child = (f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)")
+    child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
     _run_and_kill(
         f"""
         import sys
@@ -159,3 +159,54 @@ def test_a_program_edgekit_started_dies_when_edgekit_is_killed(tmp_path: Path) -
     while not _gone(pid):
         assert time.monotonic() < deadline, f"the child {pid} outlived the edgekit that started it"
         time.sleep(0.05)
+
+
+def test_a_manifest_altered_after_it_was_written_is_refused(tmp_path: Path) -> None:
+    from edgekit.artifacts import SEAL, read_format_json, write_manifest
+    from edgekit.errors import IntegrityError
+
+    path = tmp_path / "edgekit-subnet.json"
+    write_manifest(path, {"format": "edgekit-subnet/1", "subnet": {"shape": "d24-f75-h3"}, "files": {}})
+    assert read_format_json(path, "edgekit-subnet", "it")["subnet"]["shape"] == "d24-f75-h3"
+    assert SEAL not in read_format_json(path, "edgekit-subnet", "it")  # checked, then out of the way
+    path.write_text(path.read_text().replace("d24-f75-h3", "d31-f75-h3"))  # still valid JSON, one digit off
+    with pytest.raises(IntegrityError, match="edgekit-subnet.json was altered after it was written"):
+        read_format_json(path, "edgekit-subnet", "it")
+
+
+def test_an_extracted_checkpoint_is_held_to_its_manifest_when_loaded(cli, tiny_subnet: Path, tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "subnet"
+    shutil.copytree(tiny_subnet, folder)
+    r = cli("generate", "--model", str(folder), "hi", "--max-new-tokens", "2", "--json")
+    assert r.code == 0, r.err
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0x01
+    stat = weights.stat()
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the mtime put back: the ctime still moved
+    r = cli("generate", "--model", str(folder), "hi", "--max-new-tokens", "2")
+    assert r.code == 3 and "model.safetensors does not match its manifest hash" in r.err and "\n" not in r.err.strip()
+
+
+def test_rehash_ignores_remembered_hashes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from edgekit.artifacts import REHASH_ENV, sha256_cached
+    from edgekit.paths import home
+
+    monkeypatch.setenv("EDGEKIT_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv(REHASH_ENV, raising=False)
+    f = tmp_path / "w.bin"
+    f.write_bytes(b"a" * 100)
+    first = sha256_cached(f)
+    # a remembered hash that is wrong for the file's current bytes (as a forged or stale cache would be)
+    cache = home() / "file-hashes.json"
+    data = json.loads(cache.read_text())
+    data[str(f.resolve())]["value"] = "0" * 64
+    cache.write_text(json.dumps(data))
+    assert sha256_cached(f) == "0" * 64
+    monkeypatch.setenv(REHASH_ENV, "1")
+    assert sha256_cached(f) == first

@@ -121,3 +121,22 @@ def test_the_dockerfile_declares_every_argument_a_build_sets():
     declared = set(dockerfile_args(dockerfile_path().read_text()))
     assert {"BASE_IMAGE", "RUNTIME", "EDGEKIT_WHEEL", "EDGEKIT_DEPLOYMENT_SHA256", "JETSON_PIP_INDEX",
             "ONNXRUNTIME_GENAI_VERSION"} <= declared  # fmt: skip
+
+
+def test_every_shipped_file_goes_into_the_wheel():
+    """A file under edgekit/data that no package-data pattern names works in a clone and is missing from a
+    wheel (a container image, a pip install): the calibration text once was."""
+    import fnmatch
+
+    tomllib = pytest.importorskip("tomllib")
+    root = Path(__file__).resolve().parents[1]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "edgekit.data"
+    ]
+    data = root / "edgekit" / "data"
+    for path in data.rglob("*"):
+        if not path.is_file() or path.suffix in (".py", ".pyc") or "__pycache__" in path.parts:
+            continue
+        rel = path.relative_to(data).as_posix()
+        # setuptools' ** also matches no folder at all; fnmatch's * crosses slashes
+        assert any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(rel, p.replace("**/", "")) for p in patterns), rel

@@ -38,7 +38,14 @@ app.add_typer(export.app, name="export")
 def _root(
     ctx: typer.Context,
     version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+    rehash: bool = typer.Option(
+        False, "--rehash", help="Hash every file an artifact lists again, ignoring the remembered hashes."
+    ),
 ) -> None:
+    if rehash:
+        from edgekit.artifacts import REHASH_ENV
+
+        os.environ[REHASH_ENV] = "1"
     if version:
         from edgekit import __version__
 
@@ -84,6 +91,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(_interrupted())
+    except OSError as exc:  # a full disk, wherever it struck: one line, as every other failure of the host
+        import errno
+
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        err.print(f"[bold red]error:[/bold red] no space left on the device ({exc.filename or 'writing'})",
+                  markup=True, highlight=False)  # fmt: skip
+        sys.exit(5)
     except SystemExit as exc:
         if exc.code == INTERRUPTED:
             _interrupted()

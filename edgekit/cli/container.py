@@ -49,14 +49,19 @@ def build_cmd(
 ) -> None:
     """Build an arm64 image of a deployment for a Jetson's L4T release: writes the build context (verified
     deployment copy, edgekit wheel, Dockerfile.jetson, hashes), then runs `docker buildx build --load`."""
-    from edgekit.container.build import build_commands, check_commands, preflight_build, prepare_context
+    from edgekit.container.build import build_commands, check_commands, check_wheel, preflight_build, prepare_context
     from edgekit.container.images import resolve_l4t
+    from edgekit.deployment.manifest import load_deployment
     from edgekit.deployment.targets import get_target
 
     tgt = get_target(target)
     if tgt.kind != "jetson":
         raise UsageError(f"container images are for Jetson boards; {tgt.name} is a {tgt.kind} target")
     release = resolve_l4t(tgt, l4t)
+    # what the user gave is checked before what the host has: a wrong path is a usage error, not a missing docker
+    load_deployment(deployment)
+    if wheel is not None:
+        check_wheel(wheel)
     checks = check_commands()
     found = [] if dry_run else preflight_build()
     plan = prepare_context(

@@ -22,7 +22,7 @@ from edgekit.artifacts import (
     sha256_file,
     utc_now,
     verify_files,
-    write_json_atomic,
+    write_manifest,
 )
 from edgekit.container.images import (
     DEFAULT_ORT_GENAI,
@@ -283,7 +283,7 @@ def prepare_context(
             manifest.runtime.precision, deployment_dir.resolve(), args["EDGEKIT_DEPLOYMENT_SHA256"], package.name,
             args, notes, prepared,
         )  # fmt: skip
-        write_json_atomic(tmp / CONTEXT_MANIFEST, context_manifest(plan, tmp))
+        write_manifest(tmp / CONTEXT_MANIFEST, context_manifest(plan, tmp))
     return plan
 
 

@@ -10,7 +10,6 @@ The manifest is a dataclass that writes and reads itself; a load checks every fi
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,7 +192,7 @@ def open_deployment(path: Path) -> tuple[DeploymentManifest, Any, Any]:
 
 def subnet_record(hf_dir: Path) -> ShapeRecord:
     """The ShapeRecord of an extracted subnet, from the manifest extraction wrote beside it."""
-    from edgekit.elastic.extract import SUBNET_MANIFEST
+    from edgekit.elastic.extract import read_subnet
 
-    subnet = json.loads((hf_dir / SUBNET_MANIFEST).read_text())
+    subnet = read_subnet(hf_dir, verify=False)  # just written by this run
     return ShapeRecord(**subnet["subnet"], weights_sha256=subnet["files"]["model.safetensors"]["sha256"])

@@ -26,7 +26,7 @@ from edgekit.artifacts import (
     destination_lock,
     hash_tree,
     work_dir,
-    write_json_atomic,
+    write_manifest,
 )
 from edgekit.deployment.budget import Budget
 from edgekit.deployment.choose import (
@@ -465,7 +465,7 @@ def write_deployment(
             extend(tmp, manifest)
         (tmp / "README.md").write_text(manifest.readme(out))
         manifest.files = hash_tree(tmp)
-        write_json_atomic(tmp / MANIFEST, manifest.to_dict())
+        write_manifest(tmp / MANIFEST, manifest.to_dict())
     return Deployment(out, manifest, choice.rows, choice.notes)
 
 

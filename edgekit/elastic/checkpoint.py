@@ -22,7 +22,15 @@ from typing import Any
 import yaml
 
 from edgekit import __version__
-from edgekit.artifacts import PARTIAL_PREFIX, atomic_dir, hash_tree, read_format_json, verify_files, write_json_atomic
+from edgekit.artifacts import (
+    PARTIAL_PREFIX,
+    atomic_dir,
+    hash_tree,
+    read_format_json,
+    verify_files,
+    write_json_atomic,
+    write_manifest,
+)
 from edgekit.elastic.plan import Plan, load_plan
 from edgekit.elastic.smol import Smol, SmolConfig
 from edgekit.errors import IntegrityError, UsageError
@@ -91,7 +99,7 @@ def write_checkpoint(
             "edgekit_version": __version__,
             "files": hash_tree(tmp),
         }
-        write_json_atomic(tmp / MANIFEST, manifest)
+        write_manifest(tmp / MANIFEST, manifest)
     return out
 
 
@@ -106,7 +114,7 @@ def set_file(ckpt: ElasticCheckpoint, name: str, data: dict[str, Any]) -> None:
     write_json_atomic(ckpt.path / name, data)
     manifest = dict(ckpt.manifest)
     manifest["files"] = hash_tree(ckpt.path, skip={MANIFEST})
-    write_json_atomic(ckpt.path / MANIFEST, manifest)
+    write_manifest(ckpt.path / MANIFEST, manifest)
     ckpt.manifest = manifest
 
 

@@ -23,13 +23,24 @@ from typing import Any
 import torch
 
 from edgekit import __version__
-from edgekit.artifacts import atomic_dir, hash_tree, write_json_atomic
+from edgekit.artifacts import atomic_dir, hash_tree, write_manifest
 from edgekit.elastic.model import head_channels
 from edgekit.elastic.plan import Permutations, Plan
 from edgekit.models.weights import TOKENIZER_FILES, Weights, read_config
 from edgekit.shapes import Geometry, Shape
 
 SUBNET_MANIFEST = "edgekit-subnet.json"
+
+
+def read_subnet(folder: Path, verify: bool = True) -> dict[str, Any]:
+    """An extracted checkpoint's manifest, checked (its seal, and with `verify` every file against its hash)."""
+    from edgekit.artifacts import read_format_json, verify_files
+
+    what = f"extracted checkpoint {folder}"
+    manifest = read_format_json(folder / SUBNET_MANIFEST, "edgekit-subnet", what, "; extract it again")
+    if verify:
+        verify_files(folder, manifest["files"], what)
+    return manifest
 
 
 @dataclass
@@ -214,5 +225,5 @@ def write_subnet(
             "files": hash_tree(tmp),
             "seconds": round(time.perf_counter() - start, 3),
         }
-        write_json_atomic(tmp / SUBNET_MANIFEST, manifest)
+        write_manifest(tmp / SUBNET_MANIFEST, manifest)
     return info

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from edgekit.artifacts import read_format_json, sha256_file, write_json_atomic
+from edgekit.artifacts import read_format_json, sha256_file, write_manifest
 from edgekit.errors import IntegrityError, UsageError
 from edgekit.formats import tag
 from edgekit.shapes import Geometry, Shape, parse_grid, parse_shape
@@ -237,7 +237,7 @@ def save_plan(plan: Plan, perms: Permutations, folder: Path) -> None:
 
     save_file(perms.tensors(), str(folder / PERMS_FILE), metadata={"format": FORMAT})
     plan.permutations_sha256 = sha256_file(folder / PERMS_FILE)
-    write_json_atomic(folder / PLAN_JSON, plan.to_json())
+    write_manifest(folder / PLAN_JSON, plan.to_json())
 
 
 def shipped_dir() -> Path:

@@ -272,6 +272,9 @@ def load_recipe(ref: str | None, overrides: list[str] | None = None, data_dir: P
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise UsageError(f"recipe {path} is not valid YAML: {first_line(exc)}") from None
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"recipe {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                             f"{exc.start})") from None  # fmt: skip
         base = path.parent
     folder = data_dir or datasets_dir() or base
     written = {(section, key): (data.get(section) or {}).get(key) for section, key in DATA_KEYS}

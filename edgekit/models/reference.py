@@ -73,6 +73,10 @@ def load(ref: str | ModelRef, dtype: Any = None, device: str = "cpu") -> tuple[A
     transformers.utils.logging.disable_progress_bar()
     model_ref = ref if isinstance(ref, ModelRef) else resolve(ref)
     if model_ref.path is not None:
+        from edgekit.elastic.extract import SUBNET_MANIFEST, read_subnet
+
+        if (model_ref.path / SUBNET_MANIFEST).is_file():  # a shape edgekit cut: held to its manifest
+            read_subnet(model_ref.path)
         check_config(model_ref.path)
         check_fits_memory(model_ref.path)
         weight_files(model_ref.path)  # refuses a folder with pickled weights only

@@ -113,12 +113,12 @@ def save(router: Router, extractor: Any, out: Path) -> Path:
     """router.json, router.safetensors and the feature extractor, written atomically with a manifest of hashes."""
     from safetensors.numpy import save_file
 
-    from edgekit.artifacts import atomic_dir, hash_tree, write_json_atomic
+    from edgekit.artifacts import atomic_dir, hash_tree, write_manifest
 
     with atomic_dir(out, replace=True) as tmp:
         save_file(router.tensors(), str(tmp / WEIGHTS_FILE))
         extractor.save(tmp / FEATURES_DIR)
-        write_json_atomic(tmp / ROUTER_FILE, {**router.to_json(), "files": hash_tree(tmp)})
+        write_manifest(tmp / ROUTER_FILE, {**router.to_json(), "files": hash_tree(tmp)})
     return out
 
 

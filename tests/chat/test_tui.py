@@ -144,7 +144,13 @@ def test_main_screen_snapshot(snap_compare, torch_session, tokenizer, store: Sto
     reply = "One set of weights from which a subnet of any shape is cut:\n\n- depth\n- width"
     store.append(conv, Message("assistant", reply))
     app = _app(make_engine(torch_session, tokenizer), store)
-    assert snap_compare(app, terminal_size=(120, 32))
+
+    async def settle(pilot) -> None:  # a loaded runner draws late: the snapshot waits for what is scheduled
+        await pilot.pause()
+        await pilot.wait_for_scheduled_animations()
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(120, 32), run_before=settle)
 
 
 async def test_tui_shape_selector_reshapes_live(tiny_plan: Path, store: Store) -> None:
