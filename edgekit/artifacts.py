@@ -231,6 +231,7 @@ def atomic_dir(final: Path, replace: bool = False) -> Iterator[Path]:
     SIGKILL the next writer in the same folder removes it. `final`'s lock is held throughout.
     """
     final = Path(final)
+    check_writable(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     with destination_lock(final):
         sweep_partials(final.parent)

@@ -82,3 +82,8 @@ CASES: list[tuple[list[str], int, str]] = [
     (["export", "gguf", "--plan", "{plan}", "--out", "{missing}/model.gguf"], 2, "no folder"),
     (["export", "gguf", "--plan", "{plan}", "--out", "{tmp}/model.gguf", "--precision", "q9"], 2, "q9"),
 ]
+CASES += [
+    # a destination that cannot be written, refused before any work
+    (["elastic", "extract", "--plan", "{plan}", "--shape", "full", "--out", "{file}/sub"], 2, "is not a folder"),
+    (["export", "gguf", "--plan", "{plan}", "--out", "{file}/x.gguf"], 2, "no folder"),
+]

@@ -146,8 +146,12 @@ def key_values(pairs: list[str] | None, flag: str) -> dict[str, str]:
 
 
 def refuse_existing(path: Path, force: bool) -> None:
+    """Before any work: a destination that exists (without --force) or cannot be written is refused."""
+    from edgekit.artifacts import check_writable
+
     if path.exists() and not force:
         raise UsageError(f"{path} exists: pass --force to replace it")
+    check_writable(path)
 
 
 # a training run (elastic train, elastic trim)

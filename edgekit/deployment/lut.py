@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit import __version__
-from edgekit.artifacts import utc_now, write_json_atomic
+from edgekit.artifacts import SEAL, check_seal, utc_now, write_manifest
 from edgekit.data import shipped
 from edgekit.deployment.latency import Prediction, Predictor, ShapeMeasurement
 from edgekit.errors import IntegrityError
@@ -107,15 +107,18 @@ def save_lut(lut: Lut, folder: Path | None = None) -> Path:
     folder = folder or user_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{lut.key}.json"
-    write_json_atomic(path, lut.to_dict())
+    write_manifest(path, lut.to_dict())  # sealed: a flipped figure is a corrupt LUT, not a wrong choice
     return path
 
 
 def read_lut(path: Path) -> Lut:
     fix = f": delete it, or measure it again with `edgekit profile` ({path})"
     try:
-        return Lut.from_dict(json.loads(path.read_text()), f"LUT {path.name}")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        data = json.loads(path.read_text())
+        check_seal(data, path, f"LUT {path.name}")
+        data.pop(SEAL, None)
+        return Lut.from_dict(data, f"LUT {path.name}")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise IntegrityError(f"LUT {path.name} is corrupt ({type(exc).__name__}){fix}") from None
     except IntegrityError as exc:
         raise IntegrityError(f"{exc}{fix}") from None

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from edgekit import __version__
-from edgekit.artifacts import atomic_dir, hash_tree, write_manifest
+from edgekit.artifacts import atomic_dir, check_free_space, hash_tree, write_manifest
 from edgekit.elastic.model import head_channels
 from edgekit.elastic.plan import Permutations, Plan
 from edgekit.models.weights import TOKENIZER_FILES, Weights, read_config
@@ -204,6 +204,8 @@ def write_subnet(
     params = sum(t.numel() for t in state.values())
     embedding = state["model.embed_tokens.weight"].numel() + (0 if tied else state["lm_head.weight"].numel())
     info = SubnetInfo(shape.name, layers, dims.num_heads, dims.num_kv_heads, dims.ffn, params, params - embedding)
+    size = sum(t.numel() * t.element_size() for t in state.values())
+    check_free_space(Path(out).parent, size + (1 << 20), f"the {shape.name} checkpoint")
     with atomic_dir(out, replace=force) as tmp:
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(subnet_config(config, plan.geometry, shape, layers), indent=2))

@@ -66,3 +66,18 @@ def test_a_corrupt_lut_is_an_error_naming_it_not_skipped(edgekit_home: Path, cli
         find_lut("orin-nx-16gb", "ort", "smollm2-135m")
     r = cli("targets")
     assert r.code == 3 and "delete it, or measure it again" in r.err and len(r.err.strip().splitlines()) == 1
+
+
+def test_a_lut_with_a_flipped_figure_is_corrupt_not_a_wrong_choice(tiny_lut: Path, tmp_path: Path) -> None:
+    from edgekit.deployment.lut import read_lut
+    from edgekit.errors import IntegrityError
+
+    path = tmp_path / tiny_lut.name
+    text = tiny_lut.read_text()
+    assert '"sealed_sha256"' in text
+    import re
+
+    at = re.search(r'"decode_ms": (\d)', text).start(1)
+    path.write_text(text[:at] + ("1" if text[at] != "1" else "2") + text[at + 1 :])  # still valid JSON
+    with pytest.raises(IntegrityError, match=r"LUT .* was altered after it was written: delete it, or measure"):
+        read_lut(path)
