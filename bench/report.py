@@ -405,6 +405,31 @@ def trim(r: dict[str, Any]) -> str:
     ])  # fmt: skip
 
 
+def faults(r: dict[str, Any]) -> str:
+    b, f, k, c = r["bad_input"], r["flips"], r["kills"], r["chat"]
+    flips = [[kind, x["trials"], x["detected"], sum(1 for t in x["runs"] if t["mtime_restored"] and t["detected"])]
+             for kind, x in f.items()]  # fmt: skip
+    kills = [[job, len(x["runs"]), f"{x['seconds_per_run']} s", x["orphans"], x["left_after_kill"], x["leftovers"],
+              x["destination_broken"], x["next_run_failed"]] for job, x in k.items()]  # fmt: skip
+    return "\n\n".join([
+        "`bench/faults.py`: the console script on the tests' tiny Llama in a scratch EDGEKIT_HOME. Bad input: "
+        f"{b['clean']} of {b['cases']} rows of tests/bad_inputs.py gave one line, the exit code the table names, "
+        "no traceback.",
+        "Byte flips (one random bit of one random file of the artifact, half of them with the mtime put back), "
+        "then the artifact used; detected = exit 3 with one line before anything ran on it:",
+        table(["artifact", "flips", "detected", "of them with mtime restored"], flips),
+        "SIGKILL at a random moment within the command's run time, then the same command again (train: with "
+        "--resume). Orphans: programs it had started alive 2 s after the kill. Leftovers: temporary folders "
+        "still there after the next run:",
+        table(["command", "kills", "one run", "orphans", "left right after", "leftovers", "destination broken",
+               "next run failed"], kills),  # fmt: skip
+        f"Chat: a --plain session of {c['turns']} messages ({c['accepted']} answered; empty and over-long ones "
+        f"refused): {c['lost']} messages lost from the store; a store cut mid-line, then appended to: "
+        f"{c['lost_after_truncation']} lost beyond the torn line. {r['seconds']} s in all. "
+        f"Machine: {machine(r.get('machine'))}.",
+    ])  # fmt: skip
+
+
 SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
     ("plan_budget", "Planning budget", plan_budget),
     ("frontier", "Stage 1: ours against the baselines", frontier),
@@ -418,6 +443,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
     ("trim", "TrimLLM: a domain checkpoint", trim),
     ("serve", "Serving: edgekit serve", serve),
     ("chat_overhead", "Chat: the UI's cost", chat_overhead),
+    ("faults", "Reliability: fault injection", faults),
 ]
 
 

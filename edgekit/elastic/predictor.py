@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit.artifacts import read_format_json, utc_now, write_json_atomic
+from edgekit.artifacts import read_format_json, utc_now, write_manifest
 from edgekit.elastic.plan import PREDICTOR_FILE
 from edgekit.errors import IntegrityError, UsageError
 from edgekit.formats import tag
@@ -248,7 +248,7 @@ def file_for(metric: str) -> str:
 
 def save(predictor: AccuracyPredictor, folder: Path) -> Path:
     path = folder / file_for(predictor.metric)
-    write_json_atomic(path, predictor.to_dict())
+    write_manifest(path, predictor.to_dict())  # sealed: a flipped coefficient would rank shapes wrongly
     return path
 
 

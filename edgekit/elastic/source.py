@@ -113,14 +113,14 @@ class Source:
     def save_file(self, name: str, data: dict[str, Any]) -> Path:
         """Store a JSON file of this source's own: beside the plan, or in the checkpoint (keeping its manifest's
         hashes true)."""
-        from edgekit.artifacts import write_json_atomic
+        from edgekit.artifacts import write_manifest
 
         if self.checkpoint is not None:
             from edgekit.elastic.checkpoint import set_file
 
             set_file(self.checkpoint, name, data)
             return self.checkpoint.path / name
-        write_json_atomic(self.folder / name, data)
+        write_manifest(self.folder / name, data)  # beside a plan nothing else hashes it: sealed
         return self.folder / name
 
     def default_metric(self) -> str:
