@@ -212,8 +212,9 @@ def kill_trials(w: World, n: int, rng: random.Random) -> dict[str, Any]:
 def flip_trials(w: World, n: int, rng: random.Random) -> dict[str, Any]:
     kinds = {
         "model": (w.model, ["generate", "hi", "--model", "tiny-llama", "--max-new-tokens", "2"]),
-        "plan": (w.plan, ["elastic", "extract", "--plan", str(w.plan), "--shape", "d3-w50", "--out",
-                          str(w.root / "flip-extract"), "--force"]),
+        # deploy reads the whole plan: plan.json, the permutations (to cut the shape) and the accuracy predictor
+        "plan": (w.plan, ["deploy", "--target", "host", "--budget", "100%", "--plan", str(w.plan), "--out",
+                          str(w.root / "flip-deploy"), "--force", "--no-verify"]),
         "extract": (w.subnet, ["generate", "hi", "--model", str(w.subnet), "--max-new-tokens", "2"]),
         "checkpoint": (w.checkpoint, ["chat", "--elastic", str(w.checkpoint), "--prompt", "hi", "--max-new-tokens",
                                       "2"]),

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgekit.artifacts import SEAL, write_manifest
 from edgekit.elastic import predictor as P
 from edgekit.elastic.plan import load_plan
 from edgekit.errors import IntegrityError
@@ -94,7 +95,11 @@ def test_refit_on_another_text_and_refusals(tiny_plan: Path, calib_text: Path, t
     stored = plan_dir / P.FILE
     bad = json.loads(stored.read_text())
     bad["identity"]["plan"] = "0" * 64
-    stored.write_text(json.dumps(bad))
+    stored.write_text(json.dumps(bad))  # an edit by hand breaks the seal
+    with pytest.raises(IntegrityError, match="was altered after it was written"):
+        P.load(plan_dir, load_plan(plan_dir))
+    bad.pop(SEAL)
+    write_manifest(stored, bad)  # sealed, but fitted on other weights
     with pytest.raises(IntegrityError, match="fitted for another plan or model"):
         P.load(plan_dir, load_plan(plan_dir))
     result = cli("elastic", "predictor", "--plan", str(plan_dir))
