@@ -117,7 +117,9 @@ def build_wheel(out: Path) -> tuple[Path, Command]:
             "this edgekit is not a source checkout, so it cannot build its own wheel: pass --wheel PATH "
             "(a wheel built with `pip wheel --no-deps .` in a checkout)"
         )
-    with tempfile.TemporaryDirectory(prefix="edgekit-wheel-") as tmp:
+    # the source copy sits beside `out` (inside the context being built), so a SIGKILL leaves it in the folder
+    # the next build sweeps, not in /tmp
+    with tempfile.TemporaryDirectory(prefix="wheel-src-", dir=out.parent) as tmp:
         src = Path(tmp) / "src"
         src.mkdir()
         skip = shutil.ignore_patterns("__pycache__", "*.pyc", ".partial-*")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekit import shell
+from edgekit.artifacts import partial_name
 from edgekit.engines.base import RuntimeInfo, Sampling
 from edgekit.errors import ExternalToolError, MissingDependencyError, UsageError, first_line
 from edgekit.packages import installed_version, versions
@@ -83,7 +84,10 @@ class OrtEngine:
             )
         built_as, extra, quant = build_settings(precision, options)
         start = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="edgekit-ort-cache-") as cache:
+        # the builder's cache sits beside `out` (a deploy's scratch folder), not in /tmp: a SIGKILL leaves it where
+        # the next writer sweeps it (edgekit.artifacts.sweep_partials)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=partial_name(out.name, "ort-cache-"), dir=out.parent) as cache:
             argv = builder_command(hf_dir, out, built_as, device, extra, Path(cache))
             done = shell.capture(Command(tuple(argv), "build the ONNX model"), timeout=None)
         if not done.ok or not (out / "genai_config.json").is_file():

@@ -69,3 +69,32 @@ def test_int4_builds_take_our_weights_and_the_builder_keeps_its_own_when_asked(
     assert "LM head int8" in lines[1] and "GPTQ" in lines[1]
     assert engine.trial_options("int4", {"calib_tokens": "2048"}) == {"calib_tokens": "2048", "quant": "rtn"}
     assert engine.trial_options("int4", {"quant": "builder"}) is None and engine.trial_options("fp32", None) is None
+
+
+def test_the_builders_cache_sits_beside_the_output_and_is_gone_after(
+    tiny_subnet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGKILLed deploy must leave nothing in /tmp: the builder's cache goes beside `out` (a deploy's scratch
+    folder, swept by the next writer) under a name that carries our pid."""
+    import os
+
+    from edgekit import shell
+    from edgekit.artifacts import PARTIAL_PREFIX
+
+    seen: list[Path] = []
+    real = shell.capture
+
+    def spy(cmd, **kw):
+        argv = list(cmd.argv)
+        seen.append(Path(argv[argv.index("-c") + 1]))
+        assert seen[-1].is_dir()
+        return real(cmd, **kw)
+
+    monkeypatch.setattr(shell, "capture", spy)
+    out = tmp_path / "scratch" / "model"
+    out.mkdir(parents=True)
+    get_engine("ort").compile(tiny_subnet, out, "fp32", "cpu")
+    assert (out / "genai_config.json").is_file()
+    (cache,) = seen
+    assert cache.parent == out.parent and cache.name.startswith(PARTIAL_PREFIX) and str(os.getpid()) in cache.name
+    assert not cache.exists()
