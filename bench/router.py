@@ -115,7 +115,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="edgekit-router-bench-") as tmp:
         work = Path(tmp)
         print("measuring the menu and the full model", flush=True)
-        ms = measure_ms(source, [*menu, source.plan.full], work)
+        ms = measure_ms(source, list(dict.fromkeys([*menu, source.plan.full])), work)  # the full model once
         start = time.perf_counter()
         router, extractor, routing = fit_router(source, PROMPTS, menu, args.max_prompts,
                                                 lambda text: print(f"  {text}", flush=True))  # fmt: skip

@@ -48,6 +48,7 @@ class Info:
     context_length: int = 2048
     quality: str | None = None  # the shape's ranking metric against the full model's, e.g. "chat_ppl 9.1 (1.4x)"
     routed: str | None = None  # an adaptive deployment: where the last reply went and the running mean latency
+    draft: str | None = None  # self-speculative decoding: the draft shape and k, e.g. "d16-f100-h3 k=4"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -177,8 +178,12 @@ class ChatEngine:
         return cls(session, tokenizer, info)
 
     @classmethod
-    def from_source(cls, source: Source, shape: str | None = None, device: str = "cpu") -> ChatEngine:
-        """A torch engine on an elastic checkpoint (SMOL merged per shape) or a plan, able to reshape live."""
+    def from_source(
+        cls, source: Source, shape: str | None = None, device: str = "cpu", draft: str | None = None, k: int = 4
+    ) -> ChatEngine:
+        """A torch engine on an elastic checkpoint (SMOL merged per shape) or a plan, able to reshape live; with
+        `draft`, a smaller shape of the same checkpoint drafts `k` tokens at a time for it to verify (the replies
+        stay the shape's own; the shape is then fixed)."""
         from edgekit.engines.torch_engine import ElasticTorchSession
         from edgekit.models.weights import read_config
 
@@ -186,7 +191,13 @@ class ChatEngine:
         the_shape = plan.shape(shape) if shape else plan.full
         config = read_config(source.base_folder())
         session = ElasticTorchSession(source.load(device), plan, config, the_shape, device)
+        if draft is not None:
+            from edgekit.speculative import elastic_speculative
+
+            session = elastic_speculative(session, plan.shape(draft), k)
         info = Info(plan.model.name, the_shape.name, "torch", "fp32", device, context_length=session.context_length)
+        if draft is not None:
+            info.draft = f"{session.draft_name} k={k}"
         engine = cls(session, source.tokenizer(), info)
         table = (source.accuracy or {}).get("shapes") or {}
         engine.shapes = list(table) or [s.name for s in plan.grid()]

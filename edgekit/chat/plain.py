@@ -34,6 +34,10 @@ def stats_line(engine: ChatEngine, stats: Stats) -> str:
     parts.append(f"{info.shape} {info.runtime} {info.precision} {info.device}")
     if info.routed and engine.routed_ms:
         parts.append(info.routed)
+    speculation = getattr(engine.session, "stats", None)
+    if info.draft and speculation is not None:
+        parts.append(f"draft {info.draft}: {speculation.acceptance:.0%} of drafted tokens kept, "
+                     f"{speculation.tokens_per_pass:.2f} tokens per pass")  # fmt: skip
     if stats.dropped_turns:
         parts.append(f"{stats.dropped_turns} oldest messages dropped to fit the context")
     if stats.cancelled:
@@ -83,8 +87,11 @@ def run_plain(
     if prompt is not None:
         text, stats = one_turn(engine, store, conv, prompt, sampling, stdout, stream=not json_out)
         if json_out:
-            stdout.write(json.dumps({"reply": text, "conversation": conv.id, **engine.info.to_dict(),
-                                     "stats": stats.to_dict()}) + "\n")  # fmt: skip
+            record = {"reply": text, "conversation": conv.id, **engine.info.to_dict(), "stats": stats.to_dict()}
+            speculation = getattr(engine.session, "stats", None)
+            if engine.info.draft and speculation is not None:
+                record["speculation"] = speculation.to_dict()
+            stdout.write(json.dumps(record) + "\n")
         else:
             stdout.write("\n")
             stderr.write(stats_line(engine, stats) + "\n")

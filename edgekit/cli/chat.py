@@ -18,6 +18,17 @@ def chat_cmd(
     elastic: o.Elastic = None,
     plan: o.Plan = None,
     shape: o.Shape = None,
+    draft: Annotated[
+        str | None,
+        typer.Option(
+            "--draft",
+            help="Self-speculative decoding: a smaller shape of the same --elastic/--plan drafts "
+            "tokens for --shape to verify (replies stay --shape's own).",
+        ),
+    ] = None,
+    draft_k: Annotated[
+        int, typer.Option("--draft-k", help="Tokens the --draft shape proposes per verifier pass (1-16).")
+    ] = 4,
     plain: Annotated[
         bool, typer.Option("--plain", help="A line-based REPL instead of the TUI (automatic off a terminal).")
     ] = False,
@@ -48,6 +59,8 @@ def chat_cmd(
         raise UsageError("give one of: a deployment, --model, --elastic, --plan, --url")
     if shape is not None and not (elastic or plan):
         raise UsageError("--shape needs --elastic or --plan (a deployment or a model has one shape)")
+    if draft is not None and not (elastic or plan):
+        raise UsageError("--draft needs --elastic or --plan (the draft is a smaller shape of the same checkpoint)")
     if json_out and prompt is None:
         raise UsageError("--json needs --prompt (one turn, one JSON object)")
     utf8_text(prompt or "", "--prompt")
@@ -62,7 +75,7 @@ def chat_cmd(
 
         source = Source.resolve(elastic, plan)
         with err.status(f"loading {source.label}…"):
-            engine = ChatEngine.from_source(source, shape)
+            engine = ChatEngine.from_source(source, shape, draft=draft, k=draft_k)
     elif model is not None:
         with err.status(f"loading {model}…"):
             engine = ChatEngine.from_model(model)

@@ -128,9 +128,17 @@ def pick_token(logits: Any, sampling: Sampling, generator: Any = None) -> int:
 
     if sampling.temperature <= 0:
         return int(torch.argmax(logits))
+    return int(torch.multinomial(token_probs(logits, sampling), 1, generator=generator))
+
+
+def token_probs(logits: Any, sampling: Sampling) -> Any:
+    """The distribution pick_token draws from at temperature > 0 (one row or a batch of rows): softmax of the
+    temperature-scaled logits, cut to the top-p nucleus and renormalised."""
+    import torch
+
     probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)
     if sampling.top_p < 1.0:
-        sorted_p, order = torch.sort(probs, descending=True)
+        sorted_p, order = torch.sort(probs, dim=-1, descending=True)
         keep = torch.cumsum(sorted_p, dim=-1) - sorted_p < sampling.top_p  # the top token always stays
-        probs = torch.zeros_like(probs).scatter(-1, order[keep], sorted_p[keep])
-    return int(torch.multinomial(probs / probs.sum(), 1, generator=generator))
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p * keep)
+    return probs / probs.sum(dim=-1, keepdim=True)

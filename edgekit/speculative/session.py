@@ -1,0 +1,184 @@
+"""Self-speculative decoding in torch: a small nested shape drafts k tokens, the verifier scores them in one pass.
+
+Both models keep their own KV cache. The invariant between rounds: `seq` holds the prompt and every token made;
+the verifier's cache covers `seq[:-1]` (the last token, "pending", is fed with the next draft), and the draft's
+covers `seq[:d_len]`, so the draft is fed `seq[d_len:]` before drafting. After a round both caches are cut back
+to what the verdict kept (transformers' Cache.crop), so a rejected draft leaves no trace.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from edgekit.engines.base import Sampling, pick_token, sampling_generator, token_probs
+from edgekit.errors import UsageError
+from edgekit.speculative.verify import verify_greedy, verify_sampled
+
+MAX_K = 16  # past this a draft of a nested subnet is almost never kept whole; the verifier pass only grows
+
+
+@dataclass
+class SpeculationStats:
+    """Running counts over every reply: drafted and kept tokens, verifier passes, tokens made."""
+
+    rounds: int = 0
+    drafted: int = 0
+    accepted: int = 0
+    tokens: int = 0
+
+    @property
+    def acceptance(self) -> float:
+        return self.accepted / self.drafted if self.drafted else 0.0
+
+    @property
+    def tokens_per_pass(self) -> float:
+        """Tokens made per verifier forward pass (1.0 is plain decoding)."""
+        return self.tokens / self.rounds if self.rounds else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        rates = {"acceptance": round(self.acceptance, 4), "tokens_per_pass": round(self.tokens_per_pass, 3)}
+        return {**asdict(self), **rates}
+
+
+def cut(cache: Any, length: int) -> None:
+    """Cut a transformers KV cache back to its first `length` positions (a negative crop removes that many from
+    the end: the form every recent transformers takes)."""
+    extra = cache.get_seq_length() - length
+    if extra > 0:
+        cache.crop(-extra)
+
+
+def check_k(k: int, context_length: int) -> None:
+    if not 1 <= k <= min(MAX_K, context_length - 1):
+        raise UsageError(f"the draft length k must be 1 to {min(MAX_K, context_length - 1)}, not {k}")
+
+
+class SpeculativeSession:
+    """A Session (edgekit.engines.base) whose replies are the verifier's, made faster by a draft model.
+
+    `target` is a TorchSession (or an ElasticTorchSession); `draft_model` a transformers causal LM with the same
+    vocabulary. Greedy replies equal the verifier's alone token for token (up to float rounding between a batched
+    and a one-token forward pass, which only a near-tie can show); sampled replies are distributed as its own.
+    """
+
+    runtime = "torch"
+
+    def __init__(self, target: Any, draft_model: Any, k: int, draft_name: str = "draft") -> None:
+        check_k(k, target.context_length)
+        self.target, self.draft_model, self.k, self.draft_name = target, draft_model, k, draft_name
+        self.device, self.context_length, self.eos_ids = target.device, target.context_length, target.eos_ids
+        self.stats = SpeculationStats()
+
+    @property
+    def model(self) -> Any:
+        """The verifier's model: what sequence_logits (and so every accuracy figure) reads."""
+        return self.target.model
+
+    def sequence_logits(self, ids: list[int]) -> Any:
+        return self.target.sequence_logits(ids)
+
+    def first_token(self, ids: list[int]) -> tuple[float, float]:
+        """Both models read the prompt before the first token (the draft needs it to draft the next ones)."""
+        import torch
+
+        x = torch.tensor([ids], device=self.device)
+        with torch.inference_mode():
+            start = time.perf_counter()
+            out = self.target.model(input_ids=x, use_cache=True, logits_to_keep=1)
+            self.draft_model(input_ids=x, use_cache=True, logits_to_keep=1)
+            prefilled = time.perf_counter()
+            pick_token(out.logits[0, -1], Sampling())
+            return prefilled - start, time.perf_counter() - start
+
+    def _forward(self, model: Any, tokens: list[int], cache: Any, keep: int | None) -> Any:
+        import torch
+
+        x = torch.tensor([tokens], device=self.device)
+        return model(input_ids=x, past_key_values=cache, use_cache=True, logits_to_keep=keep or 0)
+
+    def _no_end(self, logits: Any, made: int, sampling: Sampling) -> Any:
+        """Rows of logits for the tokens made+0, made+1, ...: the end of turn is masked in those that come
+        before min_new_tokens, as the plain sessions do."""
+        rows = max(0, min(logits.shape[0], sampling.min_new_tokens - made))
+        for eos in self.eos_ids:
+            logits[:rows, eos] = -float("inf")
+        return logits
+
+    def stream(self, ids: list[int], sampling: Sampling) -> Iterator[int]:
+        import torch
+
+        if not ids:
+            raise UsageError("speculative decoding needs at least one prompt token")
+        generator = sampling_generator(sampling)
+        greedy = sampling.temperature <= 0
+        seq = list(ids)
+        made = 0
+        with torch.inference_mode():
+            t_cache = d_cache = None
+            if len(seq) > 1:
+                t_cache = self._forward(self.target.model, seq[:-1], None, 1).past_key_values
+            d_len = 0
+            while made < sampling.max_new_tokens and len(seq) < self.context_length:
+                # never draft past the reply's end or the context: the verifier's pass adds one token itself
+                k = min(self.k, sampling.max_new_tokens - made - 1, self.context_length - len(seq) - 1)
+                draft: list[int] = []
+                probs: list[Any] = []
+                feed = seq[d_len:]
+                for i in range(k):
+                    out = self._forward(self.draft_model, feed, d_cache, 1)
+                    d_cache = out.past_key_values
+                    logits = self._no_end(out.logits[0, -1:].float(), made + i, sampling)[0]
+                    if greedy:
+                        token = int(torch.argmax(logits))
+                    else:
+                        q = token_probs(logits, sampling)
+                        token = int(torch.multinomial(q, 1, generator=generator))
+                        probs.append(q)
+                    draft.append(token)
+                    feed = [token]
+                    if token in self.eos_ids:
+                        break  # nothing after an end of turn is ever kept
+                out = self._forward(self.target.model, [seq[-1], *draft], t_cache, None)
+                t_cache = out.past_key_values
+                logits = self._no_end(out.logits[0].float(), made, sampling)
+                if greedy:
+                    verdict = verify_greedy(draft, logits)
+                else:
+                    drafted = torch.stack(probs) if probs else None
+                    verdict = verify_sampled(draft, drafted, token_probs(logits, sampling), generator)
+                if draft:
+                    # the draft was fed `feed` then every draft token but the last; keep what the verdict kept
+                    d_len = len(seq) + min(verdict.accepted, len(draft) - 1)
+                    cut(d_cache, d_len)
+                new = verdict.tokens(draft)
+                seq.extend(new)
+                cut(t_cache, len(seq) - 1)
+                self.stats.rounds += 1
+                self.stats.drafted += len(draft)
+                self.stats.accepted += verdict.accepted
+                for token in new:
+                    made += 1
+                    self.stats.tokens += 1
+                    yield token
+                    if token in self.eos_ids or made >= sampling.max_new_tokens:
+                        return
+
+
+def check_draft(draft: Any, verifier: Any) -> None:
+    """A draft must be a strictly smaller nested shape of the verifier's checkpoint: no deeper, no wider."""
+    if draft == verifier:
+        raise UsageError(f"the draft {draft.name} is the verifier's own shape: drafting with it cannot be faster")
+    if draft.depth > verifier.depth or draft.ffn > verifier.ffn or draft.heads > verifier.heads:
+        raise UsageError(f"the draft {draft.name} is larger than the verifier {verifier.name} in depth, MLP width or "
+                         f"heads: a draft must be a smaller shape")  # fmt: skip
+
+
+def elastic_speculative(session: Any, draft: Any, k: int) -> SpeculativeSession:
+    """Speculation on an ElasticTorchSession: the draft is another shape cut from the same loaded checkpoint
+    (its SMOL mix merged for that shape), so no second checkpoint is read."""
+    session.plan.check_shape(draft)
+    check_draft(draft, session.shape)
+    return SpeculativeSession(session, session._build(draft), k, draft.name)
