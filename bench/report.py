@@ -430,6 +430,23 @@ def faults(r: dict[str, Any]) -> str:
     ])  # fmt: skip
 
 
+def speculative(r: dict[str, Any]) -> str:
+    rows = [[name, f"{row['ms_per_token']:.2f}", f"{row['speedup']:.2f}x", fmt(row.get("acceptance"), ".0%"),
+             fmt(row.get("tokens_per_pass"), ".2f"), {True: "yes", False: "no"}.get(row.get("identical_greedy"), "-")]
+            for name, row in r["rows"].items()]  # fmt: skip
+    sizes = ", ".join(f"{d} {b / 2**20:.0f} MiB" for d, b in r["draft_bytes"].items())
+    best = max((row for row in r["rows"].values() if "k" in row), key=lambda row: row["speedup"])
+    return "\n\n".join([
+        f"`bench/speculative.py`: self-speculative decoding on {r['source']}, verifier {r['verifier']}, "
+        f"{r['runtime']}, greedy, batch 1: {r['prompts']} held-apart chat prompts x {r['rounds']} rounds, "
+        f"{r['new_tokens']} new tokens each, every configuration in turn on each prompt. Kept: the share of drafted "
+        "tokens the verifier kept; tokens/pass: tokens made per verifier forward pass (1 without a draft).",
+        table(["", "ms/token", "speed-up", "kept", "tokens/pass", "same greedy tokens"], rows),
+        f"Best: {best['draft']} with k={best['k']}, {best['speedup']:.2f}x the verifier alone. The drafts' own "
+        f"weights in this torch build: {sizes}. Machine: {machine(r.get('machine'))}.",
+    ])  # fmt: skip
+
+
 SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
     ("plan_budget", "Planning budget", plan_budget),
     ("frontier", "Stage 1: ours against the baselines", frontier),
@@ -442,6 +459,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
     ("router", "Input-adaptive routing", router),
     ("trim", "TrimLLM: a domain checkpoint", trim),
     ("serve", "Serving: edgekit serve", serve),
+    ("speculative", "Self-speculative decoding", speculative),
     ("chat_overhead", "Chat: the UI's cost", chat_overhead),
     ("faults", "Reliability: fault injection", faults),
 ]
