@@ -40,7 +40,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 import tiny  # noqa: E402
 from bad_inputs import CASES  # noqa: E402
-from common import describe, machine, write_result  # noqa: E402
+from common import RESULTS, describe, machine, write_result  # noqa: E402
 
 PROFILE_FAST = ["--runs", "1", "--new-tokens", "4", "--prompt-lens", "8,24"]
 PARTIAL = ".partial-"
@@ -336,7 +336,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
     ap.add_argument("--root", type=Path, help="a scratch folder kept by --keep: its artifacts are reused")
+    ap.add_argument("--only", default="", help="rerun these parts (bad_input,flips,kills,chat) into the existing "
+                                               "results; the others stay as their run left them")  # fmt: skip
     args = ap.parse_args()
+    parts = [p for p in args.only.split(",") if p] or ["bad_input", "flips", "kills", "chat"]
+    if set(parts) - {"bad_input", "flips", "kills", "chat"}:
+        raise SystemExit(f"--only takes bad_input, flips, kills, chat, not {args.only}")
     rng = random.Random(args.seed)
     root = args.root or Path(tempfile.mkdtemp(prefix="edgekit-faults-"))
     start = time.perf_counter()
@@ -344,12 +349,24 @@ def main() -> None:
         w = World(root)
         w.build()
         print("artifacts built", flush=True)
-        result = {"machine": machine(), "settings": vars(args)}
-        result["bad_input"] = bad_input(w)
-        result["flips"] = flip_trials(w, args.flips, rng)
-        result["kills"] = kill_trials(w, args.kills, rng)
-        result["chat"] = chat_session(w, args.turns, rng)
-        result["seconds"] = round(time.perf_counter() - start, 1)
+        settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+        result = {"machine": machine(), "settings": settings}
+        if args.only:
+            earlier = RESULTS / "faults.json"
+            if not earlier.is_file():
+                raise SystemExit("--only needs an earlier full run's bench/results/faults.json")
+            result = {**json.loads(earlier.read_text()), "rerun": {"parts": parts, "machine": machine(),
+                                                                   "settings": settings}}  # fmt: skip
+        runs = {
+            "bad_input": lambda: bad_input(w),
+            "flips": lambda: flip_trials(w, args.flips, rng),
+            "kills": lambda: kill_trials(w, args.kills, rng),
+            "chat": lambda: chat_session(w, args.turns, rng),
+        }
+        for part in parts:
+            result[part] = runs[part]()
+        if not args.only:
+            result["seconds"] = round(time.perf_counter() - start, 1)
         write_result("faults", result)
         print(summary(result))
         print(describe(result["machine"]))

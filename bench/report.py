@@ -426,7 +426,9 @@ def faults(r: dict[str, Any]) -> str:
         f"Chat: a --plain session of {c['turns']} messages ({c['accepted']} answered; empty and over-long ones "
         f"refused): {c['lost']} messages lost from the store; a store cut mid-line, then appended to: "
         f"{c['lost_after_truncation']} lost beyond the torn line. {r['seconds']} s in all. "
-        f"Machine: {machine(r.get('machine'))}.",
+        f"Machine: {machine(r.get('machine'))}."
+        + (f" Rerun since, with `--only`: {', '.join(r['rerun']['parts'])} ({machine(r['rerun']['machine'])})."
+           if "rerun" in r else ""),
     ])  # fmt: skip
 
 
