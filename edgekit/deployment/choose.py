@@ -136,17 +136,31 @@ def quality_ratio(ranking: Ranking, shape: str, full: str) -> float | None:
 
 
 def below_floor(
-    ranking: Ranking, rows: list[Candidate], shape: str, full: str, floor: float, full_ms: float
+    ranking: Ranking,
+    rows: list[Candidate],
+    shape: str,
+    full: str,
+    floor: float,
+    full_ms: float,
+    slowdown: float = 1.0,
+    missed: list[str] | None = None,
 ) -> str | None:
-    """Why `shape` is below the quality floor, naming the cheapest budget that clears it; None when it is not."""
+    """Why `shape` is below the quality floor, naming the cheapest budget that clears it; None when it is not.
+    After a step down (`missed`: the shapes measured over the budget), the predictions are scaled by the
+    `slowdown` measured (measured / predicted) and `full_ms` is the full model's measured latency, so the budget
+    named is one this machine can meet, not the LUT's."""
     ratio = quality_ratio(ranking, shape, full)
     if ratio is None or ratio <= floor:
         return None
     clear = [r for r in rows if (quality_ratio(ranking, r.shape, full) or 0.0) <= floor]
     why = (f"{shape} is expected at {ratio:.2f}x the full model's {ranking.metric}, below the quality floor "
            f"(at most {floor:g}x)")  # fmt: skip
+    if missed:
+        why += f"; measured here, {', '.join(missed)} missed the budget"
     if clear:
         cheapest = min(clear, key=lambda r: r.decode_ms)
-        why += (f"; the cheapest budget that clears it: --budget {cheapest.decode_ms:.3g}ms "
-                f"({cheapest.decode_ms / full_ms:.0%} of the full model), for {cheapest.shape}")  # fmt: skip
+        ms = cheapest.decode_ms * slowdown
+        here = " as measured here" if missed else ""
+        why += (f"; the cheapest budget that clears it: --budget {ms:.3g}ms ({ms / full_ms:.0%} of the full "
+                f"model{here}), for {cheapest.shape}")  # fmt: skip
     return why

@@ -259,7 +259,12 @@ def deploy(req: DeployRequest, step: Step | None = None) -> Deployment:
         final, stepped = step_down(choice, build, check, full_measured)
         final, ups = step_up(choice, build, check, final, {s["shape"] for s in stepped})
         if first is None or final.candidate.shape != first.shape:
-            hold_to_floor(choice, final.candidate)  # a step down can cross the floor
+            # a step down can cross the floor: then name a budget from what was measured, not predicted
+            predicted = {r.shape: r.decode_ms for r in choice.rows}
+            slow = max([s["measured_decode_ms"] / predicted[s["shape"]] for s in stepped if s["shape"] in predicted],
+                       default=1.0)  # fmt: skip
+            full_ms = full_measured.figures.decode_ms if full_measured and full_measured.figures else None
+            hold_to_floor(choice, final.candidate, slow, full_ms, [s["shape"] for s in stepped])
         if trial is not None:
             final = final_build(choice, final, Path(tmp), step)
         artifact = None
@@ -546,11 +551,13 @@ def artifact_quality(choice: Choice, final: Attempt) -> dict[str, Any] | None:
             "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
 
 
-def hold_to_floor(choice: Choice, c: Candidate) -> None:
+def hold_to_floor(
+    choice: Choice, c: Candidate, slowdown: float = 1.0, full_ms: float | None = None, missed: list[str] | None = None
+) -> None:
     """Refuse a shape below the quality floor (or, with --allow-degraded, say so in the notes)."""
     req = choice.request
     why = below_floor(choice.ranking, choice.rows, c.shape, choice.source.plan.full.name, req.floor,
-                      choice.full_predicted_ms)  # fmt: skip
+                      full_ms or choice.full_predicted_ms * slowdown, slowdown, missed)  # fmt: skip
     if why is None:
         return
     if not req.allow_degraded:
