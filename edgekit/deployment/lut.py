@@ -87,8 +87,10 @@ def lut_key(target: str, runtime: str, precision: str, device: str, model: str) 
 
 
 def host_target_name(host: Any) -> str:
-    """`host-<id>`: one LUT per machine, since 'host' means a different device on every machine."""
-    ident = [host.cpu.model, host.cpu.logical_cores, round(host.memory_total_gb)]
+    """`host-<id>`: one LUT per machine, since 'host' means a different device on every machine. The CPU's
+    vector extensions are part of it: cloud VMs report one model name ("AMD EPYC") over hosts with and without
+    AVX-512, and those decode the same model at very different speeds."""
+    ident = [host.cpu.model, host.cpu.logical_cores, round(host.memory_total_gb), sorted(host.cpu.isa or [])]
     ident += [g.name for g in host.gpus] + ([host.jetson.board] if host.jetson else [])
     return "host-" + hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:8]
 

@@ -51,3 +51,20 @@ def test_targets_have_published_specs_and_aliases():
     assert [r["runtime"] for r in targets["orin-nx-16gb"].runtimes] == ["mlc", "ort"]
     with pytest.raises(UsageError, match="orin-nx-16gb \\(alias orin"):
         get_target("tpu-v9")
+
+
+def test_a_host_lut_is_per_machine_including_its_vector_extensions() -> None:
+    """Cloud VMs name one CPU model over hosts with and without AVX-512; a LUT measured on one must not be
+    taken as measured on the other (the shipped host LUT was, and deploy then held a budget to the wrong ms)."""
+    import dataclasses
+
+    from edgekit.deployment.lut import find_lut, host_target_name
+
+    avx2 = _host("cpu", 23.54)
+    avx2 = dataclasses.replace(avx2, cpu=CpuInfo("AMD EPYC", "x86_64", 2, 2, ["AVX", "AVX2", "FMA", "F16C"]))
+    avx512 = dataclasses.replace(avx2, cpu=dataclasses.replace(avx2.cpu, isa=[*avx2.cpu.isa, "AVX-512"]))
+    assert host_target_name(avx2) != host_target_name(avx512)
+    assert host_target_name(avx2) == host_target_name(dataclasses.replace(avx2, hostname="other"))
+    # the shipped host LUT is the 2-core AVX2 VM's, and only that machine's
+    assert find_lut(host_target_name(avx2), "ort", "smollm2-135m").status == "measured"
+    assert find_lut(host_target_name(avx512), "ort", "smollm2-135m") is None
