@@ -456,6 +456,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
     ("one_for_all", "Stage 2: one-for-all fine-tuning", one_for_all),
     ("deploy", "Deploy: predictor, budget sweep, runtimes", deploy),
     ("runtimes", "Runtimes on the same subnets", runtimes),
+    ("runtimes_llamacpp", "llama.cpp against ONNX Runtime GenAI on the same subnets", runtimes),
     ("quantization", "int4 builds against their fp32 weights", quantization),
     ("chat", "Subnets that chat: the chat-preserving checkpoint and its int4 artifacts", chat),
     ("router", "Input-adaptive routing", router),

@@ -7,7 +7,9 @@ memory) with the runtimes interleaved per shape, so machine drift hits them alik
 compared with PyTorch's on a fixed prompt: TVM at fp32 should agree exactly, int4 need not.
 
     .venv/bin/python bench/runtimes.py [--shapes d30-w100,d20-w100,d30-w61,d15-w48]
-                                       [--runtimes ort:int4,tvm:fp32,torch:fp32] [--device cpu]
+                                       [--runtimes ort:int4,tvm:fp32,torch:fp32] [--device cpu] [--name runtimes]
+    .venv/bin/python bench/runtimes.py --shapes d30-f100-h3,d25-f92-h3,d16-f100-h3 \
+        --runtimes ort:int4,llamacpp:q4_1,torch:fp32 --name runtimes_llamacpp     # llama.cpp against ORT GenAI
 
 Run it on an idle machine: every figure is a latency.
 """
@@ -45,6 +47,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--elastic", default=None, help="elastic checkpoint to cut from (default: the shipped one)")
+    ap.add_argument("--name", default="runtimes", help="results file under bench/results/")
     args = ap.parse_args()
 
     from rich.console import Console
@@ -94,7 +97,7 @@ def main() -> None:
         r["vs_first"] = round(r["decode_ms"] / base[r["shape"]], 3) if r["shape"] in base else None
     result = {"machine": machine(), "settings": settings.to_dict(), "source": source.label, "rows": rows,
               "reference": f"{runtimes[0][0]}-{runtimes[0][1]}"}  # fmt: skip
-    path = write_result("runtimes", result)
+    path = write_result(args.name, result)
 
     first = f"{runtimes[0][0]} {runtimes[0][1]}"
     table = Table(title=f"runtimes on the same subnets, {args.device}, batch 1, one run ({source.label})")

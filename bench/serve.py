@@ -130,6 +130,7 @@ def main() -> None:
     from edgekit.chat.engine import ChatEngine
 
     engine = ChatEngine.from_deployment(args.deployment)
+    deployed = {"shape": engine.info.shape, "runtime": engine.info.runtime, "precision": engine.info.precision}
     port = free_port()
     server = start_server(args.deployment, port, args.queue)
     base_url = f"http://127.0.0.1:{port}/v1"
@@ -155,9 +156,7 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    manifest = json.loads((args.deployment / "manifest.json").read_text())
-    results = {"machine": machine(), "deployment": {"shape": manifest["shape"]["name"],
-               "runtime": manifest["runtime"]["name"], "precision": manifest["runtime"]["precision"]},
+    results = {"machine": machine(), "deployment": deployed,
                "tokens": args.tokens, "rounds": rows, "summary": summary,
                "load": {"clients": args.clients, "requests": args.requests, "queue": args.queue, **load}}  # fmt: skip
     write_result(args.name, results)
