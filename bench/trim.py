@@ -1,10 +1,11 @@
 """TrimLLM on the Python documentation: the domain checkpoint against the general checkpoint, stage 1 and
 per-depth domain fine-tuning, at depths 24, 20 and 15 of the default model.
 
-    .venv/bin/python bench/trim.py trim                  # the shipped trim recipe (about 1 h on 2 cores; resumes)
+    .venv/bin/python bench/trim.py trim                  # the shipped trim recipe (1-2 h on 2 cores; resumes)
     .venv/bin/python bench/trim.py baselines             # one domain fine-tune per depth, the same tokens each
     .venv/bin/python bench/trim.py measure [--depths 24,20,15]
     .venv/bin/python bench/trim.py pack                  # -> edgekit/data/checkpoints/smollm2-135m-pydoc
+    .venv/bin/python bench/trim.py all                   # the four in order (each resumes or skips what is done)
 
 `trim` runs edgekit/data/recipes/smollm2-135m-pydoc.yaml (from the shipped general checkpoint's adapters,
 pydoc/train.txt with a quarter of each batch the base model's replies, one layer dropped every 8 steps down to
@@ -46,6 +47,9 @@ def data_folder() -> Path:
 
 
 def run_trim(extra: list[str]) -> None:
+    if (TRIM_RUN / "elastic" / "manifest.json").is_file():
+        print(f"the trim run is finished ({TRIM_RUN}/elastic)", flush=True)
+        return
     argv = [sys.executable, "-m", "edgekit", "elastic", "trim", "--recipe", RECIPE, "--data-dir", str(data_folder()),
             "--out", str(TRIM_RUN), "--no-eval", *(["--resume"] if TRIM_RUN.exists() else []), *extra]  # fmt: skip
     subprocess.run(argv, check=True)
@@ -58,6 +62,8 @@ def baseline_dir(depth: int) -> Path:
 def run_baselines(depths: list[int], extra: list[str]) -> None:
     for depth in depths:
         out = baseline_dir(depth)
+        if (out / "elastic" / "manifest.json").is_file():
+            continue
         argv = [sys.executable, "-m", "edgekit", "elastic", "train", "--recipe", RECIPE, "--data-dir",
                 str(data_folder()), "--out", str(out), "--no-eval", *(["--resume"] if out.exists() else []),
                 "trim.depth=0", f"train.grid=[d{depth}-f100-h3]", "train.sandwich=false", "train.distill=false",
@@ -171,8 +177,11 @@ def print_table(results: dict[str, Any]) -> None:
     print(describe(results["machine"]))
 
 
-def pack() -> None:
-    """The domain checkpoint as shipped: the finished run's, adapters in fp16, measured on every depth."""
+def pack(text_tokens: int, limit: int) -> None:
+    """The domain checkpoint as shipped: the finished run's, adapters in fp16, measured on every depth (each
+    perplexity text cut to `text_tokens`, PIQA to `limit` items: 16 depths are measured)."""
+    import dataclasses
+
     from edgekit.elastic.checkpoint import load_checkpoint, load_smol, set_accuracy, write_checkpoint
     from edgekit.elastic.recipe import load_recipe
     from edgekit.elastic.source import Source
@@ -184,28 +193,29 @@ def pack() -> None:
     path = write_checkpoint(SHIPPED, run.plan, load_smol(run), recipe.to_dict(), manifest["training"], None,
                             half=True, force=True, domain=manifest["domain"])  # fmt: skip
     source = Source.resolve(elastic=str(path))
-    set_accuracy(source.checkpoint, evaluate_depths(source, recipe.eval_settings()))
+    settings = dataclasses.replace(recipe.eval_settings(), text_max_tokens=text_tokens, mc_limit=limit)
+    set_accuracy(source.checkpoint, evaluate_depths(source, settings))
     size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     print(f"wrote {path} ({size / 2**20:.1f} MiB)")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("step", choices=("trim", "baselines", "measure", "pack"))
+    ap.add_argument("step", choices=("trim", "baselines", "measure", "pack", "all"))
     ap.add_argument("--depths", default="24,20,15")
     ap.add_argument("--text-tokens", type=int, default=8192)
     ap.add_argument("--limit", type=int, default=400, help="PIQA dev items")
     ap.add_argument("overrides", nargs="*", help="recipe overrides for trim and baselines")
     args = ap.parse_args()
     depths = [int(d) for d in args.depths.split(",")]
-    if args.step == "trim":
+    if args.step in ("trim", "all"):
         run_trim(args.overrides)
-    elif args.step == "baselines":
+    if args.step in ("pack", "all"):
+        pack(args.text_tokens, args.limit)
+    if args.step in ("baselines", "all"):
         run_baselines(depths, args.overrides)
-    elif args.step == "measure":
+    if args.step in ("measure", "all"):
         measure(depths, args.text_tokens, args.limit)
-    else:
-        pack()
 
 
 if __name__ == "__main__":
