@@ -440,7 +440,8 @@ def speculative(r: dict[str, Any]) -> str:
     best = max((row for row in r["rows"].values() if "k" in row), key=lambda row: row["speedup"])
     return "\n\n".join([
         f"`bench/speculative.py`: self-speculative decoding on {r['source']}, verifier {r['verifier']}, "
-        f"{r['runtime']}, greedy, batch 1: {r['prompts']} held-apart chat prompts x {r['rounds']} rounds, "
+        f"{r['runtime']}, greedy, batch 1: {r['prompts']} held-apart chat prompts x {r['rounds']} "
+        f"round{'s' if r['rounds'] != 1 else ''}, "
         f"{r['new_tokens']} new tokens each, every configuration in turn on each prompt. Kept: the share of drafted "
         "tokens the verifier kept; tokens/pass: tokens made per verifier forward pass (1 without a draft).",
         table(["", "ms/token", "speed-up", "kept", "tokens/pass", "same greedy tokens"], rows),
