@@ -356,9 +356,10 @@ def router(r: dict[str, Any]) -> str:
         + ", ".join(f"{n} {r['ms'][n]:.2f}" for n in r["menu"])
         + f") against the best static shape measured at the routed mean latency, on {r['evaluation']['prompts']} "
         "prompts neither the checkpoint nor the router saw; quality in fp32 against the full model's greedy replies. "
-        f"The router, fitted on {st['prompts']} prompts: the predicted best shape is the best on "
-        f"{st['best_found']:.0%} of held-out folds' prompts; its overhead {r['router_overhead_ms']['median']:.1f} ms "
-        "per prompt (median).",
+        f"The router, fitted on {st['prompts']} prompts: its cross-validated predictions rank the prompts by each "
+        "menu shape's loss with Spearman "
+        + ", ".join(f"{x['spearman']:.2f}" for x in st["per_shape"].values())
+        + f" (smallest shape first); its overhead {r['router_overhead_ms']['median']:.1f} ms per prompt (median).",
         "Cells: mean ms/token / chat_ppl / answer rate / agreement.",
         table(["budget", "ms/token", "shares", "adaptive", "static", "same shares at random", "oracle"], rows),
         f"Machine: {machine(r.get('machine'))}.",
