@@ -451,6 +451,19 @@ def speculative(r: dict[str, Any]) -> str:
     ])  # fmt: skip
 
 
+def breakdown(r: dict[str, Any]) -> str:
+    d = r["deployment"]
+    rows = [[g, f"{ms:.3f}", f"{r['groups_share'][g]:.1%}"] for g, ms in r["groups_ms"].items()]
+    return "\n\n".join([
+        f"`bench/breakdown.py`: one decode step of {d['shape']} ({d['runtime']} {d['precision']}) as ONNX Runtime's "
+        f"profiler sees it: the median over {r['decode_steps']} steps of a greedy reply, kernels grouped by what they "
+        f"compute. A profiled step took {r['step_ms']:.2f} ms (profiling slows it; read the shares); the prompt's "
+        f"run {r['prefill_ms']:.0f} ms.",
+        table(["where", "ms per step", "share"], rows),
+        f"Machine: {machine(r.get('machine'))}.",
+    ])  # fmt: skip
+
+
 SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
     ("plan_budget", "Planning budget", plan_budget),
     ("frontier", "Stage 1: ours against the baselines", frontier),
@@ -465,6 +478,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
     ("trim", "TrimLLM: a domain checkpoint", trim),
     ("serve", "Serving: edgekit serve", serve),
     ("speculative", "Self-speculative decoding", speculative),
+    ("breakdown", "Where a decode step's time goes (ONNX Runtime GenAI)", breakdown),
     ("chat_overhead", "Chat: the UI's cost", chat_overhead),
     ("faults", "Reliability: fault injection", faults),
 ]

@@ -1,0 +1,125 @@
+"""Where a decode step's time goes in ONNX Runtime GenAI, from ONNX Runtime's own profiler.
+
+    .venv/bin/python bench/breakdown.py DEPLOYMENT [--tokens 64] [--name breakdown]
+
+The deployment's model folder is copied, its genai_config.json told to profile (`enable_profiling`), and a
+greedy reply of --tokens tokens made through onnxruntime_genai. ONNX Runtime writes one trace event per kernel
+and per run: the first run is the prompt (prefill), every later one a decode step. Reported per decode step:
+the run's wall time, the kernels' time grouped by what they compute (the LM head, the attention and MLP
+projections, attention itself, norms, the rest) and the time outside any kernel (the runtime's own overhead
+between them). Profiling slows every kernel a little, so the shares are the figures to read, not the times.
+Figures go to bench/results/breakdown.json with the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import describe, machine, write_result  # noqa: E402
+
+PROMPT = "Write a short paragraph about why small language models are useful on edge devices."
+GROUPS = [  # (group, test on the node name), first match wins
+    ("LM head", lambda n: "lm_head" in n),
+    ("attention q/k/v/o projections", lambda n: "/attn/" in n and "MatMul" in n),
+    ("MLP gate/up/down projections", lambda n: "/mlp/" in n and "MatMul" in n),
+    ("attention (GroupQueryAttention)", lambda n: "GroupQueryAttention" in n),
+    ("norms", lambda n: "LayerNorm" in n or "layernorm" in n.lower()),
+    ("MLP activation", lambda n: "/mlp/" in n),
+    ("embedding", lambda n: "embed_tokens" in n),
+]
+
+
+def group_of(name: str) -> str:
+    return next((g for g, test in GROUPS if test(name)), "other")
+
+
+def profile(model_dir: Path, tokens: int, work: Path) -> list[dict[str, Any]]:
+    import onnxruntime_genai as og
+
+    folder = work / "model"
+    shutil.copytree(model_dir, folder)
+    config_path = folder / "genai_config.json"
+    config = json.loads(config_path.read_text())
+    config["model"]["decoder"].setdefault("session_options", {})["enable_profiling"] = str(work / "ort")
+    config_path.write_text(json.dumps(config, indent=1))
+    model = og.Model(str(folder))
+    tokenizer = og.Tokenizer(model)
+    ids = tokenizer.apply_chat_template(json.dumps([{"role": "user", "content": PROMPT}]), add_generation_prompt=True)
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=len(tokenizer.encode(ids)) + tokens + 1)
+    generator = og.Generator(model, params)
+    generator.append_tokens(tokenizer.encode(ids))
+    made = 0
+    while made < tokens and not generator.is_done():
+        generator.generate_next_token()
+        made += 1
+    del generator, params, tokenizer, model  # the trace is written when the last reference to the session goes
+    import gc
+
+    gc.collect()
+    (trace,) = work.glob("ort_*.json")
+    return json.loads(trace.read_text())
+
+
+def breakdown(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per decode step (every run after the first): wall ms, and ms per kernel group and outside kernels."""
+    runs = sorted((e for e in events if e.get("cat") == "Session" and e["name"] == "model_run"), key=lambda e: e["ts"])
+    nodes = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+    decode = runs[1:]
+    per_group: dict[str, list[float]] = collections.defaultdict(lambda: [0.0] * len(decode))
+    per_op: dict[str, float] = collections.Counter()
+    starts = [r["ts"] for r in decode]
+    for e in nodes:
+        # the decode step whose run holds this kernel
+        i = next((k for k in range(len(decode) - 1, -1, -1) if starts[k] <= e["ts"]), None)
+        if i is None or e["ts"] > decode[i]["ts"] + decode[i]["dur"]:
+            continue
+        per_group[group_of(e["name"])][i] += e["dur"] / 1000
+        per_op[e["args"].get("op_name", "?")] += e["dur"] / 1000 / len(decode)
+    wall = [r["dur"] / 1000 for r in decode]
+    kernels = [sum(g[i] for g in per_group.values()) for i in range(len(decode))]
+    groups = {g: round(statistics.median(v), 3) for g, v in per_group.items()}
+    groups["outside kernels"] = round(statistics.median(w - k for w, k in zip(wall, kernels, strict=True)), 3)
+    step = statistics.median(wall)
+    return {
+        "prefill_ms": round(runs[0]["dur"] / 1000, 2), "decode_steps": len(decode), "step_ms": round(step, 3),
+        "groups_ms": dict(sorted(groups.items(), key=lambda kv: -kv[1])),
+        "groups_share": {g: round(v / step, 4) for g, v in sorted(groups.items(), key=lambda kv: -kv[1])},
+        "ops_ms": {k: round(v, 3) for k, v in sorted(per_op.items(), key=lambda kv: -kv[1])[:10]},
+    }  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("deployment", type=Path)
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--name", default="breakdown")
+    args = ap.parse_args()
+    manifest = json.loads((args.deployment / "manifest.json").read_text())
+    if manifest["runtime"]["name"] != "ort":
+        runtime = manifest["runtime"]["name"]
+        raise SystemExit(f"{args.deployment} runs on {runtime}: this breakdown reads ONNX Runtime's profiler")
+    with tempfile.TemporaryDirectory(prefix="edgekit-breakdown-") as tmp:
+        events = profile(args.deployment / "model", args.tokens, Path(tmp))
+    result = {"machine": machine(), "deployment": {"shape": manifest["shape"]["shape"], "runtime": "ort",
+              "precision": manifest["runtime"]["precision"]}, "tokens": args.tokens, **breakdown(events)}  # fmt: skip
+    write_result(args.name, result)
+    print(f"{result['deployment']['shape']} ort {result['deployment']['precision']}: decode step "
+          f"{result['step_ms']:.2f} ms (profiled), prefill {result['prefill_ms']:.1f} ms")  # fmt: skip
+    for g, ms in result["groups_ms"].items():
+        print(f"  {g:<34} {ms:7.3f} ms  {result['groups_share'][g]:6.1%}")
+    print(describe(result["machine"]))
+
+
+if __name__ == "__main__":
+    main()
