@@ -122,7 +122,7 @@ def test_the_readme_deploy_answers_through_a_subnet_int4_artifact(pulled: Path, 
     except SystemExit as exc:
         assert exc.code in (0, None)
     m = json.loads((out / "manifest.json").read_text())
-    assert m["shape"]["name"] != "d30-f100-h3" and m["runtime"]["precision"] == "int4"
+    assert m["shape"]["shape"] != "d30-f100-h3" and m["runtime"]["precision"] == "int4"
     assert m["runtime"]["build"]["quantization"]["method"] == "gptq"
     assert m["accuracy"]["artifact"]["ratio"] < 1.2  # the int4 build against its own fp32 weights
     from edgekit.chat.engine import ChatEngine
