@@ -3,8 +3,9 @@
     .venv/bin/python bench/breakdown.py DEPLOYMENT [--tokens 64] [--name breakdown]
 
 The deployment's model folder is copied, its genai_config.json told to profile (`enable_profiling`), and a
-greedy reply of --tokens tokens made through onnxruntime_genai. ONNX Runtime writes one trace event per kernel
-and per run: the first run is the prompt (prefill), every later one a decode step. Reported per decode step:
+greedy reply of up to --tokens tokens (it ends at the end of turn) made through onnxruntime_genai. ONNX
+Runtime writes one trace event per kernel and per run: the first run is the prompt (prefill), every later one a
+decode step. Reported per decode step:
 the run's wall time, the kernels' time grouped by what they compute (the LM head, the attention and MLP
 projections, attention itself, norms, the rest) and the time outside any kernel (the runtime's own overhead
 between them). Profiling slows every kernel a little, so the shares are the figures to read, not the times.
