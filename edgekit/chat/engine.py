@@ -209,6 +209,11 @@ class ChatEngine:
         return engine
 
     @property
+    def speculation(self) -> Any:
+        """The running SpeculationStats of a session with a draft (chat --draft), else None."""
+        return getattr(self.session, "stats", None) if self.info.draft else None
+
+    @property
     def can_reshape(self) -> bool:
         return hasattr(self.session, "reshape")
 

@@ -34,8 +34,8 @@ def stats_line(engine: ChatEngine, stats: Stats) -> str:
     parts.append(f"{info.shape} {info.runtime} {info.precision} {info.device}")
     if info.routed and engine.routed_ms:
         parts.append(info.routed)
-    speculation = getattr(engine.session, "stats", None)
-    if info.draft and speculation is not None:
+    speculation = engine.speculation
+    if speculation is not None:
         parts.append(f"draft {info.draft}: {speculation.acceptance:.0%} of drafted tokens kept, "
                      f"{speculation.tokens_per_pass:.2f} tokens per pass")  # fmt: skip
     if stats.dropped_turns:
@@ -88,9 +88,8 @@ def run_plain(
         text, stats = one_turn(engine, store, conv, prompt, sampling, stdout, stream=not json_out)
         if json_out:
             record = {"reply": text, "conversation": conv.id, **engine.info.to_dict(), "stats": stats.to_dict()}
-            speculation = getattr(engine.session, "stats", None)
-            if engine.info.draft and speculation is not None:
-                record["speculation"] = speculation.to_dict()
+            if engine.speculation is not None:
+                record["speculation"] = engine.speculation.to_dict()
             stdout.write(json.dumps(record) + "\n")
         else:
             stdout.write("\n")

@@ -86,7 +86,6 @@ class OrtEngine:
         start = time.perf_counter()
         # the builder's cache sits beside `out` (a deploy's scratch folder), not in /tmp: a SIGKILL leaves it where
         # the next writer sweeps it (edgekit.artifacts.sweep_partials)
-        out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=partial_name(out.name, "ort-cache-"), dir=out.parent) as cache:
             argv = builder_command(hf_dir, out, built_as, device, extra, Path(cache))
             done = shell.capture(Command(tuple(argv), "build the ONNX model"), timeout=None)

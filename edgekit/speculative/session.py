@@ -178,7 +178,7 @@ def check_draft(draft: Any, verifier: Any) -> None:
 
 def elastic_speculative(session: Any, draft: Any, k: int) -> SpeculativeSession:
     """Speculation on an ElasticTorchSession: the draft is another shape cut from the same loaded checkpoint
-    (its SMOL mix merged for that shape), so no second checkpoint is read."""
-    session.plan.check_shape(draft)
+    (its SMOL mix merged for that shape), so no second checkpoint is read. A shape outside the plan is refused
+    where it is built (ElasticTorchSession checks it)."""
     check_draft(draft, session.shape)
     return SpeculativeSession(session, session._build(draft), k, draft.name)
