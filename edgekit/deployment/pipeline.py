@@ -172,6 +172,7 @@ def choose(req: DeployRequest, step: Step | None = None) -> Choice:
     step = step or (lambda _label: contextlib.nullcontext())
     res = resolve_target(req.target, req.runtime, req.precision)
     source = Source.resolve(req.elastic, req.plan, req.model)
+    check_runtime_loads(source, res.runtime)
     notes = list(res.notes)
     lut, lut_note = lut_for(res, source.plan.model.name)
     if lut_note:
@@ -192,6 +193,21 @@ def choose(req: DeployRequest, step: Step | None = None) -> Choice:
         raise infeasible(rows, budget, lut)
     options = {**build_options(res), **req.options}
     return Choice(req, res, source, lut, budget, ranking, rows, options, notes, search)
+
+
+def check_runtime_loads(source: Source, runtime: str) -> None:
+    """Refuse a runtime that cannot skip the blocks a module-granular checkpoint dropped: it would load the
+    zeroed blocks and spend a whole layer's time on each."""
+    from edgekit.elastic.skip import RUNTIMES
+
+    skips = source.plan.depth.skips
+    if skips and runtime not in RUNTIMES:
+        example = next(iter(v for v in skips.values() if v), [])[:2]
+        raise UsageError(
+            f"{source.label} drops attention or MLP blocks inside layers (e.g. {', '.join(example)}), which "
+            f"{runtime} cannot skip (it loads whole standard layers only); deploy it with --runtime "
+            f"{' or '.join(RUNTIMES)}, or trim with trim.granularity=layer for every runtime"
+        )
 
 
 def dry_run(req: DeployRequest, step: Step | None = None) -> DryRun:
@@ -479,12 +495,15 @@ def planned_subnet(source: Source, shape: Any, folder: Path) -> None:
     import json
 
     from edgekit.elastic.extract import subnet_config
+    from edgekit.elastic.skip import subnet_skips
     from edgekit.models.weights import TOKENIZER_FILES, read_config
 
     base = source.base_folder()
     plan = source.plan
     folder.mkdir(parents=True)
-    config = subnet_config(read_config(base), plan.geometry, shape, plan.layer_sets[shape.depth])
+    layers = plan.layer_sets[shape.depth]
+    skip = subnet_skips(layers, plan.skips_at(shape.depth))
+    config = subnet_config(read_config(base), plan.geometry, shape, layers, skip)
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     for name in TOKENIZER_FILES:
         if (base / name).is_file():

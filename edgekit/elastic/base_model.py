@@ -43,4 +43,5 @@ def load_elastic(plan: Plan, model: str | None = None, device: str = "cpu", perm
     state = permute_state(Weights(folder).state(), plan.geometry, perms.ffn, perms.heads)
     config = AutoConfig.from_pretrained(folder)
     elastic = ElasticModel.from_hf_state(config, state, plan.layer_sets)
+    elastic.skips = {d: plan.skips_at(d) for d in plan.depth.skips}
     return elastic.to(device).eval()

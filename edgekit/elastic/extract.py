@@ -26,6 +26,7 @@ from edgekit import __version__
 from edgekit.artifacts import atomic_dir, check_free_space, hash_tree, write_manifest
 from edgekit.elastic.model import head_channels
 from edgekit.elastic.plan import Permutations, Plan
+from edgekit.elastic.skip import CONFIG_KEY, apply_skips, subnet_skips, zero_skipped
 from edgekit.models.weights import TOKENIZER_FILES, Weights, read_config
 from edgekit.shapes import Geometry, Shape
 
@@ -54,7 +55,10 @@ class SubnetInfo:
     non_embedding_parameters: int
 
 
-def subnet_config(config: dict[str, Any], geometry: Geometry, shape: Shape, layers: list[int]) -> dict[str, Any]:
+def subnet_config(
+    config: dict[str, Any], geometry: Geometry, shape: Shape, layers: list[int], skip: list[str] | None = None
+) -> dict[str, Any]:
+    """The subnet's config.json; `skip` lists its dropped blocks in its own layer numbering (edgekit.elastic.skip)."""
     dims = geometry.dims(shape)
     out = dict(config)
     out.update(
@@ -69,6 +73,9 @@ def subnet_config(config: dict[str, Any], geometry: Geometry, shape: Shape, laye
     if "max_window_layers" in config:
         out["max_window_layers"] = min(config["max_window_layers"], len(layers))
     out.pop("_name_or_path", None)
+    out.pop(CONFIG_KEY, None)
+    if skip:
+        out[CONFIG_KEY] = list(skip)
     return out
 
 
@@ -147,11 +154,12 @@ def elastic_state(elastic: Any, shape: Shape, layers: list[int] | None = None) -
 
 
 def hf_model(base_config: dict[str, Any], geometry: Geometry, shape: Shape, layers: list[int],
-             state: dict[str, torch.Tensor]) -> Any:  # fmt: skip
-    """A transformers Llama of `layers` at `shape`'s widths holding `state` (no copy: the tensors are assigned)."""
+             state: dict[str, torch.Tensor], skip: list[str] | None = None) -> Any:  # fmt: skip
+    """A transformers Llama of `layers` at `shape`'s widths holding `state` (no copy: the tensors are assigned),
+    the blocks `skip` names not computed."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.for_model(**subnet_config(base_config, geometry, shape, layers))
+    config = AutoConfig.for_model(**subnet_config(base_config, geometry, shape, layers, skip))
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     if config.tie_word_embeddings:
@@ -160,7 +168,7 @@ def hf_model(base_config: dict[str, Any], geometry: Geometry, shape: Shape, laye
     if config.tie_word_embeddings:
         model.tie_weights()
     model.model.rotary_emb = type(model.model.rotary_emb)(config=config)  # buffers are not in the state
-    return model.eval()
+    return apply_skips(model).eval()
 
 
 def extract(plan: Plan, perms: Permutations, base: Path, shape: Shape, out: Path, force: bool = False) -> SubnetInfo:
@@ -200,6 +208,8 @@ def write_subnet(
     tied = config.get("tie_word_embeddings", False)
     if tied:
         state.pop("lm_head.weight", None)
+    skip = subnet_skips(layers, plan.skips_at(shape.depth))
+    state = zero_skipped(state, skip)
     dims = plan.geometry.dims(shape)
     params = sum(t.numel() for t in state.values())
     embedding = state["model.embed_tokens.weight"].numel() + (0 if tied else state["lm_head.weight"].numel())
@@ -208,7 +218,8 @@ def write_subnet(
     check_free_space(Path(out).parent, size + (1 << 20), f"the {shape.name} checkpoint")
     with atomic_dir(out, replace=force) as tmp:
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        (tmp / "config.json").write_text(json.dumps(subnet_config(config, plan.geometry, shape, layers), indent=2))
+        subnet = subnet_config(config, plan.geometry, shape, layers, skip)
+        (tmp / "config.json").write_text(json.dumps(subnet, indent=2))
         for name in TOKENIZER_FILES:
             if (base / name).is_file():
                 shutil.copy2(base / name, tmp / name)
@@ -222,6 +233,7 @@ def write_subnet(
                 "permutations_sha256": plan.permutations_sha256,
             },
             "base_model": asdict(plan.model),
+            **({"skipped_blocks": skip} if skip else {}),
             **(extra or {}),
             "edgekit_version": __version__,
             "files": hash_tree(tmp),

@@ -88,6 +88,8 @@ class ElasticModel(nn.Module):
         n = self.geometry.num_layers
         self.layer_sets = dict(layer_sets or {})  # our own copy: the caller's plan is not mutated
         self.layer_sets.setdefault(n, list(range(n)))
+        # per depth, the (layer, "attn" | "mlp") blocks dropped inside its layers (module-granular trimming)
+        self.skips: dict[int, frozenset[tuple[int, str]]] = {}
         # Called as observer(block, "o" | "down", input) during forward: calibration reads the
         # inputs of o_proj (rank-major heads) and down_proj here without a second model.
         self.observer: Any = None
@@ -225,20 +227,28 @@ class ElasticModel(nn.Module):
             self.observer(blk, "down", inner)
         return self.proj(index, "down", inner, blk.down[:, :ffn], cols=ffn)
 
-    def block(self, index: int, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, shape: Shape) -> torch.Tensor:
-        """Layer `index` at the FFN width and head count of `shape` (its depth does not matter here)."""
+    def block(
+        self, index: int, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, shape: Shape,
+        skip: frozenset[tuple[int, str]] = frozenset(),
+    ) -> torch.Tensor:  # fmt: skip
+        """Layer `index` at the FFN width and head count of `shape` (its depth does not matter here), without
+        its attention or MLP where `skip` names them."""
         dims = self.geometry.dims(shape)
         blk = self.blocks[index]
-        x = x + self.attention(index, blk, rms_norm(x, blk.ln1, self.eps), cos, sin, dims.num_heads)
-        return x + self.mlp(index, blk, rms_norm(x, blk.ln2, self.eps), dims.ffn)
+        if (index, "attn") not in skip:
+            x = x + self.attention(index, blk, rms_norm(x, blk.ln1, self.eps), cos, sin, dims.num_heads)
+        if (index, "mlp") not in skip:
+            x = x + self.mlp(index, blk, rms_norm(x, blk.ln2, self.eps), dims.ffn)
+        return x
 
     def _block_with_mix(
-        self, index: int, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, shape: Shape, mix: Any
-    ) -> torch.Tensor:
+        self, index: int, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, shape: Shape, mix: Any,
+        skip: frozenset[tuple[int, str]],
+    ) -> torch.Tensor:  # fmt: skip
         # backward recomputes after run_layers has returned, so the mix travels as an argument
         saved, self._mix = self._mix, mix
         try:
-            return self.block(index, x, cos, sin, shape)
+            return self.block(index, x, cos, sin, shape, skip)
         finally:
             self._mix = saved
 
@@ -249,13 +259,16 @@ class ElasticModel(nn.Module):
     def head(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(rms_norm(x, self.norm, self.eps), self.embed if self.lm_head is None else self.lm_head)
 
-    def run_layers(self, x: torch.Tensor, layers: list[int], shape: Shape) -> torch.Tensor:
-        """`layers` in order at the widths of `shape` (the layer set may differ from the shape's own depth's)."""
+    def run_layers(
+        self, x: torch.Tensor, layers: list[int], shape: Shape, skip: frozenset[tuple[int, str]] = frozenset()
+    ) -> torch.Tensor:
+        """`layers` in order at the widths of `shape` (the layer set may differ from the shape's own depth's),
+        without the blocks `skip` names."""
         cos, sin = self.rope(x)
-        shape = Shape(len(layers), shape.ffn, shape.heads)
+        shape = Shape(len(layers) - len(skip) // 2, shape.ffn, shape.heads)
         self._mix = self.smol.mix(shape, layers) if self.smol is not None else None
         if self.smol is not None:
-            key = (tuple(layers), shape, id(self.smol), self.smol.training or torch.is_grad_enabled())
+            key = (tuple(layers), shape, skip, id(self.smol), self.smol.training or torch.is_grad_enabled())
             if key != self._merged_for:  # another shape (or adapters that may have changed): merge afresh
                 self._merged, self._merged_for = {}, key
         try:
@@ -265,9 +278,9 @@ class ElasticModel(nn.Module):
                     # (and its noise) was drawn above, so the recomputation sees the same adapters
                     from torch.utils.checkpoint import checkpoint
 
-                    x = checkpoint(self._block_with_mix, i, x, cos, sin, shape, self._mix, use_reentrant=False)
+                    x = checkpoint(self._block_with_mix, i, x, cos, sin, shape, self._mix, skip, use_reentrant=False)
                 else:
-                    x = self.block(i, x, cos, sin, shape)
+                    x = self.block(i, x, cos, sin, shape, skip)
         finally:
             self._mix = None
         return x
@@ -281,8 +294,9 @@ class ElasticModel(nn.Module):
         logits_to_keep: int | None = None,
     ) -> Output:
         shape = shape or self.full_shape
+        skip = frozenset() if layers is not None else self.skips.get(shape.depth, frozenset())
         layers = layers if layers is not None else self.layers_for(shape.depth)
-        x = self.run_layers(F.embedding(input_ids, self.embed), layers, shape)
+        x = self.run_layers(F.embedding(input_ids, self.embed), layers, shape, skip)
         # Like transformers' logits_to_keep: the 49k-vocabulary head only where logits are read.
         logits = self.head(x if not logits_to_keep else x[:, -logits_to_keep:])
         loss = None

@@ -48,6 +48,9 @@ class DepthSection:
     scores: dict[int, float]  # calibration perplexity of each depth's layer set at full width
     scorer_calls: int
     seconds: float
+    # a module-granular domain checkpoint's blocks dropped inside the kept layers, per depth ("7.attn"): its
+    # depth d keeps 2d blocks, so a layer set may hold more than d layers (edgekit.elastic.skip)
+    skips: dict[int, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -222,7 +225,17 @@ class Plan:
         depth = data["depth"]
         depth["layer_sets"] = {str(k): v for k, v in sorted(self.depth.layer_sets.items())}
         depth["scores"] = {str(k): v for k, v in sorted(self.depth.scores.items())}
+        if self.depth.skips:
+            depth["skips"] = {str(k): v for k, v in sorted(self.depth.skips.items())}
+        else:
+            depth.pop("skips")  # plans with whole layers only are written as before
         return data
+
+    def skips_at(self, depth: int) -> frozenset[tuple[int, str]]:
+        """The blocks dropped inside depth `depth`'s layers (empty unless the plan is module-granular)."""
+        from edgekit.elastic.skip import units_of
+
+        return units_of(self.depth.skips.get(depth))
 
 
 def default_depths(num_layers: int, min_depth: int) -> set[int]:
@@ -270,6 +283,7 @@ def load_plan(ref: str | Path) -> Plan:
         depth = data["depth"]
         depth["layer_sets"] = {int(k): list(v) for k, v in depth["layer_sets"].items()}
         depth["scores"] = {int(k): float(v) for k, v in depth["scores"].items()}
+        depth["skips"] = {int(k): [str(u) for u in v] for k, v in depth.get("skips", {}).items()}
         plan = Plan(
             model=ModelIdentity(**data["model"]),
             geometry=Geometry(**data["geometry"]),
@@ -286,7 +300,15 @@ def load_plan(ref: str | Path) -> Plan:
         raise IntegrityError(f"{what} is corrupt: {PLAN_JSON} does not describe a plan ({exc})") from None
     n = plan.geometry.num_layers
     for d, layers in plan.layer_sets.items():
-        if len(layers) != d or len(set(layers)) != d or not all(0 <= i < n for i in layers):
+        try:
+            skips = plan.skips_at(d)
+        except ValueError as exc:
+            raise IntegrityError(f"{what} is corrupt: depth {d}'s dropped blocks: {exc}") from None
+        # a depth keeps 2d blocks: d whole layers, or more layers some of which keep one block
+        blocks = 2 * len(layers) - len(skips)
+        if (blocks != 2 * d or len(set(layers)) != len(layers) or not all(0 <= i < n for i in layers)
+                or not all(i in layers for i, _ in skips) or any(len({p for j, p in skips if j == i}) > 1
+                                                                  for i in layers)):  # fmt: skip
             raise IntegrityError(f"{what} is corrupt: the layer set for depth {d} is not {d} distinct layers of {n}")
     return plan
 

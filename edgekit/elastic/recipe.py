@@ -97,6 +97,9 @@ class TrimConfig:
     # TrimLLM's sparse update: the adapters of this share of the layers stay frozen, those a first scan (before
     # any training) found least important
     sparse_update: float = 0.0
+    # what a drop removes: a whole layer (every runtime loads the result), or one attention or MLP block
+    # ("module": two blocks per drop, so depth dN keeps 2N blocks; only the torch runtime skips them)
+    granularity: str = "layer"
 
 
 @dataclass
@@ -170,6 +173,7 @@ class Recipe:
             (self.trim.calibration_tokens >= self.data.seq_len, "trim.calibration_tokens must hold one data.seq_len"),
             (self.trim.tie_tolerance >= 0, "trim.tie_tolerance must be at least 0"),
             (0.0 <= self.trim.sparse_update < 1.0, "trim.sparse_update must be in [0, 1)"),
+            (self.trim.granularity in ("layer", "module"), "trim.granularity must be layer or module"),
         ]
         for ok, message in problems:
             if not ok:

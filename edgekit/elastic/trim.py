@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from edgekit.elastic.recipe import Recipe
+from edgekit.elastic.skip import PARTS, names_of, parse_unit, unit_name
 from edgekit.elastic.train import Trainer
 from edgekit.errors import UsageError
 from edgekit.shapes import Shape
@@ -35,39 +36,74 @@ from edgekit.shapes import Shape
 METRIC = "domain_ppl"  # what a domain checkpoint's shapes are ranked by
 
 
+Candidate = int | tuple[int, str]  # a layer, or (layer, "attn" | "mlp") with trim.granularity=module
+
+
+def _key(text: str) -> Candidate:
+    return int(text) if str(text).isdigit() else parse_unit(text)
+
+
+def _name(candidate: Candidate) -> str:
+    return str(candidate) if isinstance(candidate, int) else unit_name(candidate)
+
+
 @dataclass
 class Drop:
     step: int  # dropped after this many training steps
     layer: int
     depth: int  # the depth after the drop
-    score: float  # calibration perplexity without the layer: the new depth's
-    tied: list[int]  # the candidates within the tie tolerance of the best (the dropped one among them)
-    scores: dict[int, float]  # every candidate's calibration perplexity without it
-    norms: dict[int, float]  # every candidate's activation norm (its residual update, mean L2 per token)
+    score: float  # calibration perplexity without it: the new depth's (module: after both blocks of the drop)
+    tied: list[Candidate]  # the candidates within the tie tolerance of the best (the dropped one among them)
+    scores: dict[Candidate, float]  # every candidate's calibration perplexity without it
+    norms: dict[Candidate, float]  # every candidate's activation norm (its residual update, mean L2 per token)
+    block: str = "layer"  # what went: the whole layer, or its "attn" or "mlp" (trim.granularity=module)
+
+    @property
+    def dropped(self) -> Candidate:
+        return self.layer if self.block == "layer" else (self.layer, self.block)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        data["scores"] = {str(k): round(v, 6) for k, v in self.scores.items()}
-        data["norms"] = {str(k): round(v, 6) for k, v in self.norms.items()}
+        data["tied"] = [_name(u) if not isinstance(u, int) else u for u in self.tied]
+        data["scores"] = {_name(k): round(v, 6) for k, v in self.scores.items()}
+        data["norms"] = {_name(k): round(v, 6) for k, v in self.norms.items()}
+        if self.block == "layer":
+            data.pop("block")  # layer drops are written as they always were
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Drop:
         return cls(int(data["step"]), int(data["layer"]), int(data["depth"]), float(data["score"]),
-                   [int(u) for u in data["tied"]], {int(k): float(v) for k, v in data["scores"].items()},
-                   {int(k): float(v) for k, v in data["norms"].items()})  # fmt: skip
+                   [u if isinstance(u, int) else _key(u) for u in data["tied"]],
+                   {_key(k): float(v) for k, v in data["scores"].items()},
+                   {_key(k): float(v) for k, v in data["norms"].items()}, data.get("block", "layer"))  # fmt: skip
 
 
 # ------------------------------------------------------------------ the maths
 
 
-def choose_drop(scores: dict[int, float], norms: dict[int, float], tolerance: float) -> tuple[int, list[int]]:
-    """The layer to drop and the tied candidates: the lowest calibration perplexity without it; those within
-    `tolerance` (relative) of it tie, and the largest activation norm among them goes (TrimLLM's `activation`
-    tie-breaker), then the earlier layer."""
+def choose_drop(scores: dict[Any, float], norms: dict[Any, float], tolerance: float) -> tuple[Any, list[Any]]:
+    """The layer (or block) to drop and the tied candidates: the lowest calibration perplexity without it; those
+    within `tolerance` (relative) of it tie, and the largest activation norm among them goes (TrimLLM's
+    `activation` tie-breaker), then the earlier one (a layer's attention comes before its MLP)."""
     best = min(scores.values())
     tied = sorted(u for u, v in scores.items() if v <= best * (1 + tolerance))
-    return max(tied, key=lambda u: (norms[u], -u)), tied
+    return max(tied, key=lambda u: (norms[u], -tied.index(u))), tied
+
+
+def blocks_after(num_layers: int, drops: list[Drop]) -> tuple[list[int], frozenset[tuple[int, str]]]:
+    """The layers left after `drops` and the blocks dropped inside them: a layer whose two blocks both went
+    is gone."""
+    layers, skip = list(range(num_layers)), set()
+    for d in drops:
+        if d.block == "layer":
+            layers.remove(d.layer)
+            continue
+        skip.add((d.layer, d.block))
+        if all((d.layer, p) in skip for p in PARTS):
+            layers.remove(d.layer)
+            skip -= {(d.layer, p) for p in PARTS}
+    return layers, frozenset(skip)
 
 
 def drop_steps(num_layers: int, depth: int, interval: int) -> list[int]:
@@ -117,11 +153,47 @@ def removal_scores(
 
 
 @torch.no_grad()
-def calibration_ppl(model: Any, calib: torch.Tensor, layers: list[int], shape: Shape, chunk: int = 4) -> float:
+def block_removal_scores(
+    model: Any, calib: torch.Tensor, layers: list[int], skip: frozenset[tuple[int, str]], shape: Shape,
+    chunk: int = 4,
+) -> tuple[dict[tuple[int, str], float], dict[tuple[int, str], float]]:  # fmt: skip
+    """`removal_scores` for single blocks: the calibration perplexity without each remaining attention or MLP
+    block in turn, and each block's activation norm. The hidden state before each block is computed once."""
+    blocks = [(i, p) for i in layers for p in PARTS if (i, p) not in skip]
+    nll = dict.fromkeys(blocks, 0.0)
+    norm = dict.fromkeys(blocks, 0.0)
+    other = {"attn": "mlp", "mlp": "attn"}
+    count = 0
+    for start in range(0, calib.shape[0], chunk):
+        ids = calib[start : start + chunk].to(model.embed.device)
+        hidden = [F.embedding(ids, model.embed)]
+        for i, p in blocks:  # one block at a time: the layer with its other block skipped
+            hidden.append(model.run_layers(hidden[-1], [i], shape, skip | {(i, other[p])}))
+        targets = ids[:, 1:].reshape(-1)
+        for k, (i, p) in enumerate(blocks):
+            # from the state before the block: the rest of its layer (the MLP, when the attention goes), then on
+            rest_layers = layers[layers.index(i) :]
+            without = skip | {(i, p)} | ({(i, "attn")} if p == "mlp" else set())
+            rest = model.run_layers(hidden[k], rest_layers, shape, frozenset(without))
+            logits = model.head(rest)[:, :-1]
+            nll[(i, p)] += F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets,
+                                           reduction="sum").item()  # fmt: skip
+            norm[(i, p)] += (hidden[k + 1] - hidden[k]).float().norm(dim=-1).sum().item()
+        count += targets.numel()
+    tokens = calib.shape[0] * calib.shape[1]
+    return ({u: float(torch.tensor(v / count).exp()) for u, v in nll.items()},
+            {u: v / tokens for u, v in norm.items()})  # fmt: skip
+
+
+@torch.no_grad()
+def calibration_ppl(
+    model: Any, calib: torch.Tensor, layers: list[int], shape: Shape, chunk: int = 4,
+    skip: frozenset[tuple[int, str]] = frozenset(),
+) -> float:  # fmt: skip
     total, count = 0.0, 0
     for start in range(0, calib.shape[0], chunk):
         ids = calib[start : start + chunk].to(model.embed.device)
-        logits = model(ids, shape, layers=layers).logits[:, :-1]
+        logits = model.head(model.run_layers(F.embedding(ids, model.embed), layers, shape, skip))[:, :-1]
         targets = ids[:, 1:].reshape(-1)
         total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets, reduction="sum").item()
         count += targets.numel()
@@ -140,7 +212,7 @@ class Trimmer(Trainer):
         self.full_width = (100, g.heads_per_group)
         super().__init__(recipe, plan, elastic, sequences, [g.full], run_dir)
         self.calib = calib
-        self.schedule = drop_steps(g.num_layers, recipe.trim.depth, recipe.trim.interval)
+        self.schedule = drop_steps(g.num_layers, recipe.trim.depth, recipe.trim.interval)  # one per depth
         self.drops: list[Drop] = []
         self.frozen: list[int] = []  # layers whose adapters the sparse update keeps frozen
         self.first_scan: dict[int, float] | None = None
@@ -162,31 +234,49 @@ class Trimmer(Trainer):
         g = self.model.geometry
         return [self.at_depth(d) for d in range(g.num_layers, self.recipe.trim.depth - 1, -1)]
 
+    @property
+    def per_drop(self) -> int:
+        """Candidates removed at each drop: a layer, or two blocks (so that each depth keeps 2 x depth blocks)."""
+        return 2 if self.recipe.trim.granularity == "module" else 1
+
     def _grid_from_drops(self) -> None:
         g = self.model.geometry
-        layers = list(range(g.num_layers))
-        sets = {g.num_layers: list(layers)}
-        for drop in self.drops:
-            layers = [i for i in layers if i != drop.layer]
-            sets[len(layers)] = list(layers)
-        self.model.layer_sets = sets
+        sets, skips = {g.num_layers: list(range(g.num_layers))}, {}
+        for k in range(self.per_drop, len(self.drops) + 1, self.per_drop):
+            layers, skip = blocks_after(g.num_layers, self.drops[:k])
+            depth = g.num_layers - k // self.per_drop
+            sets[depth] = layers
+            if skip:
+                skips[depth] = skip
+        self.model.layer_sets, self.model.skips = sets, skips
         self.grid = [self.at_depth(d) for d in sorted(sets, reverse=True)]
 
     # -------------------------------------------------------------- drops (Trainer.step samples the sandwich
     # of the depths reached from self.grid: the full model, the current depth, and those between)
 
     def after_step(self) -> None:
-        if len(self.drops) < len(self.schedule) and self.state.step == self.schedule[len(self.drops)]:
+        made = len(self.drops) // self.per_drop
+        if made < len(self.schedule) and self.state.step == self.schedule[made]:
             self.drop()
 
     def drop(self) -> Drop:
-        layers = self.layers
-        scores, norms = removal_scores(self.model.eval(), self.calib, layers, self.at_depth(len(layers) - 1))
-        layer, tied = choose_drop(scores, norms, self.recipe.trim.tie_tolerance)
-        drop = Drop(self.state.step, layer, len(layers) - 1, scores[layer], tied, scores, norms)
-        self.drops.append(drop)
+        n, tolerance = self.model.geometry.num_layers, self.recipe.trim.tie_tolerance
+        depth = n - len(self.drops) // self.per_drop - 1
+        if self.per_drop == 1:
+            layers = self.layers
+            scores, norms = removal_scores(self.model.eval(), self.calib, layers, self.at_depth(len(layers) - 1))
+            layer, tied = choose_drop(scores, norms, tolerance)
+            self.drops.append(Drop(self.state.step, layer, depth, scores[layer], tied, scores, norms))
+        else:  # two greedy scans: each removes the block whose removal hurts least given those gone before
+            for _ in range(self.per_drop):
+                layers, skip = blocks_after(n, self.drops)
+                scores, norms = block_removal_scores(self.model.eval(), self.calib, layers, skip,
+                                                     self.at_depth(depth))  # fmt: skip
+                (layer, block), tied = choose_drop(scores, norms, tolerance)
+                self.drops.append(Drop(self.state.step, layer, depth, scores[(layer, block)], tied, scores, norms,
+                                       block))  # fmt: skip
         self._grid_from_drops()
-        return drop
+        return self.drops[-1]
 
     def scan(self) -> None:
         """Before any training: the start's calibration perplexity and, for the sparse update, which layers'
@@ -302,9 +392,10 @@ def domain_plan(trimmer: Trimmer, out: Path) -> Any:
 
     base = trimmer.plan
     sets = {d: list(v) for d, v in trimmer.model.layer_sets.items()}
+    skips = {d: names_of(v) for d, v in trimmer.model.skips.items()}
     depth = DepthSection(method="trimllm", scorer="ppl", min_depth=min(sets), protected=[], layer_sets=sets,
                          scores=trimmer.depth_scores(), scorer_calls=sum(len(d.scores) for d in trimmer.drops),
-                         seconds=0.0)  # fmt: skip
+                         seconds=0.0, skips=skips)  # fmt: skip
     width = dataclasses.replace(base.width, ffn_floor=100, heads_floor=base.geometry.heads_per_group, grid=[100])
     plan = dataclasses.replace(base, depth=depth, width=width, path=None)
     with atomic_dir(out, replace=True) as tmp:
@@ -323,8 +414,9 @@ def finish_trim(trimmer: Trimmer, start_step: int, evaluate: bool, half: bool,
     from edgekit.elastic.train import RunResult, data_files
 
     r, state = trimmer.recipe, trimmer.state
-    if len(trimmer.drops) < len(trimmer.schedule):
-        raise UsageError(f"the run has made {len(trimmer.drops)} of its {len(trimmer.schedule)} drops: resume it")
+    made = len(trimmer.drops) // trimmer.per_drop
+    if made < len(trimmer.schedule):
+        raise UsageError(f"the run has made {made} of its {len(trimmer.schedule)} drops: resume it")
     files = data_files(r, tuple(f"{a}.{b}" for a, b in DATA_KEYS))
     training = {"steps": state.step, "tokens": state.tokens, "seconds": round(state.seconds, 1),
                 "device": str(trimmer.device), "resumed_from": start_step or None, "data": files}  # fmt: skip
@@ -332,7 +424,7 @@ def finish_trim(trimmer: Trimmer, start_step: int, evaluate: bool, half: bool,
         "name": r.data.train,
         "sha256": files["data.train"]["sha256"],
         "metric": METRIC,
-        "granularity": "layer",
+        "granularity": r.trim.granularity,
         "calibration": {
             "tokens": int(trimmer.calib.numel()),
             "sequences": int(trimmer.calib.shape[0]),

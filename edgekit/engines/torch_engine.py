@@ -72,7 +72,10 @@ class TorchEngine:
         marker = folder / MARKER
         precision = marker.read_text().strip() if marker.is_file() else "fp32"
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-        return TorchSession(AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval(), device)
+        from edgekit.elastic.skip import apply_skips
+
+        model = apply_skips(AutoModelForCausalLM.from_pretrained(folder, dtype=dtype))
+        return TorchSession(model.to(device).eval(), device)
 
 
 class TorchSession:
@@ -146,10 +149,13 @@ class ElasticTorchSession(TorchSession):
         from edgekit.elastic.extract import elastic_state, hf_model
 
         self.plan.check_shape(shape)
+        from edgekit.elastic.skip import subnet_skips
+
         layers = self.plan.layer_sets[shape.depth]
         with torch.no_grad():
             state = elastic_state(self.elastic.eval(), shape)
-        return hf_model(self.base_config, self.plan.geometry, shape, layers, state).to(self.device)
+        skip = subnet_skips(layers, self.plan.skips_at(shape.depth))
+        return hf_model(self.base_config, self.plan.geometry, shape, layers, state, skip).to(self.device)
 
     def reshape(self, shape: Any) -> float:
         """Switch to `shape`; return the seconds it took."""

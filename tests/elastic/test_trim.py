@@ -207,3 +207,98 @@ def test_trim_cli_end_to_end_and_bad_input(tiny_plan: Path, calib_text: Path, tm
     assert missing.code == 2 and "data.train /nonexistent.txt not found" in missing.err
     not_trim = cli("elastic", "trim", "--recipe", "smollm2-135m", "--out", str(tmp_path / "y"))
     assert not_trim.code == 2 and "not a trim recipe" in not_trim.err
+
+
+# ---------------------------------------------------------------- trim.granularity=module
+
+
+def test_block_removal_scores_equal_brute_force(tiny_plan: Path, calib_text: Path, tmp_path: Path):
+    from edgekit.elastic.trim import block_removal_scores
+
+    trimmer = prepare_trim(_recipe(tiny_plan, calib_text), tmp_path / "run", resume=False)
+    layers, skip = [0, 1, 2, 4, 5], frozenset({(1, "mlp")})  # some blocks already gone
+    shape = Shape(4, 100, 3)
+    scores, norms = block_removal_scores(trimmer.model.eval(), trimmer.calib, layers, skip, shape)
+    assert sorted(scores) == sorted((i, p) for i in layers for p in ("attn", "mlp") if (i, p) not in skip)
+    for unit in scores:
+        brute = calibration_ppl(trimmer.model, trimmer.calib, layers, shape, skip=skip | {unit})
+        assert scores[unit] == pytest.approx(brute, rel=1e-4), unit
+    assert all(v > 0 for v in norms.values())
+
+
+def test_choose_drop_orders_blocks_attention_first_on_a_full_tie():
+    assert choose_drop({(2, "mlp"): 3.0, (2, "attn"): 3.0}, {(2, "mlp"): 1.0, (2, "attn"): 1.0}, 0.0)[0] == (2, "attn")
+
+
+def test_module_trim_drops_two_blocks_per_depth_picked_by_brute_force_and_extracts_exactly(
+    tiny_plan: Path, calib_text: Path, tmp_path: Path
+):
+    from transformers import AutoModelForCausalLM
+
+    from edgekit.elastic.skip import CONFIG_KEY
+    from edgekit.elastic.source import Source
+    from edgekit.elastic.trim import blocks_after
+    from edgekit.engines import get_engine
+
+    trimmer = prepare_trim(_recipe(tiny_plan, calib_text, "trim.granularity=module"), tmp_path / "run", False)
+    brute_checked = []
+
+    def check(result) -> None:
+        drops = trimmer.drops
+        if drops and drops[-1].step == result.step + 1:  # a drop was made after this step: redo both scans
+            for k in (len(drops) - 2, len(drops) - 1):
+                layers, skip = blocks_after(6, drops[:k])
+                shape = Shape(drops[k].depth, 100, 3)
+                brute = {(i, p): calibration_ppl(trimmer.model, trimmer.calib, layers, shape, skip=skip | {(i, p)})
+                         for i in layers for p in ("attn", "mlp") if (i, p) not in skip}  # fmt: skip
+                assert drops[k].dropped == min(brute, key=brute.get)
+                brute_checked.append(drops[k].dropped)
+
+    train(trimmer, on_step=check)
+    assert len(brute_checked) == 6 and [d.depth for d in trimmer.drops] == [5, 5, 4, 4, 3, 3]
+    assert all(d.block in ("attn", "mlp") for d in trimmer.drops)
+    result = finish_trim(trimmer, 0, evaluate=False, half=False)
+    manifest = json.loads((result.checkpoint / "manifest.json").read_text())
+    assert manifest["domain"]["granularity"] == "module"
+    source = Source.resolve(elastic=str(result.checkpoint))
+    elastic = source.load()
+    ids = torch.randint(0, 200, (1, 12), generator=torch.Generator().manual_seed(0))
+    for depth in (5, 4, 3):
+        layers, skip = source.plan.layer_sets[depth], source.plan.skips_at(depth)
+        assert 2 * len(layers) - len(skip) == 2 * depth
+        shape = Shape(depth, 100, 3)
+        out = tmp_path / f"d{depth}"
+        source.extract(shape, out)
+        config = json.loads((out / "config.json").read_text())
+        assert config["num_hidden_layers"] == len(layers) and len(config.get(CONFIG_KEY, [])) == len(skip)
+        with torch.no_grad():
+            want = elastic(ids, shape).logits
+            # a plain transformers load computes the zeroed blocks; edgekit's torch runtime skips them
+            plain = AutoModelForCausalLM.from_pretrained(out).eval()(ids).logits
+            session = get_engine("torch").open(out)
+            skipped = session.sequence_logits(ids[0].tolist())
+        assert (want - plain).abs().max().item() < 1e-4, depth
+        assert (want[0] - skipped).abs().max().item() < 1e-4, depth
+        if skip:
+            kinds = {type(m).__name__ for layer in session.model.model.layers for m in (layer.self_attn, layer.mlp)}
+            assert kinds & {"SkippedAttention", "SkippedMLP"}
+    # greedy decoding with the KV cache through skipped blocks equals the logits' argmax, token by token
+    from edgekit.engines.base import Sampling
+
+    session = get_engine("torch").open(tmp_path / "d3")
+    made = list(session.stream(ids[0].tolist(), Sampling(max_new_tokens=6, temperature=0.0)))
+    seq = ids[0].tolist()
+    for token in made:
+        assert token == int(session.sequence_logits(seq)[-1].argmax())
+        seq.append(token)
+
+
+def test_deploy_refuses_a_runtime_that_cannot_skip_blocks(tiny_plan: Path, calib_text: Path, tmp_path: Path, cli):
+    trimmer = prepare_trim(_recipe(tiny_plan, calib_text, "trim.granularity=module", "train.steps=6"),
+                           tmp_path / "run", resume=False)  # fmt: skip
+    train(trimmer)
+    ckpt = finish_trim(trimmer, 0, evaluate=False, half=False).checkpoint
+    result = cli("deploy", "--target", "host", "--elastic", str(ckpt), "--runtime", "ort", "--budget", "60%",
+                 "--out", str(tmp_path / "dep"), "--dry-run")  # fmt: skip
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1
+    assert "cannot skip" in result.err and "--runtime torch" in result.err and "Traceback" not in result.err

@@ -11,6 +11,10 @@ from edgekit.cli import options as o
 from edgekit.cli.console import err, out, print_json
 
 
+def dropped_name(drop: Any) -> str:
+    return f"layer {drop.layer}" if drop.block == "layer" else f"layer {drop.layer}'s {drop.block}"
+
+
 def trim_cmd(
     out_dir: o.OutRequired,
     recipe: Annotated[
@@ -27,7 +31,8 @@ def trim_cmd(
     json_out: o.Json = False,
 ) -> None:
     """TrimLLM: fine-tune on a domain while dropping one layer per interval (the one whose removal hurts the
-    domain's calibration perplexity least) down to trim.depth. Checkpoints and metrics.csv in the run folder
+    domain's calibration perplexity least; with trim.granularity=module, two attention or MLP blocks) down to
+    trim.depth. Checkpoints and metrics.csv in the run folder
     (--out); the domain checkpoint, every depth reached a shape dN, in OUT/elastic."""
     from edgekit.elastic.recipe import load_recipe
     from edgekit.elastic.train import TRAINING_DATA, train
@@ -45,8 +50,8 @@ def trim_cmd(
 
     def depth_line() -> str:
         last = trimmer.drops[-1] if trimmer.drops else None
-        dropped = f", last drop layer {last.layer} (ppl {last.score:.2f})" if last else ""
-        return f"depth {len(trimmer.layers)}{dropped}"
+        dropped = f", last drop {dropped_name(last)} (ppl {last.score:.2f})" if last else ""
+        return f"depth {min(trimmer.model.layer_sets)}{dropped}"
 
     progress = bar(TextColumn("{task.fields[depth]}"), TextColumn("{task.fields[losses]}"))
     with progress:
@@ -72,8 +77,9 @@ def trim_cmd(
         return
     from edgekit.cli.elastic.train import print_accuracy
 
-    out.print(f"trimmed to depth {len(trimmer.layers)} in {state.step} steps ({state.tokens:,} tokens, "
+    out.print(f"trimmed to depth {min(trimmer.model.layer_sets)} in {state.step} steps ({state.tokens:,} tokens, "
               f"{state.seconds / 60:.1f} min on {trimmer.device}); domain checkpoint: {result.checkpoint}")  # fmt: skip
-    out.print("drop order: " + " ".join(f"{d.layer}" for d in trimmer.drops))
+    out.print("drop order: " + " ".join(f"{d.layer}" if d.block == "layer" else f"{d.layer}.{d.block}"
+                                        for d in trimmer.drops))  # fmt: skip
     if result.accuracy:
         print_accuracy(result.accuracy)
