@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,6 +31,26 @@ def profile_cmd(
         str, typer.Option("--prompt-lens", help="Prompt lengths to time prefill and first token at.")
     ] = "16,64,256",
     option: o.BuildOption = None,
+    search_options: Annotated[
+        bool,
+        typer.Option(
+            "--search-options",
+            help="First find the build options fastest here at equal quality "
+            "(each built, scored and timed); the LUT records them and deploy builds with them.",
+        ),
+    ] = False,
+    tolerance: Annotated[
+        float,
+        typer.Option(
+            "--tolerance",
+            min=0.0,
+            help="With --search-options: the most perplexity an option may cost "
+            "against the default build (0.02 = 2 %).",
+        ),
+    ] = 0.02,
+    search_rounds: Annotated[
+        int, typer.Option("--search-rounds", min=1, help="With --search-options: interleaved timing rounds.")
+    ] = 3,
     estimate: Annotated[
         bool, typer.Option("--estimate", help="Write an estimated LUT for a target that cannot be measured here.")
     ] = False,
@@ -66,10 +87,18 @@ def profile_cmd(
         raise UsageError(f"--prompt-lens takes comma-separated integers, not '{prompt_lens}'") from None
     settings = MeasureSettings(new_tokens=new_tokens, runs=runs, prompt_lens=lens)
     req = host_request(res, the_plan, shapes, fit_on, quick, settings, o.key_values(option, "--option"))
+    if search_options:
+        from edgekit.deployment.option_search import candidates
+
+        candidates(res.runtime, res.precision, res.device)  # a runtime with nothing to search: refused before work
+        req = dataclasses.replace(req, search=True, tolerance=tolerance, search_rounds=search_rounds)
     with bar() as progress:
         task = progress.add_task("profiling", total=len(req.shapes))
 
         def on_shape(name: str) -> None:
+            if name.startswith(("building", "scoring", "timing")):  # the option search's steps
+                progress.update(task, description=f"option search: {name}")
+                return
             progress.update(task, description=f"{name}: extract, compile ({res.runtime} {res.precision}), measure")
 
         def done(m: Any) -> None:
@@ -105,6 +134,8 @@ def report(lut: Any, path: Path, json_out: bool) -> None:
             table.add_row(name, "-", "-", f"{p.ttft_ms:.0f} ms @{p.prompt_len} (est.)", f"{p.memory_mb:.0f} (est.)",
                           f"{p.decode_ms:.2f}")  # fmt: skip
     out.print(table)
+    if search := lut.provenance.get("option_search"):
+        print_search(search)
     v = lut.validation
     if v:
         d = v["decode"]
@@ -117,3 +148,20 @@ def report(lut: Any, path: Path, json_out: bool) -> None:
     if lut.status != "measured":
         out.print(f"[yellow]estimated[/yellow]: {lut.provenance.get('why')}; {lut.provenance.get('how_to_measure')}")
     out.print(f"LUT: {path}")
+
+
+def print_search(search: dict[str, Any]) -> None:
+    text = search["text"]
+    table = Table(title=f"build options for {search['runtime']} {search['precision']} on this host ({search['shape']}, "
+                  f"{search['rounds']} interleaved rounds; quality on {text['tokens']} held-out tokens)")  # fmt: skip
+    for col in ("options", "decode ms/token", "speed-up", "ppl", "vs default", "within"):
+        table.add_column(col, justify="left" if col == "options" else "right")
+    base = search["trials"][0]["decode_ms"]
+    for t in search["trials"]:
+        label = ",".join(f"{k}={v}" for k, v in t["options"].items())
+        mark = " (chosen)" if t["options"] == search["winner"] else ""
+        table.add_row(label + mark, f"{t['decode_ms']:.2f}", f"{base / t['decode_ms']:.2f}x", f"{t['ppl']:.3f}",
+                      f"{t['quality_ratio']:.3f}x", "yes" if t["within"] else "no")  # fmt: skip
+    out.print(table)
+    out.print(f"chosen: {search['winner']} ({search['speedup']:.2f}x the default build's speed, quality within "
+              f"{100 * search['tolerance']:.0f} %)")  # fmt: skip

@@ -191,8 +191,17 @@ def choose(req: DeployRequest, step: Step | None = None) -> Choice:
               "seconds": round(time.perf_counter() - start, 3)}  # fmt: skip
     if not any(r.fits for r in rows):
         raise infeasible(rows, budget, lut)
-    options = {**build_options(res), **req.options}
+    options = {**build_options(res), **searched_options(lut), **req.options}
+    if searched_options(lut):
+        notes.append(f"build options {searched_options(lut)} from the LUT's search on this host (--option overrides)")
     return Choice(req, res, source, lut, budget, ranking, rows, options, notes, search)
+
+
+def searched_options(lut: Lut) -> dict[str, str]:
+    """The build options a measured LUT's search found fastest at equal quality (its latencies hold for them)."""
+    if lut.status != MEASURED or not lut.provenance.get("option_search"):
+        return {}
+    return dict(lut.provenance["option_search"]["winner"])
 
 
 def check_runtime_loads(source: Source, runtime: str) -> None:

@@ -8,6 +8,7 @@ is validated on the shapes it was not fitted on and refitted on all of them for 
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from collections.abc import Callable
@@ -38,7 +39,10 @@ class ProfileRequest:
     shapes: list[Shape]
     fit_on: list[Shape]
     settings: MeasureSettings
-    options: dict[str, str] | None = None  # runtime build options (e.g. int4_accuracy_level=4)
+    options: dict[str, str] | None = None  # runtime build options (e.g. accuracy_level=4)
+    search: bool = False  # search the build options first (edgekit.deployment.option_search)
+    tolerance: float = 0.02  # the search's quality tolerance: perplexity at most this much above the default's
+    search_rounds: int = 3  # the search's interleaved timing rounds
 
 
 def host_request(
@@ -101,6 +105,31 @@ def measure_shape(
     return ShapeMeasurement(**figures.to_dict(), shape=shape.name, model_bytes=size, compile_s=round(compile_s, 2))
 
 
+def input_widths(plan: Plan) -> list[int]:
+    """The widths every input of a linear layer of the plan's shapes is a multiple of: the hidden size, one
+    query head per KV group (o_proj reads a multiple of kv heads x head_dim) and one FFN step (down_proj)."""
+    g = plan.geometry
+    return sorted({g.hidden, g.num_kv_heads * g.head_dim, g.ffn_unit, g.ffn})
+
+
+def run_search(plan: Plan, perms: Any, base: Path, req: ProfileRequest, work: Path,
+               on_shape: Callable[[str], None] | None) -> Any:  # fmt: skip
+    """The build-option search on the full model (its weights as deploy cuts them from the plan)."""
+    from edgekit.deployment.option_search import search_options
+    from edgekit.elastic.extract import extract
+
+    full = plan.full
+    hf_dir = work / "search-hf"
+    extract(plan, perms, base, full, hf_dir)
+    settings = dataclasses.replace(req.settings, prompt_lens=())  # decode speed is what the options change
+    found = search_options(hf_dir, req.runtime, req.precision, req.device, work, settings, full.name, req.tolerance,
+                           req.search_rounds, req.options, on_shape, input_widths(plan))  # fmt: skip
+    shutil.rmtree(hf_dir, ignore_errors=True)
+    for k in range(len(found.trials)):
+        shutil.rmtree(work / f"candidate-{k}", ignore_errors=True)
+    return found
+
+
 def profile(
     plan: Plan,
     req: ProfileRequest,
@@ -117,8 +146,13 @@ def profile(
     provenance = machine_provenance(req.device)
     start = time.perf_counter()
     measured: list[ShapeMeasurement] = []
+    search = None
     # scratch beside the LUTs it makes, swept by the next writer there if this run is killed
     with work_dir(user_dir(), "profile") as tmp:
+        if req.search:
+            search = run_search(plan, perms, base, req, Path(tmp), on_shape)
+            # every shape is then measured as deploy will build it (--option still wins over the search)
+            req = dataclasses.replace(req, options={**search.winner, **(req.options or {})})
         for shape in req.shapes:
             if on_shape:
                 on_shape(shape.name)
@@ -137,6 +171,8 @@ def profile(
             "wall_s": round(time.perf_counter() - start, 1),
         }
     )
+    if search is not None:
+        provenance["option_search"] = search.to_dict()
     return Lut(
         target=req.target,
         runtime=req.runtime,
