@@ -131,6 +131,10 @@ class Attempt:
     figures: RuntimeFigures | None
     timings: dict[str, float]
     miss: str | None = None  # which budget terms the measurement broke
+    # a relative budget's full model measured again right after this shape (the mean of that and the measurement
+    # before it): judged on the ratio of two neighbouring measurements, the host's drift cancels
+    reference_ms: float | None = None
+    check: Budget | None = None  # the budget this attempt was held to (resolved on reference_ms when set)
 
 
 @dataclass
@@ -272,15 +276,25 @@ def deploy(req: DeployRequest, step: Step | None = None) -> Deployment:
     where = req.out or choice.out("x")
     check_free_space(where.parent, scratch_bytes(choice), "deploy's scratch space (an extracted shape and its builds)")
     with destination_lock(where) if req.out else contextlib.nullcontext(), work_dir(where.parent, "deploy") as tmp:
+        check, full_measured = choice.budget, None
+        full_runs: list[float] = []  # the full model's measurements so far, in order (relative budgets)
 
         def build(candidate: Candidate) -> Attempt:
-            return build_attempt(choice, candidate, Path(tmp), verify, step, trial)
+            attempt = build_attempt(choice, candidate, Path(tmp), verify, step, trial)
+            if full_measured is not None and attempt.figures is not None and candidate.shape != full.shape:
+                with step(f"measuring the full model again beside {candidate.shape}"):
+                    again = measure_folder(res.runtime, full_measured.compiled, res.device, req.settings).decode_ms
+                attempt.reference_ms = (full_runs[-1] + again) / 2
+                attempt.check = req.budget.resolve(attempt.reference_ms)
+                full_runs.append(again)
+            return attempt
 
-        check, full_measured = choice.budget, None
+        full = next(r for r in choice.rows if r.shape == choice.source.plan.full.name)
         if verify and req.budget.relative is not None and choice.lut.status != MEASURED:
             # "60%" means 60 % of the full model's latency on this machine; an estimated LUT can be off by
             # 2x here, and a budget resolved from it would hold every shape to the wrong number
             full_measured, check = measure_full_model(choice, build)
+            full_runs.append(full_measured.figures.decode_ms)
         final, stepped = step_down(choice, build, check, full_measured)
         final, ups = step_up(choice, build, check, final, {s["shape"] for s in stepped})
         if first is None or final.candidate.shape != first.shape:
@@ -296,7 +310,13 @@ def deploy(req: DeployRequest, step: Step | None = None) -> Deployment:
         if verify:
             with step(f"measuring the {res.precision} artifact's quality"):
                 artifact = artifact_quality(choice, final)
-        return write_deployment(choice, final, check, stepped, full_measured, ups, artifact)
+        if full_measured is not None:
+            choice.notes.append(
+                f"the full model measured {len(full_runs)} times, once beside each shape tried "
+                f"({', '.join(f'{x:.2f}' for x in full_runs)} ms/token): each shape was held to "
+                f"{100 * req.budget.relative:.3g}% of the measurements beside it"
+            )
+        return write_deployment(choice, final, final.check or check, stepped, full_measured, ups, artifact)
 
 
 def scratch_bytes(choice: Choice) -> int:
@@ -351,7 +371,8 @@ def final_build(choice: Choice, trial: Attempt, work: Path, step: Step) -> Attem
     why = "the same graph with its weights rounded to nearest: latency does not depend on weight values"
     built["measured_on"] = {"options": trial_options(engine, res.precision, choice.options), "why": why}
     timings = {**trial.timings, "final_compile_s": round(time.perf_counter() - start, 2)}
-    return Attempt(trial.candidate, trial.hf_dir, compiled, built, trial.figures, timings, trial.miss)
+    return Attempt(trial.candidate, trial.hf_dir, compiled, built, trial.figures, timings, trial.miss,
+                   trial.reference_ms, trial.check)  # fmt: skip
 
 
 def measure_full_model(choice: Choice, build: Callable[[Candidate], Attempt]) -> tuple[Attempt, Budget]:
@@ -386,7 +407,7 @@ def step_down(
             break
         reuse = full_measured is not None and chosen.shape == full_measured.candidate.shape
         attempt = full_measured if reuse and full_measured is not None else build(chosen)
-        attempt.miss = misses(attempt.figures, check) if attempt.figures else None
+        attempt.miss = misses(attempt.figures, attempt.check or check) if attempt.figures else None
         attempts.append(attempt)
         if attempt.miss is None or attempt.figures is None:
             break
@@ -411,9 +432,10 @@ def step_up(
     """While the shape to ship measured well under the latency budget, try the best one ranked above it that
     should fit at the speed measured (bounded tries): the LUT's error then leaves no accuracy on the table.
     A try that misses is dropped, and the last shape that met the budget is kept."""
-    limit, ups = check.ms_per_token, []
+    ups: list[dict[str, Any]] = []
     tried = tried | {current.candidate.shape}
     for _ in range(MAX_STEP_UPS):
+        limit = (current.check or check).ms_per_token
         if limit is None or current.figures is None or current.miss is not None:
             break
         if current.figures.decode_ms > STEP_UP_BELOW * limit:
@@ -424,7 +446,7 @@ def step_up(
             break
         tried.add(better.shape)
         attempt = build(better)
-        attempt.miss = misses(attempt.figures, check) if attempt.figures else None
+        attempt.miss = misses(attempt.figures, attempt.check or check) if attempt.figures else None
         measured = attempt.figures.decode_ms if attempt.figures else None
         ups.append({"from": current.candidate.shape, "shape": better.shape, "predicted_decode_ms": better.decode_ms,
                     "measured_decode_ms": measured, "kept": attempt.miss is None, "why": attempt.miss})  # fmt: skip
@@ -465,6 +487,8 @@ def write_deployment(
             "predicted_decode_ms": round(choice.full_predicted_ms, 3),
             "seconds": round(sum(full_measured.timings.values()), 2),
         }
+        if final.reference_ms is not None:  # the shipped shape was judged against the measurements beside it
+            budget.full_model_measured["beside_shipped_ms"] = round(final.reference_ms, 3)
     ckpt = source.checkpoint
     manifest = DeploymentManifest(
         model=asdict(source.plan.model),
