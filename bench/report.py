@@ -402,6 +402,8 @@ def trim(r: dict[str, Any]) -> str:
         f"({ev.get('domain_ppl', 'pydoc dev')}) / general ppl ({ev.get('ppl', 'wikitext-2')}) / PIQA acc_norm; "
         "ms/token of the depth's int4 ONNX Runtime GenAI build here.",
         table(["depth", "ms/token", *(n for _, n in names)], rows),
+        "Training: " + "; ".join(f"{k} {t['steps']} steps, {t['tokens']:,} tokens, {t['seconds'] / 60:.0f} min on "
+                                 f"{t['device']}" for k, t in r.get("training", {}).items()) + ".",
         f"Machine: {machine(r.get('machine'))}.",
     ])  # fmt: skip
 

@@ -194,11 +194,24 @@ def choose(req: DeployRequest, step: Step | None = None) -> Choice:
     search = {"shapes": len(rows), "space": len(source.plan.space()), "frontier": sum(r.frontier for r in rows),
               "seconds": round(time.perf_counter() - start, 3)}  # fmt: skip
     if not any(r.fits for r in rows):
-        raise infeasible(rows, budget, lut)
+        fastest = min(rows, key=lambda r: r.decode_ms)
+        if not measured_here_first(req, res, lut) or budget.violations(0.0, fastest.memory_mb, fastest.ttft_ms):
+            raise infeasible(rows, budget, lut)
+        # a share of the full model's latency judged on an estimated LUT is a guess that deploy is about to
+        # replace by measuring: try the fastest shape rather than refuse on the estimate
+        fastest.fits, fastest.why_not = True, None
+        notes.append(f"no shape is predicted to fit {budget.describe()} on this estimated LUT; {fastest.shape}, "
+                     f"the fastest ({fastest.decode_ms:.2f} ms/token predicted), is measured to find out")  # fmt: skip
     options = {**build_options(res), **searched_options(lut), **req.options}
     if searched_options(lut):
         notes.append(f"build options {searched_options(lut)} from the LUT's search on this host (--option overrides)")
     return Choice(req, res, source, lut, budget, ranking, rows, options, notes, search)
+
+
+def measured_here_first(req: DeployRequest, res: Resolved, lut: Lut) -> bool:
+    """Whether deploy will measure the full model here before judging a relative budget (see deploy())."""
+    verify = res.is_host if req.verify is None else req.verify
+    return bool(verify and res.is_host and req.budget.relative is not None and lut.status != MEASURED)
 
 
 def searched_options(lut: Lut) -> dict[str, str]:

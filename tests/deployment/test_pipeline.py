@@ -96,6 +96,25 @@ def test_relative_budget_on_an_estimated_lut_is_held_to_the_measured_full_model(
     assert m["measured"]["decode_ms"] <= m["budget"]["resolved"]["ms_per_token"] or m["stepped_down_from"]
 
 
+def test_a_relative_budget_nothing_is_predicted_to_fit_is_measured_before_refusing(
+    cli, tiny_plan: Path, tiny_lut: Path, edgekit_home: Path
+) -> None:
+    data = json.loads(tiny_lut.read_text())
+    data.pop("sealed_sha256")
+    data["target"] = "host-0ther"  # another machine's LUT: on this one it is an estimate
+    (edgekit_home / "luts").mkdir(parents=True, exist_ok=True)
+    (edgekit_home / "luts" / "host-0ther.ort-int4-cpu.tiny.json").write_text(json.dumps(data))
+    args = ["deploy", "--target", "host", "--plan", str(tiny_plan), "--dry-run", "--json", "--allow-degraded"]
+    r = cli(*args, "--budget", "5%")
+    assert r.code == 0, r.err
+    fastest = min(json.loads(r.out)["candidates"], key=lambda c: c["decode_ms"])
+    assert json.loads(r.out)["shape"] == fastest["shape"]
+    assert any("is measured to find out" in n for n in r_notes(r))
+    # an absolute budget is refused on the prediction as before, in one line
+    r = cli(*args, "--budget", "0.0001ms")
+    assert r.code == 2 and "no shape fits the budget" in r.err and len(r.err.strip().splitlines()) == 1
+
+
 def test_deploy_refuses_bad_input_in_one_line(cli, tiny_plan: Path, tiny_lut: Path, edgekit_home: Path) -> None:
     _use_lut(tiny_lut, edgekit_home)
     base = ["deploy", "--plan", str(tiny_plan)]
