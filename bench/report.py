@@ -408,6 +408,33 @@ def trim(r: dict[str, Any]) -> str:
     ])  # fmt: skip
 
 
+def options(r: dict[str, Any]) -> str:
+    base = r["trials"][0]["decode_ms"]
+    rows = [
+        [
+            ",".join(f"{k}={v}" for k, v in t["options"].items())
+            + (" (chosen)" if t["options"] == r["winner"] else ""),
+            fmt(t["decode_ms"], ".2f"),
+            f"{base / t['decode_ms']:.2f}x",
+            fmt(t["ppl"], ".3f"),
+            f"{t['quality_ratio']:.3f}x",
+            " / ".join(f"{x:.2f}" for x in t["rounds_ms"]),
+        ]
+        for t in r["trials"]
+    ]
+    text = r["text"]
+    return "\n\n".join([
+        f"`bench/options.py`: the build-option search on the full model ({r['shape']}, {r['runtime']} "
+        f"{r['precision']}, {r['device']}). Each build made as deploy makes it (GPTQ), scored through ONNX Runtime's "
+        f"own logits on {text['tokens']} held-out tokens of {text['file']} (past the {text['after_tokens']} GPTQ "
+        f"reads), timed in {r['rounds']} interleaved rounds (median of {r['settings']['runs']} runs of "
+        f"{r['settings']['new_tokens']} new tokens each); the winner is the fastest within "
+        f"{100 * r['tolerance']:.0f} % of the default build's perplexity. " + " ".join(r.get("notes", [])),
+        table(["options", "ms/token", "speed-up", "ppl", "vs default", "rounds (ms/token)"], rows),
+        f"Chosen: {r['winner']}, {r['speedup']:.2f}x the default build. Machine: {machine(r.get('machine'))}.",
+    ])  # fmt: skip
+
+
 def faults(r: dict[str, Any]) -> str:
     b, f, k, c = r["bad_input"], r["flips"], r["kills"], r["chat"]
     flips = [[kind, x["trials"], x["detected"], sum(1 for t in x["runs"] if t["mtime_restored"] and t["detected"])]
@@ -481,6 +508,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
     ("serve", "Serving: edgekit serve", serve),
     ("speculative", "Self-speculative decoding", speculative),
     ("breakdown", "Where a decode step's time goes (ONNX Runtime GenAI)", breakdown),
+    ("options", "Build options: the fastest int4 build at equal quality", options),
     ("chat_overhead", "Chat: the UI's cost", chat_overhead),
     ("faults", "Reliability: fault injection", faults),
 ]
