@@ -8,6 +8,7 @@ router, made exact, with nothing learned."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -161,6 +162,8 @@ def below_floor(
         cheapest = min(clear, key=lambda r: r.decode_ms)
         ms = cheapest.decode_ms * slowdown
         here = " as measured here" if missed else ""
-        why += (f"; the cheapest budget that clears it: --budget {ms:.3g}ms ({ms / full_ms:.0%} of the full "
-                f"model{here}), for {cheapest.shape}")  # fmt: skip
+        # rounded up, both: the budget named must admit the shape when it is given back
+        share, ms = math.ceil(100 * ms / full_ms - 1e-9), math.ceil(ms * 100 - 1e-9) / 100
+        why += (f"; the cheapest budget that clears it: --budget {ms:g}ms ({share}% of the "
+                f"full model{here}), for {cheapest.shape}")  # fmt: skip
     return why
