@@ -18,6 +18,19 @@ MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors")
 MARKER = "edgekit-torch.txt"  # the precision to load in, written by compile
 
 
+def cache_of(out: Any) -> Any:
+    """A forward's KV cache: `cache` from transformers 5 on (reading `past_key_values` there prints a
+    deprecation line into the chat), `past_key_values` before."""
+    return out["cache"] if "cache" in out else out.past_key_values  # noqa: SIM401 (.get would read both)
+
+
+def cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
+    """The keyword that passes a KV cache back in, by the installed transformers' own signature."""
+    import inspect
+
+    return {"cache": cache} if "cache" in inspect.signature(model.forward).parameters else {"past_key_values": cache}
+
+
 class TorchEngine:
     name = "torch"
 
@@ -110,7 +123,7 @@ class TorchSession:
                 if token in self.eos_ids or made >= sampling.max_new_tokens:
                     return
                 x = torch.tensor([[token]], device=self.device)
-                out = self.model(input_ids=x, past_key_values=out.past_key_values, use_cache=True)
+                out = self.model(input_ids=x, use_cache=True, **cache_kwargs(self.model, cache_of(out)))
 
     def sequence_logits(self, ids: list[int]) -> Any:
         """Logits at every position of `ids` ([len, vocab]): what perplexity and the chat metrics read."""

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from edgekit.engines.base import Sampling, pick_token, sampling_generator, token_probs
+from edgekit.engines.torch_engine import cache_kwargs, cache_of
 from edgekit.errors import UsageError
 from edgekit.speculative.verify import verify_greedy, verify_sampled
 
@@ -97,7 +98,7 @@ class SpeculativeSession:
         import torch
 
         x = torch.tensor([tokens], device=self.device)
-        return model(input_ids=x, past_key_values=cache, use_cache=True, logits_to_keep=keep or 0)
+        return model(input_ids=x, use_cache=True, logits_to_keep=keep or 0, **cache_kwargs(model, cache))
 
     def _no_end(self, logits: Any, made: int, sampling: Sampling) -> Any:
         """Rows of logits for the tokens made+0, made+1, ...: the end of turn is masked in those that come
@@ -119,7 +120,7 @@ class SpeculativeSession:
         with torch.inference_mode():
             t_cache = d_cache = None
             if len(seq) > 1:
-                t_cache = self._forward(self.target.model, seq[:-1], None, 1).past_key_values
+                t_cache = cache_of(self._forward(self.target.model, seq[:-1], None, 1))
             d_len = 0
             while made < sampling.max_new_tokens and len(seq) < self.context_length:
                 # never draft past the reply's end or the context: the verifier's pass adds one token itself
@@ -129,7 +130,7 @@ class SpeculativeSession:
                 feed = seq[d_len:]
                 for i in range(k):
                     out = self._forward(self.draft_model, feed, d_cache, 1)
-                    d_cache = out.past_key_values
+                    d_cache = cache_of(out)
                     logits = self._no_end(out.logits[0, -1:].float(), made + i, sampling)[0]
                     if greedy:
                         token = int(torch.argmax(logits))
@@ -142,7 +143,7 @@ class SpeculativeSession:
                     if token in self.eos_ids:
                         break  # nothing after an end of turn is ever kept
                 out = self._forward(self.target.model, [seq[-1], *draft], t_cache, None)
-                t_cache = out.past_key_values
+                t_cache = cache_of(out)
                 logits = self._no_end(out.logits[0].float(), made, sampling)
                 if greedy:
                     verdict = verify_greedy(draft, logits)
