@@ -51,10 +51,10 @@ class RoutedSession:
     runtime: str
     device: str
 
-    def __init__(self, routed: RoutedPolicy, switch: Callable[[str], Any]) -> None:
+    def __init__(self, routed: RoutedPolicy, switch: Callable[[str], Any], first_shape: str | None = None) -> None:
         self.routed = routed
         self.switch = switch
-        first = switch(routed.router.menu[-1])
+        first = switch(first_shape or routed.router.menu[-1])
         self.runtime, self.device = first.runtime, first.device
         self.context_length = first.context_length
         self.eos_ids = set(first.eos_ids)
@@ -62,7 +62,10 @@ class RoutedSession:
 
     @classmethod
     def over(cls, routed: RoutedPolicy, sessions: dict[str, Any]) -> RoutedSession:
-        return cls(routed, sessions.__getitem__)
+        # the runtime, context and end-of-turn ids are read from the largest shape the deployment holds: a
+        # shape the policy never chose on the router's prompts is left out of it
+        held = next(name for name in reversed(routed.router.menu) if name in sessions)
+        return cls(routed, sessions.__getitem__, held)
 
     def stream(self, ids: list[int], sampling: Sampling) -> Iterator[int]:
         self.last = self.routed.route(ids)

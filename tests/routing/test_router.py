@@ -122,3 +122,22 @@ def test_a_routed_reply_is_the_chosen_shapes_own_reply(source, fitted) -> None:
         assert tokens == list(alone.stream(ids, greedy))
         assert session.last.router_ms > 0 and set(session.last.predicted) == set(MENU)
     assert seen <= set(MENU) and len(routed.history) == 3
+
+
+def test_a_deployment_without_its_largest_menu_shape_opens_and_routes_to_what_it_holds(source, fitted) -> None:
+    """An adaptive deployment leaves out a menu shape the policy never chose; the routed session must open
+    on the shapes it holds (it opened the largest shape's session first and raised KeyError)."""
+    from edgekit.engines.torch_engine import ElasticTorchSession
+
+    router, extractor, _ = fitted
+    held = MENU[:-1]
+    ms = [3.0, 4.0, float("inf")]  # the largest shape is not in the deployment: never chosen
+    routed = RoutedPolicy(router, extractor, ms, policy.calibrate(router.calibration, np.array([3.0, 4.0, 6.0]),
+                                                                   3.5).lam)  # fmt: skip
+    elastic, plan, config = source.load(), source.plan, base_config(source)
+    sessions = {name: ElasticTorchSession(elastic, plan, config, plan.shape(name)) for name in held}
+    session = RoutedSession.over(routed, sessions)
+    assert session.context_length == sessions[held[-1]].context_length
+    for ids in ([5, 17, 42], [9, 9, 30, 31, 2, 8], [1, 2]):
+        list(session.stream(ids, Sampling(max_new_tokens=3)))
+        assert session.last.shape in held
