@@ -96,18 +96,22 @@ def test_every_checkpoint_verifies_and_its_adapters_load(name: str):
     ckpt = load_checkpoint(name)  # every file against the manifest's hashes
     smol = load_smol(ckpt)  # the safetensors fit the config
     assert smol.num_parameters() > 0
-    assert ckpt.plan.model.digest == load_plan(name).model.digest
-    # what deploy ranks by: predictors fitted for exactly these weights, for every shape of the space
+    recipe = load_recipe(str(ckpt.path / "recipe.yaml"))
+    assert ckpt.plan.model.digest == load_plan(recipe.plan).model.digest  # the shipped plan it was trained on
+    # what deploy ranks by: predictors fitted for exactly these weights, for every shape of the space; a domain
+    # checkpoint's depths are all measured in its table
     from edgekit.elastic.source import Source
 
     source = Source.resolve(elastic=name)
-    assert source.predictor("ppl") is not None
     if ckpt.manifest.get("kind", "general") == "general":
+        assert source.predictor("ppl") is not None
         assert source.predictor("chat_ppl") is not None and source.chat_reference() is not None
+    else:
+        assert {s.name for s in source.plan.space()} == set(ckpt.accuracy["shapes"])
+        assert all(row["domain_ppl"] > 1 for row in ckpt.accuracy["shapes"].values())
     table = ckpt.accuracy  # measured on shapes along the frontier (the retrained checkpoint's is still to come)
     if table is not None:
         assert all(row["ppl"] > 1 for row in table["shapes"].values())
-    recipe = load_recipe(str(ckpt.path / "recipe.yaml"))
     recorded = ckpt.manifest["training"]["data"]
     for section, key in DATA_KEYS:
         written = getattr(getattr(recipe, section), key)
