@@ -174,6 +174,7 @@ def test_a_run_starts_from_a_checkpoints_plain_lora(tiny_plan: Path, calib_text:
         (["smol.gated=true"], "one plain LoRA"),
         (["trim.calibration_tokens=100000"], "trimming needs at least"),
         (["train.grid=[d6-w100]"], "train.grid is not for trim recipes"),
+        (["trim.granularity=head"], "trim.granularity must be layer or module"),
     ],
 )
 def test_bad_trim_recipes_are_refused(tiny_plan: Path, calib_text: Path, tmp_path: Path, extra, message):
