@@ -110,7 +110,7 @@ def test_smol_merged_extraction_equals_the_adapted_elastic_model(pulled: Path, t
 
 
 def test_the_readme_deploy_answers_through_a_subnet_int4_artifact(pulled: Path, tmp_path: Path):
-    """The README's first command's promise: at 90 % of the full model's latency here, deploy ships a subnet
+    """The README's first command's promise: at 95 % of the full model's latency here, deploy ships a subnet
     (not the full model) whose int4 artifact (GPTQ) stays close to its fp32 weights and names Paris."""
     import json
 
@@ -118,7 +118,7 @@ def test_the_readme_deploy_answers_through_a_subnet_int4_artifact(pulled: Path, 
 
     out = tmp_path / "host"
     try:
-        main(["deploy", "--target", "host", "--budget", "90%", "--out", str(out), "--json"])
+        main(["deploy", "--target", "host", "--budget", "95%", "--out", str(out), "--json"])
     except SystemExit as exc:
         assert exc.code in (0, None)
     m = json.loads((out / "manifest.json").read_text())
