@@ -303,7 +303,7 @@ def deploy(req: DeployRequest, step: Step | None = None) -> Deployment:
             return attempt
 
         full = next(r for r in choice.rows if r.shape == choice.source.plan.full.name)
-        if verify and req.budget.relative is not None and choice.lut.status != MEASURED:
+        if measured_here_first(req, res, choice.lut):
             # "60%" means 60 % of the full model's latency on this machine; an estimated LUT can be off by
             # 2x here, and a budget resolved from it would hold every shape to the wrong number
             full_measured, check = measure_full_model(choice, build)

@@ -126,30 +126,40 @@ def calibration_split(
     return stream[:cut], stream[cut:].view(rows, seq_len)
 
 
-@torch.no_grad()
-def removal_scores(
-    model: Any, calib: torch.Tensor, layers: list[int], shape: Shape, chunk: int = 4
-) -> tuple[dict[int, float], dict[int, float]]:
-    """Calibration perplexity of the model without each of `layers` in turn, and each layer's activation norm.
-    The hidden state before each layer is computed once, so removing layer k reruns only the layers after it."""
-    nll = dict.fromkeys(layers, 0.0)
-    norm = dict.fromkeys(layers, 0.0)
+def _scan(
+    model: Any, calib: torch.Tensor, candidates: list[Any], step: Callable[[Any, torch.Tensor], torch.Tensor],
+    rest: Callable[[int, Any, torch.Tensor], torch.Tensor], chunk: int,
+) -> tuple[dict[Any, float], dict[Any, float]]:  # fmt: skip
+    """Calibration perplexity without each candidate in turn and each one's activation norm. `step(c, h)` runs
+    candidate c on h (the hidden state before each candidate is computed once); `rest(k, c, h)` runs what follows
+    the k-th candidate c from h, the state before it, so removing c reruns only what comes after it."""
+    nll = dict.fromkeys(candidates, 0.0)
+    norm = dict.fromkeys(candidates, 0.0)
     count = 0
     for start in range(0, calib.shape[0], chunk):
         ids = calib[start : start + chunk].to(model.embed.device)
         hidden = [F.embedding(ids, model.embed)]
-        for i in layers:
-            hidden.append(model.run_layers(hidden[-1], [i], shape))
+        for c in candidates:
+            hidden.append(step(c, hidden[-1]))
         targets = ids[:, 1:].reshape(-1)
-        for k, i in enumerate(layers):
-            rest = model.run_layers(hidden[k], layers[k + 1 :], shape) if k + 1 < len(layers) else hidden[k]
-            logits = model.head(rest)[:, :-1]
-            nll[i] += F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets, reduction="sum").item()
-            norm[i] += (hidden[k + 1] - hidden[k]).float().norm(dim=-1).sum().item()
+        for k, c in enumerate(candidates):
+            logits = model.head(rest(k, c, hidden[k]))[:, :-1]
+            nll[c] += F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets, reduction="sum").item()
+            norm[c] += (hidden[k + 1] - hidden[k]).float().norm(dim=-1).sum().item()
         count += targets.numel()
     tokens = calib.shape[0] * calib.shape[1]
-    return ({i: float(torch.tensor(v / count).exp()) for i, v in nll.items()},
-            {i: v / tokens for i, v in norm.items()})  # fmt: skip
+    return ({c: float(torch.tensor(v / count).exp()) for c, v in nll.items()},
+            {c: v / tokens for c, v in norm.items()})  # fmt: skip
+
+
+@torch.no_grad()
+def removal_scores(
+    model: Any, calib: torch.Tensor, layers: list[int], shape: Shape, chunk: int = 4
+) -> tuple[dict[int, float], dict[int, float]]:
+    """Calibration perplexity of the model without each of `layers` in turn, and each layer's activation norm."""
+    return _scan(model, calib, layers, lambda i, h: model.run_layers(h, [i], shape),
+                 lambda k, _i, h: model.run_layers(h, layers[k + 1 :], shape) if k + 1 < len(layers) else h,
+                 chunk)  # fmt: skip
 
 
 @torch.no_grad()
@@ -158,31 +168,21 @@ def block_removal_scores(
     chunk: int = 4,
 ) -> tuple[dict[tuple[int, str], float], dict[tuple[int, str], float]]:  # fmt: skip
     """`removal_scores` for single blocks: the calibration perplexity without each remaining attention or MLP
-    block in turn, and each block's activation norm. The hidden state before each block is computed once."""
-    blocks = [(i, p) for i in layers for p in PARTS if (i, p) not in skip]
-    nll = dict.fromkeys(blocks, 0.0)
-    norm = dict.fromkeys(blocks, 0.0)
+    block in turn, and each block's activation norm."""
     other = {"attn": "mlp", "mlp": "attn"}
-    count = 0
-    for start in range(0, calib.shape[0], chunk):
-        ids = calib[start : start + chunk].to(model.embed.device)
-        hidden = [F.embedding(ids, model.embed)]
-        for i, p in blocks:  # one block at a time: the layer with its other block skipped
-            hidden.append(model.run_layers(hidden[-1], [i], shape, skip | {(i, other[p])}))
-        targets = ids[:, 1:].reshape(-1)
-        for k, (i, p) in enumerate(blocks):
-            # from the state before the block: the rest of its layer (the MLP, when the attention goes), then on
-            rest_layers = layers[layers.index(i) :]
-            without = skip | {(i, p)} | ({(i, "attn")} if p == "mlp" else set())
-            rest = model.run_layers(hidden[k], rest_layers, shape, frozenset(without))
-            logits = model.head(rest)[:, :-1]
-            nll[(i, p)] += F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets,
-                                           reduction="sum").item()  # fmt: skip
-            norm[(i, p)] += (hidden[k + 1] - hidden[k]).float().norm(dim=-1).sum().item()
-        count += targets.numel()
-    tokens = calib.shape[0] * calib.shape[1]
-    return ({u: float(torch.tensor(v / count).exp()) for u, v in nll.items()},
-            {u: v / tokens for u, v in norm.items()})  # fmt: skip
+
+    def step(block: tuple[int, str], h: torch.Tensor) -> torch.Tensor:  # the layer with its other block skipped
+        i, p = block
+        return model.run_layers(h, [i], shape, skip | {(i, other[p])})
+
+    def rest(_k: int, block: tuple[int, str], h: torch.Tensor) -> torch.Tensor:
+        # from the state before the block: the rest of its layer (the MLP, when the attention goes), then on
+        i, p = block
+        without = skip | {(i, p)} | ({(i, "attn")} if p == "mlp" else set())
+        return model.run_layers(h, layers[layers.index(i) :], shape, frozenset(without))
+
+    blocks = [(i, p) for i in layers for p in PARTS if (i, p) not in skip]
+    return _scan(model, calib, blocks, step, rest, chunk)
 
 
 @torch.no_grad()
