@@ -183,6 +183,7 @@ def requantize(hf_dir: Path, out: Path, quant: QuantSettings, device: str) -> di
 
     from edgekit.quantize import apply_to_model, quantize_folder
     from edgekit.quantize.calibration import load as load_calibration
+    from edgekit.quantize.check import CHECK_TOKENS, check_against
     from edgekit.quantize.matmul_nbits import rewrite
 
     model, weights, record = quantize_folder(hf_dir, quant)
@@ -190,7 +191,7 @@ def requantize(hf_dir: Path, out: Path, quant: QuantSettings, device: str) -> di
     apply_to_model(model, weights)
     # the check reads text the calibration file holds (its first sequence), through the weights just written
     probe = load_calibration(AutoTokenizer.from_pretrained(hf_dir), quant.calib, 256).sequences[0][:CHECK_TOKENS]
-    record["check"] = check_against(model, check_session(out, device), probe)
+    record["check"] = check_against(model, check_session(out, device), probe, "int4 ONNX model", CHECK_AGREEMENT)
     return record
 
 
@@ -206,28 +207,8 @@ def check_session(out: Path, device: str) -> OrtSession:
     return OrtSession(out, device)
 
 
-CHECK_TOKENS = 64
 CHECK_AGREEMENT = 0.6  # int8 activations (accuracy level 4) flip near-ties: 89 % was seen on a sound d28 build;
 # a graph that reads the weights wrongly agrees on next to nothing (a few %), so the margin is wide on both sides
-
-
-def check_against(model: Any, session: OrtSession, ids: list[int]) -> dict[str, Any]:
-    """Greedy agreement and relative logit error of the ONNX model against the torch model with the same
-    weights; a model that disagrees is refused, never shipped."""
-    import torch
-
-    with torch.no_grad():
-        expected = model(torch.tensor([ids])).logits[0].float()
-    got = session.sequence_logits(ids)
-    agree = float((expected.argmax(-1) == got.argmax(-1)).float().mean())
-    err = float((expected - got).abs().mean() / expected.abs().mean())
-    if agree < CHECK_AGREEMENT:
-        raise ExternalToolError(
-            f"the int4 ONNX model does not compute what its weights say (top-1 agreement {agree:.0%} with torch on "
-            f"{len(ids)} tokens): the builder's graph has changed in a way edgekit does not know"
-        )
-    return {"tokens": len(ids), "top1_agreement": round(agree, 4), "relative_logit_error": round(err, 5),
-            "device": session.device}  # fmt: skip
 
 
 def builder_command(

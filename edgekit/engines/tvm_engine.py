@@ -3,13 +3,18 @@
 compile: export `tvm_llama`'s graph for the folder's config, build it with relax for the host CPU
 (llvm) or an NVIDIA GPU (cuda, dlight's default GPU schedules), and write a self-contained folder:
 
-    model.so                the compiled functions (embed, prefill, decode, create_paged_kv_cache)
-    params.safetensors      the weights under the graph's names, fused and cast to the precision
+    model.so                the compiled functions (embed, prefill, decode, score, create_paged_kv_cache)
+    params.safetensors      the weights under the graph's names, fused and cast to the precision (int4:
+                            4-bit levels by our GPTQ, packed as tvm_int4 describes)
     config.json, tokenizer  copied from the subnet folder
     edgekit-tvm.json        the build: target, precision, weight order, KV cache sizes, TVM version
 
 open: load the library into a relax VM, the weights onto the device, and make one paged KV cache.
 Each stream is one fresh sequence in that cache; tokens are picked with numpy from float32 logits.
+
+int4 (weights in 4 bits, a scale and offset per group of 32 or 64 columns, activations in float32 on a CPU
+and float16 on a GPU) is MLC's q4f32_1/q4f16_1 with GPTQ's zero points; a build is checked against the same
+weights dequantized in torch before it is written, like ORT GenAI's int4.
 """
 
 from __future__ import annotations
@@ -29,8 +34,9 @@ from edgekit.formats import tag, upgrade
 from edgekit.models.weights import TOKENIZER_FILES
 from edgekit.packages import installed_version
 
-PRECISIONS = {"cpu": ["fp32"], "cuda": ["fp16", "fp32"]}
-DTYPES = {"fp32": "float32", "fp16": "float16"}
+PRECISIONS = {"cpu": ["fp32", "int4"], "cuda": ["fp16", "fp32", "int4"]}
+DTYPES = {"fp32": "float32", "fp16": "float16"}  # int4: the activations' dtype is the device's (_dtype)
+CHECK_AGREEMENT = 0.9  # float activations on both sides: only the order of additions differs from torch
 LIB, WEIGHTS, BUILD = "model.so", "params.safetensors", "edgekit-tvm.json"
 # The paged KV cache is allocated whole when a session opens: cap it by default so the default model
 # (8192 positions) does not reserve memory for contexts an edge chat never reaches. `context_length=N`
@@ -45,7 +51,12 @@ OPTIONS = {
     "host": "the CPU family of the machine that runs it, aarch64 or x86_64 or an LLVM triple (default: this one)",
     "mcpu": "LLVM CPU name of the host code, e.g. cortex-a78ae (default: this CPU, or generic when cross-compiling)",
     "context_length": f"tokens the KV cache holds (default: the model's, at most {DEFAULT_CONTEXT})",
+    "block_size": "int4: columns per scale, 32 or 64 (default 32)",
+    "quant": "int4: how the weights are rounded, gptq (calibrated, default) or rtn",
+    "calib": "int4: the calibration file GPTQ reads (default: the shipped one)",
+    "calib_tokens": "int4: calibration tokens GPTQ reads",
 }
+INT4_OPTIONS = ("block_size", "quant", "calib", "calib_tokens")
 
 
 PACKAGES = ("apache-tvm", "tlcpack", "mlc-ai-nightly")
@@ -109,24 +120,31 @@ class TvmEngine:
         from edgekit.engines.tvm_llama import LlamaConfig
         from edgekit.models.weights import Weights, read_config
 
-        opts = _options(options)
+        opts = _options(options, precision)
         config = LlamaConfig.from_hf(read_config(hf_dir))
         weights = Weights(hf_dir)  # refuses a folder without safetensors before minutes of building
+        quant = _quant_settings(opts) if precision == "int4" else None
+        if quant is not None:
+            _check_widths(config, quant.block)
         context = min(config.max_position_embeddings, int(opts.get("context_length", DEFAULT_CONTEXT)))
-        chunk, dtype = min(context, PREFILL_CHUNK), DTYPES[precision]
+        chunk, dtype = min(context, PREFILL_CHUNK), _dtype(precision, device)
         start = time.perf_counter()
         target, linker = _target(device, opts)
         try:
-            names = _build(config, target, linker, dtype, chunk, out / LIB)
+            names = _build(config, target, linker, dtype, chunk, out / LIB, quant.block if quant else None)
         except Exception as exc:  # TVM raises many kinds; the user needs the reason, not its stack
             raise ExternalToolError(
                 f"TVM could not compile {hf_dir.name} for {_target_name(target)}: {_reason(exc)}"
             ) from None
         built = time.perf_counter()
-        _write_weights(weights, config, names, dtype, out / WEIGHTS)
         for name in ("config.json", *TOKENIZER_FILES):
             if (hf_dir / name).is_file():
                 shutil.copy2(hf_dir / name, out / name)
+        quantization = None
+        if quant is None:
+            _write_weights(weights, config, names, dtype, out / WEIGHTS)
+        else:
+            quantization = _write_int4(hf_dir, config, quant, names, dtype, out, device, context, chunk)
         seconds = round(time.perf_counter() - start, 2)
         build = {
             "format": tag("edgekit-tvm"),
@@ -138,6 +156,7 @@ class TvmEngine:
             "prefill_chunk": chunk,
             "page_size": PAGE_SIZE,
             "params": names,
+            "quantization": quantization,
             "tvm_version": _tvm_version(),
             "build_seconds": round(built - start, 2),
             "seconds": seconds,
@@ -150,6 +169,7 @@ class TvmEngine:
             "target": _target_name(target),
             "options": opts,
             "seconds": seconds,
+            **({"quantization": quantization} if quantization else {}),
         }
 
     def open(self, folder: Path, device: str = "cpu") -> TvmSession:
@@ -157,14 +177,46 @@ class TvmEngine:
         return TvmSession(folder, device)
 
 
-def _options(options: dict[str, str] | None) -> dict[str, str]:
+def _options(options: dict[str, str] | None, precision: str = "fp32") -> dict[str, str]:
     opts = dict(options or {})
     unknown = set(opts) - set(OPTIONS)
     if unknown:
         raise UsageError(f"unknown tvm option {', '.join(sorted(unknown))}; known: {', '.join(OPTIONS)}")
+    if precision != "int4" and (misplaced := sorted(set(opts) & set(INT4_OPTIONS))):
+        raise UsageError(f"tvm option {', '.join(misplaced)} applies to int4 builds, not {precision}")
     if "context_length" in opts and not (str(opts["context_length"]).isdigit() and int(opts["context_length"]) > 0):
         raise UsageError(f"tvm option context_length must be a positive number of tokens, not {opts['context_length']}")
     return opts
+
+
+def _dtype(precision: str, device: str) -> str:
+    """The activations' dtype: int4 keeps float32 on a CPU (no fast float16 arithmetic there), float16 on a GPU."""
+    if precision == "int4":
+        return "float16" if device == "cuda" else "float32"
+    return DTYPES[precision]
+
+
+def _quant_settings(opts: dict[str, str]) -> Any:
+    from edgekit.engines.ort import whole_number
+    from edgekit.engines.tvm_int4 import GROUPS
+    from edgekit.quantize import OPTIONS as QUANT_OPTIONS
+    from edgekit.quantize import settings_from_options
+
+    block = whole_number("block_size", opts.get("block_size", "32"))
+    if block not in GROUPS:
+        raise UsageError(f"block_size={block}: tvm int4 groups are {' or '.join(map(str, GROUPS))} columns")
+    return settings_from_options({k: v for k, v in opts.items() if k in QUANT_OPTIONS}, head_bits=4, block=block)
+
+
+def _check_widths(config: Any, block: int) -> None:
+    """Every matrix's input width must be whole groups (and whole words of eight levels): say so before the
+    minutes of quantizing."""
+    widths = {"hidden_size": config.hidden_size, "intermediate_size": config.intermediate_size,
+              "attention width": config.num_attention_heads * config.head_dim}  # fmt: skip
+    for name, width in widths.items():
+        if width % block:
+            raise UsageError(f"tvm int4 needs input widths in whole groups of {block}: {name} is {width} "
+                             "(block_size=32 may fit)")  # fmt: skip
 
 
 def _host(opts: dict[str, str]) -> tuple[dict[str, str], str | None]:
@@ -250,14 +302,16 @@ def _reason(exc: BaseException) -> str:
     return hit[:300]
 
 
-def _build(config: Any, target: Any, linker: str | None, dtype: str, prefill_chunk: int, lib: Path) -> list[str]:
+def _build(
+    config: Any, target: Any, linker: str | None, dtype: str, prefill_chunk: int, lib: Path, group: int | None
+) -> list[str]:
     """Export the graph, build it for `target`, write the library; return the weight names in call order."""
     from tvm import relax
     from tvm.support import cc
 
     from edgekit.engines.tvm_llama import LlamaForCausalLM
 
-    model = LlamaForCausalLM(config, target, dtype)
+    model = LlamaForCausalLM(config, target, dtype, group)
     model.to(dtype)
     mod, params = model.export_tvm(spec=model.spec())
     # A known longest prompt piece lets relax plan every activation buffer once, at build time.
@@ -316,10 +370,55 @@ def _write_weights(source: Any, config: Any, names: list[str], dtype: str, path:
     save_file({n: state[n] for n in names}, str(path), metadata={"format": "edgekit-tvm"})
 
 
+def _write_int4(
+    hf_dir: Path,
+    config: Any,
+    quant: Any,
+    names: list[str],
+    dtype: str,
+    out: Path,
+    device: str,
+    context: int,
+    chunk: int,
+) -> dict[str, Any]:
+    """GPTQ the folder's weights onto the int4 grid, write them packed, then check the library against them
+    (the same weights dequantized in torch); the record of how they were made and of the check."""
+    import torch
+    from safetensors.numpy import save_file
+    from transformers import AutoTokenizer
+
+    from edgekit.engines.tvm_llama import embedding_int4, runtime_weights_int4
+    from edgekit.quantize import apply_to_model, quantize_folder
+    from edgekit.quantize.calibration import load as load_calibration
+    from edgekit.quantize.check import CHECK_TOKENS, check_against
+
+    model, weights, record = quantize_folder(hf_dir, quant)
+    state = {n: t.detach().float() for n, t in model.state_dict().items()}
+    embed = embedding_int4(config, weights, state.__getitem__, record["head"])
+    arrays = dict(runtime_weights_int4(config, weights, embed, state.__getitem__, record["head"], dtype))
+    save_file({n: np.ascontiguousarray(arrays[n]) for n in names}, str(out / WEIGHTS),
+              metadata={"format": "edgekit-tvm"})  # fmt: skip
+    if device != "cpu":  # built for a GPU that may not be here: its numbers are checked where it runs
+        return record
+    apply_to_model(model, weights)
+    if not config.tie_word_embeddings:
+        with torch.no_grad():
+            model.get_input_embeddings().weight.copy_(embed.dequantize())
+    probe = load_calibration(AutoTokenizer.from_pretrained(hf_dir), quant.calib, 256).sequences[0][:CHECK_TOKENS]
+    # the session reads only what edgekit-tvm.json will say about the library (it is written last)
+    build = {"device": device, "params": names, "context_length": context, "prefill_chunk": chunk,
+             "page_size": PAGE_SIZE}  # fmt: skip
+    session = TvmSession(out, device, build=build)
+    record["check"] = check_against(model, session, probe, "int4 TVM library", CHECK_AGREEMENT)
+    return record
+
+
 class TvmSession:
     runtime = "tvm"
 
-    def __init__(self, folder: Path, device: str = "cpu", seed: int | None = None) -> None:
+    def __init__(
+        self, folder: Path, device: str = "cpu", seed: int | None = None, build: dict[str, Any] | None = None
+    ) -> None:
         import torch
         import tvm
         import tvm_ffi
@@ -327,7 +426,7 @@ class TvmSession:
 
         self.device, self._shape = device, tvm_ffi.Shape
         self._generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        build = _read_build(folder)
+        build = build or _read_build(folder)
         if build["device"] != device:
             raise UsageError(f"{folder.name} was compiled for {build['device']}, not {device}")
         self._dev = tvm.cuda(0) if device == "cuda" else tvm.cpu(0)
@@ -377,6 +476,21 @@ class TvmSession:
     def decode(self, token: int) -> Any:
         """Append one token to the sequence; the next token's logits, on the device."""
         return self._forward([token], "decode")
+
+    def sequence_logits(self, ids: list[int]) -> Any:
+        """Logits at every position of `ids` ([len, vocab], torch float32) as the library computes them: a
+        fresh sequence scored in prefill-sized pieces through the KV cache."""
+        import torch
+
+        if not 0 < len(ids) < self.context_length:
+            raise UsageError(f"{len(ids)} tokens do not fit the model's context of {self.context_length}")
+        try:
+            self._vm["score"]
+        except Exception:
+            raise UsageError("this tvm library predates scoring (edgekit 0.x before int4): compile it again") from None
+        self._new_sequence()
+        rows = [self._forward(ids[i : i + self._chunk], "score").numpy()[0] for i in range(0, len(ids), self._chunk)]
+        return torch.from_numpy(np.concatenate(rows).astype(np.float32))
 
     def stream(self, ids: list[int], sampling: Sampling) -> Iterator[int]:
         import torch

@@ -7,11 +7,13 @@ group. The exported functions and what the session passes them:
     embed(input_ids [1, n] int32, params)                 -> embeddings [1, n, hidden]
     prefill(embeddings [1, n, hidden], cache, params)    -> (logits [1, 1, vocab] fp32, cache)
     decode(embeddings [1, 1, hidden], cache, params)     -> (logits [1, 1, vocab] fp32, cache)
+    score(embeddings [1, n, hidden], cache, params)      -> (logits [1, n, vocab] fp32, cache)
     create_paged_kv_cache(max_batch, max_tokens, prefill_chunk, page_size, sliding_window) -> cache
 
 `params` is one tuple of every weight, in the order export_tvm names them ("packed"): the runtime
 passes the weights it loaded once, not hundreds of arguments per call. q/k/v and gate/up are fused into one
 matrix each (see `runtime_weights`): one matrix-vector product instead of three or two per layer.
+int4 builds hold every matrix in 4 bits (tvm_int4; `runtime_weights_int4` packs them).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from tvm.relax.frontend.nn import Tensor, op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode, TIRPagedKVCache
 from tvm.target import Target
 
+from edgekit.engines.tvm_int4 import QuantEmbedding, QuantLinear, matmul
 from edgekit.errors import UsageError
 
 
@@ -73,10 +76,17 @@ class LlamaConfig:
         )
 
 
+def linear(in_features: int, out_features: int, group: int | None, out_dtype: str | None = None) -> nn.Module:
+    """A bias-free projection: float weights, or 4-bit weights in groups of `group` columns (int4)."""
+    if group:
+        return QuantLinear(in_features, out_features, group, out_dtype)
+    return nn.Linear(in_features, out_features, bias=False, out_dtype=out_dtype)
+
+
 class MLP(nn.Module):
-    def __init__(self, c: LlamaConfig) -> None:
-        self.gate_up_proj = nn.Linear(c.hidden_size, 2 * c.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(c.intermediate_size, c.hidden_size, bias=False)
+    def __init__(self, c: LlamaConfig, group: int | None) -> None:
+        self.gate_up_proj = linear(c.hidden_size, 2 * c.intermediate_size, group)
+        self.down_proj = linear(c.intermediate_size, c.hidden_size, group)
 
     def forward(self, x: Tensor) -> Tensor:
         gate, up = op.split(self.gate_up_proj(x), 2, axis=-1)
@@ -84,10 +94,10 @@ class MLP(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, c: LlamaConfig) -> None:
+    def __init__(self, c: LlamaConfig, group: int | None) -> None:
         self.d, self.h_q, self.h_kv = c.head_dim, c.num_attention_heads, c.num_key_value_heads
-        self.qkv_proj = nn.Linear(c.hidden_size, (self.h_q + 2 * self.h_kv) * self.d, bias=False)
-        self.o_proj = nn.Linear(self.h_q * self.d, c.hidden_size, bias=False)
+        self.qkv_proj = linear(c.hidden_size, (self.h_q + 2 * self.h_kv) * self.d, group)
+        self.o_proj = linear(self.h_q * self.d, c.hidden_size, group)
 
     def forward(self, x: Tensor, cache: PagedKVCache, layer: int) -> Tensor:
         b, s, _ = x.shape
@@ -97,9 +107,9 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, c: LlamaConfig) -> None:
-        self.self_attn = Attention(c)
-        self.mlp = MLP(c)
+    def __init__(self, c: LlamaConfig, group: int | None) -> None:
+        self.self_attn = Attention(c, group)
+        self.mlp = MLP(c, group)
         self.input_layernorm = nn.RMSNorm(c.hidden_size, -1, c.rms_norm_eps, bias=False)
         self.post_attention_layernorm = nn.RMSNorm(c.hidden_size, -1, c.rms_norm_eps, bias=False)
 
@@ -109,9 +119,12 @@ class Block(nn.Module):
 
 
 class LlamaModel(nn.Module):
-    def __init__(self, c: LlamaConfig) -> None:
-        self.embed_tokens = nn.Embedding(c.vocab_size, c.hidden_size)
-        self.layers = nn.ModuleList([Block(c) for _ in range(c.num_hidden_layers)])
+    def __init__(self, c: LlamaConfig, group: int | None) -> None:
+        if group:
+            self.embed_tokens = QuantEmbedding(c.vocab_size, c.hidden_size, group)
+        else:
+            self.embed_tokens = nn.Embedding(c.vocab_size, c.hidden_size)
+        self.layers = nn.ModuleList([Block(c, group) for _ in range(c.num_hidden_layers)])
         self.norm = nn.RMSNorm(c.hidden_size, -1, c.rms_norm_eps, bias=False)
 
     def forward(self, x: Tensor, cache: PagedKVCache) -> Tensor:
@@ -131,17 +144,22 @@ def _last_token(x: Tensor) -> Tensor:
 
 
 class LlamaForCausalLM(nn.Module):
-    def __init__(self, c: LlamaConfig, target: Target, dtype: str = "float32") -> None:
+    """`group`: None for float weights, else 4-bit weights with a scale per `group` columns (int4), the
+    embedding included (tied, it is the LM head's matrix)."""
+
+    def __init__(self, c: LlamaConfig, target: Target, dtype: str = "float32", group: int | None = None) -> None:
         self.config, self.target, self.dtype = c, target, dtype
-        self.model = LlamaModel(c)
+        self.model = LlamaModel(c, group)
         if not c.tie_word_embeddings:
-            self.lm_head = nn.Linear(c.hidden_size, c.vocab_size, bias=False, out_dtype="float32")
+            self.lm_head = linear(c.hidden_size, c.vocab_size, group, out_dtype="float32")
 
     def logits(self, x: Tensor) -> Tensor:
         # float32 out whatever the weights' dtype: sampling reads the logits on the host as float32
-        if self.config.tie_word_embeddings:
-            return op.matmul(x, op.permute_dims(self.model.embed_tokens.weight), out_dtype="float32")
-        return self.lm_head(x)
+        if not self.config.tie_word_embeddings:
+            return self.lm_head(x)
+        if isinstance(self.model.embed_tokens, QuantEmbedding):
+            return matmul(x, self.model.embed_tokens, "float32")
+        return op.matmul(x, op.permute_dims(self.model.embed_tokens.weight), out_dtype="float32")
 
     def embed(self, input_ids: Tensor) -> Tensor:
         return self.model.embed_tokens(input_ids)
@@ -150,6 +168,10 @@ class LlamaForCausalLM(nn.Module):
         return self.logits(_last_token(self.model(embeddings, cache))), cache
 
     def decode(self, embeddings: Tensor, cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
+        return self.logits(self.model(embeddings, cache)), cache
+
+    def score(self, embeddings: Tensor, cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
+        """prefill with the logits at every position: what perplexity and the build check read."""
         return self.logits(self.model(embeddings, cache)), cache
 
     def create_paged_kv_cache(
@@ -194,6 +216,7 @@ class LlamaForCausalLM(nn.Module):
             "embed": {"input_ids": nn.spec.Tensor([1, "seq_len"], "int32"), "$": packed},
             "prefill": {"embeddings": nn.spec.Tensor([1, "seq_len", hidden], self.dtype), "cache": cache, "$": packed},
             "decode": {"embeddings": nn.spec.Tensor([1, 1, hidden], self.dtype), "cache": cache, "$": packed},
+            "score": {"embeddings": nn.spec.Tensor([1, "seq_len", hidden], self.dtype), "cache": cache, "$": packed},
             "create_paged_kv_cache": {
                 "max_batch_size": int,
                 "max_total_seq_len": int,
@@ -221,3 +244,43 @@ def runtime_weights(c: LlamaConfig, get: Any) -> Iterator[tuple[str, Any]]:
     yield "model.norm.weight", get("model.norm.weight")
     if not c.tie_word_embeddings:
         yield "lm_head.weight", get("lm_head.weight")
+
+
+def embedding_int4(c: LlamaConfig, quantized: dict[str, Any], get: Any, head: str) -> Any:
+    """The int4 embedding: a tied one is the head's matrix; an untied one is rounded to nearest on the same
+    grid (only looked up, it has no input to calibrate on)."""
+    from edgekit.quantize.gptq import rtn
+
+    if c.tie_word_embeddings:
+        return quantized[head]
+    return rtn(get("model.embed_tokens.weight"), 4, quantized[head].block)
+
+
+def runtime_weights_int4(
+    c: LlamaConfig, quantized: dict[str, Any], embed: Any, get: Any, head: str, dtype: str
+) -> Iterator[tuple[str, Any]]:
+    """(runtime name, array) for an int4 build: every projection's GPTQ levels (module name -> Quantized from
+    edgekit.quantize, q/k/v and gate/up stacked by rows) and the embedding's (`embedding_int4`) packed as
+    tvm_int4 stores them, the norms as they are."""
+    from edgekit.engines.tvm_int4 import pack
+    from edgekit.quantize.gptq import Quantized
+
+    def packed(name: str, q: Quantized) -> Iterator[tuple[str, Any]]:
+        arrays = pack(q.levels.numpy(), q.scales.numpy(), q.zero_points.numpy(), dtype)
+        for part in ("qweight", "scales", "offsets"):
+            yield f"{name}.{part}", arrays[part]
+
+    yield from packed("model.embed_tokens", embed)
+    for i in range(c.num_hidden_layers):
+        p = f"model.layers.{i}."
+        qkv = Quantized.rows([quantized[p + f"self_attn.{x}_proj"] for x in "qkv"])
+        yield from packed(p + "self_attn.qkv_proj", qkv)
+        yield from packed(p + "self_attn.o_proj", quantized[p + "self_attn.o_proj"])
+        gate_up = Quantized.rows([quantized[p + f"mlp.{x}_proj"] for x in ("gate", "up")])
+        yield from packed(p + "mlp.gate_up_proj", gate_up)
+        yield from packed(p + "mlp.down_proj", quantized[p + "mlp.down_proj"])
+        yield p + "input_layernorm.weight", get(p + "input_layernorm.weight").numpy().astype(dtype)
+        yield p + "post_attention_layernorm.weight", get(p + "post_attention_layernorm.weight").numpy().astype(dtype)
+    yield "model.norm.weight", get("model.norm.weight").numpy().astype(dtype)
+    if not c.tie_word_embeddings:
+        yield from packed("lm_head", quantized[head])

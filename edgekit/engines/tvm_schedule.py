@@ -12,6 +12,9 @@ numpy here), and relax's CPU pipeline leaves prefill's products unscheduled. Thi
 - parallelizes over blocks of output rows and runs every token of a prefill against a block while it
   is in cache, so a prompt reads the weights about once rather than once per token.
 
+int4 products (tvm_int4) take the same schedule: a lane of 8 columns is one uint32 word of levels, so the inner
+step loads one word, shifts each lane by its own 4*lane bits, and dequantizes in registers.
+
 Tokens are not tiled as well: a prompt's length is symbolic, and the bounds check a token tile needs
 sits in the innermost loop, which made it several times slower than no tile at all. Measured on the
 default model's shapes (1 core, AVX2, quiet moments of a loaded machine): decode products at numpy's
@@ -41,8 +44,8 @@ class MatmulNT(CPUScheduleRule):
             return None  # one product, optionally followed by an elementwise epilogue (a residual add)
         main = blocks[0]
         kinds = main.dom_kind()
-        if len(kinds) < 2 or kinds[-1] != "R" or "R" in kinds[:-1] or len(sch.get(main.block_rv).reads) != 2:
-            return None
+        if len(kinds) < 2 or kinds[-1] != "R" or "R" in kinds[:-1] or len(sch.get(main.block_rv).reads) not in (2, 4):
+            return None  # x and W; or x and W's 4-bit levels, scales and offsets (tvm_int4: dequantized in the lanes)
         *spatial, k = sch.get_loops(main.block_rv)
         depth, rows = get_extent(sch, k), get_extent(sch, spatial[-1])
         if not (isinstance(depth, int) and isinstance(rows, int)) or depth % LANES or rows < ROWS:

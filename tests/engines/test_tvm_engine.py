@@ -74,7 +74,7 @@ def hf_greedy(model, ids: list[int], new: int) -> list[int]:
 def test_tvm_is_a_registered_engine() -> None:
     engine = get_engine("tvm")
     assert "tvm" in ENGINES and engine.name == "tvm"
-    assert engine.precisions("cpu") == ["fp32"] and engine.precisions("cuda") == ["fp16", "fp32"]
+    assert engine.precisions("cpu") == ["fp32", "int4"] and engine.precisions("cuda") == ["fp16", "fp32", "int4"]
     assert engine.versions()["apache-tvm"]
     from edgekit.engines import probe_all
 
@@ -115,6 +115,9 @@ def test_logits_match_transformers_at_every_position(tvm_dir: Path, reference) -
     got = [session.prefill(prompt).numpy()[0, -1]]
     got += [session.decode(t).numpy()[0, -1] for t in continuation]
     np.testing.assert_allclose(np.stack(got), want, atol=2e-4, rtol=0)
+    # scoring the whole sequence in one call (what eval --deployment reads) gives the same numbers
+    scored = session.sequence_logits(prompt + continuation)[len(prompt) - 1 :].numpy()
+    np.testing.assert_allclose(scored, want, atol=2e-4, rtol=0)
 
 
 def test_each_stream_starts_a_fresh_sequence(tvm_dir: Path) -> None:
@@ -192,8 +195,10 @@ def test_a_broken_library_is_a_one_line_error(tvm_dir: Path, tmp_path: Path, dam
 
 def test_compile_refuses_what_it_cannot_build(subnet: Path, tmp_path: Path) -> None:
     engine = get_engine("tvm")
-    with pytest.raises(UsageError, match="not int4"):
-        engine.compile(subnet, tmp_path, "int4", "cpu")
+    with pytest.raises(UsageError, match="not int8"):
+        engine.compile(subnet, tmp_path, "int8", "cpu")
+    with pytest.raises(UsageError, match="applies to int4 builds, not fp32"):
+        engine.compile(subnet, tmp_path, "fp32", "cpu", {"block_size": "32"})
     with pytest.raises(UsageError, match="unknown tvm option"):
         engine.compile(subnet, tmp_path, "fp32", "cpu", {"threads": "4"})
     with pytest.raises(UsageError, match="no CPU 'pentium9'"):

@@ -1,0 +1,119 @@
+"""4-bit weights for the tvm runtime: MLC's q4f32_1/q4f16_1 layout, with the zero points GPTQ writes.
+
+A weight W [out, in] is stored as three tensors:
+
+    qweight  [out, in / 8]      uint32   eight 4-bit levels per word, column c in bits 4*(c % 8) .. +3
+    scales   [out, in / group]  float    one scale per row and group of `group` columns
+    offsets  [out, in / group]  float    -zero_point * scale: W = level * scale + offset
+
+so the matrix product dequantizes each weight where it multiplies it (one TE compute: level, multiply-add,
+multiply-add) and a decode step reads 4.5 bits per weight (blocks of 32) instead of 32. The levels are the
+ones our GPTQ makes for ONNX Runtime's MatMulNBits (edgekit.quantize): the same numbers in another layout, so
+TVM int4 and ORT int4 artifacts of one subnet can be compared on equal weights.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+from tvm import te, tirx
+from tvm.relax.frontend import nn
+from tvm.relax.frontend.nn import Tensor, op
+
+PER_WORD = 8  # 4-bit levels per uint32
+GROUPS = (32, 64)  # columns per scale: both divide every width SmolLM2's shapes take (576, 192-wide head groups)
+
+
+def _level(w: te.Tensor, row: Any, col: Any) -> Any:
+    """The 4-bit level of column `col` of `row`, as a uint32."""
+    shift = (col % PER_WORD * 4).astype("uint32")
+    return tirx.bitwise_and(tirx.shift_right(w[row, col // PER_WORD], shift), tirx.const(15, "uint32"))
+
+
+def _weight(w: te.Tensor, scales: te.Tensor, offsets: te.Tensor, row: Any, col: Any, group: int) -> Any:
+    return _level(w, row, col).astype(scales.dtype) * scales[row, col // group] + offsets[row, col // group]
+
+
+def quant_matmul(
+    x: te.Tensor, w: te.Tensor, scales: te.Tensor, offsets: te.Tensor, *, group: int, out_dtype: str
+) -> te.Tensor:
+    """y[..., n] = sum_k x[..., k] * W[n, k], W dequantized inside the reduction (never written out)."""
+    *lead, depth = x.shape
+    k = te.reduce_axis((0, depth), name="k")
+
+    def cell(*idx: Any) -> Any:
+        weight = _weight(w, scales, offsets, idx[-1], k, group)
+        return te.sum(x[(*idx[:-1], k)].astype(out_dtype) * weight.astype(out_dtype), axis=k)
+
+    return te.compute((*lead, w.shape[0]), cell, name="quant_matmul")
+
+
+def quant_take(w: te.Tensor, scales: te.Tensor, offsets: te.Tensor, ids: te.Tensor, *, group: int) -> te.Tensor:
+    """The embedding rows of `ids`, dequantized: the tied LM head's int4 weights serve the lookup too."""
+    hidden = w.shape[1] * PER_WORD
+
+    def cell(*idx: Any) -> Any:
+        return _weight(w, scales, offsets, ids[idx[:-1]], idx[-1], group)
+
+    return te.compute((*ids.shape, hidden), cell, name="quant_take")
+
+
+class QuantLinear(nn.Module):
+    """nn.Linear without bias, its weight in 4 bits (see the module's docstring)."""
+
+    def __init__(self, in_features: int, out_features: int, group: int, out_dtype: str | None = None) -> None:
+        self.group, self.out_dtype = group, out_dtype
+        self.qweight = nn.Parameter((out_features, in_features // PER_WORD), "uint32")
+        self.scales = nn.Parameter((out_features, in_features // group), "float32")
+        self.offsets = nn.Parameter((out_features, in_features // group), "float32")
+
+    def to(self, dtype: str | None = None) -> None:
+        # the levels stay uint32 whatever the activations' dtype
+        self.scales.to(dtype)
+        self.offsets.to(dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return matmul(x, self, self.out_dtype or x.dtype)
+
+
+class QuantEmbedding(nn.Module):
+    def __init__(self, num: int, dim: int, group: int) -> None:
+        self.group = group
+        self.qweight = nn.Parameter((num, dim // PER_WORD), "uint32")
+        self.scales = nn.Parameter((num, dim // group), "float32")
+        self.offsets = nn.Parameter((num, dim // group), "float32")
+
+    def to(self, dtype: str | None = None) -> None:
+        self.scales.to(dtype)
+        self.offsets.to(dtype)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        fn = functools.partial(quant_take, group=self.group)
+        return op.tensor_expr_op(fn, "quant_take", args=[self.qweight, self.scales, self.offsets, ids])
+
+
+def matmul(x: Tensor, weights: QuantLinear | QuantEmbedding, out_dtype: str) -> Tensor:
+    """x times the transpose of a 4-bit matrix (a linear layer's, or the tied embedding as the LM head)."""
+    fn = functools.partial(quant_matmul, group=weights.group, out_dtype=out_dtype)
+    return op.tensor_expr_op(fn, "quant_matmul", args=[x, weights.qweight, weights.scales, weights.offsets])
+
+
+def pack(levels: np.ndarray, scales: np.ndarray, zero_points: np.ndarray, dtype: str) -> dict[str, np.ndarray]:
+    """(qweight, scales, offsets) of one matrix from its levels [out, in], scales and zero points [out, groups]."""
+    levels = np.asarray(levels, dtype=np.uint32)
+    if levels.shape[1] % PER_WORD or levels.max(initial=0) > 15:
+        raise ValueError(f"4-bit levels in rows of a multiple of {PER_WORD} columns are needed")
+    words = np.zeros((levels.shape[0], levels.shape[1] // PER_WORD), dtype=np.uint32)
+    for j in range(PER_WORD):
+        words |= levels[:, j::PER_WORD] << np.uint32(4 * j)
+    scales = np.asarray(scales, dtype=np.float32)
+    offsets = -np.asarray(zero_points, dtype=np.float32) * scales
+    return {"qweight": words, "scales": scales.astype(dtype), "offsets": offsets.astype(dtype)}
+
+
+def unpack(words: np.ndarray) -> np.ndarray:
+    """The levels [out, in] back from qweight: for checks."""
+    shifts = np.arange(PER_WORD, dtype=np.uint32) * 4
+    return ((words[:, :, None] >> shifts) & 15).reshape(words.shape[0], -1).astype(np.uint8)

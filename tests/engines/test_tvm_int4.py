@@ -1,0 +1,149 @@
+"""tvm int4: 4-bit weights (GPTQ's levels, a scale and offset per group) dequantized inside the matrix products
+of our Relax Llama, checked against the same weights dequantized in torch and against the fp32 build."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tvm")
+
+from test_tvm_engine import PROMPTS, compiled, narrow_llama  # noqa: E402  (tests/engines is on the path)
+
+from edgekit.engines import Sampling, get_engine  # noqa: E402
+from edgekit.engines.tvm_int4 import pack, unpack  # noqa: E402
+from edgekit.errors import UsageError  # noqa: E402
+
+NEW = 12
+# int4 against fp32 on the tiny random model: mean |logit difference| over mean |logit|. Its weights are
+# uniform noise that fills every group's range and its logits are small, so 4 bits move them far more than a
+# trained model's (measured 0.40 here; the default model's figure is in docs/benchmarks.md); a library that
+# read its levels wrongly computes unrelated logits (error above 1)
+FP32_RELATIVE_ERROR = 0.6
+
+
+def int4(hf: Path, out: Path, **options: str) -> Path:
+    out.mkdir()
+    build = get_engine("tvm").compile(hf, out, "int4", "cpu", {"calib_tokens": "512", **options})
+    assert build["precision"] == "int4" and build["quantization"]["method"] == "gptq"
+    return out
+
+
+@pytest.fixture(scope="module")
+def subnet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return narrow_llama(tmp_path_factory.mktemp("tvm4-subnet") / "hf", seed=3, tied=True, layers=3)
+
+
+@pytest.fixture(scope="module")
+def int4_dir(subnet: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return int4(subnet, tmp_path_factory.mktemp("tvm4") / "model")
+
+
+def dequantized_reference(hf: Path, **options: str):
+    """The torch model carrying the weights the int4 build holds: the same GPTQ, dequantized."""
+    import torch
+
+    from edgekit.quantize import apply_to_model, quantize_folder, settings_from_options
+    from edgekit.quantize.gptq import rtn
+
+    settings = settings_from_options({"calib_tokens": "512"}, head_bits=4, block=int(options.get("block_size", 32)))
+    model, weights, _ = quantize_folder(hf, settings)
+    apply_to_model(model, weights)
+    if not model.config.tie_word_embeddings:  # an untied embedding is rounded to nearest on the same grid
+        embedding = model.get_input_embeddings().weight
+        with torch.no_grad():
+            embedding.copy_(rtn(embedding.detach().float(), 4, settings.block).dequantize())
+    return model
+
+
+def test_levels_pack_eight_to_a_word_lowest_nibble_first() -> None:
+    rng = np.random.default_rng(0)
+    levels = rng.integers(0, 16, size=(5, 64), dtype=np.uint8)
+    scales = rng.random((5, 2), dtype=np.float32) + 0.1
+    zeros = rng.integers(0, 16, size=(5, 2), dtype=np.uint8)
+    packed = pack(levels, scales, zeros, "float32")
+    assert packed["qweight"].dtype == np.uint32 and packed["qweight"].shape == (5, 8)
+    assert packed["qweight"][0, 0] == sum(int(levels[0, j]) << (4 * j) for j in range(8))
+    np.testing.assert_array_equal(unpack(packed["qweight"]), levels)
+    # level * scale + offset is (level - zero) * scale, the MatMulNBits dequantization
+    w = unpack(packed["qweight"]) * np.repeat(packed["scales"], 32, 1) + np.repeat(packed["offsets"], 32, 1)
+    want = (levels.astype(np.float32) - np.repeat(zeros, 32, 1)) * np.repeat(scales, 32, 1)
+    np.testing.assert_allclose(w, want, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError):
+        pack(np.full((2, 12), 3), scales[:2, :1], zeros[:2, :1], "float32")  # not whole words
+
+
+def test_build_holds_4_bit_weights_and_its_check(int4_dir: Path, tmp_path: Path) -> None:
+    build = json.loads((int4_dir / "edgekit-tvm.json").read_text())
+    assert build["precision"] == "int4" and build["dtype"] == "float32"
+    quant = build["quantization"]
+    assert quant["bits"] == 4 and quant["head_bits"] == 4 and quant["block"] == 32 and quant["head"] == "lm_head"
+    assert quant["check"]["top1_agreement"] >= 0.9 and quant["check"]["tokens"] > 8
+    assert "model.embed_tokens.qweight" in build["params"] and "model.embed_tokens.weight" not in build["params"]
+    assert "model.layers.0.self_attn.qkv_proj.qweight" in build["params"]
+    from safetensors import safe_open
+
+    with safe_open(str(int4_dir / "params.safetensors"), "np") as f:
+        qkv = f.get_tensor("model.layers.0.self_attn.qkv_proj.qweight")
+        scales = f.get_tensor("model.layers.0.self_attn.qkv_proj.scales")
+    assert qkv.dtype == np.uint32 and qkv.shape == (128, 96 // 8) and scales.shape == (128, 96 // 32)
+
+
+def test_logits_equal_the_dequantized_weights_in_torch(int4_dir: Path, subnet: Path) -> None:
+    """What the library computes is exactly the GPTQ weights' model: every position, and greedy decoding."""
+    import torch
+
+    reference = dequantized_reference(subnet)
+    session = get_engine("tvm").open(int4_dir)
+    ids = PROMPTS[0] + [33, 7, 250, 4, 4, 91, 12, 300]
+    with torch.no_grad():
+        want = reference(torch.tensor([ids])).logits[0].numpy()
+    np.testing.assert_allclose(session.sequence_logits(ids).numpy(), want, atol=5e-4, rtol=0)
+    got = [session.prefill(PROMPTS[0]).numpy()[0, -1]] + [session.decode(t).numpy()[0, -1] for t in ids[8:]]
+    np.testing.assert_allclose(np.stack(got), want[7:], atol=5e-4, rtol=0)
+    for prompt in PROMPTS:
+        out = reference.generate(torch.tensor([prompt]), max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False)
+        tokens = list(session.stream(prompt, Sampling(max_new_tokens=NEW, min_new_tokens=NEW)))
+        assert tokens == out[0, len(prompt) :].tolist()
+
+
+def test_int4_is_close_to_fp32_but_not_equal(int4_dir: Path, subnet: Path, tmp_path: Path) -> None:
+    fp32 = get_engine("tvm").open(compiled(subnet, tmp_path / "fp32"))
+    session = get_engine("tvm").open(int4_dir)
+    ids = PROMPTS[2] + PROMPTS[0]
+    a, b = fp32.sequence_logits(ids).numpy(), session.sequence_logits(ids).numpy()
+    error = float(np.abs(a - b).mean() / np.abs(a).mean())
+    assert 1e-4 < error < FP32_RELATIVE_ERROR  # it is 4-bit (not the fp32 weights), and close to them
+
+
+def test_untied_head_and_groups_of_64(tmp_path: Path) -> None:
+    """An untied LM head is a quantized projection of its own; the embedding is rounded on the same grid; groups
+    of 64 need widths in whole groups."""
+    import torch
+
+    hf = narrow_llama(tmp_path / "hf", seed=4, tied=False, layers=1)
+    config = json.loads((hf / "config.json").read_text())
+    assert config["hidden_size"] % 64
+    with pytest.raises(UsageError, match="whole groups of 64: hidden_size is 96"):
+        get_engine("tvm").compile(hf, tmp_path / "x", "int4", "cpu", {"block_size": "64"})
+    folder = int4(hf, tmp_path / "int4")
+    params = json.loads((folder / "edgekit-tvm.json").read_text())["params"]
+    assert "lm_head.qweight" in params and "model.embed_tokens.qweight" in params
+    reference = dequantized_reference(hf)
+    session = get_engine("tvm").open(folder)
+    with torch.no_grad():
+        want = reference(torch.tensor([PROMPTS[0]])).logits[0].numpy()
+    np.testing.assert_allclose(session.sequence_logits(PROMPTS[0]).numpy(), want, atol=5e-4, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"block_size": "48"}, "groups are 32 or 64"), ({"block_size": "x"}, "whole number"),
+     ({"quant": "awq"}, "choose one of gptq, rtn"), ({"calib": "/no/such.jsonl"}, "calibration file not found")],
+)  # fmt: skip
+def test_bad_int4_options_are_refused(subnet: Path, tmp_path: Path, options: dict[str, str], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        get_engine("tvm").compile(subnet, tmp_path, "int4", "cpu", options)
