@@ -115,7 +115,7 @@ class OrtEngine:
         built_as, extra, quant = build_settings(precision, options)
         lines = [shlex.join(builder_command(hf_dir, out, built_as, device, extra, Path("<cache>")))]
         if quant is not None:
-            lines.append(describe_quantization(quant, out))
+            lines.append(describe_quantization(quant, f"the MatMulNBits nodes of {out}"))
         return lines
 
     def open(self, folder: Path, device: str = "cpu") -> OrtSession:
@@ -168,12 +168,12 @@ def whole_number(key: str, value: str) -> int:
         raise UsageError(f"{key}={value}: a whole number is needed") from None
 
 
-def describe_quantization(quant: QuantSettings, out: Path) -> str:
+def describe_quantization(quant: QuantSettings, into: str) -> str:
     data = quant.calib or "the shipped calibration text"
     how = f"GPTQ on {quant.calib_tokens} tokens of {data}" if quant.method == "gptq" else "round to nearest"
     zeros = "symmetric" if quant.symmetric else "zero points"
     return (f"edgekit: int{quant.bits} weights (LM head int{quant.head_bits}, blocks of {quant.block}, {zeros}) "
-            f"by {how} -> the MatMulNBits nodes of {out}")  # fmt: skip
+            f"by {how} -> {into}")  # fmt: skip
 
 
 def requantize(hf_dir: Path, out: Path, quant: QuantSettings, device: str) -> dict[str, Any]:

@@ -172,6 +172,25 @@ class TvmEngine:
             **({"quantization": quantization} if quantization else {}),
         }
 
+    def trial_options(self, precision: str, options: dict[str, str] | None) -> dict[str, str] | None:
+        """An int4 GPTQ build's library with its weights rounded to nearest: the same kernels, the same speed."""
+        if precision != "int4" or _quant_settings(_options(options, precision)).method != "gptq":
+            return None
+        return {**(options or {}), "quant": "rtn"}
+
+    def describe(
+        self, hf_dir: Path, out: Path, precision: str, device: str, options: dict[str, str] | None = None
+    ) -> list[str]:
+        from edgekit.engines.ort import describe_quantization
+
+        opts = _options(options, precision)
+        target, _ = _target(device, opts)
+        lines = [f"edgekit: export {hf_dir}'s Llama as TVM Relax ({precision}, {_dtype(precision, device)} "
+                 f"activations) and relax.build it for {_target_name(target)} -> {out / LIB}"]  # fmt: skip
+        if precision == "int4":
+            lines.append(describe_quantization(_quant_settings(opts), f"4-bit groups in {out / WEIGHTS}"))
+        return lines
+
     def open(self, folder: Path, device: str = "cpu") -> TvmSession:
         self.check()
         return TvmSession(folder, device)

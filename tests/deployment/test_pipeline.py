@@ -247,6 +247,20 @@ def test_dry_run_shows_the_mlc_commands_for_orin_and_writes_nothing(
         assert r.code == 4 and "jetson-containers" in r.err and "Traceback" not in r.err and not out.exists()
 
 
+def test_deploy_dry_run_on_tvm_int4(cli, tiny_plan: Path, tiny_lut: Path, edgekit_home: Path) -> None:
+    pytest.importorskip("tvm")
+    _use_lut(tiny_lut, edgekit_home)
+    args = ["deploy", "--target", "host", "--runtime", "tvm", "--precision", "int4", "--budget", "100%", "--plan",
+            str(tiny_plan), "--dry-run", "--json"]  # fmt: skip
+    r = cli(*args)
+    assert r.code == 0, r.err
+    m = json.loads(r.out)
+    assert (m["runtime"]["name"], m["runtime"]["precision"]) == ("tvm", "int4")
+    assert any("4-bit groups" in s for s in m["steps"])
+    r = cli(*args[:-1], "--option", "block_size=48")
+    assert r.code == 2 and "groups are 32 or 64" in r.err and "Traceback" not in r.err
+
+
 def test_python_api_is_the_same_deploy(tiny_plan: Path, tiny_lut: Path, edgekit_home: Path) -> None:
     import edgekit
     from edgekit.deployment.manifest import load_deployment

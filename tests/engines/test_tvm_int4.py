@@ -147,3 +147,15 @@ def test_untied_head_and_groups_of_64(tmp_path: Path) -> None:
 def test_bad_int4_options_are_refused(subnet: Path, tmp_path: Path, options: dict[str, str], message: str) -> None:
     with pytest.raises(UsageError, match=message):
         get_engine("tvm").compile(subnet, tmp_path, "int4", "cpu", options)
+
+
+def test_latency_trials_round_to_nearest_and_dry_run_says_what_runs(subnet: Path, tmp_path: Path) -> None:
+    """deploy measures candidates on rtn builds (same kernels, no calibration); --dry-run lists both steps."""
+    engine = get_engine("tvm")
+    assert engine.trial_options("int4", {"block_size": "64"}) == {"block_size": "64", "quant": "rtn"}
+    assert engine.trial_options("int4", {"quant": "rtn"}) is None and engine.trial_options("fp32", None) is None
+    steps = engine.describe(subnet, tmp_path / "out", "int4", "cpu", {"block_size": "32"})
+    assert "relax.build it for llvm" in steps[0] and steps[0].endswith("model.so")
+    assert "blocks of 32" in steps[1] and "GPTQ" in steps[1] and "params.safetensors" in steps[1]
+    assert len(engine.describe(subnet, tmp_path / "out", "fp32", "cpu")) == 1
+    assert not (tmp_path / "out").exists()
