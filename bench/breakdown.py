@@ -1,15 +1,21 @@
-"""Where a decode step's time goes in ONNX Runtime GenAI, from ONNX Runtime's own profiler.
+"""Where a decode step's time goes: ONNX Runtime GenAI from ONNX Runtime's own profiler, TVM from its VM's
+instrumentation hook.
 
     .venv/bin/python bench/breakdown.py DEPLOYMENT [--tokens 64] [--name breakdown]
 
-The deployment's model folder is copied, its genai_config.json told to profile (`enable_profiling`), and a
-greedy reply of up to --tokens tokens (it ends at the end of turn) made through onnxruntime_genai. ONNX
-Runtime writes one trace event per kernel and per run: the first run is the prompt (prefill), every later one a
-decode step. Reported per decode step:
-the run's wall time, the kernels' time grouped by what they compute (the LM head, the attention and MLP
-projections, attention itself, norms, the rest) and the time outside any kernel (the runtime's own overhead
-between them). Profiling slows every kernel a little, so the shares are the figures to read, not the times.
-Figures go to bench/results/breakdown.json with the machine.
+ONNX Runtime GenAI (an ort deployment): the deployment's model folder is copied, its genai_config.json told to
+profile (`enable_profiling`), and a greedy reply of up to --tokens tokens (it ends at the end of turn) made
+through onnxruntime_genai. ONNX Runtime writes one trace event per kernel and per run: the first run is the
+prompt (prefill), every later one a decode step. Reported per decode step: the run's wall time, the kernels'
+time grouped by what they compute (the LM head, the attention and MLP projections, attention itself, norms, the
+rest) and the time outside any kernel (the runtime's own overhead between them). Profiling slows every kernel a
+little, so the shares are the figures to read, not the times.
+
+TVM (a tvm deployment): the relax VM calls a Python hook before and after every call it makes (each compiled
+kernel, the paged KV cache's attention, its own builtins for allocation and tuples); the hook times each call
+and reads the shapes of its arguments, which name the projection (the LM head's output is the vocabulary, the
+MLP's gate/up output twice the FFN width...). The hook's own cost lands in "outside kernels".
+Figures go to bench/results/breakdown.json (or --name) with the machine.
 """
 
 from __future__ import annotations
@@ -100,6 +106,87 @@ def breakdown(events: list[dict[str, Any]]) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def tvm_group(symbol: str, args: list[Any], config: dict[str, Any]) -> str:
+    """The group of one VM call, from its symbol and its arguments' shapes (x, weight, ..., out)."""
+    if "attention" in symbol:
+        return "attention (paged KV cache)"
+    if symbol.startswith("vm.builtin"):
+        return "runtime (VM builtins)"
+    if "rms_norm" in symbol:
+        return "norms"
+    if "silu" in symbol:
+        return "MLP activation"
+    if "take" in symbol:
+        return "embedding"
+    if "matmul" not in symbol:
+        return "other"
+    shapes = [tuple(int(d) for d in a.shape) for a in args if hasattr(a, "shape")]
+    k, n = shapes[0][-1], shapes[-1][-1]  # x's width and the output's
+    h, f = config["hidden_size"], config["intermediate_size"]
+    if n == config["vocab_size"]:
+        return "LM head"
+    if n == 2 * f or k == f:
+        return "MLP gate/up/down projections"
+    return "attention q/k/v/o projections" if k == h or n == h else "other"
+
+
+def profile_tvm(model_dir: Path, tokens: int) -> dict[str, Any]:
+    """Per decode step: wall ms, ms per group of VM calls, and the rest (the hook, Python, the VM loop)."""
+    import time
+
+    import numpy as np
+    import tvm
+    from transformers import AutoTokenizer
+
+    from edgekit.engines.tvm_engine import TvmSession
+
+    config = json.loads((model_dir / "config.json").read_text())
+    session = TvmSession(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    chat = [{"role": "user", "content": PROMPT}]
+    ids = list(tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_dict=True)["input_ids"])
+    spent: dict[str, float] = collections.Counter()
+    calls: dict[str, int] = collections.Counter()
+    groups: dict[str, str] = {}
+    started: list[float] = []
+
+    def hook(_func: Any, symbol: str, before: bool, _ret: Any, *args: Any) -> int:
+        if before:
+            started.append(time.perf_counter())
+            return 0
+        spent[symbol] += time.perf_counter() - started.pop()
+        calls[symbol] += 1
+        if symbol not in groups:
+            groups[symbol] = tvm_group(symbol, list(args), config)
+        return 0
+
+    start = time.perf_counter()
+    logits = session.prefill(ids)
+    prefill_ms = (time.perf_counter() - start) * 1000
+    walls = []
+    session._vm.set_instrument(hook)  # noqa: SLF001 (the bench reads the session's VM on purpose)
+    for _ in range(tokens):
+        token = int(np.argmax(logits.numpy()[0, -1]))
+        start = time.perf_counter()
+        logits = session.decode(token)
+        walls.append((time.perf_counter() - start) * 1000)
+    del tvm
+    per_group: dict[str, float] = collections.Counter()
+    for symbol, seconds in spent.items():
+        per_group[groups[symbol]] += seconds * 1000 / tokens
+    step = statistics.median(walls)
+    mean_wall = statistics.mean(walls)
+    per_group["outside kernels"] = mean_wall - sum(per_group.values())
+    scale = step / mean_wall  # groups are means; report them on the median step
+    grouped = {g: round(v * scale, 3) for g, v in sorted(per_group.items(), key=lambda kv: -kv[1])}
+    ops = sorted(spent.items(), key=lambda kv: -kv[1])[:10]
+    return {
+        "prefill_ms": round(prefill_ms, 2), "decode_steps": tokens, "step_ms": round(step, 3),
+        "groups_ms": grouped, "groups_share": {g: round(v / step, 4) for g, v in grouped.items()},
+        "ops_ms": {f"{k} (x{calls[k] // tokens})": round(v * 1000 / tokens, 3) for k, v in ops},
+    }  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("deployment", type=Path)
@@ -107,15 +194,18 @@ def main() -> None:
     ap.add_argument("--name", default="breakdown")
     args = ap.parse_args()
     manifest = json.loads((args.deployment / "manifest.json").read_text())
-    if manifest["runtime"]["name"] != "ort":
-        runtime = manifest["runtime"]["name"]
-        raise SystemExit(f"{args.deployment} runs on {runtime}: this breakdown reads ONNX Runtime's profiler")
-    with tempfile.TemporaryDirectory(prefix="edgekit-breakdown-") as tmp:
-        events = profile(args.deployment / "model", args.tokens, Path(tmp))
-    result = {"machine": machine(), "deployment": {"shape": manifest["shape"]["shape"], "runtime": "ort",
-              "precision": manifest["runtime"]["precision"]}, "tokens": args.tokens, **breakdown(events)}  # fmt: skip
+    runtime = manifest["runtime"]["name"]
+    if runtime == "ort":
+        with tempfile.TemporaryDirectory(prefix="edgekit-breakdown-") as tmp:
+            figures = breakdown(profile(args.deployment / "model", args.tokens, Path(tmp)))
+    elif runtime == "tvm":
+        figures = profile_tvm(args.deployment / "model", args.tokens)
+    else:
+        raise SystemExit(f"{args.deployment} runs on {runtime}: this breakdown reads ONNX Runtime's and TVM's")
+    result = {"machine": machine(), "deployment": {"shape": manifest["shape"]["shape"], "runtime": runtime,
+              "precision": manifest["runtime"]["precision"]}, "tokens": args.tokens, **figures}  # fmt: skip
     write_result(args.name, result)
-    print(f"{result['deployment']['shape']} ort {result['deployment']['precision']}: decode step "
+    print(f"{result['deployment']['shape']} {runtime} {result['deployment']['precision']}: decode step "
           f"{result['step_ms']:.2f} ms (profiled), prefill {result['prefill_ms']:.1f} ms")  # fmt: skip
     for g, ms in result["groups_ms"].items():
         print(f"  {g:<34} {ms:7.3f} ms  {result['groups_share'][g]:6.1%}")

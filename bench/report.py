@@ -480,14 +480,18 @@ def speculative(r: dict[str, Any]) -> str:
     ])  # fmt: skip
 
 
+PROFILERS = {"ort": "ONNX Runtime's profiler", "tvm": "a timing hook on TVM's relax VM (every call it makes)"}
+
+
 def breakdown(r: dict[str, Any]) -> str:
     d = r["deployment"]
     rows = [[g, f"{ms:.3f}", f"{r['groups_share'][g]:.1%}"] for g, ms in r["groups_ms"].items()]
     return "\n\n".join([
-        f"`bench/breakdown.py`: one decode step of {d['shape']} ({d['runtime']} {d['precision']}) as ONNX Runtime's "
-        f"profiler sees it: the median over {r['decode_steps']} steps of a greedy reply, kernels grouped by what they "
-        f"compute. A profiled step took {r['step_ms']:.2f} ms (profiling slows it; read the shares); the prompt's "
-        f"run {r['prefill_ms']:.0f} ms.",
+        f"`bench/breakdown.py`: one decode step of {d['shape']} ({d['runtime']} {d['precision']}) as "
+        f"{PROFILERS.get(d['runtime'], d['runtime'])} sees it: the median over {r['decode_steps']} steps of a "
+        f"greedy reply, kernels grouped by what they compute. A profiled step took {r['step_ms']:.2f} ms "
+        f"(profiling slows it; read the shares); the prompt's run {r['prefill_ms']:.0f} ms.",
+        *([r["note"]] if r.get("note") else []),
         table(["where", "ms per step", "share"], rows),
         f"Machine: {machine(r.get('machine'))}.",
     ])  # fmt: skip
@@ -508,6 +512,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
     ("serve", "Serving: edgekit serve", serve),
     ("speculative", "Self-speculative decoding", speculative),
     ("breakdown", "Where a decode step's time goes (ONNX Runtime GenAI)", breakdown),
+    ("breakdown_tvm", "Where a decode step's time goes (TVM int4)", breakdown),
     ("options", "Build options: the fastest int4 build at equal quality", options),
     ("chat_overhead", "Chat: the UI's cost", chat_overhead),
     ("faults", "Reliability: fault injection", faults),

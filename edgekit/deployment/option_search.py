@@ -30,6 +30,8 @@ ROUNDS = 3
 # CPU kernel (accuracy level 4: int8 activations, VNNI where the CPU has it, the builder's CPU default; 0: fp32)
 ORT_CPU = [{"block_size": b, "accuracy_level": a} for a in ("4", "0") for b in ("32", "64", "128")]
 ORT_CUDA = [{"block_size": b} for b in ("32", "64", "128")]
+# TVM int4 (tvm_int4): the columns that share a scale and an offset
+TVM_INT4 = [{"block_size": b} for b in ("32", "64")]
 
 
 def candidates(runtime: str, precision: str, device: str, columns: list[int] | None = None) -> list[dict[str, str]]:
@@ -37,12 +39,15 @@ def candidates(runtime: str, precision: str, device: str, columns: list[int] | N
     (every input width a layer of any shape can have), only the int4 blocks that divide them all."""
     if runtime == "ort" and precision in ("int4", "int4-mixed"):
         sets = ORT_CPU if device == "cpu" else ORT_CUDA
-        return [dict(c) for c in sets if not columns or all(n % int(c["block_size"]) == 0 for n in columns)]
-    raise UsageError(
-        f"no build options to search for {runtime} {precision}: the search knows ONNX Runtime GenAI's int4 builds "
-        "(block_size, accuracy_level); llama.cpp's choices are its quant types, which are precisions "
-        "(--precision q4_0|q4_1|q4_k_m)"
-    )
+    elif runtime == "tvm" and precision == "int4":
+        sets = TVM_INT4
+    else:
+        raise UsageError(
+            f"no build options to search for {runtime} {precision}: the search knows ONNX Runtime GenAI's int4 "
+            "builds (block_size, accuracy_level) and TVM's (block_size); llama.cpp's choices are its quant types, "
+            "which are precisions (--precision q4_0|q4_1|q4_k_m)"
+        )
+    return [dict(c) for c in sets if not columns or all(n % int(c["block_size"]) == 0 for n in columns)]
 
 
 @dataclass

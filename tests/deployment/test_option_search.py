@@ -37,8 +37,12 @@ def test_only_runtimes_with_build_options_are_searched():
     assert len(candidates("ort", "int4", "cpu")) == 6
     # SmolLM2's 576-wide hidden state takes blocks of 32 and 64, not 128
     assert {c["block_size"] for c in candidates("ort", "int4", "cpu", [64, 576, 1536])} == {"32", "64"}
+    assert candidates("tvm", "int4", "cpu", [96, 160]) == [{"block_size": "32"}]  # 96 is not whole groups of 64
+    assert candidates("tvm", "int4", "cpu")[0] == {"block_size": "32"}
     with pytest.raises(UsageError, match="knows ONNX Runtime GenAI's int4 builds"):
         candidates("llamacpp", "q4_1", "cpu")
+    with pytest.raises(UsageError, match="no build options to search for tvm fp32"):
+        candidates("tvm", "fp32", "cpu")
 
 
 def test_profile_searches_builds_records_the_winner_and_deploy_builds_with_it(
