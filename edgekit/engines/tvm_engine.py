@@ -230,12 +230,17 @@ def _quant_settings(opts: dict[str, str]) -> Any:
 def _check_widths(config: Any, block: int) -> None:
     """Every matrix's input width must be whole groups (and whole words of eight levels): say so before the
     minutes of quantizing."""
+    from edgekit.engines.tvm_int4 import R
+
     widths = {"hidden_size": config.hidden_size, "intermediate_size": config.intermediate_size,
               "attention width": config.num_attention_heads * config.head_dim}  # fmt: skip
     for name, width in widths.items():
         if width % block:
             raise UsageError(f"tvm int4 needs input widths in whole groups of {block}: {name} is {width} "
                              "(block_size=32 may fit)")  # fmt: skip
+    if config.vocab_size % R or config.num_key_value_heads * config.head_dim % R:
+        raise UsageError(f"tvm int4 stores rows in groups of {R}: a vocabulary of {config.vocab_size} or KV width "
+                         f"of {config.num_key_value_heads * config.head_dim} is not")  # fmt: skip
 
 
 def _host(opts: dict[str, str]) -> tuple[dict[str, str], str | None]:

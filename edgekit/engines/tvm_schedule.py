@@ -31,7 +31,7 @@ from tvm.target import Target
 
 LANES = 8  # float32 lanes of a 256-bit vector (AVX2); LLVM splits or merges them for other widths
 ROWS = 16  # output rows per parallel task
-ROWS_AT_ONCE = 4  # accumulators (vector registers) live in the inner loop
+ROWS_AT_ONCE = 4  # accumulators (vector registers) live in the inner loop; tvm_int4 interleaves its rows by as many
 
 
 class MatmulNT(CPUScheduleRule):

@@ -61,19 +61,24 @@ def dequantized_reference(hf: Path, **options: str):
 
 def test_levels_pack_eight_to_a_word_lowest_nibble_first() -> None:
     rng = np.random.default_rng(0)
-    levels = rng.integers(0, 16, size=(5, 64), dtype=np.uint8)
-    scales = rng.random((5, 2), dtype=np.float32) + 0.1
-    zeros = rng.integers(0, 16, size=(5, 2), dtype=np.uint8)
+    levels = rng.integers(0, 16, size=(8, 64), dtype=np.uint8)
+    scales = rng.random((8, 2), dtype=np.float32) + 0.1
+    zeros = rng.integers(0, 16, size=(8, 2), dtype=np.uint8)
     packed = pack(levels, scales, zeros, "float32")
-    assert packed["qweight"].dtype == np.uint32 and packed["qweight"].shape == (5, 8)
-    assert packed["qweight"][0, 0] == sum(int(levels[0, j]) << (4 * j) for j in range(8))
+    # rows interleaved in fours: [row / 4, word, row % 4]
+    assert packed["qweight"].dtype == np.uint32 and packed["qweight"].shape == (2, 8, 4)
+    assert packed["qweight"][1, 2, 3] == sum(int(levels[7, 16 + j]) << (4 * j) for j in range(8))
+    assert packed["scales"].shape == (2, 2, 4) and packed["scales"][1, 1, 2] == scales[6, 1]
     np.testing.assert_array_equal(unpack(packed["qweight"]), levels)
     # level * scale + offset is (level - zero) * scale, the MatMulNBits dequantization
-    w = unpack(packed["qweight"]) * np.repeat(packed["scales"], 32, 1) + np.repeat(packed["offsets"], 32, 1)
+    flat = {k: v.transpose(0, 2, 1).reshape(8, -1) for k, v in packed.items() if k != "qweight"}
+    w = unpack(packed["qweight"]) * np.repeat(flat["scales"], 32, 1) + np.repeat(flat["offsets"], 32, 1)
     want = (levels.astype(np.float32) - np.repeat(zeros, 32, 1)) * np.repeat(scales, 32, 1)
     np.testing.assert_allclose(w, want, rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError):
-        pack(np.full((2, 12), 3), scales[:2, :1], zeros[:2, :1], "float32")  # not whole words
+        pack(np.full((4, 12), 3), scales[:4, :1], zeros[:4, :1], "float32")  # not whole words
+    with pytest.raises(ValueError):
+        pack(levels[:6], scales[:6], zeros[:6], "float32")  # not whole groups of 4 rows
 
 
 def test_build_holds_4_bit_weights_and_its_check(int4_dir: Path, tmp_path: Path) -> None:
@@ -89,7 +94,7 @@ def test_build_holds_4_bit_weights_and_its_check(int4_dir: Path, tmp_path: Path)
     with safe_open(str(int4_dir / "params.safetensors"), "np") as f:
         qkv = f.get_tensor("model.layers.0.self_attn.qkv_proj.qweight")
         scales = f.get_tensor("model.layers.0.self_attn.qkv_proj.scales")
-    assert qkv.dtype == np.uint32 and qkv.shape == (128, 96 // 8) and scales.shape == (128, 96 // 32)
+    assert qkv.dtype == np.uint32 and qkv.shape == (128 // 4, 96 // 8, 4) and scales.shape == (128 // 4, 96 // 32, 4)
 
 
 def test_logits_equal_the_dequantized_weights_in_torch(int4_dir: Path, subnet: Path) -> None:
