@@ -15,6 +15,11 @@ TVM (a tvm deployment): the relax VM calls a Python hook before and after every 
 kernel, the paged KV cache's attention, its own builtins for allocation and tuples); the hook times each call
 and reads the shapes of its arguments, which name the projection (the LM head's output is the vocabulary, the
 MLP's gate/up output twice the FFN width...). The hook's own cost lands in "outside kernels".
+
+llama.cpp (a llamacpp deployment): llama.cpp's own perf counters (llama_perf_context: time and count of prompt
+and decode evaluations inside the library) around a greedy reply through the session; a decode step splits into
+llama.cpp's graph evaluation and everything outside it (llama-cpp-python's generator, the logits copy,
+sampling). The Python bindings do not expose ggml's per-operator timings, so this one is two groups only.
 Figures go to bench/results/breakdown.json (or --name) with the machine.
 """
 
@@ -187,6 +192,44 @@ def profile_tvm(model_dir: Path, tokens: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def profile_llamacpp(model_dir: Path, tokens: int) -> dict[str, Any]:
+    """Per decode step: wall ms, llama.cpp's own decode time (its perf counters) and the rest."""
+    import time
+
+    import llama_cpp
+    from transformers import AutoTokenizer
+
+    from edgekit.engines import Sampling
+    from edgekit.engines.llamacpp import LlamaCppSession
+
+    session = LlamaCppSession(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    chat = [{"role": "user", "content": PROMPT}]
+    ids = list(tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_dict=True)["input_ids"])
+    greedy = Sampling(max_new_tokens=tokens, min_new_tokens=tokens)
+    list(session.stream(ids, Sampling(max_new_tokens=4)))  # warm
+    ctx = session.llm._ctx.ctx  # noqa: SLF001 (the counters live on the context)
+    llama_cpp.llama_perf_context_reset(ctx)
+    stamps = []
+    start = time.perf_counter()
+    for _ in session.stream(ids, greedy):
+        stamps.append(time.perf_counter())
+    perf = llama_cpp.llama_perf_context(ctx)
+    steps = [(b - a) * 1000 for a, b in zip(stamps, stamps[1:], strict=False)]
+    step = statistics.median(steps)
+    inside = perf.t_eval_ms / max(perf.n_eval, 1)
+    scale = step / statistics.mean(steps)
+    outside = statistics.mean(steps) - inside
+    grouped = {"llama.cpp decode (ggml graph)": round(inside * scale, 3),
+               "outside llama.cpp (bindings, logits copy, sampling)": round(outside * scale, 3)}  # fmt: skip
+    return {
+        "prefill_ms": round(perf.t_p_eval_ms, 2), "decode_steps": len(steps), "step_ms": round(step, 3),
+        "groups_ms": grouped, "groups_share": {g: round(v / step, 4) for g, v in grouped.items()},
+        "ops_ms": {}, "counters": {"n_p_eval": perf.n_p_eval, "n_eval": perf.n_eval, "t_eval_ms": perf.t_eval_ms,
+                                    "first_token_wall_ms": round((stamps[0] - start) * 1000, 2)},
+    }  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("deployment", type=Path)
@@ -200,8 +243,10 @@ def main() -> None:
             figures = breakdown(profile(args.deployment / "model", args.tokens, Path(tmp)))
     elif runtime == "tvm":
         figures = profile_tvm(args.deployment / "model", args.tokens)
+    elif runtime == "llamacpp":
+        figures = profile_llamacpp(args.deployment / "model", args.tokens)
     else:
-        raise SystemExit(f"{args.deployment} runs on {runtime}: this breakdown reads ONNX Runtime's and TVM's")
+        raise SystemExit(f"{args.deployment} runs on {runtime}: this breakdown reads ORT's, TVM's and llama.cpp's")
     result = {"machine": machine(), "deployment": {"shape": manifest["shape"]["shape"], "runtime": runtime,
               "precision": manifest["runtime"]["precision"]}, "tokens": args.tokens, **figures}  # fmt: skip
     write_result(args.name, result)

@@ -480,7 +480,11 @@ def speculative(r: dict[str, Any]) -> str:
     ])  # fmt: skip
 
 
-PROFILERS = {"ort": "ONNX Runtime's profiler", "tvm": "a timing hook on TVM's relax VM (every call it makes)"}
+PROFILERS = {
+    "ort": "ONNX Runtime's profiler",
+    "tvm": "a timing hook on TVM's relax VM (every call it makes)",
+    "llamacpp": "llama.cpp's perf counters",
+}
 
 
 def breakdown(r: dict[str, Any]) -> str:
@@ -513,6 +517,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
     ("speculative", "Self-speculative decoding", speculative),
     ("breakdown", "Where a decode step's time goes (ONNX Runtime GenAI)", breakdown),
     ("breakdown_tvm", "Where a decode step's time goes (TVM int4)", breakdown),
+    ("breakdown_llamacpp", "Where a decode step's time goes (llama.cpp)", breakdown),
     ("options", "Build options: the fastest int4 build at equal quality", options),
     ("chat_overhead", "Chat: the UI's cost", chat_overhead),
     ("faults", "Reliability: fault injection", faults),

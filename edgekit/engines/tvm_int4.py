@@ -59,6 +59,27 @@ def quant_matmul(
     return te.compute((*lead, w.shape[0] * R), cell, name="quant_matmul")
 
 
+def dequantize(w: te.Tensor, scales: te.Tensor, offsets: te.Tensor, *, group: int) -> te.Tensor:
+    """W [out, in] as floats."""
+    shape = (w.shape[0] * R, w.shape[1] * PER_WORD)
+    return te.compute(shape, lambda n, k: _weight(w, scales, offsets, n, k, group), name="dequantize")
+
+
+def quant_matmul_prefill(
+    x: te.Tensor, w: te.Tensor, scales: te.Tensor, offsets: te.Tensor, *, group: int, out_dtype: str
+) -> te.Tensor:
+    """quant_matmul for many tokens: the weights dequantized in a stage of their own, which the schedule computes
+    once per block of rows (tvm_schedule) instead of once per token and weight."""
+    *lead, depth = x.shape
+    weight = dequantize(w, scales, offsets, group=group)
+    k = te.reduce_axis((0, depth), name="k")
+
+    def cell(*idx: Any) -> Any:
+        return te.sum(x[(*idx[:-1], k)].astype(out_dtype) * weight[idx[-1], k].astype(out_dtype), axis=k)
+
+    return te.compute((*lead, weight.shape[0]), cell, name="quant_matmul")
+
+
 def quant_take(w: te.Tensor, scales: te.Tensor, offsets: te.Tensor, ids: te.Tensor, *, group: int) -> te.Tensor:
     """The embedding rows of `ids`, dequantized: the tied LM head's int4 weights serve the lookup too."""
     hidden = w.shape[1] * PER_WORD
@@ -104,8 +125,11 @@ class QuantEmbedding(nn.Module):
 
 
 def matmul(x: Tensor, weights: QuantLinear | QuantEmbedding, out_dtype: str) -> Tensor:
-    """x times the transpose of a 4-bit matrix (a linear layer's, or the tied embedding as the LM head)."""
-    fn = functools.partial(quant_matmul, group=weights.group, out_dtype=out_dtype)
+    """x times the transpose of a 4-bit matrix (a linear layer's, or the tied embedding as the LM head): one
+    token dequantizes in the product's registers, a prompt dequantizes each block of rows once."""
+    one_token = all(isinstance(d, int) and d == 1 for d in x.shape[:-1])
+    fn = functools.partial(quant_matmul if one_token else quant_matmul_prefill, group=weights.group,
+                           out_dtype=out_dtype)  # fmt: skip
     return op.tensor_expr_op(fn, "quant_matmul", args=[x, weights.qweight, weights.scales, weights.offsets])
 
 

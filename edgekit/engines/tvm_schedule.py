@@ -12,6 +12,8 @@ numpy here), and relax's CPU pipeline leaves prefill's products unscheduled. Thi
 - parallelizes over blocks of output rows and runs every token of a prefill against a block while it
   is in cache, so a prompt reads the weights about once rather than once per token.
 
+int4 prefill products dequantize each block of rows once into a float tile before running the prompt's tokens
+against it (a decode step has one token: its product dequantizes in registers instead).
 int4 products (tvm_int4) take the same schedule: a lane of 8 columns is one uint32 word of levels, so the inner
 step loads one word, shifts each lane by its own 4*lane bits, and dequantizes in registers.
 
@@ -40,6 +42,8 @@ class MatmulNT(CPUScheduleRule):
             return None
         sch = s_tir.Schedule(func)
         blocks = normalize_prim_func(sch)
+        # an int4 prefill product dequantizes its weights in a block of its own first (tvm_int4.dequantize)
+        prologue = blocks.pop(0) if blocks and len(blocks) > 1 and _is_dequantize(sch, blocks[0]) else None
         if not blocks or len(blocks) > 2 or (len(blocks) == 2 and not blocks[1].is_injective()):
             return None  # one product, optionally followed by an elementwise epilogue (a residual add)
         main = blocks[0]
@@ -63,4 +67,13 @@ class MatmulNT(CPUScheduleRule):
         if len(blocks) == 2:
             sch.reverse_compute_at(blocks[1].block_rv, row_outer)
         sch.decompose_reduction(partial, k_outer)  # zero the accumulators once, outside the k loop
+        if prologue is not None:
+            # dequantize the row block once, before its tokens: every token then reads floats from cache
+            sch.compute_at(prologue.block_rv, row_block)
+            *_, col = sch.get_loops(prologue.block_rv)
+            sch.vectorize(sch.split(col, [None, LANES])[1])
         return sch
+
+
+def _is_dequantize(sch: s_tir.Schedule, block: object) -> bool:
+    return "dequantize" in sch.get(block.block_rv).name_hint and block.is_injective()
