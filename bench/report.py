@@ -435,6 +435,31 @@ def options(r: dict[str, Any]) -> str:
     ])  # fmt: skip
 
 
+def decode(r: dict[str, Any]) -> str:
+    rows = [[x["shape"], x["config"] + (" (searched)" if x.get("searched") else ""), f"{x['decode_ms']:.2f}",
+             " / ".join(f"{v:.2f}" for v in x["decode_ms_rounds"]), f"{x['ttft_ms_128']:.0f}",
+             f"{x['peak_rss_mb']:.0f}", f"{x['weight_bytes'] / 1e6:.1f}", f"{x['floor_ms']:.2f}",
+             f"{x['floor_fraction']:.0%}", f"{x['ppl']:.3f}", f"{x['ppl_vs_fp32']:.3f}x"]
+            for x in r["rows"]]  # fmt: skip
+    q, s = r["quality_text"], r["settings"]
+    goals = [[g["goal"], "met" if g["met"] else "not met", g["measured"]] for g in r["goals"]]
+    return "\n\n".join([
+        f"`bench/decode.py`: every runtime's 4-bit builds of the same subnets in one run: batch 1, decode of "
+        f"{s['new_tokens']} new tokens after a {s['decode_prompt_len']}-token prompt (median of {s['runs']} runs per "
+        f"round, {s['rounds']} interleaved rounds, each build in a fresh process), first token for a 128-token "
+        f"prompt, peak memory. Floor: the build's weight bytes (what a decode step reads; the KV cache left out) "
+        f"over the host's read bandwidth measured at the start of each round (median "
+        f"{r['bandwidth_median_gbps']:.1f} GB/s; rounds: {', '.join(f'{b:.1f}' for b in r['bandwidth_gbps'])}). "
+        f"Perplexity through each runtime's own logits on {q['tokens']} held-out tokens of {q['file']}, against the "
+        f"subnet's fp32 weights in torch. Searched: the fastest of a runtime's builds within 2 % of its default's "
+        f"perplexity (the pick rule of `profile --search-options`).",
+        table(["shape", "build", "ms/token", "rounds", "first token (ms)", "peak MB", "weights MB", "floor (ms)",
+               "of floor", "ppl", "vs fp32"], rows),  # fmt: skip
+        table(["goal (the performance issue)", "", "measured"], goals),
+        f"Machine: {machine(r.get('machine'))}.",
+    ])  # fmt: skip
+
+
 def faults(r: dict[str, Any]) -> str:
     b, f, k, c = r["bad_input"], r["flips"], r["kills"], r["chat"]
     flips = [[kind, x["trials"], x["detected"], sum(1 for t in x["runs"] if t["mtime_restored"] and t["detected"])]
@@ -519,6 +544,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
     ("breakdown_tvm", "Where a decode step's time goes (TVM int4)", breakdown),
     ("breakdown_llamacpp", "Where a decode step's time goes (llama.cpp)", breakdown),
     ("options", "Build options: the fastest int4 build at equal quality", options),
+    ("decode", "Decode against the bandwidth floor: every runtime's 4-bit builds", decode),
     ("chat_overhead", "Chat: the UI's cost", chat_overhead),
     ("faults", "Reliability: fault injection", faults),
 ]

