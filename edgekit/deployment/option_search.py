@@ -38,7 +38,7 @@ def candidates(runtime: str, precision: str, device: str, columns: list[int] | N
     """The option sets worth measuring for a runtime on a device, the runtime's default first; with `columns`
     (every input width a layer of any shape can have), only the int4 blocks that divide them all."""
     if runtime == "ort" and precision in ("int4", "int4-mixed"):
-        sets = ORT_CPU if device == "cpu" else ORT_CUDA
+        sets = ORT_CPU + threads_candidates(ORT_CPU[0]) if device == "cpu" else ORT_CUDA
     elif runtime == "tvm" and precision == "int4":
         sets = TVM_INT4
     else:
@@ -48,6 +48,16 @@ def candidates(runtime: str, precision: str, device: str, columns: list[int] | N
             "which are precisions (--precision q4_0|q4_1|q4_k_m)"
         )
     return [dict(c) for c in sets if not columns or all(n % int(c["block_size"]) == 0 for n in columns)]
+
+
+def threads_candidates(default: dict[str, str], cores: int | None = None) -> list[dict[str, str]]:
+    """The default build with half the physical cores for each operator (ONNX Runtime uses them all): on a host
+    where something else runs, or where the cores share a memory channel, fewer threads can decode faster."""
+    import psutil
+
+    cores = cores or psutil.cpu_count(logical=False) or 1
+    half = max(1, cores // 2)
+    return [] if half == cores else [{**default, "intra_op_num_threads": str(half)}]
 
 
 @dataclass

@@ -31,6 +31,10 @@ MIXED_INT8 = {"algo_config": "k_quant", "matmul_mixed_precision": "last_matmul:i
 BUILDER_VARIANTS = {"int4-mixed": ("int4", MIXED_INT8)}
 # The builder needs the hub token only to download; a local folder must never ask for one.
 BASE_OPTIONS = {"hf_token": "false"}
+# ONNX Runtime session options, written into genai_config.json after the build (the builder never sees them);
+# onnxruntime-genai 0.18 reads intra_op_num_threads there and refuses keys it does not know (config_entries,
+# where ONNX Runtime keeps allow_spinning, among them)
+SESSION_OPTIONS = ("intra_op_num_threads",)
 
 
 INSTALL = "pip install onnxruntime-genai onnx-ir (onnxruntime-genai-cuda on an NVIDIA GPU)"
@@ -82,6 +86,7 @@ class OrtEngine:
             raise UsageError(
                 f"ONNX Runtime GenAI builds {', '.join(self.precisions(device))} for {device}, not {precision}"
             )
+        options, session = split_session_options(options)
         built_as, extra, quant = build_settings(precision, options)
         start = time.perf_counter()
         # the builder's cache sits beside `out` (a deploy's scratch folder), not in /tmp: a SIGKILL leaves it where
@@ -97,6 +102,9 @@ class OrtEngine:
             "device": device,
             "options": extra,
         }
+        if session:
+            set_session_options(out / "genai_config.json", session)
+            record["session_options"] = session
         if quant is not None:
             record["quantization"] = requantize(hf_dir, out, quant, device)
         record["seconds"] = round(time.perf_counter() - start, 2)
@@ -112,8 +120,12 @@ class OrtEngine:
     def describe(
         self, hf_dir: Path, out: Path, precision: str, device: str, options: dict[str, str] | None = None
     ) -> list[str]:
+        options, session = split_session_options(options)
         built_as, extra, quant = build_settings(precision, options)
         lines = [shlex.join(builder_command(hf_dir, out, built_as, device, extra, Path("<cache>")))]
+        if session:
+            sets = ", ".join(f"{k}={v}" for k, v in session.items())
+            lines.append(f"edgekit: session options {sets} -> {out / 'genai_config.json'}")
         if quant is not None:
             lines.append(describe_quantization(quant, f"the MatMulNBits nodes of {out}"))
         return lines
@@ -159,6 +171,22 @@ def build_settings(precision: str, options: dict[str, str] | None) -> tuple[str,
     symmetric = options.get("is_symmetric", "false").lower() in ("1", "true", "yes")
     quant = settings_from_options(ours, 8 if precision == "int4-mixed" else 4, block, symmetric)
     return "int4", {**BASE_OPTIONS, **options}, quant
+
+
+def split_session_options(options: dict[str, str] | None) -> tuple[dict[str, str], dict[str, int]]:
+    """(build options, session options): the latter checked, as the numbers genai_config.json takes."""
+    options = dict(options or {})
+    session = {k: whole_number(k, options.pop(k)) for k in SESSION_OPTIONS if k in options}
+    for key, value in session.items():
+        if not 1 <= value <= 1024:
+            raise UsageError(f"{key}={value}: at least 1 thread is needed")
+    return options, session
+
+
+def set_session_options(config: Path, session: dict[str, int]) -> None:
+    data = json.loads(config.read_text())
+    data["model"]["decoder"].setdefault("session_options", {}).update(session)
+    config.write_text(json.dumps(data, indent=4) + "\n")
 
 
 def whole_number(key: str, value: str) -> int:

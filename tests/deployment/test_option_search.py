@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.deployment.option_search import Trial, candidates, interleaved, pick
+from edgekit.deployment.option_search import Trial, candidates, interleaved, pick, threads_candidates
 from edgekit.errors import UsageError
 
 
@@ -34,7 +34,10 @@ def test_timing_rounds_are_interleaved_with_the_order_rotated():
 
 def test_only_runtimes_with_build_options_are_searched():
     assert candidates("ort", "int4", "cpu")[0] == {"block_size": "32", "accuracy_level": "4"}  # the default first
-    assert len(candidates("ort", "int4", "cpu")) == 6
+    assert len(candidates("ort", "int4", "cpu")) == 6 + len(threads_candidates(candidates("ort", "int4", "cpu")[0]))
+    # the default build with half the physical cores per operator, where that is fewer than all
+    assert threads_candidates({"block_size": "32"}, 8) == [{"block_size": "32", "intra_op_num_threads": "4"}]
+    assert threads_candidates({"block_size": "32"}, 1) == []
     # SmolLM2's 576-wide hidden state takes blocks of 32 and 64, not 128
     assert {c["block_size"] for c in candidates("ort", "int4", "cpu", [64, 576, 1536])} == {"32", "64"}
     assert candidates("tvm", "int4", "cpu", [96, 160]) == [{"block_size": "32"}]  # 96 is not whole groups of 64
@@ -59,8 +62,10 @@ def test_profile_searches_builds_records_the_winner_and_deploy_builds_with_it(
     lut = read_lut(Path(json.loads(r.out)["path"]))
     search = lut.provenance["option_search"]
     trials = search["trials"]
-    # the tiny model's 96-wide hidden state takes 32-column blocks only: accuracy levels 4 and 0 remain
-    assert [t["options"] for t in trials] == candidates("ort", "int4", "cpu", [96]) and len(trials) == 2
+    # the tiny model's 96-wide hidden state takes 32-column blocks only: accuracy levels 4 and 0 remain, and the
+    # default build with half the physical cores per operator (on a host with more than one)
+    threads = threads_candidates(candidates("ort", "int4", "cpu")[0])
+    assert [t["options"] for t in trials] == candidates("ort", "int4", "cpu", [96]) and len(trials) == 2 + len(threads)
     assert any("block_size=64 skipped" in n for n in search["notes"])
     assert all(math.isfinite(t["ppl"]) and t["ppl"] > 1 and len(t["rounds_ms"]) == 2 for t in trials)
     assert trials[0]["quality_ratio"] == 1.0 and search["text"]["tokens"] > 0

@@ -98,3 +98,29 @@ def test_the_builders_cache_sits_beside_the_output_and_is_gone_after(
     (cache,) = seen
     assert cache.parent == out.parent and cache.name.startswith(PARTIAL_PREFIX) and str(os.getpid()) in cache.name
     assert not cache.exists()
+
+
+def test_threads_per_operator_is_a_session_option_written_into_genai_config(tiny_subnet: Path, tmp_path: Path) -> None:
+    """intra_op_num_threads never reaches the builder: it is set in genai_config.json, which onnxruntime-genai
+    reads when the model loads (and refuses keys it does not know, so a wrong key would fail the load)."""
+    import json
+
+    from edgekit.engines.ort import split_session_options
+    from edgekit.errors import UsageError
+
+    assert split_session_options({"block_size": "64", "intra_op_num_threads": "1"}) == (
+        {"block_size": "64"}, {"intra_op_num_threads": 1})  # fmt: skip
+    for bad in ("0", "two"):
+        with pytest.raises(UsageError, match="intra_op_num_threads"):
+            split_session_options({"intra_op_num_threads": bad})
+    engine = get_engine("ort")
+    out = tmp_path / "model"
+    out.mkdir()
+    build = engine.compile(tiny_subnet, out, "fp32", "cpu", {"intra_op_num_threads": "1"})
+    assert build["session_options"] == {"intra_op_num_threads": 1} and "intra_op_num_threads" not in build["options"]
+    config = json.loads((out / "genai_config.json").read_text())
+    assert config["model"]["decoder"]["session_options"]["intra_op_num_threads"] == 1
+    session = engine.open(out)
+    assert len(list(session.stream([5, 6, 7], Sampling(max_new_tokens=4, min_new_tokens=4)))) == 4
+    steps = engine.describe(tiny_subnet, out, "fp32", "cpu", {"intra_op_num_threads": "1"})
+    assert "intra_op_num_threads" not in steps[0] and "intra_op_num_threads=1" in steps[1]
