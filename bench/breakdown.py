@@ -140,7 +140,6 @@ def profile_tvm(model_dir: Path, tokens: int) -> dict[str, Any]:
     import time
 
     import numpy as np
-    import tvm
     from transformers import AutoTokenizer
 
     from edgekit.engines.tvm_engine import TvmSession
@@ -175,7 +174,6 @@ def profile_tvm(model_dir: Path, tokens: int) -> dict[str, Any]:
         start = time.perf_counter()
         logits = session.decode(token)
         walls.append((time.perf_counter() - start) * 1000)
-    del tvm
     per_group: dict[str, float] = collections.Counter()
     for symbol, seconds in spent.items():
         per_group[groups[symbol]] += seconds * 1000 / tokens

@@ -140,12 +140,6 @@ class TvmEngine:
         for name in ("config.json", *TOKENIZER_FILES):
             if (hf_dir / name).is_file():
                 shutil.copy2(hf_dir / name, out / name)
-        quantization = None
-        if quant is None:
-            _write_weights(weights, config, names, dtype, out / WEIGHTS)
-        else:
-            quantization = _write_int4(hf_dir, config, quant, names, dtype, out, device, context, chunk)
-        seconds = round(time.perf_counter() - start, 2)
         build = {
             "format": tag("edgekit-tvm"),
             "target": json.loads(str(target)),
@@ -156,11 +150,15 @@ class TvmEngine:
             "prefill_chunk": chunk,
             "page_size": PAGE_SIZE,
             "params": names,
-            "quantization": quantization,
-            "tvm_version": _tvm_version(),
-            "build_seconds": round(built - start, 2),
-            "seconds": seconds,
         }
+        quantization = None
+        if quant is None:
+            _write_weights(weights, config, names, dtype, out / WEIGHTS)
+        else:  # the check opens the library with this record, before edgekit-tvm.json is written
+            quantization = _write_int4(hf_dir, config, quant, build, out)
+        seconds = round(time.perf_counter() - start, 2)
+        build |= {"quantization": quantization, "tvm_version": _tvm_version(),
+                  "build_seconds": round(built - start, 2), "seconds": seconds}  # fmt: skip
         (out / BUILD).write_text(json.dumps(build, indent=2) + "\n")
         return {
             "tool": "tvm.relax.build",
@@ -434,19 +432,10 @@ def _write_weights(source: Any, config: Any, names: list[str], dtype: str, path:
     save_file({n: state[n] for n in names}, str(path), metadata={"format": "edgekit-tvm"})
 
 
-def _write_int4(
-    hf_dir: Path,
-    config: Any,
-    quant: Any,
-    names: list[str],
-    dtype: str,
-    out: Path,
-    device: str,
-    context: int,
-    chunk: int,
-) -> dict[str, Any]:
-    """GPTQ the folder's weights onto the int4 grid, write them packed, then check the library against them
-    (the same weights dequantized in torch); the record of how they were made and of the check."""
+def _write_int4(hf_dir: Path, config: Any, quant: Any, build: dict[str, Any], out: Path) -> dict[str, Any]:
+    """GPTQ the folder's weights onto the int4 grid, write them packed in the order of `build`'s params, then
+    check the library against them (the same weights dequantized in torch); the record of how they were made and
+    of the check."""
     import torch
     from safetensors.numpy import save_file
     from transformers import AutoTokenizer
@@ -459,9 +448,10 @@ def _write_int4(
     model, weights, record = quantize_folder(hf_dir, quant)
     state = {n: t.detach().float() for n, t in model.state_dict().items()}
     embed = embedding_int4(config, weights, state.__getitem__, record["head"])
-    arrays = dict(runtime_weights_int4(config, weights, embed, state.__getitem__, record["head"], dtype))
-    save_file({n: np.ascontiguousarray(arrays[n]) for n in names}, str(out / WEIGHTS),
+    arrays = dict(runtime_weights_int4(config, weights, embed, state.__getitem__, record["head"], build["dtype"]))
+    save_file({n: np.ascontiguousarray(arrays[n]) for n in build["params"]}, str(out / WEIGHTS),
               metadata={"format": "edgekit-tvm"})  # fmt: skip
+    device = build["device"]
     if device == "cuda" and not _has_gpu():  # a build for a board, made elsewhere: checked where it runs
         return record
     apply_to_model(model, weights)
@@ -469,9 +459,6 @@ def _write_int4(
         with torch.no_grad():
             model.get_input_embeddings().weight.copy_(embed.dequantize())
     probe = load_calibration(AutoTokenizer.from_pretrained(hf_dir), quant.calib, 256).sequences[0][:CHECK_TOKENS]
-    # the session reads only what edgekit-tvm.json will say about the library (it is written last)
-    build = {"device": device, "params": names, "context_length": context, "prefill_chunk": chunk,
-             "page_size": PAGE_SIZE}  # fmt: skip
     session = TvmSession(out, device, build=build)
     record["check"] = check_against(model, session, probe, "int4 TVM library", CHECK_AGREEMENT)
     return record

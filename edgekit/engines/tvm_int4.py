@@ -90,41 +90,41 @@ def quant_take(w: te.Tensor, scales: te.Tensor, offsets: te.Tensor, ids: te.Tens
     return te.compute((*ids.shape, hidden), cell, name="quant_take")
 
 
-class QuantLinear(nn.Module):
-    """nn.Linear without bias, its weight in 4 bits (see the module's docstring)."""
+class _FourBit(nn.Module):
+    """A [rows, columns] matrix's three tensors, laid out as the module's docstring says."""
 
-    def __init__(self, in_features: int, out_features: int, group: int, out_dtype: str | None = None) -> None:
-        self.group, self.out_dtype = group, out_dtype
-        self.qweight = nn.Parameter((out_features // R, in_features // PER_WORD, R), "uint32")
-        self.scales = nn.Parameter((out_features // R, in_features // group, R), "float32")
-        self.offsets = nn.Parameter((out_features // R, in_features // group, R), "float32")
+    def __init__(self, rows: int, columns: int, group: int) -> None:
+        self.group = group
+        self.qweight = nn.Parameter((rows // R, columns // PER_WORD, R), "uint32")
+        self.scales = nn.Parameter((rows // R, columns // group, R), "float32")
+        self.offsets = nn.Parameter((rows // R, columns // group, R), "float32")
 
     def to(self, dtype: str | None = None) -> None:
         # the levels stay uint32 whatever the activations' dtype
         self.scales.to(dtype)
         self.offsets.to(dtype)
 
+
+class QuantLinear(_FourBit):
+    """nn.Linear without bias, its weight in 4 bits."""
+
+    def __init__(self, in_features: int, out_features: int, group: int, out_dtype: str | None = None) -> None:
+        super().__init__(out_features, in_features, group)
+        self.out_dtype = out_dtype
+
     def forward(self, x: Tensor) -> Tensor:
         return matmul(x, self, self.out_dtype or x.dtype)
 
 
-class QuantEmbedding(nn.Module):
-    def __init__(self, num: int, dim: int, group: int) -> None:
-        self.group = group
-        self.qweight = nn.Parameter((num // R, dim // PER_WORD, R), "uint32")
-        self.scales = nn.Parameter((num // R, dim // group, R), "float32")
-        self.offsets = nn.Parameter((num // R, dim // group, R), "float32")
-
-    def to(self, dtype: str | None = None) -> None:
-        self.scales.to(dtype)
-        self.offsets.to(dtype)
+class QuantEmbedding(_FourBit):
+    """nn.Embedding (num rows of dim), its table in 4 bits (tied, the LM head's matrix)."""
 
     def forward(self, ids: Tensor) -> Tensor:
         fn = functools.partial(quant_take, group=self.group)
         return op.tensor_expr_op(fn, "quant_take", args=[self.qweight, self.scales, self.offsets, ids])
 
 
-def matmul(x: Tensor, weights: QuantLinear | QuantEmbedding, out_dtype: str) -> Tensor:
+def matmul(x: Tensor, weights: _FourBit, out_dtype: str) -> Tensor:
     """x times the transpose of a 4-bit matrix (a linear layer's, or the tied embedding as the LM head): one
     token dequantizes in the product's registers, a prompt dequantizes each block of rows once."""
     one_token = all(isinstance(d, int) and d == 1 for d in x.shape[:-1])
