@@ -292,6 +292,12 @@ class OrtSession:
             if token in self.eos_ids or gen.is_done():
                 return
 
+    def decoder(self, max_length: int) -> Any:
+        """A decoder for speculative decoding (edgekit.speculative.decoders): its own generator and KV cache."""
+        from edgekit.speculative.decoders import OrtDecoder
+
+        return OrtDecoder(self._og, self.model, min(max_length, self.context_length))
+
     def sequence_logits(self, ids: list[int]) -> Any:
         """Logits at every position of `ids` ([len, vocab]) as the built model computes them (int4 included):
         the generator's logits output after one prompt pass holds every position."""

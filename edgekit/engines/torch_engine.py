@@ -125,6 +125,12 @@ class TorchSession:
                 x = torch.tensor([[token]], device=self.device)
                 out = self.model(input_ids=x, use_cache=True, **cache_kwargs(self.model, cache_of(out)))
 
+    def decoder(self, max_length: int) -> Any:
+        """A decoder for speculative decoding (edgekit.speculative.decoders) with its own KV cache."""
+        from edgekit.speculative.decoders import TorchDecoder
+
+        return TorchDecoder(self.model, self.device)
+
     def sequence_logits(self, ids: list[int]) -> Any:
         """Logits at every position of `ids` ([len, vocab]): what perplexity and the chat metrics read."""
         import torch

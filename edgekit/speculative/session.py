@@ -1,9 +1,10 @@
-"""Self-speculative decoding in torch: a small nested shape drafts k tokens, the verifier scores them in one pass.
+"""Self-speculative decoding: a small nested shape drafts k tokens, the verifier scores them in one pass.
 
-Both models keep their own KV cache. The invariant between rounds: `seq` holds the prompt and every token made;
-the verifier's cache covers `seq[:-1]` (the last token, "pending", is fed with the next draft), and the draft's
-covers `seq[:d_len]`, so the draft is fed `seq[d_len:]` before drafting. After a round both caches are cut back
-to what the verdict kept (transformers' Cache.crop), so a rejected draft leaves no trace.
+Both models keep their own KV cache (edgekit.speculative.decoders: torch or ONNX Runtime GenAI). The invariant
+between rounds: `seq` holds the prompt and every token made; the verifier's cache covers `seq[:-1]` (the last
+token, "pending", is fed with the next draft), and the draft's covers a prefix of `seq`, so the draft is fed the
+rest before drafting. After a round both caches are cut back to what the verdict kept, so a rejected draft
+leaves no trace.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from edgekit.engines.base import Sampling, pick_token, sampling_generator, token_probs
-from edgekit.engines.torch_engine import cache_kwargs, cache_of
 from edgekit.errors import UsageError
+from edgekit.speculative.decoders import Decoder, decoder_for
 from edgekit.speculative.verify import verify_greedy, verify_sampled
 
 MAX_K = 16  # past this a draft of a nested subnet is almost never kept whole; the verifier pass only grows
@@ -44,14 +45,6 @@ class SpeculationStats:
         return {**asdict(self), **rates}
 
 
-def cut(cache: Any, length: int) -> None:
-    """Cut a transformers KV cache back to its first `length` positions (a negative crop removes that many from
-    the end: the form every recent transformers takes)."""
-    extra = cache.get_seq_length() - length
-    if extra > 0:
-        cache.crop(-extra)
-
-
 def check_k(k: int, context_length: int) -> None:
     if not 1 <= k <= min(MAX_K, context_length - 1):
         raise UsageError(f"the draft length k must be 1 to {min(MAX_K, context_length - 1)}, not {k}")
@@ -60,16 +53,16 @@ def check_k(k: int, context_length: int) -> None:
 class SpeculativeSession:
     """A Session (edgekit.engines.base) whose replies are the verifier's, made faster by a draft model.
 
-    `target` is a TorchSession (or an ElasticTorchSession); `draft_model` a transformers causal LM with the same
-    vocabulary. Greedy replies equal the verifier's alone token for token (up to float rounding between a batched
-    and a one-token forward pass, which only a near-tie can show); sampled replies are distributed as its own.
+    `target` is a session that makes decoders (TorchSession, ElasticTorchSession, OrtSession); `draft_model` a
+    transformers causal LM or another such session, with the same vocabulary. Greedy replies equal the
+    verifier's alone token for token (up to float rounding between a batched and a one-token forward pass, which
+    only a near-tie can show); sampled replies are distributed as its own.
     """
-
-    runtime = "torch"
 
     def __init__(self, target: Any, draft_model: Any, k: int, draft_name: str = "draft") -> None:
         check_k(k, target.context_length)
         self.target, self.draft_model, self.k, self.draft_name = target, draft_model, k, draft_name
+        self.runtime = target.runtime
         self.device, self.context_length, self.eos_ids = target.device, target.context_length, target.eos_ids
         self.stats = SpeculationStats()
 
@@ -81,24 +74,24 @@ class SpeculativeSession:
     def sequence_logits(self, ids: list[int]) -> Any:
         return self.target.sequence_logits(ids)
 
+    def _decoders(self, need: int) -> tuple[Decoder, Decoder]:
+        # the verifier's pass reads up to k tokens past the reply's last: room for them in a preallocated cache
+        length = min(need + self.k + 1, self.context_length)
+        return (self.target.decoder(length),
+                decoder_for(self.draft_model, self.device, length))  # fmt: skip
+
     def first_token(self, ids: list[int]) -> tuple[float, float]:
         """Both models read the prompt before the first token (the draft needs it to draft the next ones)."""
         import torch
 
-        x = torch.tensor([ids], device=self.device)
+        target, draft = self._decoders(len(ids) + 1)
         with torch.inference_mode():
             start = time.perf_counter()
-            out = self.target.model(input_ids=x, use_cache=True, logits_to_keep=1)
-            self.draft_model(input_ids=x, use_cache=True, logits_to_keep=1)
+            logits = target.feed(ids, every=False)
+            draft.feed(ids, every=False)
             prefilled = time.perf_counter()
-            pick_token(out.logits[0, -1], Sampling())
+            pick_token(logits[-1], Sampling())
             return prefilled - start, time.perf_counter() - start
-
-    def _forward(self, model: Any, tokens: list[int], cache: Any, keep: int | None) -> Any:
-        import torch
-
-        x = torch.tensor([tokens], device=self.device)
-        return model(input_ids=x, use_cache=True, logits_to_keep=keep or 0, **cache_kwargs(model, cache))
 
     def _no_end(self, logits: Any, made: int, sampling: Sampling) -> Any:
         """Rows of logits for the tokens made+0, made+1, ...: the end of turn is masked in those that come
@@ -117,21 +110,18 @@ class SpeculativeSession:
         greedy = sampling.temperature <= 0
         seq = list(ids)
         made = 0
+        target, draft_dec = self._decoders(len(ids) + sampling.max_new_tokens)
         with torch.inference_mode():
-            t_cache = d_cache = None
             if len(seq) > 1:
-                t_cache = cache_of(self._forward(self.target.model, seq[:-1], None, 1))
-            d_len = 0
+                target.feed(seq[:-1], every=False)
             while made < sampling.max_new_tokens and len(seq) < self.context_length:
                 # never draft past the reply's end or the context: the verifier's pass adds one token itself
                 k = min(self.k, sampling.max_new_tokens - made - 1, self.context_length - len(seq) - 1)
                 draft: list[int] = []
                 probs: list[Any] = []
-                feed = seq[d_len:]
+                feed = seq[draft_dec.length :]
                 for i in range(k):
-                    out = self._forward(self.draft_model, feed, d_cache, 1)
-                    d_cache = cache_of(out)
-                    logits = self._no_end(out.logits[0, -1:].float(), made + i, sampling)[0]
+                    logits = self._no_end(draft_dec.feed(feed, every=False), made + i, sampling)[0]
                     if greedy:
                         token = int(torch.argmax(logits))
                     else:
@@ -142,9 +132,7 @@ class SpeculativeSession:
                     feed = [token]
                     if token in self.eos_ids:
                         break  # nothing after an end of turn is ever kept
-                out = self._forward(self.target.model, [seq[-1], *draft], t_cache, None)
-                t_cache = cache_of(out)
-                logits = self._no_end(out.logits[0].float(), made, sampling)
+                logits = self._no_end(target.feed([seq[-1], *draft], every=True), made, sampling)
                 if greedy:
                     verdict = verify_greedy(draft, logits)
                 else:
@@ -152,11 +140,10 @@ class SpeculativeSession:
                     verdict = verify_sampled(draft, drafted, token_probs(logits, sampling), generator)
                 if draft:
                     # the draft was fed `feed` then every draft token but the last; keep what the verdict kept
-                    d_len = len(seq) + min(verdict.accepted, len(draft) - 1)
-                    cut(d_cache, d_len)
+                    draft_dec.rewind(len(seq) + min(verdict.accepted, len(draft) - 1))
                 new = verdict.tokens(draft)
                 seq.extend(new)
-                cut(t_cache, len(seq) - 1)
+                target.rewind(len(seq) - 1)
                 self.stats.rounds += 1
                 self.stats.drafted += len(draft)
                 self.stats.accepted += verdict.accepted
