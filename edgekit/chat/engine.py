@@ -164,6 +164,8 @@ class ChatEngine:
         rt = m.runtime
         info = Info(m.model["name"], m.shape.name, rt.name, rt.precision, rt.device, m.budget.resolved.ms_per_token,
                     m.budget.text, m.lut.status, session.context_length, quality_text(m.accuracy))  # fmt: skip
+        if m.speculation:
+            info.draft = f"{m.speculation['draft']} k={m.speculation['k']}"
         return cls(session, tokenizer, info)
 
     @classmethod

@@ -116,6 +116,8 @@ class DeploymentManifest:
     timings: dict[str, float] = field(default_factory=dict)
     # an adaptive deployment (deploy --adaptive): its menu, router and calibration (edgekit.deployment.adaptive)
     adaptive: dict[str, Any] | None = None
+    # a draft shipped beside the model (deploy --draft): its shape, k, folder and measured figures
+    speculation: dict[str, Any] | None = None
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     created: str = field(default_factory=utc_now)
     edgekit_version: str = __version__
@@ -147,6 +149,10 @@ class DeploymentManifest:
     @property
     def figure(self) -> str:
         """Its latency in a few words: measured here, else predicted (saying from which kind of LUT)."""
+        if self.speculation is not None:
+            m = self.speculation["measured"]
+            return (f"measured {m['speculative_ms']:.2f} ms/token with draft {self.speculation['draft']} "
+                    f"(k={self.speculation['k']}; {m['alone_ms']:.2f} alone)")  # fmt: skip
         if self.measured is not None:
             return f"measured {self.measured.decode_ms:.2f} ms/token"
         return f"predicted {self.predicted.decode_ms:.2f} ms/token ({self.lut.status})"
@@ -184,6 +190,13 @@ def open_deployment(path: Path) -> tuple[DeploymentManifest, Any, Any]:
         from edgekit.deployment.adaptive import open_routed
 
         session = open_routed(Path(path), manifest, rt.device)
+    elif manifest.speculation:
+        from edgekit.speculative import SpeculativeSession
+
+        engine, spec = get_engine(rt.name), manifest.speculation
+        verifier = engine.open(Path(path) / MODEL_DIR, rt.device)
+        draft = engine.open(Path(path) / spec["folder"], rt.device)
+        session = SpeculativeSession(verifier, draft, int(spec["k"]), spec["draft"])
     else:
         session = get_engine(rt.name).open(Path(path) / MODEL_DIR, rt.device)
     tokenizer = AutoTokenizer.from_pretrained(Path(path) / MODEL_DIR)

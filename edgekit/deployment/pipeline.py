@@ -85,6 +85,8 @@ class DeployRequest:
     verify: bool | None = None  # None: measure when the target is this machine
     force: bool = False
     options: dict[str, str] = field(default_factory=dict)  # runtime build options (--option key=value)
+    draft: str | None = None  # a smaller shape to draft for the shipped one (edgekit.deployment.speculation)
+    k: int = 4  # tokens drafted per verifier pass
     settings: MeasureSettings = field(default_factory=lambda: MeasureSettings(runs=5, warmup=2, prompt_lens=()))
 
 
@@ -255,7 +257,15 @@ def dry_run(req: DeployRequest, step: Step | None = None) -> DryRun:
         commands = engine.describe(hf_dir, compiled, res.precision, res.device, choice.options)
         commands = [line.replace(tmp, "<tmp>") for line in commands]
     merging = " (merging its SMOL mix)" if choice.source.checkpoint else ""
-    steps = [f"extract {chosen.shape} from {choice.source.label}{merging} -> <tmp>/hf", *commands, f"write {out}"]
+    steps = [f"extract {chosen.shape} from {choice.source.label}{merging} -> <tmp>/hf", *commands]
+    if req.draft is not None:
+        from edgekit.deployment.speculation import MAX_TRIES, check_request
+
+        check_request(res.runtime, res.is_host if req.verify is None else req.verify, choice.source, req.draft, req.k)
+        steps.append(f"build the draft {req.draft} the same way; measure up to {MAX_TRIES} better shapes, then "
+                     f"{chosen.shape}, alone and with the draft (k={req.k}) on the checkpoint's chat prompts; ship "
+                     "the best pair within the budget, else the shape alone")  # fmt: skip
+    steps.append(f"write {out}")
     return DryRun(
         out, chosen.shape, target_record(res), RuntimeRecord(res.runtime, res.precision, res.device,
         build={"options": choice.options}), budget_record(choice, choice.budget), lut_record(choice.lut),
@@ -282,6 +292,10 @@ def deploy(req: DeployRequest, step: Step | None = None) -> Deployment:
     verify = res.is_host if req.verify is None else req.verify
     if verify and not res.is_host:
         raise UsageError(f"cannot measure on {res.target_name} from this machine; drop --verify")
+    if req.draft is not None:
+        from edgekit.deployment.speculation import check_request
+
+        check_request(res.runtime, verify, choice.source, req.draft, req.k)
     # every try is measured on the cheapest build of the same graph; only the shape shipped gets the real one
     trial = trial_options(engine, res.precision, choice.options) if verify else None
     # the scratch space (an extract and a build per try) sits where the deployment goes: one place to sweep
@@ -317,8 +331,16 @@ def deploy(req: DeployRequest, step: Step | None = None) -> Deployment:
                        default=1.0)  # fmt: skip
             full_ms = full_measured.figures.decode_ms if full_measured and full_measured.figures else None
             hold_to_floor(choice, final.candidate, slow, full_ms, [s["shape"] for s in stepped])
+        spec = None
+        if req.draft is not None:
+            from edgekit.deployment.speculation import speculate
+
+            spec = speculate(choice, build, final, Path(tmp), step, trial)
+            final = spec.final
         if trial is not None:
             final = final_build(choice, final, Path(tmp), step)
+        if spec is not None:
+            finish_speculation(choice, spec, final, Path(tmp), step, trial is not None)
         artifact = None
         if verify:
             with step(f"measuring the {res.precision} artifact's quality"):
@@ -329,7 +351,42 @@ def deploy(req: DeployRequest, step: Step | None = None) -> Deployment:
                 f"({', '.join(f'{x:.2f}' for x in full_runs)} ms/token): each shape was held to "
                 f"{100 * req.budget.relative:.3g}% of the measurements beside it"
             )
-        return write_deployment(choice, final, final.check or check, stepped, full_measured, ups, artifact)
+        extend = None
+        if spec is not None and spec.draft is not None:
+
+            def extend(folder: Path, manifest: DeploymentManifest) -> None:
+                from edgekit.deployment.speculation import DRAFT_DIR
+
+                shutil.copytree(spec.draft.compiled, folder / DRAFT_DIR)
+                manifest.speculation = spec.record()
+
+        return write_deployment(choice, final, final.check or check, stepped, full_measured, ups, artifact, extend)
+
+
+def finish_speculation(choice: Choice, spec: Any, final: Attempt, work: Path, step: Step, rebuilt: bool) -> None:
+    """The shipped pair on its final builds: the draft built with calibrated weights too, and the pair measured
+    again (how much of a draft is kept depends on the weights)."""
+    from edgekit.deployment.speculation import measure_pair, prompt_ids
+
+    spec.final = final
+    if spec.draft is None:
+        return
+    mine = [t for t in spec.tries if t.verifier == final.candidate.shape]
+    spec.shipped = mine[-1]
+    if not rebuilt:
+        return
+    spec.draft = final_build(choice, spec.draft, work, step)
+    res, req, draft = choice.resolved, choice.request, spec.draft.candidate.shape
+    with step(f"measuring the shipped {final.candidate.shape} with draft {draft} (calibrated weights)"):
+        spec.shipped = measure_pair(res.runtime, final.compiled, spec.draft.compiled, res.device, req.k,
+                                    prompt_ids(choice.source), (final.candidate.shape, draft))  # fmt: skip
+    if not spec.shipped.identical:
+        # the calibrated weights met a near-tie where a chunk pass and a one-token pass round differently
+        choice.notes.append(f"speculation on the calibrated builds changed a greedy reply of {final.candidate.shape}; "
+                            "shipped without the draft")  # fmt: skip
+        spec.draft = None
+        return
+    choice.notes.append(f"shipped with its draft: {spec.shipped.describe()} (calibrated builds)")
 
 
 def scratch_bytes(choice: Choice) -> int:

@@ -1,0 +1,248 @@
+"""`edgekit deploy --draft SHAPE`: ship the chosen shape, or a better one, with a smaller shape of the same
+checkpoint drafting for it (self-speculative decoding, edgekit.speculative).
+
+After the usual search has found the shape X to ship, the draft is built once and verifiers are measured alone
+and with the draft, interleaved, in one fresh worker process per pair, on the source's chat reference prompts
+(real text, greedy: how much of a draft is kept depends on what is said, so random token ids would not do):
+first up to MAX_TRIES frontier shapes ranked above X (best first), then X itself. The best verifier whose
+speculative latency meets the budget ships with the draft; when none does and the draft does not make X
+faster either, X ships alone and the notes say what was measured. The deployment's accuracy is its verifier's
+(greedy replies equal the verifier's own). The shipped pair is measured again on its final (calibrated) builds:
+acceptance depends on the weights, and those are the figures the manifest keeps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from edgekit import shell
+from edgekit.errors import ExternalToolError, UsageError, first_line
+from edgekit.shell import Command
+
+RUNTIMES = ("ort", "torch")  # those whose sessions make decoders (feed a chunk, read its logits, cut back)
+DRAFT_DIR = "draft"
+MAX_TRIES = 2  # verifiers above the plain choice measured with the draft
+PROMPTS = 6
+NEW_TOKENS = 48
+ROUNDS = 2
+
+
+@dataclass
+class PairFigures:
+    """A verifier measured alone and with a draft, interleaved on the same prompts (medians over replies)."""
+
+    verifier: str
+    draft: str
+    k: int
+    alone_ms: float
+    speculative_ms: float
+    acceptance: float  # share of drafted tokens kept
+    tokens_per_pass: float  # tokens made per verifier pass (1.0 is plain decoding)
+    identical: bool  # every greedy reply equal to the verifier's alone, token for token
+    peak_rss_mb: float  # both sessions in one process
+    prompts: int
+    new_tokens: int
+    rounds: int
+
+    @property
+    def speedup(self) -> float:
+        return self.alone_ms / self.speculative_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "speedup": round(self.speedup, 3)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PairFigures:
+        return cls(**{k: v for k, v in data.items() if k != "speedup"})
+
+    def describe(self) -> str:
+        return (f"{self.verifier} with draft {self.draft} (k={self.k}): {self.speculative_ms:.2f} ms/token against "
+                f"{self.alone_ms:.2f} alone ({self.speedup:.2f}x), {self.acceptance:.0%} of drafted tokens kept, "
+                f"{self.tokens_per_pass:.2f} tokens per verifier pass")  # fmt: skip
+
+
+def check_request(runtime: str, verify: bool, source: Any, draft: str, k: int) -> Any:
+    """The draft's Shape, after refusing what cannot run: a runtime without decoders, a target that is not this
+    machine (speculation's speed is only known measured), a source without chat prompts to measure on."""
+    from edgekit.speculative.session import MAX_K
+
+    if runtime not in RUNTIMES:
+        raise UsageError(f"--draft runs in {' and '.join(RUNTIMES)}, not {runtime}: pick --runtime ort")
+    if not verify:
+        raise UsageError("--draft measures speculation on this machine: deploy to --target host (or pass --verify)")
+    if not 1 <= k <= MAX_K:
+        raise UsageError(f"--k must be 1 to {MAX_K}, not {k}")
+    if source.chat_reference() is None:
+        raise UsageError(f"--draft measures speculation on chat prompts stored with the checkpoint; {source.label} "
+                         "has none (deploy from an elastic checkpoint)")  # fmt: skip
+    shape = source.shape(draft)
+    if not is_smaller(shape, source.plan.full):
+        raise UsageError(f"the draft {shape.name} must be a smaller shape than the full model {source.plan.full.name}")
+    return shape
+
+
+def is_smaller(draft: Any, shape: Any) -> bool:
+    return draft != shape and draft.depth <= shape.depth and draft.ffn <= shape.ffn and draft.heads <= shape.heads
+
+
+def verifiers_above(rows: list[Any], shipped: str, draft: Any, source: Any) -> list[Any]:
+    """Frontier shapes ranked above the plain choice (rows are best first) that the draft is nested in."""
+    above = []
+    for row in rows:
+        if row.shape == shipped:
+            break
+        if row.frontier and is_smaller(draft, source.shape(row.shape)):
+            above.append(row)
+    return above[:MAX_TRIES]
+
+
+def prompt_ids(source: Any) -> list[list[int]]:
+    return [list(p) for p in source.chat_reference().prompt_ids[:PROMPTS]]
+
+
+# ------------------------------------------------------------------ measuring a pair (worker process)
+
+
+def timed_reply(session: Any, ids: list[int], tokens: int) -> tuple[list[int], float]:
+    """A greedy reply and its decode ms/token (from the first token to the last)."""
+    from edgekit.engines import Sampling
+
+    out, stamps = [], []
+    for token in session.stream(ids, Sampling(max_new_tokens=tokens)):
+        stamps.append(time.perf_counter())
+        out.append(token)
+    return out, (stamps[-1] - stamps[0]) * 1000 / max(1, len(stamps) - 1)
+
+
+def measure_pair_here(runtime: str, verifier: Path, draft: Path, device: str, k: int, prompts: list[list[int]],
+                      new_tokens: int, rounds: int) -> dict[str, Any]:  # fmt: skip
+    from edgekit.deployment.measure import _peak_rss_mb
+    from edgekit.engines import get_engine
+    from edgekit.speculative import SpeculativeSession
+
+    engine = get_engine(runtime)
+    alone = engine.open(verifier, device)
+    spec = SpeculativeSession(alone, engine.open(draft, device), k, DRAFT_DIR)
+    timed_reply(alone, prompts[0], 8)  # warm both up: the first pass of a session pays for its allocations
+    timed_reply(spec, prompts[0], 8)
+    spec.stats.__init__()
+    plain_ms, spec_ms, identical = [], [], True
+    for _ in range(rounds):
+        for ids in prompts:
+            reference, ms = timed_reply(alone, ids, new_tokens)
+            plain_ms.append(ms)
+            tokens, ms = timed_reply(spec, ids, new_tokens)
+            spec_ms.append(ms)
+            identical &= tokens == reference
+    s = spec.stats
+    return {"alone_ms": round(statistics.median(plain_ms), 3), "speculative_ms": round(statistics.median(spec_ms), 3),
+            "acceptance": round(s.acceptance, 4), "tokens_per_pass": round(s.tokens_per_pass, 3),
+            "identical": identical, "peak_rss_mb": round(_peak_rss_mb(), 1)}  # fmt: skip
+
+
+def measure_pair(runtime: str, verifier: Path, draft: Path, device: str, k: int, prompts: list[list[int]],
+                 names: tuple[str, str], new_tokens: int = NEW_TOKENS,
+                 rounds: int = ROUNDS) -> PairFigures:  # fmt: skip
+    """Measure a verifier alone and with a draft in a fresh worker process."""
+    job = {"prompts": prompts, "k": k, "new_tokens": new_tokens, "rounds": rounds}
+    argv = (sys.executable, "-m", "edgekit.deployment.speculation", runtime, str(verifier), str(draft),
+            "--device", device, "--job", json.dumps(job))  # fmt: skip
+    done = shell.capture(Command(argv, f"measure {names[0]} with draft {names[1]} in {runtime}"), timeout=None)
+    if not done.ok:
+        raise ExternalToolError(f"measuring {names[0]} with draft {names[1]} failed: {done.last_error_line()}")
+    figures = json.loads(done.out)
+    return PairFigures(names[0], names[1], k, **figures, prompts=len(prompts), new_tokens=new_tokens, rounds=rounds)
+
+
+# ------------------------------------------------------------------ the deploy step
+
+
+@dataclass
+class Speculation:
+    """What the draft step decided: the verifier attempt to ship, the draft's (None: ship alone), every pair
+    measured and the one shipped."""
+
+    final: Any
+    draft: Any | None
+    tries: list[PairFigures]
+    shipped: PairFigures | None = None
+
+    def record(self) -> dict[str, Any] | None:
+        if self.draft is None or self.shipped is None:
+            return None
+        return {"draft": self.shipped.draft, "k": self.shipped.k, "folder": DRAFT_DIR,
+                "measured": self.shipped.to_dict(), "tries": [t.to_dict() for t in self.tries],
+                "accuracy": "the verifier's: greedy replies equal its own, sampled ones its distribution"}  # fmt: skip
+
+
+def speculate(choice: Any, build: Any, final: Any, work: Path, step: Any, trial: dict[str, str] | None) -> Speculation:
+    """Measure the draft with verifiers above the plain choice, then with the choice itself; see the module."""
+    from edgekit.deployment.pipeline import build_attempt
+
+    req, source, res = choice.request, choice.source, choice.resolved
+    draft = source.shape(req.draft)
+    shipped = source.shape(final.candidate.shape)
+    row = next((r for r in choice.rows if r.shape == draft.name), None)
+    if row is None:
+        raise UsageError(f"the draft {draft.name} is not among {source.label}'s shapes")
+    prompts = prompt_ids(source)
+    draft_attempt = build_attempt(choice, row, work, False, step, trial)
+    tries: list[PairFigures] = []
+
+    def pair(attempt: Any) -> PairFigures:
+        with step(f"measuring {attempt.candidate.shape} with draft {draft.name} (k={req.k})"):
+            p = measure_pair(res.runtime, attempt.compiled, draft_attempt.compiled, res.device, req.k, prompts,
+                             (attempt.candidate.shape, draft.name))  # fmt: skip
+        tries.append(p)
+        choice.notes.append(f"speculation: {p.describe()}")
+        return p
+
+    def fits(attempt: Any, p: PairFigures) -> bool:
+        if not p.identical:  # a near-tie between a batched and a one-token pass: never ship a changed reply
+            choice.notes.append(f"speculation: {p.verifier}'s replies changed with the draft; not shipped")
+            return False
+        return not (attempt.check or choice.budget).violations(p.speculative_ms, p.peak_rss_mb)
+
+    for candidate in verifiers_above(choice.rows, shipped.name, draft, source):
+        attempt = build(candidate)
+        attempt.miss = None
+        if fits(attempt, pair(attempt)):
+            choice.notes.append(f"chose {candidate.shape} with draft {draft.name}: better expected than "
+                                f"{shipped.name}, and within the budget with the draft")  # fmt: skip
+            return Speculation(attempt, draft_attempt, tries)
+    if is_smaller(draft, shipped):
+        p = pair(final)
+        if p.speedup > 1 and fits(final, p):
+            return Speculation(final, draft_attempt, tries)
+    choice.notes.append(f"shipped {shipped.name} without a draft: speculation with {draft.name} measured no faster "
+                        f"here (see the figures above)")  # fmt: skip
+    return Speculation(final, None, tries)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="edgekit's speculation worker (a verifier and a draft, one process)")
+    ap.add_argument("runtime")
+    ap.add_argument("verifier", type=Path)
+    ap.add_argument("draft", type=Path)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--job", required=True)
+    args = ap.parse_args(argv)
+    job = json.loads(args.job)
+    try:
+        figures = measure_pair_here(args.runtime, args.verifier, args.draft, args.device, int(job["k"]),
+                                    job["prompts"], int(job["new_tokens"]), int(job["rounds"]))  # fmt: skip
+    except Exception as exc:  # the parent shows this last line as its one-line error
+        print(f"{type(exc).__name__}: {first_line(exc)}", file=sys.stderr)
+        sys.exit(1)
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""`edgekit deploy --draft` (edgekit.deployment.speculation) on the tiny plan with a chat reference beside it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("onnxruntime_genai")
+
+
+@pytest.fixture
+def plan_with_prompts(tiny_plan: Path, tiny_gqa3_dir: Path, tiny_lut: Path, edgekit_home: Path,
+                      tmp_path: Path) -> Path:  # fmt: skip
+    """The tiny plan with the base model's replies to three prompts stored beside it (what speculation is
+    measured on), and its measured LUT in place."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from edgekit.elastic.source import Source
+    from edgekit.engines.torch_engine import TorchSession
+    from edgekit.evaluation.chat import build_reference
+
+    (edgekit_home / "luts").mkdir(parents=True, exist_ok=True)
+    (edgekit_home / "luts" / tiny_lut.name).write_text(tiny_lut.read_text())
+    folder = tmp_path / "plan"
+    shutil.copytree(tiny_plan, folder)
+    model = AutoModelForCausalLM.from_pretrained(tiny_gqa3_dir).eval()
+    prompts = ["Where do edge devices run models?", "What is a list?", "Tell me about the sea."]
+    ref = build_reference(TorchSession(model), AutoTokenizer.from_pretrained(tiny_gqa3_dir), prompts, 12, {})
+    Source.resolve(plan=str(folder)).save_chat_reference(ref)
+    return folder
+
+
+def test_deploy_measures_the_draft_with_better_shapes_and_the_choice(cli, plan_with_prompts: Path,
+                                                                     edgekit_home: Path) -> None:  # fmt: skip
+    out = edgekit_home / "spec"
+    r = cli("deploy", "--target", "host", "--budget", "99%", "--plan", str(plan_with_prompts), "--draft", "d3-w50",
+            "--k", "2", "--out", str(out), "--json")  # fmt: skip
+    assert r.code == 0, r.err
+    m = json.loads(r.out)
+    tried = [n for n in m["notes"] if n.startswith("speculation: ")]
+    assert tried and all("with draft d3-f50-h2 (k=2)" in n and "ms/token against" in n for n in tried)
+    if m["speculation"] is None:  # the usual outcome on a CPU: the draft's passes cost more than they save
+        assert not (out / "draft").exists() and any("shipped" in n and "without" in n for n in m["notes"])
+    else:
+        s = m["speculation"]["measured"]
+        assert (out / "draft" / "genai_config.json").is_file() and s["identical"]
+        assert s["verifier"] == m["shape"]["shape"] and s["speculative_ms"] <= m["budget"]["resolved"]["ms_per_token"]
+
+
+def test_a_pair_within_the_budget_ships_with_its_draft_and_replies_as_the_verifier(
+    plan_with_prompts: Path, edgekit_home: Path, monkeypatch: pytest.MonkeyPatch, cli
+) -> None:
+    """The pair's speed is measured for real, then reported 3x faster, so that the path that ships a draft runs on
+    a host where speculation does not pay: the draft's build, the final re-measurement, the folder, the load."""
+    from edgekit.deployment import speculation
+    from edgekit.deployment.budget import parse_budget
+    from edgekit.deployment.manifest import open_deployment
+    from edgekit.deployment.pipeline import DeployRequest, deploy
+    from edgekit.engines import Sampling, get_engine
+    from edgekit.engines.base import timed_stream
+    from edgekit.speculative import SpeculativeSession
+
+    real = speculation.measure_pair
+    seen = []
+
+    def faster(*args, **kwargs):
+        p = real(*args, **kwargs)
+        seen.append(p.speculative_ms)
+        p.speculative_ms = p.alone_ms / 3
+        return p
+
+    monkeypatch.setattr(speculation, "measure_pair", faster)
+    out = edgekit_home / "spec"
+    # fp32: a random tiny model's flat distributions are full of near-ties, where int4's chunk and one-token
+    # kernels may round to different tokens (deploy then ships no draft: the test above allows for it)
+    req = DeployRequest(target="host", budget=parse_budget("100%"), plan=str(plan_with_prompts), out=out,
+                        draft="d3-w50", k=3, precision="fp32")  # fmt: skip
+    dep = deploy(req)
+    spec = dep.manifest.speculation
+    assert spec is not None and spec["draft"] == "d3-f50-h2" and spec["k"] == 3 and all(x > 0 for x in seen)
+    assert spec["measured"]["verifier"] == dep.shape and spec["measured"]["identical"] is True
+    assert 0 <= spec["measured"]["acceptance"] <= 1 and spec["measured"]["tokens_per_pass"] >= 1
+    assert "draft/genai_config.json" in dep.manifest.files and "with draft d3-f50-h2" in dep.manifest.figure
+    manifest, session, tokenizer = open_deployment(out)
+    assert isinstance(session, SpeculativeSession) and session.k == 3
+    ids = [5, 17, 42, 99, 7]
+    greedy = Sampling(max_new_tokens=16, min_new_tokens=16)
+    alone = get_engine("ort").open(out / "model")
+    assert list(session.stream(ids, greedy)) == timed_stream(alone, ids, greedy)[0]
+    r = cli("generate", "--deployment", str(out), "Where do edge devices run models?", "--max-new-tokens", "6",
+            "--json")  # fmt: skip
+    assert r.code == 0, r.err and json.loads(r.out)["new_tokens"] >= 1
+    # the draft is hashed with the rest: altered, the deployment is refused
+    onnx = out / "draft" / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:-1] + b"\0")
+    r = cli("generate", "--deployment", str(out), "hi")
+    assert r.code == 3 and "does not match" in r.err
+
+
+def test_draft_refusals(cli, plan_with_prompts: Path, tiny_plan: Path, edgekit_home: Path) -> None:
+    base = ["deploy", "--target", "host", "--budget", "99%", "--plan", str(plan_with_prompts), "--dry-run"]
+    for extra, message in [
+        (["--draft", "d3-w50", "--k", "0"], "--k must be 1 to"),
+        (["--draft", "d6-w100"], "must be a smaller shape than the full model"),
+        (["--draft", "d3-w50", "--runtime", "llamacpp"], "--draft runs in ort and torch"),
+        (["--k", "3"], "pass --draft too"),
+        (["--draft", "d3-w50", "--adaptive"], "not --adaptive"),
+    ]:
+        r = cli(*base, *extra)
+        assert r.code == 2 and message in r.err and "Traceback" not in r.err, (extra, r.err)
+    r = cli("deploy", "--target", "host", "--budget", "99%", "--plan", str(tiny_plan), "--dry-run", "--draft", "d3-w50")
+    assert r.code == 2 and "has none" in r.err
+    r = cli(*base, "--draft", "d3-w50", "--json")
+    assert r.code == 0, r.err
+    assert any("alone and with the draft (k=4)" in s for s in json.loads(r.out)["steps"])
