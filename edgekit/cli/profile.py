@@ -51,6 +51,15 @@ def profile_cmd(
     search_rounds: Annotated[
         int, typer.Option("--search-rounds", min=1, help="With --search-options: interleaved timing rounds.")
     ] = 3,
+    drafts: Annotated[
+        str | None,
+        typer.Option(
+            "--drafts",
+            help="Also measure self-speculative decoding: the full model alone and with each of these smaller "
+            "shapes drafting (comma-separated), on the checkpoint's chat prompts; deploy --draft auto picks from it.",
+        ),
+    ] = None,
+    ks: Annotated[str, typer.Option("--ks", help="With --drafts: tokens drafted per verifier pass to try.")] = "2,4",
     estimate: Annotated[
         bool, typer.Option("--estimate", help="Write an estimated LUT for a target that cannot be measured here.")
     ] = False,
@@ -67,7 +76,8 @@ def profile_cmd(
     from edgekit.progress import bar
 
     res = resolve_target(target, runtime, precision)
-    the_plan = Source.resolve(elastic, plan).plan
+    source = Source.resolve(elastic, plan)
+    the_plan = source.plan
     for note in res.notes:
         err.print(f"[dim]{note}[/dim]")
     if estimate:
@@ -92,6 +102,7 @@ def profile_cmd(
 
         candidates(res.runtime, res.precision, res.device)  # a runtime with nothing to search: refused before work
         req = dataclasses.replace(req, search=True, tolerance=tolerance, search_rounds=search_rounds)
+    draft_shapes, k_values = draft_request(source, res, drafts, ks)
     with bar() as progress:
         task = progress.add_task("profiling", total=len(req.shapes))
 
@@ -107,7 +118,38 @@ def profile_cmd(
                 err.print(f"{m.shape}: {m.decode_ms:.2f} ms/token, {m.peak_rss_mb:.0f} MB")
 
         lut = profile(the_plan, req, on_shape, done)
+        if draft_shapes:
+            from edgekit.artifacts import work_dir
+            from edgekit.deployment.lut import user_dir
+            from edgekit.deployment.speculation import profile_drafts
+
+            def on_step(label: str) -> None:
+                progress.update(task, description=label)
+
+            with work_dir(user_dir(), "profile") as tmp:
+                lut.provenance["speculation"] = profile_drafts(source, res.runtime, res.precision, res.device,
+                                                               draft_shapes, k_values, lut.provenance.get("options"),
+                                                               Path(tmp), on_step)  # fmt: skip
     report(lut, save_lut(lut, out_dir), json_out)
+
+
+def draft_request(source: Any, res: Any, drafts: str | None, ks: str) -> tuple[list[Any], list[int]]:
+    """The drafts and k's profile --drafts measures, refused before any work when they cannot run."""
+    from edgekit.deployment.speculation import check_request
+
+    if drafts is None:
+        return [], []
+    try:
+        k_values = sorted({int(x) for x in ks.split(",") if x.strip()})
+    except ValueError:
+        raise UsageError(f"--ks takes comma-separated integers, not '{ks}'") from None
+    if not k_values:
+        raise UsageError("--ks names no k")
+    names = [d.strip() for d in drafts.split(",") if d.strip()]
+    if not names:
+        raise UsageError("--drafts names no shape")
+    shapes = [check_request(res.runtime, True, source, name, k) for name in names for k in k_values]
+    return list(dict.fromkeys(shapes)), k_values
 
 
 def report(lut: Any, path: Path, json_out: bool) -> None:
@@ -136,6 +178,8 @@ def report(lut: Any, path: Path, json_out: bool) -> None:
     out.print(table)
     if search := lut.provenance.get("option_search"):
         print_search(search)
+    if spec := lut.provenance.get("speculation"):
+        print_speculation(spec)
     v = lut.validation
     if v:
         d = v["decode"]
@@ -165,3 +209,15 @@ def print_search(search: dict[str, Any]) -> None:
     out.print(table)
     out.print(f"chosen: {search['winner']} ({search['speedup']:.2f}x the default build's speed, quality within "
               f"{100 * search['tolerance']:.0f} %)")  # fmt: skip
+
+
+def print_speculation(spec: dict[str, Any]) -> None:
+    table = Table(title=f"self-speculative decoding: {spec['verifier']} verifying ({spec['prompts']} chat prompts x "
+                  f"{spec['rounds']} rounds, {spec['new_tokens']} tokens, greedy; {spec['weights']})")  # fmt: skip
+    for col in ("draft", "k", "ms/token", "alone", "speed-up", "kept", "tokens/pass", "same replies"):
+        table.add_column(col, justify="left" if col == "draft" else "right")
+    for r in spec["rows"]:
+        table.add_row(r["draft"], str(r["k"]), f"{r['speculative_ms']:.2f}", f"{r['alone_ms']:.2f}",
+                      f"{r['speedup']:.2f}x", f"{r['acceptance']:.0%}", f"{r['tokens_per_pass']:.2f}",
+                      "yes" if r["identical"] else "no")  # fmt: skip
+    out.print(table)

@@ -246,3 +246,80 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# ------------------------------------------------------------------ profile --drafts
+
+
+def profile_drafts(source: Any, runtime: str, precision: str, device: str, drafts: list[Any], ks: list[int],
+                   options: dict[str, str] | None, work: Path, on_step: Any = None) -> dict[str, Any]:  # fmt: skip
+    """The full model of `source` measured alone and with each draft at each k on this machine: the table a LUT
+    keeps (provenance "speculation") and `deploy --draft auto` picks from. The builds are the runtime's trial
+    builds of the checkpoint's own weights (SMOL merged): acceptance depends on the weights, so a plan's
+    un-tuned shapes would say little about a checkpoint's."""
+    from edgekit.engines import get_engine
+    from edgekit.engines.base import trial_options
+
+    engine = get_engine(runtime)
+    options = trial_options(engine, precision, options) or options
+    prompts = prompt_ids(source)
+    built = {}
+    start = time.perf_counter()
+    for shape in [source.plan.full, *drafts]:
+        if on_step:
+            on_step(f"speculation: building {shape.name}")
+        hf_dir, compiled = work / f"spec-hf-{shape.name}", work / f"spec-{shape.name}"
+        source.extract(shape, hf_dir)
+        compiled.mkdir()
+        engine.compile(hf_dir, compiled, precision, device, options)
+        built[shape.name] = compiled
+    full = source.plan.full.name
+    rows = []
+    for draft in drafts:
+        for k in ks:
+            if on_step:
+                on_step(f"speculation: {full} with {draft.name}, k={k}")
+            rows.append(measure_pair(runtime, built[full], built[draft.name], device, k, prompts,
+                                     (full, draft.name)).to_dict())  # fmt: skip
+    return {"source": source.label, "identity": source_identity(source), "verifier": full, "rows": rows,
+            "weights": f"the checkpoint's weights, {precision} trial builds ({options or 'default options'})",
+            "prompts": len(prompts), "new_tokens": NEW_TOKENS, "rounds": ROUNDS,
+            "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
+
+
+def source_identity(source: Any) -> str:
+    """What a speculation table belongs to: the checkpoint's SMOL hash, else the plan's permutations."""
+    ckpt = source.checkpoint
+    if ckpt is not None:
+        return f"elastic:{ckpt.manifest['files']['smol.safetensors']['sha256']}"
+    return f"plan:{source.plan.permutations_sha256}"
+
+
+def best_draft(lut: Any, source: Any) -> PairFigures | None:
+    """The (draft, k) with the best speed-up the LUT measured for this source's full model, or None when it holds
+    no table for it."""
+    table = (lut.provenance or {}).get("speculation")
+    if not table or table.get("identity") != source_identity(source) or not table.get("rows"):
+        return None
+    rows = [PairFigures.from_dict(r) for r in table["rows"] if r["identical"]]
+    return max(rows, key=lambda p: p.speedup, default=None)
+
+
+def resolve_auto(choice: Any) -> None:
+    """`--draft auto`: the (draft, k) profile measured fastest here for this source, or no draft at all (said in
+    the notes) when speculation measured no faster; refused when the LUT holds no table for the source."""
+    req = choice.request
+    if req.draft != "auto":
+        return
+    best = best_draft(choice.lut, choice.source)
+    if best is None:
+        raise UsageError(f"--draft auto picks from the drafts `edgekit profile --drafts SHAPES` measured here; the "
+                         f"LUT {choice.lut.key} holds none for {choice.source.label}")  # fmt: skip
+    if best.speedup <= 1:
+        choice.notes.append(f"--draft auto: the best draft profile measured here, {best.describe()}, is no faster; "
+                            "deployed without a draft")  # fmt: skip
+        req.draft = None
+        return
+    choice.notes.append(f"--draft auto: {best.draft} at k={best.k}, the fastest pair profile measured here "
+                        f"({best.speedup:.2f}x for {best.verifier})")  # fmt: skip
+    req.draft, req.k = best.draft, best.k

@@ -116,3 +116,41 @@ def test_draft_refusals(cli, plan_with_prompts: Path, tiny_plan: Path, edgekit_h
     r = cli(*base, "--draft", "d3-w50", "--json")
     assert r.code == 0, r.err
     assert any("alone and with the draft (k=4)" in s for s in json.loads(r.out)["steps"])
+
+
+def test_profile_measures_each_draft_and_k_and_deploy_auto_picks_from_it(cli, plan_with_prompts: Path,
+                                                                          edgekit_home: Path) -> None:  # fmt: skip
+    from edgekit.deployment.lut import read_lut
+
+    args = ["profile", "--target", "host", "--plan", str(plan_with_prompts), "--shapes", "d6-w100,d3-w50,d3-w100",
+            "--fit-on", "d6-w100,d3-w50,d3-w100", "--runs", "1", "--new-tokens", "4", "--prompt-lens", "8",
+            "--drafts", "d3-w50,d3-w100", "--ks", "1,3"]  # fmt: skip
+    r = cli(*args, "--json")
+    assert r.code == 0, r.err
+    data = json.loads(r.out)
+    spec = data["provenance"]["speculation"]
+    assert spec["verifier"] == "d6-f100-h3" and spec["identity"].startswith("plan:")
+    rows = {(x["draft"], x["k"]): x for x in spec["rows"]}
+    assert set(rows) == {("d3-f50-h2", 1), ("d3-f50-h2", 3), ("d3-f100-h3", 1), ("d3-f100-h3", 3)}
+    for x in rows.values():
+        assert x["alone_ms"] > 0 and x["speculative_ms"] > 0 and 0 <= x["acceptance"] <= 1
+        assert abs(x["speedup"] - x["alone_ms"] / x["speculative_ms"]) < 1e-2 and x["tokens_per_pass"] >= 1
+    assert read_lut(Path(data["path"])).provenance["speculation"]["rows"] == spec["rows"]
+    best = max((x for x in rows.values() if x["identical"]), key=lambda x: x["speedup"])
+    r = cli("deploy", "--target", "host", "--budget", "99%", "--plan", str(plan_with_prompts), "--draft", "auto",
+            "--dry-run", "--json")  # fmt: skip
+    assert r.code == 0, r.err
+    notes = json.loads(r.out)["notes"]
+    if best["speedup"] > 1:
+        assert any(f"--draft auto: {best['draft']} at k={best['k']}" in n for n in notes)
+    else:
+        assert any("is no faster; deployed without a draft" in n for n in notes)
+    r = cli("profile", "--target", "host", "--plan", str(plan_with_prompts), "--quick", "--drafts", "d3-w50",
+            "--ks", "two")  # fmt: skip
+    assert r.code == 2 and "--ks takes comma-separated integers" in r.err
+
+
+def test_deploy_draft_auto_needs_a_profiled_table(cli, plan_with_prompts: Path) -> None:
+    r = cli("deploy", "--target", "host", "--budget", "99%", "--plan", str(plan_with_prompts), "--draft", "auto",
+            "--dry-run")  # fmt: skip
+    assert r.code == 2 and "profile --drafts" in r.err and "Traceback" not in r.err
