@@ -494,14 +494,15 @@ def speculative(r: dict[str, Any]) -> str:
     sizes = ", ".join(f"{d} {b / 2**20:.0f} MiB" for d, b in r["draft_bytes"].items())
     best = max((row for row in r["rows"].values() if "k" in row), key=lambda row: row["speedup"])
     return "\n\n".join([
-        f"`bench/speculative.py`: self-speculative decoding on {r['source']}, verifier {r['verifier']}, "
+        f"`{r.get('script', 'bench/speculative.py')}`: self-speculative decoding on {r['source']}, "
+        f"verifier {r['verifier']}, "
         f"{r['runtime']}, greedy, batch 1: {r['prompts']} held-apart chat prompts x {r['rounds']} "
         f"round{'s' if r['rounds'] != 1 else ''}, "
         f"{r['new_tokens']} new tokens each, every configuration in turn on each prompt. Kept: the share of drafted "
         "tokens the verifier kept; tokens/pass: tokens made per verifier forward pass (1 without a draft).",
         table(["", "ms/token", "speed-up", "kept", "tokens/pass", "same greedy tokens"], rows),
         f"Best: {best['draft']} with k={best['k']}, {best['speedup']:.2f}x the verifier alone. The drafts' own "
-        f"weights in this torch build: {sizes}. Machine: {machine(r.get('machine'))}.",
+        f"weights in this build: {sizes}. Machine: {machine(r.get('machine'))}.",
     ])  # fmt: skip
 
 
@@ -540,6 +541,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
     ("trim", "TrimLLM: a domain checkpoint", trim),
     ("serve", "Serving: edgekit serve", serve),
     ("speculative", "Self-speculative decoding", speculative),
+    ("speculative_ort", "Self-speculative decoding in ONNX Runtime GenAI int4", speculative),
     ("breakdown", "Where a decode step's time goes (ONNX Runtime GenAI)", breakdown),
     ("breakdown_tvm", "Where a decode step's time goes (TVM int4)", breakdown),
     ("breakdown_llamacpp", "Where a decode step's time goes (llama.cpp)", breakdown),

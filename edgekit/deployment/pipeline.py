@@ -342,7 +342,7 @@ def deploy(req: DeployRequest, step: Step | None = None) -> Deployment:
             spec = speculate(choice, build, final, Path(tmp), step, trial)
             final = spec.final
         if trial is not None:
-            final = final_build(choice, final, Path(tmp), step)
+            final = final_build(choice, final, Path(tmp), step, spec.verifier_options if spec and spec.draft else None)
         if spec is not None:
             finish_speculation(choice, spec, final, Path(tmp), step, trial is not None)
         artifact = None
@@ -383,7 +383,8 @@ def finish_speculation(choice: Choice, spec: Any, final: Attempt, work: Path, st
     res, req, draft = choice.resolved, choice.request, spec.draft.candidate.shape
     with step(f"measuring the shipped {final.candidate.shape} with draft {draft} (calibrated weights)"):
         spec.shipped = measure_pair(res.runtime, final.compiled, spec.draft.compiled, res.device, req.k,
-                                    prompt_ids(choice.source), (final.candidate.shape, draft))  # fmt: skip
+                                    prompt_ids(choice.source), (final.candidate.shape, draft),
+                                    baseline=spec.baseline if spec.verifier_options else None)  # fmt: skip
     if not spec.shipped.identical:
         # the calibrated weights met a near-tie where a chunk pass and a one-token pass round differently
         choice.notes.append(f"speculation on the calibrated builds changed a greedy reply of {final.candidate.shape}; "
@@ -430,9 +431,11 @@ def build_attempt(
     return Attempt(candidate, hf_dir, compiled, built, figures, timings)
 
 
-def final_build(choice: Choice, trial: Attempt, work: Path, step: Step) -> Attempt:
+def final_build(
+    choice: Choice, trial: Attempt, work: Path, step: Step, options: dict[str, str] | None = None
+) -> Attempt:
     """The shipped shape built for real (its calibrated weights) in place of the trial build it was measured on:
-    the same graph, so the same speed."""
+    the same graph, so the same speed. `options` replace the choice's (a speculative verifier's)."""
     from edgekit.engines import get_engine
 
     res = choice.resolved
@@ -441,7 +444,7 @@ def final_build(choice: Choice, trial: Attempt, work: Path, step: Step) -> Attem
     compiled.mkdir()
     start = time.perf_counter()
     with step(f"building {trial.candidate.shape} for {res.runtime} {res.precision} (calibrated weights)"):
-        built = engine.compile(trial.hf_dir, compiled, res.precision, res.device, choice.options)
+        built = engine.compile(trial.hf_dir, compiled, res.precision, res.device, options or choice.options)
     why = "the same graph with its weights rounded to nearest: latency does not depend on weight values"
     built["measured_on"] = {"options": trial_options(engine, res.precision, choice.options), "why": why}
     timings = {**trial.timings, "final_compile_s": round(time.perf_counter() - start, 2)}

@@ -27,6 +27,12 @@ from edgekit.errors import ExternalToolError, UsageError, first_line
 from edgekit.shell import Command
 
 RUNTIMES = ("ort", "torch")  # those whose sessions make decoders (feed a chunk, read its logits, cut back)
+# ONNX Runtime's int4 kernels with int8 compute (accuracy level 4, the CPU default) take another path for a chunk
+# of tokens than for one: measured on the default model, the logits of the same positions differed by up to 0.8
+# and greedy replies split within 48 tokens in half the prompts. With float compute (level 0) they agree within
+# 1e-4, so a verifier that must reply as it would alone is built with it; the draft's numerics never change a
+# reply, so the draft keeps the fast kernels.
+VERIFIER_OPTIONS = {("ort", "int4", "cpu"): {"accuracy_level": "0"}}
 DRAFT_DIR = "draft"
 MAX_TRIES = 2  # verifiers above the plain choice measured with the draft
 PROMPTS = 6
@@ -88,6 +94,16 @@ def check_request(runtime: str, verify: bool, source: Any, draft: str, k: int) -
     return shape
 
 
+def verifier_options(
+    runtime: str, precision: str, device: str, options: dict[str, str] | None
+) -> dict[str, str] | None:
+    """The options a verifier is built with, where they differ from the plain build's; else None."""
+    override = VERIFIER_OPTIONS.get((runtime, precision, device))
+    if override is None or all((options or {}).get(k) == v for k, v in override.items()):
+        return None
+    return {**(options or {}), **override}
+
+
 def is_smaller(draft: Any, shape: Any) -> bool:
     return draft != shape and draft.depth <= shape.depth and draft.ffn <= shape.ffn and draft.heads <= shape.heads
 
@@ -122,25 +138,29 @@ def timed_reply(session: Any, ids: list[int], tokens: int) -> tuple[list[int], f
 
 
 def measure_pair_here(runtime: str, verifier: Path, draft: Path, device: str, k: int, prompts: list[list[int]],
-                      new_tokens: int, rounds: int) -> dict[str, Any]:  # fmt: skip
+                      new_tokens: int, rounds: int, baseline: Path | None = None) -> dict[str, Any]:  # fmt: skip
+    """Time the plain build alone (`baseline`, else the verifier) and the verifier with the draft on each prompt
+    in turn; the replies with the draft are checked against the verifier's own alone."""
     from edgekit.deployment.measure import _peak_rss_mb
     from edgekit.engines import get_engine
     from edgekit.speculative import SpeculativeSession
 
     engine = get_engine(runtime)
     alone = engine.open(verifier, device)
+    plain = engine.open(baseline, device) if baseline is not None else alone
     spec = SpeculativeSession(alone, engine.open(draft, device), k, DRAFT_DIR)
-    timed_reply(alone, prompts[0], 8)  # warm both up: the first pass of a session pays for its allocations
+    own = [timed_reply(alone, ids, new_tokens)[0] for ids in prompts] if baseline is not None else None
+    timed_reply(plain, prompts[0], 8)  # warm up: the first pass of a session pays for its allocations
     timed_reply(spec, prompts[0], 8)
     spec.stats.__init__()
     plain_ms, spec_ms, identical = [], [], True
     for _ in range(rounds):
-        for ids in prompts:
-            reference, ms = timed_reply(alone, ids, new_tokens)
+        for i, ids in enumerate(prompts):
+            reference, ms = timed_reply(plain, ids, new_tokens)
             plain_ms.append(ms)
             tokens, ms = timed_reply(spec, ids, new_tokens)
             spec_ms.append(ms)
-            identical &= tokens == reference
+            identical &= tokens == (own[i] if own is not None else reference)
     s = spec.stats
     return {"alone_ms": round(statistics.median(plain_ms), 3), "speculative_ms": round(statistics.median(spec_ms), 3),
             "acceptance": round(s.acceptance, 4), "tokens_per_pass": round(s.tokens_per_pass, 3),
@@ -148,10 +168,12 @@ def measure_pair_here(runtime: str, verifier: Path, draft: Path, device: str, k:
 
 
 def measure_pair(runtime: str, verifier: Path, draft: Path, device: str, k: int, prompts: list[list[int]],
-                 names: tuple[str, str], new_tokens: int = NEW_TOKENS,
-                 rounds: int = ROUNDS) -> PairFigures:  # fmt: skip
-    """Measure a verifier alone and with a draft in a fresh worker process."""
-    job = {"prompts": prompts, "k": k, "new_tokens": new_tokens, "rounds": rounds}
+                 names: tuple[str, str], new_tokens: int = NEW_TOKENS, rounds: int = ROUNDS,
+                 baseline: Path | None = None) -> PairFigures:  # fmt: skip
+    """Measure a verifier with a draft against the plain build alone (`baseline`: built with other options;
+    default the verifier itself) in a fresh worker process."""
+    job = {"prompts": prompts, "k": k, "new_tokens": new_tokens, "rounds": rounds,
+           "baseline": str(baseline) if baseline is not None else None}  # fmt: skip
     argv = (sys.executable, "-m", "edgekit.deployment.speculation", runtime, str(verifier), str(draft),
             "--device", device, "--job", json.dumps(job))  # fmt: skip
     done = shell.capture(Command(argv, f"measure {names[0]} with draft {names[1]} in {runtime}"), timeout=None)
@@ -166,25 +188,29 @@ def measure_pair(runtime: str, verifier: Path, draft: Path, device: str, k: int,
 
 @dataclass
 class Speculation:
-    """What the draft step decided: the verifier attempt to ship, the draft's (None: ship alone), every pair
-    measured and the one shipped."""
+    """What the draft step decided: the verifier attempt to ship, the draft's (None: ship alone), the options the
+    verifier is built with when they differ from the plain build's, every pair measured and the one shipped."""
 
     final: Any
     draft: Any | None
     tries: list[PairFigures]
+    verifier_options: dict[str, str] | None = None
     shipped: PairFigures | None = None
+    baseline: Path | None = None  # the plain build of the shipped verifier, what its speed-up is measured against
 
     def record(self) -> dict[str, Any] | None:
         if self.draft is None or self.shipped is None:
             return None
         return {"draft": self.shipped.draft, "k": self.shipped.k, "folder": DRAFT_DIR,
-                "measured": self.shipped.to_dict(), "tries": [t.to_dict() for t in self.tries],
+                "verifier_options": self.verifier_options, "measured": self.shipped.to_dict(),
+                "tries": [t.to_dict() for t in self.tries],
                 "accuracy": "the verifier's: greedy replies equal its own, sampled ones its distribution"}  # fmt: skip
 
 
 def speculate(choice: Any, build: Any, final: Any, work: Path, step: Any, trial: dict[str, str] | None) -> Speculation:
     """Measure the draft with verifiers above the plain choice, then with the choice itself; see the module."""
     from edgekit.deployment.pipeline import build_attempt
+    from edgekit.engines import get_engine
 
     req, source, res = choice.request, choice.source, choice.resolved
     draft = source.shape(req.draft)
@@ -194,12 +220,23 @@ def speculate(choice: Any, build: Any, final: Any, work: Path, step: Any, trial:
         raise UsageError(f"the draft {draft.name} is not among {source.label}'s shapes")
     prompts = prompt_ids(source)
     draft_attempt = build_attempt(choice, row, work, False, step, trial)
+    override = verifier_options(res.runtime, res.precision, res.device, choice.options)
     tries: list[PairFigures] = []
+    spec_builds: dict[str, Path] = {}
 
     def pair(attempt: Any) -> PairFigures:
-        with step(f"measuring {attempt.candidate.shape} with draft {draft.name} (k={req.k})"):
-            p = measure_pair(res.runtime, attempt.compiled, draft_attempt.compiled, res.device, req.k, prompts,
-                             (attempt.candidate.shape, draft.name))  # fmt: skip
+        name, verifier, baseline = attempt.candidate.shape, attempt.compiled, None
+        if override is not None:
+            # the verifier built again with the options that keep a chunk's logits equal to one token's
+            verifier, baseline = work / f"verifier-{name}", attempt.compiled
+            verifier.mkdir()
+            with step(f"compiling {name} as a verifier ({', '.join(f'{k}={v}' for k, v in override.items())})"):
+                get_engine(res.runtime).compile(attempt.hf_dir, verifier, res.precision, res.device,
+                                                {**(trial or choice.options), **override})  # fmt: skip
+            spec_builds[name] = verifier
+        with step(f"measuring {name} with draft {draft.name} (k={req.k})"):
+            p = measure_pair(res.runtime, verifier, draft_attempt.compiled, res.device, req.k, prompts,
+                             (name, draft.name), baseline=baseline)  # fmt: skip
         tries.append(p)
         choice.notes.append(f"speculation: {p.describe()}")
         return p
@@ -210,58 +247,41 @@ def speculate(choice: Any, build: Any, final: Any, work: Path, step: Any, trial:
             return False
         return not (attempt.check or choice.budget).violations(p.speculative_ms, p.peak_rss_mb)
 
+    def chosen(attempt: Any) -> Speculation:
+        return Speculation(attempt, draft_attempt, tries, override, baseline=attempt.compiled)
+
     for candidate in verifiers_above(choice.rows, shipped.name, draft, source):
         attempt = build(candidate)
         attempt.miss = None
         if fits(attempt, pair(attempt)):
             choice.notes.append(f"chose {candidate.shape} with draft {draft.name}: better expected than "
                                 f"{shipped.name}, and within the budget with the draft")  # fmt: skip
-            return Speculation(attempt, draft_attempt, tries)
+            return chosen(attempt)
     if is_smaller(draft, shipped):
         p = pair(final)
         if p.speedup > 1 and fits(final, p):
-            return Speculation(final, draft_attempt, tries)
+            return chosen(final)
     choice.notes.append(f"shipped {shipped.name} without a draft: speculation with {draft.name} measured no faster "
                         f"here (see the figures above)")  # fmt: skip
     return Speculation(final, None, tries)
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="edgekit's speculation worker (a verifier and a draft, one process)")
-    ap.add_argument("runtime")
-    ap.add_argument("verifier", type=Path)
-    ap.add_argument("draft", type=Path)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--job", required=True)
-    args = ap.parse_args(argv)
-    job = json.loads(args.job)
-    try:
-        figures = measure_pair_here(args.runtime, args.verifier, args.draft, args.device, int(job["k"]),
-                                    job["prompts"], int(job["new_tokens"]), int(job["rounds"]))  # fmt: skip
-    except Exception as exc:  # the parent shows this last line as its one-line error
-        print(f"{type(exc).__name__}: {first_line(exc)}", file=sys.stderr)
-        sys.exit(1)
-    print(json.dumps(figures))
-
-
-if __name__ == "__main__":
-    main()
 
 
 # ------------------------------------------------------------------ profile --drafts
 
 
 def profile_drafts(source: Any, runtime: str, precision: str, device: str, drafts: list[Any], ks: list[int],
-                   options: dict[str, str] | None, work: Path, on_step: Any = None) -> dict[str, Any]:  # fmt: skip
+                   options: dict[str, str] | None, work: Path, on_step: Any = None, trial: bool = True,
+                   new_tokens: int = NEW_TOKENS, rounds: int = ROUNDS) -> dict[str, Any]:  # fmt: skip
     """The full model of `source` measured alone and with each draft at each k on this machine: the table a LUT
     keeps (provenance "speculation") and `deploy --draft auto` picks from. The builds are the runtime's trial
     builds of the checkpoint's own weights (SMOL merged): acceptance depends on the weights, so a plan's
     un-tuned shapes would say little about a checkpoint's."""
     from edgekit.engines import get_engine
-    from edgekit.engines.base import trial_options
+    from edgekit.engines.base import folder_bytes, trial_options
 
     engine = get_engine(runtime)
-    options = trial_options(engine, precision, options) or options
+    if trial:
+        options = trial_options(engine, precision, options) or options
     prompts = prompt_ids(source)
     built = {}
     start = time.perf_counter()
@@ -274,16 +294,26 @@ def profile_drafts(source: Any, runtime: str, precision: str, device: str, draft
         engine.compile(hf_dir, compiled, precision, device, options)
         built[shape.name] = compiled
     full = source.plan.full.name
+    override = verifier_options(runtime, precision, device, options)
+    verifier, baseline = built[full], None
+    if override is not None:
+        if on_step:
+            on_step(f"speculation: building {full} as a verifier")
+        verifier, baseline = work / "spec-verifier", built[full]
+        verifier.mkdir()
+        engine.compile(work / f"spec-hf-{full}", verifier, precision, device, {**(options or {}), **override})
     rows = []
     for draft in drafts:
         for k in ks:
             if on_step:
                 on_step(f"speculation: {full} with {draft.name}, k={k}")
-            rows.append(measure_pair(runtime, built[full], built[draft.name], device, k, prompts,
-                                     (full, draft.name)).to_dict())  # fmt: skip
+            rows.append(measure_pair(runtime, verifier, built[draft.name], device, k, prompts,
+                                     (full, draft.name), new_tokens, rounds, baseline).to_dict())  # fmt: skip
+    kind = "trial builds" if trial else "builds"
     return {"source": source.label, "identity": source_identity(source), "verifier": full, "rows": rows,
-            "weights": f"the checkpoint's weights, {precision} trial builds ({options or 'default options'})",
-            "prompts": len(prompts), "new_tokens": NEW_TOKENS, "rounds": ROUNDS,
+            "weights": f"the checkpoint's weights, {precision} {kind} ({options or 'default options'})",
+            "verifier_options": override, "draft_bytes": {d.name: folder_bytes(built[d.name]) for d in drafts},
+            "prompts": len(prompts), "new_tokens": new_tokens, "rounds": rounds,
             "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
 
 
@@ -323,3 +353,26 @@ def resolve_auto(choice: Any) -> None:
     choice.notes.append(f"--draft auto: {best.draft} at k={best.k}, the fastest pair profile measured here "
                         f"({best.speedup:.2f}x for {best.verifier})")  # fmt: skip
     req.draft, req.k = best.draft, best.k
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="edgekit's speculation worker (a verifier and a draft, one process)")
+    ap.add_argument("runtime")
+    ap.add_argument("verifier", type=Path)
+    ap.add_argument("draft", type=Path)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--job", required=True)
+    args = ap.parse_args(argv)
+    job = json.loads(args.job)
+    try:
+        baseline = Path(job["baseline"]) if job.get("baseline") else None
+        figures = measure_pair_here(args.runtime, args.verifier, args.draft, args.device, int(job["k"]),
+                                    job["prompts"], int(job["new_tokens"]), int(job["rounds"]), baseline)  # fmt: skip
+    except Exception as exc:  # the parent shows this last line as its one-line error
+        print(f"{type(exc).__name__}: {first_line(exc)}", file=sys.stderr)
+        sys.exit(1)
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

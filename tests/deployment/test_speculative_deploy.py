@@ -130,6 +130,7 @@ def test_profile_measures_each_draft_and_k_and_deploy_auto_picks_from_it(cli, pl
     data = json.loads(r.out)
     spec = data["provenance"]["speculation"]
     assert spec["verifier"] == "d6-f100-h3" and spec["identity"].startswith("plan:")
+    assert spec["verifier_options"]["accuracy_level"] == "0"  # int4 on a CPU: see VERIFIER_OPTIONS
     rows = {(x["draft"], x["k"]): x for x in spec["rows"]}
     assert set(rows) == {("d3-f50-h2", 1), ("d3-f50-h2", 3), ("d3-f100-h3", 1), ("d3-f100-h3", 3)}
     for x in rows.values():
