@@ -18,17 +18,8 @@ def chat_cmd(
     elastic: o.Elastic = None,
     plan: o.Plan = None,
     shape: o.Shape = None,
-    draft: Annotated[
-        str | None,
-        typer.Option(
-            "--draft",
-            help="Self-speculative decoding: a smaller shape of the same --elastic/--plan drafts "
-            "tokens for --shape to verify (replies stay --shape's own).",
-        ),
-    ] = None,
-    draft_k: Annotated[
-        int, typer.Option("--draft-k", help="Tokens the --draft shape proposes per verifier pass (1-16).")
-    ] = 4,
+    draft: o.Draft = None,
+    draft_k: o.DraftK = 4,
     plain: Annotated[
         bool, typer.Option("--plain", help="A line-based REPL instead of the TUI (automatic off a terminal).")
     ] = False,

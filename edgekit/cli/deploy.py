@@ -68,15 +68,8 @@ def deploy_cmd(
         Path | None,
         typer.Option("--router", help="The router for --adaptive (default: the checkpoint's fitted one)."),
     ] = None,
-    draft: Annotated[
-        str | None,
-        typer.Option(
-            "--draft",
-            help="A smaller shape of the same checkpoint to draft tokens for the shipped one (self-speculative "
-            "decoding, ort or torch, measured here): a better shape ships with it if the pair fits the budget.",
-        ),
-    ] = None,
-    k: Annotated[int, typer.Option("--k", help="Tokens the --draft drafts per verifier pass.")] = 4,
+    draft: o.Draft = None,
+    draft_k: o.DraftK = 4,
     dry_run: o.DryRun = False,
     json_out: o.Json = False,
 ) -> None:
@@ -103,14 +96,14 @@ def deploy_cmd(
         target=target, budget=parse_budget(budget), runtime=runtime, precision=precision, elastic=elastic, plan=plan,
         out=out_dir, prompt_len=prompt_len, gen_len=gen_len, metric=metric, dev_text=dev_text, verify=verify,
         force=force, options=o.key_values(option, "--option"), floor=floor_ratio, allow_degraded=allow_degraded,
-        draft=draft, k=k,
+        draft=draft, k=draft_k,
     )  # fmt: skip
     if router is not None and not adaptive:
         raise UsageError("--router is for --adaptive deployments")
     if draft is not None and adaptive:
         raise UsageError("--draft is for a single-shape deployment, not --adaptive")
-    if draft is None and k != 4:
-        raise UsageError("--k is the number of tokens a --draft drafts: pass --draft too")
+    if draft is None and draft_k != 4:
+        raise UsageError("--draft-k is the number of tokens a --draft drafts: pass --draft too")
     if adaptive and dry_run:
         raise UsageError("--adaptive builds and measures every menu shape; it has no --dry-run")
     with steps() as step:

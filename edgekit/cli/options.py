@@ -169,3 +169,12 @@ ApiKey = Annotated[
         help="The server's API key (serve requires it, chat --url sends it; default: $EDGEKIT_API_KEY).",
     ),
 ]
+Draft = Annotated[
+    str | None,
+    typer.Option(
+        "--draft",
+        help="Self-speculative decoding: a smaller shape of the same checkpoint drafts tokens, the shape served "
+        "verifies them (replies stay its own); deploy also takes auto (the pair `profile --drafts` measured fastest).",
+    ),
+]
+DraftK = Annotated[int, typer.Option("--draft-k", help="Tokens the --draft shape proposes per verifier pass (1-16).")]

@@ -84,7 +84,7 @@ def check_request(runtime: str, verify: bool, source: Any, draft: str, k: int) -
     if not verify:
         raise UsageError("--draft measures speculation on this machine: deploy to --target host (or pass --verify)")
     if not 1 <= k <= MAX_K:
-        raise UsageError(f"--k must be 1 to {MAX_K}, not {k}")
+        raise UsageError(f"--draft-k must be 1 to {MAX_K}, not {k}")
     if source.chat_reference() is None:
         raise UsageError(f"--draft measures speculation on chat prompts stored with the checkpoint; {source.label} "
                          "has none (deploy from an elastic checkpoint)")  # fmt: skip

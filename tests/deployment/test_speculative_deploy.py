@@ -37,7 +37,7 @@ def test_deploy_measures_the_draft_with_better_shapes_and_the_choice(cli, plan_w
                                                                      edgekit_home: Path) -> None:  # fmt: skip
     out = edgekit_home / "spec"
     r = cli("deploy", "--target", "host", "--budget", "99%", "--plan", str(plan_with_prompts), "--draft", "d3-w50",
-            "--k", "2", "--out", str(out), "--json")  # fmt: skip
+            "--draft-k", "2", "--out", str(out), "--json")  # fmt: skip
     assert r.code == 0, r.err
     m = json.loads(r.out)
     tried = [n for n in m["notes"] if n.startswith("speculation: ")]
@@ -103,10 +103,10 @@ def test_a_pair_within_the_budget_ships_with_its_draft_and_replies_as_the_verifi
 def test_draft_refusals(cli, plan_with_prompts: Path, tiny_plan: Path, edgekit_home: Path) -> None:
     base = ["deploy", "--target", "host", "--budget", "99%", "--plan", str(plan_with_prompts), "--dry-run"]
     for extra, message in [
-        (["--draft", "d3-w50", "--k", "0"], "--k must be 1 to"),
+        (["--draft", "d3-w50", "--draft-k", "0"], "--draft-k must be 1 to"),
         (["--draft", "d6-w100"], "must be a smaller shape than the full model"),
         (["--draft", "d3-w50", "--runtime", "llamacpp"], "--draft runs in ort and torch"),
-        (["--k", "3"], "pass --draft too"),
+        (["--draft-k", "3"], "pass --draft too"),
         (["--draft", "d3-w50", "--adaptive"], "not --adaptive"),
     ]:
         r = cli(*base, *extra)
