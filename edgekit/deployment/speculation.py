@@ -26,7 +26,7 @@ from edgekit import shell
 from edgekit.errors import ExternalToolError, UsageError, first_line
 from edgekit.shell import Command
 
-RUNTIMES = ("ort", "torch")  # those whose sessions make decoders (feed a chunk, read its logits, cut back)
+RUNTIMES = ("ort", "tvm", "torch")  # those whose sessions make decoders (feed a chunk, read its logits, cut back)
 # ONNX Runtime's int4 kernels with int8 compute (accuracy level 4, the CPU default) take another path for a chunk
 # of tokens than for one: measured on the default model, the logits of the same positions differed by up to 0.8
 # and greedy replies split within 48 tokens in half the prompts. With float compute (level 0) they agree within
@@ -80,7 +80,7 @@ def check_request(runtime: str, verify: bool, source: Any, draft: str, k: int) -
     from edgekit.speculative.session import MAX_K
 
     if runtime not in RUNTIMES:
-        raise UsageError(f"--draft runs in {' and '.join(RUNTIMES)}, not {runtime}: pick --runtime ort")
+        raise UsageError(f"--draft runs in {', '.join(RUNTIMES)}, not {runtime}: pick --runtime ort")
     if not verify:
         raise UsageError("--draft measures speculation on this machine: deploy to --target host (or pass --verify)")
     if not 1 <= k <= MAX_K:

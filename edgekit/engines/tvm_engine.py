@@ -499,7 +499,7 @@ class TvmSession:
         )
         self._kv = {
             name: tvm.get_global_func(f"vm.builtin.kv_state_{name}")
-            for name in ("add_sequence", "remove_sequence", "begin_forward", "end_forward")
+            for name in ("add_sequence", "remove_sequence", "begin_forward", "end_forward", "popn")
         }
         self._active = False
         self.eos_ids = _eos_ids(folder)
@@ -533,6 +533,12 @@ class TvmSession:
     def decode(self, token: int) -> Any:
         """Append one token to the sequence; the next token's logits, on the device."""
         return self._forward([token], "decode")
+
+    def decoder(self, max_length: int) -> TvmDecoder:
+        """A decoder for speculative decoding (edgekit.speculative.decoders) on this session's KV cache: it
+        starts a fresh sequence, so a session serves one reply at a time, as it does for stream()."""
+        self._new_sequence()
+        return TvmDecoder(self)
 
     def sequence_logits(self, ids: list[int]) -> Any:
         """Logits at every position of `ids` ([len, vocab], torch float32) as the library computes them: a
@@ -575,6 +581,34 @@ class TvmSession:
         prefilled = time.perf_counter()
         pick_token(torch.from_numpy(logits.numpy()[0, -1]), Sampling(), self._generator)
         return prefilled - start, time.perf_counter() - start
+
+
+class TvmDecoder:
+    """Feed token chunks through the library's KV cache and cut it back (kv_state_popn): `score` gives every
+    position's logits, `prefill` the last one's."""
+
+    def __init__(self, session: TvmSession) -> None:
+        self.session, self.length = session, 0
+
+    def feed(self, tokens: list[int], every: bool) -> Any:
+        import torch
+
+        s = self.session
+        if self.length + len(tokens) > s.context_length:
+            raise UsageError(f"{self.length + len(tokens)} tokens do not fit the context of {s.context_length}")
+        rows = []
+        for i in range(0, len(tokens), s._chunk):
+            part = tokens[i : i + s._chunk]
+            fn = "score" if every else "decode" if len(part) == 1 else "prefill"
+            rows.append(s._forward(part, fn).numpy()[0])
+        self.length += len(tokens)
+        logits = np.concatenate(rows) if every else rows[-1][-1:]
+        return torch.from_numpy(logits.astype(np.float32, copy=True))
+
+    def rewind(self, length: int) -> None:
+        if length < self.length:
+            self.session._kv["popn"](self.session._cache, SEQ, self.length - length)
+            self.length = length
 
 
 def _read_build(folder: Path) -> dict[str, Any]:

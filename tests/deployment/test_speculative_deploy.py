@@ -105,7 +105,7 @@ def test_draft_refusals(cli, plan_with_prompts: Path, tiny_plan: Path, edgekit_h
     for extra, message in [
         (["--draft", "d3-w50", "--draft-k", "0"], "--draft-k must be 1 to"),
         (["--draft", "d6-w100"], "must be a smaller shape than the full model"),
-        (["--draft", "d3-w50", "--runtime", "llamacpp"], "--draft runs in ort and torch"),
+        (["--draft", "d3-w50", "--runtime", "llamacpp"], "--draft runs in ort, tvm, torch"),
         (["--draft-k", "3"], "pass --draft too"),
         (["--draft", "d3-w50", "--adaptive"], "not --adaptive"),
     ]:

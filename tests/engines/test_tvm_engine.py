@@ -255,3 +255,29 @@ def test_vector_extensions_a_vm_hides_are_turned_off() -> None:
                               "avx512_vpopcntdq"}  # fmt: skip
     assert hidden_vector_features("znver4", "x86_64-linux-gnu", everything) == []
     assert hidden_vector_features("cortex-a78ae", "aarch64-linux-gnu", avx2_only) == []
+
+
+def test_tvm_speculation_keeps_the_verifiers_greedy_reply(subnet: Path, tvm_dir: Path, tmp_path: Path) -> None:
+    """A second TVM library drafts (a 1-layer model of the same vocabulary); the verifier reads each draft as one
+    chunk through `score` and kv_state_popn cuts rejected tokens from both caches."""
+    from edgekit.engines.base import timed_stream
+    from edgekit.speculative import SpeculativeSession
+
+    draft_dir = compiled(narrow_llama(tmp_path / "draft-hf", seed=9, tied=True, layers=1), tmp_path / "draft")
+    tvm = get_engine("tvm")
+    verifier = tvm.open(tvm_dir, "cpu")
+    greedy = Sampling(max_new_tokens=NEW, min_new_tokens=NEW)
+    alone = [timed_stream(verifier, list(ids), greedy)[0] for ids in PROMPTS]
+    for k in (1, 3):
+        spec = SpeculativeSession(verifier, tvm.open(draft_dir, "cpu"), k, "draft")
+        assert [list(spec.stream(list(ids), greedy)) for ids in PROMPTS] == alone
+        s = spec.stats
+        assert s.drafted > s.accepted and s.rounds < s.tokens == NEW * len(PROMPTS)
+    self_spec = SpeculativeSession(verifier, tvm.open(tvm_dir, "cpu"), 4, "self")
+    assert list(self_spec.stream(list(PROMPTS[0]), greedy)) == alone[0] and self_spec.stats.acceptance == 1.0
+    # the decoder cuts back exactly: the logits after a rewind are those of a fresh pass over the same tokens
+    dec = verifier.decoder(64)
+    first = dec.feed([5, 17, 42, 99], every=True)
+    dec.rewind(2)
+    again = dec.feed([42, 99], every=True)
+    assert dec.length == 4 and np.allclose(first[2:].numpy(), again.numpy(), atol=1e-5)
