@@ -310,8 +310,12 @@ def deploy(req: DeployRequest, step: Step | None = None) -> Deployment:
         check, full_measured = choice.budget, None
         full_runs: list[float] = []  # the full model's measurements so far, in order (relative budgets)
 
+        built: dict[str, Attempt] = {}
+
         def build(candidate: Candidate) -> Attempt:
-            attempt = build_attempt(choice, candidate, Path(tmp), verify, step, trial)
+            if candidate.shape in built:  # a draft's verifier may be a shape a step already built and measured
+                return built[candidate.shape]
+            attempt = built[candidate.shape] = build_attempt(choice, candidate, Path(tmp), verify, step, trial)
             if full_measured is not None and attempt.figures is not None and candidate.shape != full.shape:
                 with step(f"measuring the full model again beside {candidate.shape}"):
                     again = measure_folder(res.runtime, full_measured.compiled, res.device, req.settings).decode_ms

@@ -219,7 +219,8 @@ def speculate(choice: Any, build: Any, final: Any, work: Path, step: Any, trial:
     if row is None:
         raise UsageError(f"the draft {draft.name} is not among {source.label}'s shapes")
     prompts = prompt_ids(source)
-    draft_attempt = build_attempt(choice, row, work, False, step, trial)
+    (work / "draft").mkdir()  # apart from the shapes tried as such: the draft may be one of them
+    draft_attempt = build_attempt(choice, row, work / "draft", False, step, trial)
     override = verifier_options(res.runtime, res.precision, res.device, choice.options)
     tries: list[PairFigures] = []
     spec_builds: dict[str, Path] = {}

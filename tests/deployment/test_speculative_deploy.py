@@ -122,9 +122,9 @@ def test_profile_measures_each_draft_and_k_and_deploy_auto_picks_from_it(cli, pl
                                                                           edgekit_home: Path) -> None:  # fmt: skip
     from edgekit.deployment.lut import read_lut
 
-    args = ["profile", "--target", "host", "--plan", str(plan_with_prompts), "--shapes", "d6-w100,d3-w50,d3-w100",
-            "--fit-on", "d6-w100,d3-w50,d3-w100", "--runs", "1", "--new-tokens", "4", "--prompt-lens", "8",
-            "--drafts", "d3-w50,d3-w100", "--ks", "1,3"]  # fmt: skip
+    args = ["profile", "--target", "host", "--plan", str(plan_with_prompts), "--shapes", "d6-w100,d3-w50",
+            "--fit-on", "d6-w100,d3-w50", "--runs", "1", "--new-tokens", "4", "--prompt-lens", "8",
+            "--drafts", "d3-w50", "--ks", "1,3"]  # fmt: skip
     r = cli(*args, "--json")
     assert r.code == 0, r.err
     data = json.loads(r.out)
@@ -132,7 +132,7 @@ def test_profile_measures_each_draft_and_k_and_deploy_auto_picks_from_it(cli, pl
     assert spec["verifier"] == "d6-f100-h3" and spec["identity"].startswith("plan:")
     assert spec["verifier_options"]["accuracy_level"] == "0"  # int4 on a CPU: see VERIFIER_OPTIONS
     rows = {(x["draft"], x["k"]): x for x in spec["rows"]}
-    assert set(rows) == {("d3-f50-h2", 1), ("d3-f50-h2", 3), ("d3-f100-h3", 1), ("d3-f100-h3", 3)}
+    assert set(rows) == {("d3-f50-h2", 1), ("d3-f50-h2", 3)}
     for x in rows.values():
         assert x["alone_ms"] > 0 and x["speculative_ms"] > 0 and 0 <= x["acceptance"] <= 1
         assert abs(x["speedup"] - x["alone_ms"] / x["speculative_ms"]) < 1e-2 and x["tokens_per_pass"] >= 1
