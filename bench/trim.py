@@ -6,6 +6,7 @@ per-depth domain fine-tuning, at depths 24, 20 and 15 of the default model.
     .venv/bin/python bench/trim.py measure [--depths 24,20,15]
     .venv/bin/python bench/trim.py pack                  # -> edgekit/data/checkpoints/smollm2-135m-pydoc
     .venv/bin/python bench/trim.py all                   # the four in order (each resumes or skips what is done)
+    ... --run bench/runs/trim-pydoc-i24                   # another trim run (e.g. trim.interval=24 train.steps=420)
 
 `trim` runs edgekit/data/recipes/smollm2-135m-pydoc.yaml (from the shipped general checkpoint's adapters,
 pydoc/train.txt with a quarter of each batch the base model's replies, one layer dropped every 8 steps down to
@@ -145,6 +146,11 @@ def measure(depths: list[int], text_tokens: int, limit: int) -> None:
                     "drop_order": [d["layer"] for d in domain.checkpoint.manifest["domain"]["drops"]],
                     "sources": {k: s.label for k, s in sources.items()}})  # fmt: skip
     rows = results.setdefault("rows", {})
+    run = str(TRIM_RUN.relative_to(ROOT.parent))
+    if results.get("trim_run", "bench/runs/trim-pydoc") != run:  # another run's domain rows: measure them again
+        for row in rows.values():
+            row.pop("trimllm", None)
+    results["trim_run"] = run
     with tempfile.TemporaryDirectory(prefix="edgekit-trim-bench-") as tmp:
         for depth in [30, *depths]:
             shape = Shape(depth, 100, 3)
@@ -200,13 +206,16 @@ def pack(text_tokens: int, limit: int) -> None:
 
 
 def main() -> None:
+    global TRIM_RUN
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("step", choices=("trim", "baselines", "measure", "pack", "all"))
     ap.add_argument("--depths", default="24,20,15")
     ap.add_argument("--text-tokens", type=int, default=8192)
     ap.add_argument("--limit", type=int, default=400, help="PIQA dev items")
+    ap.add_argument("--run", type=Path, default=TRIM_RUN, help="the trim run's folder")
     ap.add_argument("overrides", nargs="*", help="recipe overrides for trim and baselines")
     args = ap.parse_args()
+    TRIM_RUN = args.run.resolve()
     depths = [int(d) for d in args.depths.split(",")]
     if args.step in ("trim", "all"):
         run_trim(args.overrides)
