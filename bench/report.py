@@ -542,6 +542,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
     ("serve", "Serving: edgekit serve", serve),
     ("speculative", "Self-speculative decoding", speculative),
     ("speculative_ort", "Self-speculative decoding in ONNX Runtime GenAI int4", speculative),
+    ("speculative_tvm", "Self-speculative decoding in TVM int4", speculative),
     ("breakdown", "Where a decode step's time goes (ONNX Runtime GenAI)", breakdown),
     ("breakdown_tvm", "Where a decode step's time goes (TVM int4)", breakdown),
     ("breakdown_llamacpp", "Where a decode step's time goes (llama.cpp)", breakdown),

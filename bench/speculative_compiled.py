@@ -1,15 +1,16 @@
-"""Self-speculative decoding in ONNX Runtime GenAI int4: 3 drafts x 3 k against the full model alone.
+"""Self-speculative decoding in a compiled runtime's int4 builds: drafts x k against the full model alone.
 
-    .venv/bin/python bench/speculative_ort.py [--elastic smollm2-135m] [--drafts d15-f79-h3,d21-f83-h3,d24-f88-h3]
-        [--ks 2,3,4] [--tokens 48] [--rounds 2]
+    .venv/bin/python bench/speculative_compiled.py [--runtime ort|tvm] [--elastic smollm2-135m]
+        [--drafts d15-f79-h3,d21-f83-h3,d24-f88-h3] [--ks 2,3,4] [--tokens 48] [--rounds 2]
 
 The verifier (the full model) and every draft are built as deploy ships them (int4, edgekit's GPTQ weights of the
-checkpoint's shapes, SMOL merged); each (draft, k) is measured in a fresh process by the code `deploy --draft`
+checkpoint's shapes, SMOL merged; in ORT GenAI on a CPU the verifier with float compute, see
+edgekit/deployment/speculation.py); each (draft, k) is measured in a fresh process by the code `deploy --draft`
 and `profile --drafts` use (edgekit.deployment.speculation): greedy replies to the checkpoint's stored chat prompts,
 the verifier alone and with the draft in turn on each prompt, for --rounds rounds. Reported per (draft, k): decode
 ms/token (median over replies), speed-up against the verifier alone measured beside it, the share of drafted
 tokens kept, tokens per verifier pass, and whether every reply equals the verifier's alone. Figures go to
-bench/results/speculative_ort.json with the machine.
+bench/results/speculative_RUNTIME.json with the machine.
 """
 
 from __future__ import annotations
@@ -24,15 +25,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import describe, machine, write_result  # noqa: E402
 
+RUNTIMES = {
+    "ort": "ONNX Runtime GenAI int4 (GPTQ; the draft a second session; the verifier built with accuracy_level=0, "
+    "speed-ups against the plain build)",
+    "tvm": "TVM int4 (GPTQ, groups of 32; the draft a second library)",
+}
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runtime", choices=("ort", "tvm"), default="ort")
     ap.add_argument("--elastic", default="smollm2-135m")
     ap.add_argument("--drafts", default="d15-f79-h3,d21-f83-h3,d24-f88-h3")
     ap.add_argument("--ks", default="2,3,4")
     ap.add_argument("--tokens", type=int, default=48)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--name", default="speculative_ort")
+    ap.add_argument("--name", default=None, help="results name (default: speculative_RUNTIME)")
     args = ap.parse_args()
 
     from edgekit.deployment.speculation import profile_drafts
@@ -42,7 +50,7 @@ def main() -> None:
     drafts = [source.shape(d) for d in args.drafts.split(",")]
     ks = [int(k) for k in args.ks.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-spec-") as tmp:
-        table = profile_drafts(source, "ort", "int4", "cpu", drafts, ks, None, Path(tmp), print, trial=False,
+        table = profile_drafts(source, args.runtime, "int4", "cpu", drafts, ks, None, Path(tmp), print, trial=False,
                                new_tokens=args.tokens, rounds=args.rounds)  # fmt: skip
     alone = statistics.median(r["alone_ms"] for r in table["rows"])
     rows = {"verifier alone": {"ms_per_token": round(alone, 2), "speedup": 1.0}}
@@ -52,13 +60,12 @@ def main() -> None:
             "alone_ms": r["alone_ms"], "speedup": r["speedup"], "acceptance": r["acceptance"],
             "tokens_per_pass": r["tokens_per_pass"], "identical_greedy": r["identical"],
         }  # fmt: skip
-    results = {"machine": machine(), "script": "bench/speculative_ort.py", "source": source.label,
+    results = {"machine": machine(), "script": "bench/speculative_compiled.py", "source": source.label,
                "verifier": table["verifier"], "verifier_options": table["verifier_options"],
                "prompts": table["prompts"], "rounds": args.rounds, "new_tokens": args.tokens,
-               "runtime": "ONNX Runtime GenAI int4 (GPTQ; the draft a second session; the verifier built with "
-               "accuracy_level=0, speed-ups against the plain build)",
+               "runtime": RUNTIMES[args.runtime],
                "draft_bytes": table["draft_bytes"], "seconds": table["seconds"], "rows": rows}  # fmt: skip
-    write_result(args.name, results)
+    write_result(args.name or f"speculative_{args.runtime}", results)
     print(f"{'':>20} {'ms/token':>9} {'speed-up':>9} {'kept':>6} {'tok/pass':>9} {'same':>5}")
     for name, row in rows.items():
         print(f"{name:>20} {row['ms_per_token']:>9.2f} {row['speedup']:>8.2f}x {row.get('acceptance', 1):>6.0%} "
