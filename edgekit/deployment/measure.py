@@ -138,6 +138,44 @@ def measure_here(runtime: str, folder: Path, device: str, settings: MeasureSetti
     )
 
 
+def measure_pair_here(
+    runtime: str, folder: Path, other: Path, device: str, settings: MeasureSettings
+) -> dict[str, float]:
+    """Decode ms/token of two builds in one process, their timed runs alternating (a, b, a, b, ...): a host whose
+    speed drifts over seconds (a shared VM) slows both alike, so their ratio holds where two measurements taken
+    a minute apart do not."""
+    import numpy as np
+
+    from edgekit.engines import Sampling, get_engine
+    from edgekit.engines.base import timed_stream
+
+    engine = get_engine(runtime)
+    sessions = [engine.open(folder, device), engine.open(other, device)]
+    rng = np.random.default_rng(0)
+    ids = [int(t) for t in rng.integers(256, _vocab(folder), size=settings.decode_prompt_len)]
+    timed = Sampling(max_new_tokens=settings.new_tokens, min_new_tokens=settings.new_tokens)
+    runs: list[list[float]] = [[], []]
+    for i in range(settings.warmup + settings.runs):
+        for session, times in zip(sessions, runs, strict=True):
+            _, stamps, _ = timed_stream(session, ids, timed)
+            if i >= settings.warmup:
+                times.append((stamps[-1] - stamps[0]) / (len(stamps) - 1) * 1000)
+    return {"decode_ms": round(statistics.median(runs[0]), 4), "other_ms": round(statistics.median(runs[1]), 4)}
+
+
+def measure_pair(
+    runtime: str, folder: Path, other: Path, device: str, settings: MeasureSettings
+) -> tuple[float, float]:
+    """(ms/token of `folder`, of `other`) timed alternately in a fresh worker process."""
+    argv = (sys.executable, "-m", "edgekit.deployment.measure", runtime, str(folder), "--device", device,
+            "--settings", json.dumps(settings.to_dict()), "--beside", str(other))  # fmt: skip
+    done = shell.capture(Command(argv, f"measure {folder.name} beside {other.name} in {runtime}"), timeout=None)
+    if not done.ok:
+        raise ExternalToolError(f"measuring {folder.name} beside {other.name} failed: {done.last_error_line()}")
+    figures = json.loads(done.out)
+    return figures["decode_ms"], figures["other_ms"]
+
+
 def measure_folder(runtime: str, folder: Path, device: str, settings: MeasureSettings) -> RuntimeFigures:
     """Measure a compiled model in a fresh worker process and return its figures."""
     argv = (sys.executable, "-m", "edgekit.deployment.measure", runtime, str(folder), "--device", device,
@@ -154,15 +192,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("folder", type=Path)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--settings", default="{}")
+    ap.add_argument("--beside", type=Path, default=None, help="a second build, timed alternately with the first")
     args = ap.parse_args(argv)
     raw = json.loads(args.settings)
     raw["prompt_lens"] = tuple(raw.get("prompt_lens", MeasureSettings.prompt_lens))
     try:
-        figures = measure_here(args.runtime, args.folder, args.device, MeasureSettings(**raw))
+        settings = MeasureSettings(**raw)
+        if args.beside is not None:
+            figures = measure_pair_here(args.runtime, args.folder, args.beside, args.device, settings)
+        else:
+            figures = measure_here(args.runtime, args.folder, args.device, settings).to_dict()
     except Exception as exc:  # the parent shows this last line as its one-line error
         print(f"{type(exc).__name__}: {first_line(exc)}", file=sys.stderr)
         sys.exit(1)
-    print(json.dumps(figures.to_dict()))
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

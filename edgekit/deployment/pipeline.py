@@ -54,7 +54,7 @@ from edgekit.deployment.manifest import (
     TargetRecord,
     subnet_record,
 )
-from edgekit.deployment.measure import MeasureSettings, RuntimeFigures, measure_folder
+from edgekit.deployment.measure import MeasureSettings, RuntimeFigures, measure_folder, measure_pair
 from edgekit.deployment.resolve import Resolved, build_options, lut_for, resolve_target
 from edgekit.elastic.ranking import Ranking
 from edgekit.elastic.source import Source
@@ -317,11 +317,14 @@ def deploy(req: DeployRequest, step: Step | None = None) -> Deployment:
                 return built[candidate.shape]
             attempt = built[candidate.shape] = build_attempt(choice, candidate, Path(tmp), verify, step, trial)
             if full_measured is not None and attempt.figures is not None and candidate.shape != full.shape:
-                with step(f"measuring the full model again beside {candidate.shape}"):
-                    again = measure_folder(res.runtime, full_measured.compiled, res.device, req.settings).decode_ms
-                attempt.reference_ms = (full_runs[-1] + again) / 2
+                # a relative budget is a ratio: timed in alternating runs with the full model in one process
+                with step(f"timing {candidate.shape} and the full model in turn"):
+                    mine, beside = measure_pair(res.runtime, attempt.compiled, full_measured.compiled, res.device,
+                                                req.settings)  # fmt: skip
+                # the full model's latency at the speed the candidate was measured alone: the check is the ratio
+                attempt.reference_ms = attempt.figures.decode_ms * beside / mine
                 attempt.check = req.budget.resolve(attempt.reference_ms)
-                full_runs.append(again)
+                full_runs.append(beside)
             return attempt
 
         full = next(r for r in choice.rows if r.shape == choice.source.plan.full.name)
@@ -356,8 +359,9 @@ def deploy(req: DeployRequest, step: Step | None = None) -> Deployment:
         if full_measured is not None:
             choice.notes.append(
                 f"the full model measured {len(full_runs)} times, once beside each shape tried "
-                f"({', '.join(f'{x:.2f}' for x in full_runs)} ms/token): each shape was held to "
-                f"{100 * req.budget.relative:.3g}% of the measurements beside it"
+                f"({', '.join(f'{x:.2f}' for x in full_runs)} ms/token, the later ones in runs alternating with "
+                f"the shape's): each shape was held to {100 * req.budget.relative:.3g}% of the full model timed "
+                "beside it"
             )
         extend = None
         if spec is not None and spec.draft is not None:
