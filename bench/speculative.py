@@ -100,8 +100,13 @@ def main() -> None:
                "rounds": args.rounds, "new_tokens": args.tokens, "runtime": "torch fp32 (SMOL merged per shape)",
                "draft_bytes": draft_bytes, "rows": rows}  # fmt: skip
     write_result(args.name, results)
+    print_table(results)
+
+
+def print_table(results: dict[str, Any]) -> None:
+    """The rows of a speculation benchmark (this one's or bench/speculative_compiled.py's) and the machine."""
     print(f"{'':>20} {'ms/token':>9} {'speed-up':>9} {'kept':>6} {'tok/pass':>9} {'same':>5}")
-    for name, row in rows.items():
+    for name, row in results["rows"].items():
         print(f"{name:>20} {row['ms_per_token']:>9.2f} {row['speedup']:>8.2f}x {row.get('acceptance', 1):>6.0%} "
               f"{row.get('tokens_per_pass', 1):>9.2f} {str(row.get('identical_greedy', '-')):>5}")  # fmt: skip
     print(describe(results["machine"]))

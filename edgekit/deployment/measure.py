@@ -14,6 +14,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,31 @@ def _peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # macOS reports bytes, others KiB
 
 
+def decode_ms(stamps: list[float]) -> float:
+    """Per-token decode time of one reply from the times its tokens arrived (the first token's wait excluded)."""
+    return (stamps[-1] - stamps[0]) / max(1, len(stamps) - 1) * 1000
+
+
+def run_worker(argv: tuple[str, ...], label: str, failed: str) -> Any:
+    """Run a measurement worker (a fresh process, so its memory and threads are its own) and return the JSON it
+    printed; its last error line, prefixed by `failed`, otherwise."""
+    done = shell.capture(Command(argv, label), timeout=None)
+    if not done.ok:
+        raise ExternalToolError(f"{failed}: {done.last_error_line()}")
+    return json.loads(done.out)
+
+
+def worker_output(compute: Callable[[], Any]) -> None:
+    """A worker's side: print what `compute()` returns as JSON, or its error as one line and exit 1 (the
+    parent shows that line)."""
+    try:
+        result = compute()
+    except Exception as exc:
+        print(f"{type(exc).__name__}: {first_line(exc)}", file=sys.stderr)
+        sys.exit(1)
+    print(json.dumps(result))
+
+
 def _vocab(folder: Path) -> int:
     for name, keys in (("genai_config.json", ("model", "vocab_size")), ("config.json", ("vocab_size",))):
         path = folder / name
@@ -110,7 +136,7 @@ def measure_here(runtime: str, folder: Path, device: str, settings: MeasureSetti
         if len(tokens) < 2:
             raise ExternalToolError(f"{runtime} made {len(tokens)} tokens where {settings.new_tokens} were asked for")
         if i >= settings.warmup:
-            per_token.append((stamps[-1] - stamps[0]) / (len(stamps) - 1) * 1000)
+            per_token.append(decode_ms(stamps))
     prefill, ttft = {}, {}
     for n in settings.prompt_lens:
         if n + 1 > session.context_length:
@@ -159,7 +185,7 @@ def measure_pair_here(
         for session, times in zip(sessions, runs, strict=True):
             _, stamps, _ = timed_stream(session, ids, timed)
             if i >= settings.warmup:
-                times.append((stamps[-1] - stamps[0]) / (len(stamps) - 1) * 1000)
+                times.append(decode_ms(stamps))
     return {"decode_ms": round(statistics.median(runs[0]), 4), "other_ms": round(statistics.median(runs[1]), 4)}
 
 
@@ -169,10 +195,8 @@ def measure_pair(
     """(ms/token of `folder`, of `other`) timed alternately in a fresh worker process."""
     argv = (sys.executable, "-m", "edgekit.deployment.measure", runtime, str(folder), "--device", device,
             "--settings", json.dumps(settings.to_dict()), "--beside", str(other))  # fmt: skip
-    done = shell.capture(Command(argv, f"measure {folder.name} beside {other.name} in {runtime}"), timeout=None)
-    if not done.ok:
-        raise ExternalToolError(f"measuring {folder.name} beside {other.name} failed: {done.last_error_line()}")
-    figures = json.loads(done.out)
+    figures = run_worker(argv, f"measure {folder.name} beside {other.name} in {runtime}",
+                         f"measuring {folder.name} beside {other.name} failed")  # fmt: skip
     return figures["decode_ms"], figures["other_ms"]
 
 
@@ -180,10 +204,8 @@ def measure_folder(runtime: str, folder: Path, device: str, settings: MeasureSet
     """Measure a compiled model in a fresh worker process and return its figures."""
     argv = (sys.executable, "-m", "edgekit.deployment.measure", runtime, str(folder), "--device", device,
             "--settings", json.dumps(settings.to_dict()))  # fmt: skip
-    done = shell.capture(Command(argv, f"measure {folder.name} in {runtime}"), timeout=None)
-    if not done.ok:
-        raise ExternalToolError(f"measuring {folder.name} in {runtime} failed: {done.last_error_line()}")
-    return RuntimeFigures.from_dict(json.loads(done.out))
+    figures = run_worker(argv, f"measure {folder.name} in {runtime}", f"measuring {folder.name} in {runtime} failed")
+    return RuntimeFigures.from_dict(figures)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -196,16 +218,14 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     raw = json.loads(args.settings)
     raw["prompt_lens"] = tuple(raw.get("prompt_lens", MeasureSettings.prompt_lens))
-    try:
+
+    def compute() -> dict[str, Any]:
         settings = MeasureSettings(**raw)
         if args.beside is not None:
-            figures = measure_pair_here(args.runtime, args.folder, args.beside, args.device, settings)
-        else:
-            figures = measure_here(args.runtime, args.folder, args.device, settings).to_dict()
-    except Exception as exc:  # the parent shows this last line as its one-line error
-        print(f"{type(exc).__name__}: {first_line(exc)}", file=sys.stderr)
-        sys.exit(1)
-    print(json.dumps(figures))
+            return measure_pair_here(args.runtime, args.folder, args.beside, args.device, settings)
+        return measure_here(args.runtime, args.folder, args.device, settings).to_dict()
+
+    worker_output(compute)
 
 
 if __name__ == "__main__":

@@ -258,10 +258,9 @@ def dry_run(req: DeployRequest, step: Step | None = None) -> DryRun:
         commands = [line.replace(tmp, "<tmp>") for line in commands]
     merging = " (merging its SMOL mix)" if choice.source.checkpoint else ""
     steps = [f"extract {chosen.shape} from {choice.source.label}{merging} -> <tmp>/hf", *commands]
-    if req.draft is not None:
-        from edgekit.deployment.speculation import MAX_TRIES, check_request, resolve_auto
+    from edgekit.deployment.speculation import MAX_TRIES, check_request, resolve_auto
 
-        resolve_auto(choice)
+    resolve_auto(choice)  # --draft auto becomes a shape, or no draft
     if req.draft is not None:
         check_request(res.runtime, res.is_host if req.verify is None else req.verify, choice.source, req.draft, req.k)
         steps.append(f"build the draft {req.draft} the same way; measure up to {MAX_TRIES} better shapes, then "
@@ -294,12 +293,11 @@ def deploy(req: DeployRequest, step: Step | None = None) -> Deployment:
     verify = res.is_host if req.verify is None else req.verify
     if verify and not res.is_host:
         raise UsageError(f"cannot measure on {res.target_name} from this machine; drop --verify")
-    if req.draft is not None:
-        from edgekit.deployment.speculation import check_request, resolve_auto
+    from edgekit.deployment.speculation import check_request, resolve_auto
 
-        resolve_auto(choice)
-        if req.draft is not None:
-            check_request(res.runtime, verify, choice.source, req.draft, req.k)
+    resolve_auto(choice)  # --draft auto becomes a shape, or no draft
+    if req.draft is not None:
+        check_request(res.runtime, verify, choice.source, req.draft, req.k)
     # every try is measured on the cheapest build of the same graph; only the shape shipped gets the real one
     trial = trial_options(engine, res.precision, choice.options) if verify else None
     # the scratch space (an extract and a build per try) sits where the deployment goes: one place to sweep

@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekit import shell
-from edgekit.errors import ExternalToolError, UsageError, first_line
-from edgekit.shell import Command
+from edgekit.deployment.measure import decode_ms, run_worker, worker_output
+from edgekit.errors import UsageError
+from edgekit.speculative.session import nested_in
 
 RUNTIMES = ("ort", "tvm", "torch")  # those whose sessions make decoders (feed a chunk, read its logits, cut back)
 # ONNX Runtime's int4 kernels with int8 compute (accuracy level 4, the CPU default) take another path for a chunk
@@ -89,7 +89,7 @@ def check_request(runtime: str, verify: bool, source: Any, draft: str, k: int) -
         raise UsageError(f"--draft measures speculation on chat prompts stored with the checkpoint; {source.label} "
                          "has none (deploy from an elastic checkpoint)")  # fmt: skip
     shape = source.shape(draft)
-    if not is_smaller(shape, source.plan.full):
+    if not nested_in(shape, source.plan.full):
         raise UsageError(f"the draft {shape.name} must be a smaller shape than the full model {source.plan.full.name}")
     return shape
 
@@ -104,17 +104,13 @@ def verifier_options(
     return {**(options or {}), **override}
 
 
-def is_smaller(draft: Any, shape: Any) -> bool:
-    return draft != shape and draft.depth <= shape.depth and draft.ffn <= shape.ffn and draft.heads <= shape.heads
-
-
 def verifiers_above(rows: list[Any], shipped: str, draft: Any, source: Any) -> list[Any]:
     """Frontier shapes ranked above the plain choice (rows are best first) that the draft is nested in."""
     above = []
     for row in rows:
         if row.shape == shipped:
             break
-        if row.frontier and is_smaller(draft, source.shape(row.shape)):
+        if row.frontier and nested_in(draft, source.shape(row.shape)):
             above.append(row)
     return above[:MAX_TRIES]
 
@@ -129,12 +125,10 @@ def prompt_ids(source: Any) -> list[list[int]]:
 def timed_reply(session: Any, ids: list[int], tokens: int) -> tuple[list[int], float]:
     """A greedy reply and its decode ms/token (from the first token to the last)."""
     from edgekit.engines import Sampling
+    from edgekit.engines.base import timed_stream
 
-    out, stamps = [], []
-    for token in session.stream(ids, Sampling(max_new_tokens=tokens)):
-        stamps.append(time.perf_counter())
-        out.append(token)
-    return out, (stamps[-1] - stamps[0]) * 1000 / max(1, len(stamps) - 1)
+    out, stamps, _ = timed_stream(session, ids, Sampling(max_new_tokens=tokens))
+    return out, decode_ms(stamps)
 
 
 def measure_pair_here(runtime: str, verifier: Path, draft: Path, device: str, k: int, prompts: list[list[int]],
@@ -143,7 +137,7 @@ def measure_pair_here(runtime: str, verifier: Path, draft: Path, device: str, k:
     in turn; the replies with the draft are checked against the verifier's own alone."""
     from edgekit.deployment.measure import _peak_rss_mb
     from edgekit.engines import get_engine
-    from edgekit.speculative import SpeculativeSession
+    from edgekit.speculative import SpeculationStats, SpeculativeSession
 
     engine = get_engine(runtime)
     alone = engine.open(verifier, device)
@@ -152,7 +146,7 @@ def measure_pair_here(runtime: str, verifier: Path, draft: Path, device: str, k:
     own = [timed_reply(alone, ids, new_tokens)[0] for ids in prompts] if baseline is not None else None
     timed_reply(plain, prompts[0], 8)  # warm up: the first pass of a session pays for its allocations
     timed_reply(spec, prompts[0], 8)
-    spec.stats.__init__()
+    spec.stats = SpeculationStats()  # the warm-up's counts are not the measurement's
     plain_ms, spec_ms, identical = [], [], True
     for _ in range(rounds):
         for i, ids in enumerate(prompts):
@@ -176,10 +170,8 @@ def measure_pair(runtime: str, verifier: Path, draft: Path, device: str, k: int,
            "baseline": str(baseline) if baseline is not None else None}  # fmt: skip
     argv = (sys.executable, "-m", "edgekit.deployment.speculation", runtime, str(verifier), str(draft),
             "--device", device, "--job", json.dumps(job))  # fmt: skip
-    done = shell.capture(Command(argv, f"measure {names[0]} with draft {names[1]} in {runtime}"), timeout=None)
-    if not done.ok:
-        raise ExternalToolError(f"measuring {names[0]} with draft {names[1]} failed: {done.last_error_line()}")
-    figures = json.loads(done.out)
+    figures = run_worker(argv, f"measure {names[0]} with draft {names[1]} in {runtime}",
+                         f"measuring {names[0]} with draft {names[1]} failed")  # fmt: skip
     return PairFigures(names[0], names[1], k, **figures, prompts=len(prompts), new_tokens=new_tokens, rounds=rounds)
 
 
@@ -258,7 +250,7 @@ def speculate(choice: Any, build: Any, final: Any, work: Path, step: Any, trial:
             choice.notes.append(f"chose {candidate.shape} with draft {draft.name}: better expected than "
                                 f"{shipped.name}, and within the budget with the draft")  # fmt: skip
             return chosen(attempt)
-    if is_smaller(draft, shipped):
+    if nested_in(draft, shipped):
         p = pair(final)
         if p.speedup > 1 and fits(final, p):
             return chosen(final)
@@ -365,14 +357,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--job", required=True)
     args = ap.parse_args(argv)
     job = json.loads(args.job)
-    try:
-        baseline = Path(job["baseline"]) if job.get("baseline") else None
-        figures = measure_pair_here(args.runtime, args.verifier, args.draft, args.device, int(job["k"]),
-                                    job["prompts"], int(job["new_tokens"]), int(job["rounds"]), baseline)  # fmt: skip
-    except Exception as exc:  # the parent shows this last line as its one-line error
-        print(f"{type(exc).__name__}: {first_line(exc)}", file=sys.stderr)
-        sys.exit(1)
-    print(json.dumps(figures))
+    baseline = Path(job["baseline"]) if job.get("baseline") else None
+    k, new_tokens, rounds = int(job["k"]), int(job["new_tokens"]), int(job["rounds"])
+    worker_output(lambda: measure_pair_here(args.runtime, args.verifier, args.draft, args.device, k, job["prompts"],
+                                            new_tokens, rounds, baseline))  # fmt: skip
 
 
 if __name__ == "__main__":

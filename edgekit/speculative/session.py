@@ -155,11 +155,21 @@ class SpeculativeSession:
                         return
 
 
+def nested_in(draft: Any, verifier: Any) -> bool:
+    """Whether `draft` can draft for `verifier`: another shape, no deeper, no wider in MLP or heads."""
+    return (
+        draft != verifier
+        and draft.depth <= verifier.depth
+        and draft.ffn <= verifier.ffn
+        and draft.heads <= verifier.heads
+    )
+
+
 def check_draft(draft: Any, verifier: Any) -> None:
     """A draft must be a strictly smaller nested shape of the verifier's checkpoint: no deeper, no wider."""
     if draft == verifier:
         raise UsageError(f"the draft {draft.name} is the verifier's own shape: drafting with it cannot be faster")
-    if draft.depth > verifier.depth or draft.ffn > verifier.ffn or draft.heads > verifier.heads:
+    if not nested_in(draft, verifier):
         raise UsageError(f"the draft {draft.name} is larger than the verifier {verifier.name} in depth, MLP width or "
                          f"heads: a draft must be a smaller shape")  # fmt: skip
 

