@@ -143,8 +143,12 @@ def draft_request(source: Any, res: Any, drafts: str | None, ks: str) -> tuple[l
         k_values = sorted({int(x) for x in ks.split(",") if x.strip()})
     except ValueError:
         raise UsageError(f"--ks takes comma-separated integers, not '{ks}'") from None
+    from edgekit.speculative.session import MAX_K
+
     if not k_values:
         raise UsageError("--ks names no k")
+    if not all(1 <= k <= MAX_K for k in k_values):
+        raise UsageError(f"--ks takes k from 1 to {MAX_K}, not '{ks}'")
     names = [d.strip() for d in drafts.split(",") if d.strip()]
     if not names:
         raise UsageError("--drafts names no shape")

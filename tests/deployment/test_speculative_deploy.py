@@ -149,6 +149,9 @@ def test_profile_measures_each_draft_and_k_and_deploy_auto_picks_from_it(cli, pl
     r = cli("profile", "--target", "host", "--plan", str(plan_with_prompts), "--quick", "--drafts", "d3-w50",
             "--ks", "two")  # fmt: skip
     assert r.code == 2 and "--ks takes comma-separated integers" in r.err
+    r = cli("profile", "--target", "host", "--plan", str(plan_with_prompts), "--quick", "--drafts", "d3-w50",
+            "--ks", "0,2")  # fmt: skip
+    assert r.code == 2 and "--ks takes k from 1 to 16, not '0,2'" in r.err
 
 
 def test_deploy_draft_auto_needs_a_profiled_table(cli, plan_with_prompts: Path) -> None:
