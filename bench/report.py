@@ -501,8 +501,11 @@ def speculative(r: dict[str, Any]) -> str:
         f"{r['new_tokens']} new tokens each, every configuration in turn on each prompt. Kept: the share of drafted "
         "tokens the verifier kept; tokens/pass: tokens made per verifier forward pass (1 without a draft).",
         table(["", "ms/token", "speed-up", "kept", "tokens/pass", "same greedy tokens"], rows),
-        f"Best: {best['draft']} with k={best['k']}, {best['speedup']:.2f}x the verifier alone. The drafts' own "
-        f"weights in this build: {sizes}. Machine: {machine(r.get('machine'))}.",
+        f"Best: {best['draft']} with k={best['k']}, {best['speedup']:.2f}x the verifier alone. "
+        + (f"What each draft adds to memory beside the verifier (slice: a view of the verifier's tensors plus its "
+           f"SMOL correction; own: its merged copy): {sizes}. " if any("weights" in row for row in r["rows"].values())
+           else f"The drafts' own weights in this build: {sizes}. ")
+        + f"Machine: {machine(r.get('machine'))}.",
     ])  # fmt: skip
 
 

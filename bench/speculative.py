@@ -1,15 +1,18 @@
 """Self-speculative decoding on the shipped checkpoint: 3 drafts x 3 k against the verifier alone, in torch.
 
     .venv/bin/python bench/speculative.py [--elastic smollm2-135m] [--verifier d30-f100-h3]
-        [--drafts d15-f79-h3,d21-f83-h3,d24-f88-h3] [--ks 2,4,6] [--prompts 6] [--tokens 64] [--rounds 2]
+        [--drafts d15-f79-h3,d21-f83-h3,d24-f88-h3] [--ks 2,4,6] [--weights slice,own] [--prompts 6]
+        [--tokens 64] [--rounds 2]
 
-The verifier and each draft are shapes of one elastic checkpoint (SMOL merged per shape), greedy, batch 1, on
+The verifier and each draft are shapes of one elastic checkpoint, greedy, batch 1, on
 held-apart dev prompts of chat/prompts.jsonl (their chat template applied). Interleaved: each prompt is
 answered by the verifier alone and by every (draft, k) in turn, for --rounds rounds, so a slower moment of the
 host falls on all of them. Reported per (draft, k): decode ms/token (the reply's whole time after the first token
 over its tokens), speed-up against the verifier alone, the share of drafted tokens kept, tokens per verifier
-pass, and whether every reply equals the verifier's alone token for token. Figures go to
-bench/results/speculative.json with the machine.
+pass, and whether every reply equals the verifier's alone token for token. A draft's weights are either a slice
+of the verifier's tensors with its SMOL mix as a low-rank correction (`slice`, what chat --draft uses: see
+edgekit/speculative/slice.py) or its own merged copy (`own`); `draft_bytes` is what each adds to memory beside the
+verifier. Figures go to bench/results/speculative.json with the machine.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ def main() -> None:
     ap.add_argument("--verifier", default=None, help="the verifier's shape (default: the full model)")
     ap.add_argument("--drafts", default="d15-f79-h3,d21-f83-h3,d24-f88-h3")
     ap.add_argument("--ks", default="2,4,6")
+    ap.add_argument("--weights", default="slice,own", help="the draft's weights: slice of the verifier's, own copy")
     ap.add_argument("--prompts", type=int, default=6)
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=2)
@@ -70,11 +74,23 @@ def main() -> None:
     ids = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True)
            for p in prompts]  # fmt: skip
     ids = [list(x["input_ids"]) if isinstance(x, dict) or hasattr(x, "keys") else list(x) for x in ids]
-    configs = {f"{d} k={k}": (d, int(k)) for d in args.drafts.split(",") for k in args.ks.split(",")}
-    # one draft model per shape, shared by its k's (each session keeps its own counts)
-    drafts = {d: elastic_speculative(session, plan.shape(d), 1).draft_model for d in args.drafts.split(",")}
-    specs = {name: SpeculativeSession(session, drafts[d], k, d) for name, (d, k) in configs.items()}
-    draft_bytes = {d: sum(p.numel() * p.element_size() for p in m.parameters()) for d, m in drafts.items()}
+    from edgekit.speculative.slice import own_bytes
+
+    kinds = args.weights.split(",")
+    names = args.drafts.split(",")
+    # one draft model per shape and kind, shared by its k's (each session keeps its own counts)
+    drafts: dict[tuple[str, str], Any] = {}
+    for d in names:
+        for kind in kinds:
+            spec = elastic_speculative(session, plan.shape(d), 1)
+            if kind == "own" or not spec.draft_sliced:
+                drafts[d, kind] = session._build(plan.shape(d))
+            else:
+                drafts[d, kind] = spec.draft_model
+    label = lambda d, k, kind: f"{d} k={k}" + (f" {kind}" if len(kinds) > 1 else "")  # noqa: E731
+    configs = {label(d, k, kind): (d, int(k), kind) for d in names for kind in kinds for k in args.ks.split(",")}
+    specs = {name: SpeculativeSession(session, drafts[d, kind], k, d) for name, (d, k, kind) in configs.items()}
+    draft_bytes = {f"{d} {kind}": own_bytes(m, session.model) for (d, kind), m in drafts.items()}
     times: dict[str, list[float]] = {"verifier alone": [], **{n: [] for n in specs}}
     same: dict[str, bool] = {n: True for n in specs}
     print(f"verifier {verifier.name}; {len(prompts)} prompts x {args.rounds} rounds, {args.tokens} tokens each; "
@@ -93,11 +109,12 @@ def main() -> None:
     for name, spec in specs.items():
         ms = float(np.median(times[name]))
         s = spec.stats
-        rows[name] = {"draft": configs[name][0], "k": configs[name][1], "ms_per_token": round(ms, 2),
+        rows[name] = {"draft": configs[name][0], "k": configs[name][1], "weights": configs[name][2],
+                      "ms_per_token": round(ms, 2),
                       "speedup": round(base / ms, 3), "acceptance": round(s.acceptance, 4),
                       "tokens_per_pass": round(s.tokens_per_pass, 3), "identical_greedy": same[name]}  # fmt: skip
     results = {"machine": machine(), "source": source.label, "verifier": verifier.name, "prompts": len(prompts),
-               "rounds": args.rounds, "new_tokens": args.tokens, "runtime": "torch fp32 (SMOL merged per shape)",
+               "rounds": args.rounds, "new_tokens": args.tokens, "runtime": "torch fp32",
                "draft_bytes": draft_bytes, "rows": rows}  # fmt: skip
     write_result(args.name, results)
     print_table(results)
@@ -105,9 +122,9 @@ def main() -> None:
 
 def print_table(results: dict[str, Any]) -> None:
     """The rows of a speculation benchmark (this one's or bench/speculative_compiled.py's) and the machine."""
-    print(f"{'':>20} {'ms/token':>9} {'speed-up':>9} {'kept':>6} {'tok/pass':>9} {'same':>5}")
+    print(f"{'':>26} {'ms/token':>9} {'speed-up':>9} {'kept':>6} {'tok/pass':>9} {'same':>5}")
     for name, row in results["rows"].items():
-        print(f"{name:>20} {row['ms_per_token']:>9.2f} {row['speedup']:>8.2f}x {row.get('acceptance', 1):>6.0%} "
+        print(f"{name:>26} {row['ms_per_token']:>9.2f} {row['speedup']:>8.2f}x {row.get('acceptance', 1):>6.0%} "
               f"{row.get('tokens_per_pass', 1):>9.2f} {str(row.get('identical_greedy', '-')):>5}")  # fmt: skip
     print(describe(results["machine"]))
 

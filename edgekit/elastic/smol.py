@@ -182,13 +182,27 @@ class Smol(nn.Module):
         else:
             a = torch.einsum("e,eri->ri", mix, self.A[target][layer])
             b = torch.einsum("e,eor->or", mix, self.B[target][layer])
-        if isinstance(cols, torch.Tensor):
-            a = a.index_select(1, cols)
-        elif cols is not None:
-            a = a[:, :cols]
-        if rows is not None:
-            b = b[:rows]
-        return a, b
+        return _sliced(a, b, rows, cols)
+
+    def difference(
+        self, layer: int, target: str, mix: torch.Tensor, other: torch.Tensor, rows: int | None = None,
+        cols: Any = None,
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:  # fmt: skip
+        """(A, B) whose product is the mix `mix` minus the mix `other` of one projection (before scaling), sliced
+        like `factors`; None where the two are equal or the projection is not adapted. Mixed as outputs, the
+        delta is linear in the mix, so the difference is one LoRA over the experts either mix uses (a shared
+        expert cancels); mixed as factors it is not, so both products are stacked."""
+        if target not in self.A or torch.equal(mix, other):
+            return None
+        if self.config.mixing == "outputs":
+            weights = mix - other
+            chosen = weights.nonzero().flatten()
+            a = (weights[chosen, None, None] * self.A[target][layer][chosen]).flatten(0, 1)
+            b = self.B[target][layer][chosen].permute(1, 0, 2).flatten(1)
+            return _sliced(a, b, rows, cols)
+        a1, b1 = self.factors(layer, target, mix, rows, cols)  # type: ignore[misc]
+        a0, b0 = self.factors(layer, target, other, rows, cols)  # type: ignore[misc]
+        return torch.cat([a1, a0]), torch.cat([b1, -b0], dim=1)
 
     def delta(
         self, layer: int, target: str, x: torch.Tensor, mix: torch.Tensor, rows: int | None = None,
@@ -212,3 +226,14 @@ class Smol(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def _sliced(a: torch.Tensor, b: torch.Tensor, rows: int | None, cols: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """A LoRA pair cut to a shape's kept rows (a prefix of B) and columns (a prefix or index list of A)."""
+    if isinstance(cols, torch.Tensor):
+        a = a.index_select(1, cols)
+    elif cols is not None:
+        a = a[:, :cols]
+    if rows is not None:
+        b = b[:rows]
+    return a, b

@@ -65,6 +65,10 @@ class SpeculativeSession:
         self.runtime = target.runtime
         self.device, self.context_length, self.eos_ids = target.device, target.context_length, target.eos_ids
         self.stats = SpeculationStats()
+        # what the draft adds to memory beside the verifier (None: not counted) and whether it is a slice of the
+        # verifier's own tensors (edgekit.speculative.slice)
+        self.draft_bytes: int | None = None
+        self.draft_sliced = False
 
     @property
     def model(self) -> Any:
@@ -175,8 +179,16 @@ def check_draft(draft: Any, verifier: Any) -> None:
 
 
 def elastic_speculative(session: Any, draft: Any, k: int) -> SpeculativeSession:
-    """Speculation on an ElasticTorchSession: the draft is another shape cut from the same loaded checkpoint
-    (its SMOL mix merged for that shape), so no second checkpoint is read. A shape outside the plan is refused
-    where it is built (ElasticTorchSession checks it)."""
+    """Speculation on an ElasticTorchSession: the draft is another shape cut from the same loaded checkpoint, as a
+    slice of the verifier's tensors with its own SMOL mix carried as a low-rank correction (no second copy of its
+    weights) where its layers are the verifier's, else built from the checkpoint with its mix merged. A shape
+    outside the plan is refused where it is built (ElasticTorchSession checks it)."""
+    from edgekit.speculative.slice import own_bytes, slice_draft
+
     check_draft(draft, session.shape)
-    return SpeculativeSession(session, session._build(draft), k, draft.name)
+    made = slice_draft(session, draft)
+    model = made[0] if made is not None else session._build(draft)
+    spec = SpeculativeSession(session, model, k, draft.name)
+    spec.draft_sliced = made is not None
+    spec.draft_bytes = made[1].own_bytes if made is not None else own_bytes(model, session.model)
+    return spec
