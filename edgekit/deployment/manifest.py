@@ -191,11 +191,12 @@ def open_deployment(path: Path) -> tuple[DeploymentManifest, Any, Any]:
 
         session = open_routed(Path(path), manifest, rt.device)
     elif manifest.speculation:
+        from edgekit.deployment.speculation import open_draft
         from edgekit.speculative import SpeculativeSession
 
         engine, spec = get_engine(rt.name), manifest.speculation
         verifier = engine.open(Path(path) / MODEL_DIR, rt.device)
-        draft = engine.open(Path(path) / spec["folder"], rt.device)
+        draft = open_draft(engine, Path(path) / spec["folder"], verifier, rt.device)
         session = SpeculativeSession(verifier, draft, int(spec["k"]), spec["draft"])
     else:
         session = get_engine(rt.name).open(Path(path) / MODEL_DIR, rt.device)

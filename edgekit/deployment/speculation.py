@@ -18,7 +18,7 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +131,13 @@ def timed_reply(session: Any, ids: list[int], tokens: int) -> tuple[list[int], f
     return out, decode_ms(stamps)
 
 
+def open_draft(engine: Any, folder: Path, verifier: Any, device: str) -> Any:
+    """A shipped draft: cut from the verifier's loaded tensors when it is a slice (torch), else its own build."""
+    from edgekit.speculative.slice import is_slice, open_slice
+
+    return open_slice(folder, verifier.model) if is_slice(folder) else engine.open(folder, device)
+
+
 def measure_pair_here(runtime: str, verifier: Path, draft: Path, device: str, k: int, prompts: list[list[int]],
                       new_tokens: int, rounds: int, baseline: Path | None = None) -> dict[str, Any]:  # fmt: skip
     """Time the plain build alone (`baseline`, else the verifier) and the verifier with the draft on each prompt
@@ -142,7 +149,7 @@ def measure_pair_here(runtime: str, verifier: Path, draft: Path, device: str, k:
     engine = get_engine(runtime)
     alone = engine.open(verifier, device)
     plain = engine.open(baseline, device) if baseline is not None else alone
-    spec = SpeculativeSession(alone, engine.open(draft, device), k, DRAFT_DIR)
+    spec = SpeculativeSession(alone, open_draft(engine, draft, alone, device), k, DRAFT_DIR)
     own = [timed_reply(alone, ids, new_tokens)[0] for ids in prompts] if baseline is not None else None
     timed_reply(plain, prompts[0], 8)  # warm up: the first pass of a session pays for its allocations
     timed_reply(spec, prompts[0], 8)
@@ -193,7 +200,10 @@ class Speculation:
     def record(self) -> dict[str, Any] | None:
         if self.draft is None or self.shipped is None:
             return None
-        return {"draft": self.shipped.draft, "k": self.shipped.k, "folder": DRAFT_DIR,
+        from edgekit.speculative.slice import is_slice
+
+        weights = "a slice of the verifier's" if is_slice(self.draft.compiled) else "its own build"
+        return {"draft": self.shipped.draft, "k": self.shipped.k, "folder": DRAFT_DIR, "weights": weights,
                 "verifier_options": self.verifier_options, "measured": self.shipped.to_dict(),
                 "tries": [t.to_dict() for t in self.tries],
                 "accuracy": "the verifier's: greedy replies equal its own, sampled ones its distribution"}  # fmt: skip
@@ -216,9 +226,26 @@ def speculate(choice: Any, build: Any, final: Any, work: Path, step: Any, trial:
     override = verifier_options(res.runtime, res.precision, res.device, choice.options)
     tries: list[PairFigures] = []
     spec_builds: dict[str, Path] = {}
+    drafts: dict[str, Any] = {}  # per verifier: the draft attempt it is measured (and shipped) with
+    elastic: list[Any] = []  # the checkpoint, loaded once for the drafts' SMOL corrections
+
+    def draft_for(name: str) -> Any:
+        """In torch, the draft cut from the verifier's tensors where its layers are the verifier's (no second copy
+        of its weights: edgekit.speculative.slice); else the draft's own build."""
+        from edgekit.speculative.slice import SliceSpec, corrections, write_slice
+
+        cut = SliceSpec.between(source.plan, source.shape(name), draft) if res.runtime == "torch" else None
+        if cut is None:
+            return draft_attempt
+        folder = work / f"draft-slice-{name}"
+        folder.mkdir()
+        elastic[:] = elastic or [source.load()]
+        write_slice(folder, cut, corrections(elastic[0], source.plan, source.shape(name), draft))
+        return replace(draft_attempt, compiled=folder)
 
     def pair(attempt: Any) -> PairFigures:
         name, verifier, baseline = attempt.candidate.shape, attempt.compiled, None
+        drafts[name] = draft_for(name)
         if override is not None:
             # the verifier built again with the options that keep a chunk's logits equal to one token's
             verifier, baseline = work / f"verifier-{name}", attempt.compiled
@@ -228,7 +255,7 @@ def speculate(choice: Any, build: Any, final: Any, work: Path, step: Any, trial:
                                                 {**(trial or choice.options), **override})  # fmt: skip
             spec_builds[name] = verifier
         with step(f"measuring {name} with draft {draft.name} (k={req.k})"):
-            p = measure_pair(res.runtime, verifier, draft_attempt.compiled, res.device, req.k, prompts,
+            p = measure_pair(res.runtime, verifier, drafts[name].compiled, res.device, req.k, prompts,
                              (name, draft.name), baseline=baseline)  # fmt: skip
         tries.append(p)
         choice.notes.append(f"speculation: {p.describe()}")
@@ -241,7 +268,7 @@ def speculate(choice: Any, build: Any, final: Any, work: Path, step: Any, trial:
         return not (attempt.check or choice.budget).violations(p.speculative_ms, p.peak_rss_mb)
 
     def chosen(attempt: Any) -> Speculation:
-        return Speculation(attempt, draft_attempt, tries, override, baseline=attempt.compiled)
+        return Speculation(attempt, drafts[attempt.candidate.shape], tries, override, baseline=attempt.compiled)
 
     for candidate in verifiers_above(choice.rows, shipped.name, draft, source):
         attempt = build(candidate)

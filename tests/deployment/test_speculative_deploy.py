@@ -158,3 +158,42 @@ def test_deploy_draft_auto_needs_a_profiled_table(cli, plan_with_prompts: Path) 
     r = cli("deploy", "--target", "host", "--budget", "99%", "--plan", str(plan_with_prompts), "--draft", "auto",
             "--dry-run")  # fmt: skip
     assert r.code == 2 and "profile --drafts" in r.err and "Traceback" not in r.err
+
+
+def test_a_torch_deployment_ships_its_draft_as_a_slice_of_the_verifier(
+    plan_with_prompts: Path, edgekit_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In torch the shipped draft is a few lines saying which of the verifier's layers and channels it keeps:
+    opened, it reads the verifier's tensors (no second copy) and the replies are the verifier's own."""
+    from edgekit.deployment import speculation
+    from edgekit.deployment.budget import parse_budget
+    from edgekit.deployment.manifest import open_deployment
+    from edgekit.deployment.pipeline import DeployRequest, deploy
+    from edgekit.engines import Sampling
+    from edgekit.speculative.slice import own_bytes
+
+    real = speculation.measure_pair
+
+    def faster(*args, **kwargs):
+        p = real(*args, **kwargs)
+        p.speculative_ms = p.alone_ms / 3
+        return p
+
+    monkeypatch.setattr(speculation, "measure_pair", faster)
+    out = edgekit_home / "spec-torch"
+    req = DeployRequest(target="host", budget=parse_budget("100%"), plan=str(plan_with_prompts), out=out,
+                        draft="d3-w50", k=3, runtime="torch", precision="fp32")  # fmt: skip
+    dep = deploy(req)
+    spec = dep.manifest.speculation
+    assert spec is not None and spec["weights"] == "a slice of the verifier's" and spec["measured"]["identical"]
+    assert "draft/edgekit-slice.json" in dep.manifest.files
+    assert not any(f.startswith("draft/") and f.endswith(".safetensors") for f in dep.manifest.files)
+    manifest, session, tokenizer = open_deployment(out)
+    # only the query heads it keeps fewer of (h2 of the verifier's h3) are gathered into its own q and o
+    layers = session.draft_model.model.layers
+    gathered = sum((b.self_attn.q_proj.weight.numel() + b.self_attn.o_proj.weight.numel()) * 4 for b in layers)
+    assert own_bytes(session.draft_model, session.target.model) == gathered
+    ids = [5, 17, 42, 99, 7]
+    greedy = Sampling(max_new_tokens=16, min_new_tokens=16)
+    assert list(session.stream(ids, greedy)) == list(session.target.stream(ids, greedy))
+    assert session.stats.drafted > 0

@@ -116,3 +116,20 @@ def test_speculation_drafts_with_a_slice_and_keeps_the_verifiers_reply(tiny_plan
     for ids in ([5], [5, 17, 42], [9, 9, 30, 31, 2, 8]):
         assert list(spec.stream(ids, greedy)) == list(session.stream(ids, greedy))
     assert spec.stats.drafted > 0
+
+
+def test_a_shipped_slice_opens_on_its_verifier_with_its_correction(tiny_plan: Path, tmp_path: Path) -> None:
+    from edgekit.speculative.slice import SliceSpec, corrections, is_slice, open_slice, write_slice
+
+    session = _session(tiny_plan, SmolConfig(experts=4, rank=4, top_k=2), "d5-f75-h3")
+    shape = session.plan.shape("d3-f50-h2")
+    spec = SliceSpec.between(session.plan, session.shape, shape)
+    write_slice(tmp_path, spec, corrections(session.elastic, session.plan, session.shape, shape))
+    assert is_slice(tmp_path) and (tmp_path / "correction.safetensors").is_file()
+    assert SliceSpec.read(tmp_path) == spec
+    opened = open_slice(tmp_path, session.model)  # from the verifier's model alone: no plan, no checkpoint
+    assert (_logits(opened) - _logits(session._build(shape))).abs().max().item() < 1e-4
+    # a spec naming a block the verifier does not hold is refused in one line
+    SliceSpec(spec.layers + [40], spec.ffn, spec.heads_per_group, []).write(tmp_path)
+    with pytest.raises(Exception, match="index|deploy it again"):
+        open_slice(tmp_path, session.model)
