@@ -385,7 +385,10 @@ def finish_speculation(choice: Choice, spec: Any, final: Attempt, work: Path, st
     spec.shipped = mine[-1]
     if not rebuilt:
         return
-    spec.draft = final_build(choice, spec.draft, work, step)
+    from edgekit.speculative.slice import is_slice
+
+    if not is_slice(spec.draft.compiled):  # a slice runs on whichever weights its verifier's build holds
+        spec.draft = final_build(choice, spec.draft, work, step)
     res, req, draft = choice.resolved, choice.request, spec.draft.candidate.shape
     with step(f"measuring the shipped {final.candidate.shape} with draft {draft} (calibrated weights)"):
         spec.shipped = measure_pair(res.runtime, final.compiled, spec.draft.compiled, res.device, req.k,

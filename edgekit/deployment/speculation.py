@@ -18,7 +18,7 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +135,9 @@ def open_draft(engine: Any, folder: Path, verifier: Any, device: str) -> Any:
     """A shipped draft: cut from the verifier's loaded tensors when it is a slice (torch), else its own build."""
     from edgekit.speculative.slice import is_slice, open_slice
 
-    return open_slice(folder, verifier.model) if is_slice(folder) else engine.open(folder, device)
+    if not is_slice(folder):
+        return engine.open(folder, device)
+    return open_slice(folder, verifier)
 
 
 def measure_pair_here(runtime: str, verifier: Path, draft: Path, device: str, k: int, prompts: list[list[int]],
@@ -211,7 +213,7 @@ class Speculation:
 
 def speculate(choice: Any, build: Any, final: Any, work: Path, step: Any, trial: dict[str, str] | None) -> Speculation:
     """Measure the draft with verifiers above the plain choice, then with the choice itself; see the module."""
-    from edgekit.deployment.pipeline import build_attempt
+    from edgekit.deployment.pipeline import Attempt, build_attempt
     from edgekit.engines import get_engine
 
     req, source, res = choice.request, choice.source, choice.resolved
@@ -222,30 +224,55 @@ def speculate(choice: Any, build: Any, final: Any, work: Path, step: Any, trial:
         raise UsageError(f"the draft {draft.name} is not among {source.label}'s shapes")
     prompts = prompt_ids(source)
     (work / "draft").mkdir()  # apart from the shapes tried as such: the draft may be one of them
-    draft_attempt = build_attempt(choice, row, work / "draft", False, step, trial)
+    built: list[Any] = []
+
+    def own_draft() -> Any:
+        """The draft's own build, made once and only when a verifier cannot lend it its weights."""
+        built[:] = built or [build_attempt(choice, row, work / "draft", False, step, trial)]
+        return built[0]
+
+    def sliced(folder: Path) -> Any:
+        return Attempt(row, folder, folder, {"slice": True}, None, {})
+
     override = verifier_options(res.runtime, res.precision, res.device, choice.options)
     tries: list[PairFigures] = []
     spec_builds: dict[str, Path] = {}
     drafts: dict[str, Any] = {}  # per verifier: the draft attempt it is measured (and shipped) with
     elastic: list[Any] = []  # the checkpoint, loaded once for the drafts' SMOL corrections
 
-    def draft_for(name: str) -> Any:
-        """In torch, the draft cut from the verifier's tensors where its layers are the verifier's (no second copy
-        of its weights: edgekit.speculative.slice); else the draft's own build."""
+    def draft_for(attempt: Any) -> Any:
+        """The draft on the verifier's own weights where its layers are the verifier's (edgekit.speculative.slice):
+        in torch cut from its tensors, in TVM int4 a library of its own running on the verifier's arrays; else
+        the draft's own build."""
         from edgekit.speculative.slice import SliceSpec, corrections, write_slice
 
-        cut = SliceSpec.between(source.plan, source.shape(name), draft) if res.runtime == "torch" else None
-        if cut is None:
-            return draft_attempt
+        name = attempt.candidate.shape
+        cut = SliceSpec.between(source.plan, source.shape(name), draft)
+        if cut is None or res.runtime not in ("torch", "tvm"):
+            return own_draft()
         folder = work / f"draft-slice-{name}"
         folder.mkdir()
+        if res.runtime == "tvm":
+            from edgekit.engines.tvm_engine import compile_slice
+
+            same_heads = cut.heads_per_group == source.shape(name).heads
+            with step(f"compiling {draft.name} on {name}'s weights"):
+                made = (
+                    compile_slice(attempt.compiled, cut.layers, cut.ffn, folder)
+                    if same_heads and not cut.skip
+                    else None
+                )
+            if made is None:
+                return own_draft()
+            cut.write(folder)
+            return sliced(folder)
         elastic[:] = elastic or [source.load()]
         write_slice(folder, cut, corrections(elastic[0], source.plan, source.shape(name), draft))
-        return replace(draft_attempt, compiled=folder)
+        return sliced(folder)
 
     def pair(attempt: Any) -> PairFigures:
         name, verifier, baseline = attempt.candidate.shape, attempt.compiled, None
-        drafts[name] = draft_for(name)
+        drafts[name] = draft_for(attempt)
         if override is not None:
             # the verifier built again with the options that keep a chunk's logits equal to one token's
             verifier, baseline = work / f"verifier-{name}", attempt.compiled

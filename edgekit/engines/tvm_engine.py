@@ -346,6 +346,56 @@ def _build(
     return [name for name, _ in params]
 
 
+def compile_slice(verifier: Path, layers: list[int], ffn: int, out: Path) -> dict[str, Any] | None:
+    """A draft that runs on its verifier's int4 arrays (edgekit.speculative.slice): its library alone, compiled
+    for the verifier's target with the verifier's stored widths, computing `ffn` MLP channels in `layers` (the
+    verifier's layer positions); None where the verifier's build cannot lend its arrays (not int4)."""
+    import tvm
+
+    from edgekit.engines.tvm_llama import LlamaConfig
+    from edgekit.models.weights import read_config
+
+    build = _read_build(verifier)
+    if build["precision"] != "int4" or build.get("slice"):
+        return None
+    config = LlamaConfig.from_hf(read_config(verifier))
+    draft = LlamaConfig(**{**config.__dict__, "num_hidden_layers": len(layers), "intermediate_size": ffn,
+                           "stored_intermediate_size": config.intermediate_size})  # fmt: skip
+    start = time.perf_counter()
+    target = tvm.target.Target(build["target"])
+    block = int(build["quantization"]["block"])
+    try:
+        names = _build(draft, target, None, build["dtype"], int(build["prefill_chunk"]), out / LIB, block)
+    except Exception as exc:  # TVM raises many kinds; the user needs the reason, not its stack
+        raise ExternalToolError(f"TVM could not compile a draft on {verifier.name}: {_reason(exc)}") from None
+    hf = read_config(verifier)
+    hf.update(num_hidden_layers=len(layers), intermediate_size=ffn)
+    (out / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
+    for name in TOKENIZER_FILES:
+        if (verifier / name).is_file():
+            shutil.copy2(verifier / name, out / name)
+    record = {**build, "params": names, "slice": {"layers": list(layers)}, "quantization": None,
+              "build_seconds": round(time.perf_counter() - start, 2)}  # fmt: skip
+    record["seconds"] = record["build_seconds"]
+    (out / BUILD).write_text(json.dumps(record, indent=2) + "\n")
+    return {"tool": "tvm.relax.build", "precision": "int4", "device": build["device"], "seconds": record["seconds"],
+            "slice_of": verifier.name}  # fmt: skip
+
+
+def slice_params(draft_names: list[str], layers: list[int], verifier: TvmSession) -> list[Any]:
+    """The verifier's loaded arrays in a sliced draft's call order: its layer `i` is the verifier's `layers[i]`."""
+    import re
+
+    index = {n: i for i, n in enumerate(verifier.param_names)}
+    pick = []
+    for name in draft_names:
+        theirs = re.sub(r"^model\.layers\.(\d+)\.", lambda m: f"model.layers.{layers[int(m.group(1))]}.", name)
+        if theirs not in index:
+            raise IntegrityError(f"the draft needs {theirs}, which its verifier's build does not hold")
+        pick.append(verifier._params[index[theirs]])
+    return pick
+
+
 def _pipeline(target: Any) -> Any:
     """relax's default lowering after fusing each weight's transpose into its matmul (else every call
     would first write a transposed copy of every weight). On llvm, schedules are added between fusion
@@ -474,8 +524,10 @@ class TvmSession:
     runtime = "tvm"
 
     def __init__(
-        self, folder: Path, device: str = "cpu", seed: int | None = None, build: dict[str, Any] | None = None
-    ) -> None:
+        self, folder: Path, device: str = "cpu", seed: int | None = None, build: dict[str, Any] | None = None,
+        params: list[Any] | None = None,
+    ) -> None:  # fmt: skip
+        """`params`: the weights already on the device (a sliced draft's, lent by its verifier: `slice_of`)."""
         import torch
         import tvm
         import tvm_ffi
@@ -491,7 +543,10 @@ class TvmSession:
             self._vm = relax.VirtualMachine(tvm.runtime.load_module(str(folder / LIB)), self._dev)
         except Exception as exc:
             raise IntegrityError(f"{folder / LIB} does not load as a TVM library: {first_line(exc)}") from None
-        self._params = _load_weights(folder / WEIGHTS, build["params"], self._dev)
+        self.param_names = list(build["params"])
+        if params is None and build.get("slice"):
+            raise UsageError(f"{folder.name} is a draft that runs on its verifier's weights: open it with its verifier")
+        self._params = params if params is not None else _load_weights(folder / WEIGHTS, build["params"], self._dev)
         self.context_length = int(build["context_length"])
         self._chunk = int(build["prefill_chunk"])
         self._cache = self._vm["create_paged_kv_cache"](
@@ -572,6 +627,15 @@ class TvmSession:
                 return
             logits = self.decode(token)
 
+    @classmethod
+    def slice_of(cls, folder: Path, verifier: TvmSession) -> TvmSession:
+        """A draft compiled by `compile_slice`, on its verifier's arrays: no weights of its own."""
+        build = _read_build(folder)
+        if not build.get("slice"):
+            raise UsageError(f"{folder.name} is not a draft compiled on its verifier's weights")
+        params = slice_params(build["params"], build["slice"]["layers"], verifier)
+        return cls(folder, verifier.device, build=build, params=params)
+
     def first_token(self, ids: list[int]) -> tuple[float, float]:
         import torch
 
@@ -616,7 +680,7 @@ def _read_build(folder: Path) -> dict[str, Any]:
         build = upgrade("edgekit-tvm", json.loads((folder / BUILD).read_text()), f"{folder}/{BUILD}")
     except (OSError, json.JSONDecodeError) as exc:
         raise IntegrityError(f"{folder} is not a compiled tvm model ({BUILD}: {first_line(exc)})") from None
-    for name in (LIB, WEIGHTS):
+    for name in (LIB,) if build.get("slice") else (LIB, WEIGHTS):
         if not (folder / name).is_file():
             raise IntegrityError(f"{folder} is not a complete tvm model: {name} is missing")
     return build

@@ -46,6 +46,8 @@ class LlamaConfig:
     rope_theta: float
     tie_word_embeddings: bool
     max_position_embeddings: int
+    # a draft's MLP reads its verifier's wider arrays (int4): they are stored this wide (0: as wide as it computes)
+    stored_intermediate_size: int = 0
 
     @classmethod
     def from_hf(cls, config: dict[str, Any]) -> LlamaConfig:
@@ -85,11 +87,19 @@ def linear(in_features: int, out_features: int, group: int | None, out_dtype: st
 
 class MLP(nn.Module):
     def __init__(self, c: LlamaConfig, group: int | None) -> None:
-        self.gate_up_proj = linear(c.hidden_size, 2 * c.intermediate_size, group)
-        self.down_proj = linear(c.intermediate_size, c.hidden_size, group)
+        self.ffn, self.stored = c.intermediate_size, c.stored_intermediate_size or c.intermediate_size
+        if self.stored != self.ffn and not group:
+            raise UsageError("a TVM draft reads its verifier's arrays in int4 builds only")
+        self.gate_up_proj = linear(c.hidden_size, 2 * self.stored, group)
+        self.down_proj = linear(self.stored, c.hidden_size, group)
 
     def forward(self, x: Tensor) -> Tensor:
-        gate, up = op.split(self.gate_up_proj(x), 2, axis=-1)
+        if self.stored == self.ffn:
+            gate, up = op.split(self.gate_up_proj(x), 2, axis=-1)
+        else:  # a draft on its verifier's arrays: the first rows of gate and of up (nested width keeps them first)
+            gate = matmul(x, self.gate_up_proj, x.dtype, rows=(0, self.ffn))
+            up = matmul(x, self.gate_up_proj, x.dtype, rows=(self.stored, self.ffn))
+        # down's product reduces over the draft's channels only: the first columns of the verifier's matrix
         return self.down_proj(op.silu(gate) * up)
 
 

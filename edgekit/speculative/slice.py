@@ -251,14 +251,19 @@ def is_slice(folder: Path) -> bool:
 
 
 def open_slice(folder: Path, verifier: Any) -> Any:
-    """A shipped draft cut from its verifier's loaded model (a TorchSession's)."""
+    """A shipped draft on its verifier session's weights: a TVM draft's library on a TvmSession's arrays, else a
+    transformers model cut from a torch session's model."""
     from safetensors.torch import load_file
 
+    from edgekit.engines.tvm_engine import BUILD, TvmSession
     from edgekit.errors import UsageError
 
-    model = cut(verifier, SliceSpec.read(Path(folder)))
+    folder = Path(folder)
+    if (folder / BUILD).is_file():
+        return TvmSession.slice_of(folder, verifier)
+    model = cut(verifier.model, SliceSpec.read(folder))
     if model is None:
         raise UsageError(f"the draft in {folder} computes a block its verifier does not hold; deploy it again")
-    if (Path(folder) / CORRECTION_FILE).is_file():
-        apply_corrections(model, load_file(str(Path(folder) / CORRECTION_FILE)))
+    if (folder / CORRECTION_FILE).is_file():
+        apply_corrections(model, load_file(str(folder / CORRECTION_FILE)))
     return model

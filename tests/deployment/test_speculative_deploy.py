@@ -197,3 +197,40 @@ def test_a_torch_deployment_ships_its_draft_as_a_slice_of_the_verifier(
     greedy = Sampling(max_new_tokens=16, min_new_tokens=16)
     assert list(session.stream(ids, greedy)) == list(session.target.stream(ids, greedy))
     assert session.stats.drafted > 0
+
+
+def test_a_tvm_int4_deployment_ships_its_draft_as_a_library_on_the_verifiers_arrays(
+    plan_with_prompts: Path, edgekit_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In TVM int4 the shipped draft is its library and which of the verifier's layers it runs: opened, it holds
+    the verifier's arrays (calibrated ones, though it was measured on the trial build's) and replies as the
+    verifier alone."""
+    pytest.importorskip("tvm")
+    from edgekit.deployment import speculation
+    from edgekit.deployment.budget import parse_budget
+    from edgekit.deployment.manifest import open_deployment
+    from edgekit.deployment.pipeline import DeployRequest, deploy
+    from edgekit.engines import Sampling
+
+    real = speculation.measure_pair
+
+    def faster(*args, **kwargs):
+        p = real(*args, **kwargs)
+        p.speculative_ms = p.alone_ms / 3
+        return p
+
+    monkeypatch.setattr(speculation, "measure_pair", faster)
+    out = edgekit_home / "spec-tvm"
+    req = DeployRequest(target="host", budget=parse_budget("100%"), plan=str(plan_with_prompts), out=out,
+                        draft="d3-f50-h3", k=3, runtime="tvm", precision="int4")  # fmt: skip
+    dep = deploy(req)
+    spec = dep.manifest.speculation
+    assert spec is not None and spec["weights"] == "a slice of the verifier's" and spec["measured"]["identical"]
+    assert "draft/model.so" in dep.manifest.files and "draft/edgekit-slice.json" in dep.manifest.files
+    assert "draft/params.safetensors" not in dep.manifest.files
+    manifest, session, tokenizer = open_deployment(out)
+    assert all(any(p is v for v in session.target._params) for p in session.draft_model._params)
+    greedy = Sampling(max_new_tokens=16, min_new_tokens=16)
+    for ids in ([5, 17, 42, 99, 7], [9, 9, 30]):
+        assert list(session.stream(ids, greedy)) == list(session.target.stream(ids, greedy))
+    assert session.stats.drafted > 0

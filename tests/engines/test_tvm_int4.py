@@ -206,3 +206,40 @@ def test_int4_cross_builds_for_a_jetson_gpu(subnet: Path, tmp_path: Path) -> Non
 
     with safe_open(str(out / "params.safetensors"), "np") as f:
         assert f.get_tensor("model.layers.0.mlp.down_proj.scales").dtype == np.float16
+
+
+def test_a_draft_on_the_verifiers_int4_arrays_computes_the_cut_of_its_weights(
+    int4_dir: Path, subnet: Path, tmp_path: Path
+) -> None:
+    """A sliced draft (edgekit.speculative.slice) is a library without weights: it runs layers 0 and 2 and the first
+    64 MLP channels of the verifier's own arrays, and computes what the same cut of the verifier's int4 weights
+    computes in torch; drafting with it keeps the verifier's greedy reply."""
+    import torch
+
+    from edgekit.engines.tvm_engine import compile_slice
+    from edgekit.speculative import SpeculativeSession
+    from edgekit.speculative.slice import SliceSpec, cut, is_slice, open_slice
+
+    spec = SliceSpec([0, 2], 64, 2, [])
+    out = tmp_path / "draft"
+    out.mkdir()
+    assert compile_slice(int4_dir, spec.layers, spec.ffn, out) is not None
+    spec.write(out)
+    assert is_slice(out) and not (out / "params.safetensors").exists()
+    verifier = get_engine("tvm").open(int4_dir)
+    draft = open_slice(out, verifier)
+    assert all(any(p is v for v in verifier._params) for p in draft._params)  # the verifier's arrays, not copies
+    reference = cut(dequantized_reference(subnet), spec)
+    ids = PROMPTS[0] + [33, 7, 250, 4, 4, 91, 12, 300]
+    with torch.no_grad():
+        want = reference(torch.tensor([ids])).logits[0].numpy()
+    np.testing.assert_allclose(draft.sequence_logits(ids).numpy(), want, atol=5e-4, rtol=0)
+    got = [draft.prefill(PROMPTS[0]).numpy()[0, -1]] + [draft.decode(t).numpy()[0, -1] for t in ids[8:]]
+    np.testing.assert_allclose(np.stack(got), want[7:], atol=5e-4, rtol=0)
+    spec_session = SpeculativeSession(verifier, draft, 3)
+    greedy = Sampling(max_new_tokens=NEW, min_new_tokens=NEW)
+    for prompt in PROMPTS:
+        assert list(spec_session.stream(prompt, greedy)) == list(verifier.stream(prompt, greedy))
+    assert spec_session.stats.drafted > 0
+    with pytest.raises(UsageError, match="open it with its verifier"):
+        get_engine("tvm").open(out)

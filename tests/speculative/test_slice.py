@@ -127,9 +127,9 @@ def test_a_shipped_slice_opens_on_its_verifier_with_its_correction(tiny_plan: Pa
     write_slice(tmp_path, spec, corrections(session.elastic, session.plan, session.shape, shape))
     assert is_slice(tmp_path) and (tmp_path / "correction.safetensors").is_file()
     assert SliceSpec.read(tmp_path) == spec
-    opened = open_slice(tmp_path, session.model)  # from the verifier's model alone: no plan, no checkpoint
+    opened = open_slice(tmp_path, session)  # from the verifier's model alone: no plan, no checkpoint
     assert (_logits(opened) - _logits(session._build(shape))).abs().max().item() < 1e-4
     # a spec naming a block the verifier does not hold is refused in one line
     SliceSpec(spec.layers + [40], spec.ffn, spec.heads_per_group, []).write(tmp_path)
     with pytest.raises(Exception, match="index|deploy it again"):
-        open_slice(tmp_path, session.model)
+        open_slice(tmp_path, session)
