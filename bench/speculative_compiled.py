@@ -1,7 +1,7 @@
 """Self-speculative decoding in a compiled runtime's int4 builds: drafts x k against the full model alone.
 
     .venv/bin/python bench/speculative_compiled.py [--runtime ort|tvm] [--elastic smollm2-135m]
-        [--drafts d15-f79-h3,d21-f83-h3,d24-f88-h3] [--ks 2,3,4] [--tokens 48] [--rounds 2]
+        [--drafts d15-f79-h3,d21-f83-h3,d24-f88-h3] [--ks 2,3,4] [--weights slice,own] [--tokens 48] [--rounds 2]
 
 The verifier (the full model) and every draft are built as deploy ships them (int4, edgekit's GPTQ weights of the
 checkpoint's shapes, SMOL merged; in ORT GenAI on a CPU the verifier with float compute, see
@@ -9,7 +9,9 @@ edgekit/deployment/speculation.py); each (draft, k) is measured in a fresh proce
 and `profile --drafts` use (edgekit.deployment.speculation): greedy replies to the checkpoint's stored chat prompts,
 the verifier alone and with the draft in turn on each prompt, for --rounds rounds. Reported per (draft, k): decode
 ms/token (median over replies), speed-up against the verifier alone measured beside it, the share of drafted
-tokens kept, tokens per verifier pass, and whether every reply equals the verifier's alone. Figures go to
+tokens kept, tokens per verifier pass, and whether every reply equals the verifier's alone. `--weights`: in TVM
+int4 a draft can run on the verifier's own arrays (`slice`, a library without weights, as deploy ships it) or be
+its own build (`own`); ORT GenAI drafts are always their own builds. Figures go to
 bench/results/speculative_RUNTIME.json with the machine.
 """
 
@@ -29,7 +31,7 @@ from speculative import print_table  # noqa: E402
 RUNTIMES = {
     "ort": "ONNX Runtime GenAI int4 (GPTQ; the draft a second session; the verifier built with accuracy_level=0, "
     "speed-ups against the plain build)",
-    "tvm": "TVM int4 (GPTQ, groups of 32; the draft a second library)",
+    "tvm": "TVM int4 (GPTQ, groups of 32; the draft a library on the verifier's arrays (slice) or its own build)",
 }
 
 
@@ -39,6 +41,7 @@ def main() -> None:
     ap.add_argument("--elastic", default="smollm2-135m")
     ap.add_argument("--drafts", default="d15-f79-h3,d21-f83-h3,d24-f88-h3")
     ap.add_argument("--ks", default="2,3,4")
+    ap.add_argument("--weights", default="slice,own", help="drafts on the verifier's arrays (slice), own builds")
     ap.add_argument("--tokens", type=int, default=48)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--name", default=None, help="results name (default: speculative_RUNTIME)")
@@ -52,12 +55,14 @@ def main() -> None:
     ks = [int(k) for k in args.ks.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-spec-") as tmp:
         table = profile_drafts(source, args.runtime, "int4", "cpu", drafts, ks, None, Path(tmp), print, trial=False,
-                               new_tokens=args.tokens, rounds=args.rounds)  # fmt: skip
+                               new_tokens=args.tokens, rounds=args.rounds,
+                               weights=tuple(args.weights.split(",")))  # fmt: skip
     alone = statistics.median(r["alone_ms"] for r in table["rows"])
     rows = {"verifier alone": {"ms_per_token": round(alone, 2), "speedup": 1.0}}
+    kinds = {r["weights"] for r in table["rows"]}
     for r in table["rows"]:
-        rows[f"{r['draft']} k={r['k']}"] = {
-            "draft": r["draft"], "k": r["k"], "ms_per_token": round(r["speculative_ms"], 2),
+        rows[f"{r['draft']} k={r['k']}" + (f" {r['weights']}" if len(kinds) > 1 else "")] = {
+            "draft": r["draft"], "k": r["k"], "weights": r["weights"], "ms_per_token": round(r["speculative_ms"], 2),
             "alone_ms": r["alone_ms"], "speedup": r["speedup"], "acceptance": r["acceptance"],
             "tokens_per_pass": r["tokens_per_pass"], "identical_greedy": r["identical"],
         }  # fmt: skip

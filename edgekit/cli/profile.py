@@ -221,7 +221,8 @@ def print_speculation(spec: dict[str, Any]) -> None:
     for col in ("draft", "k", "ms/token", "alone", "speed-up", "kept", "tokens/pass", "same replies"):
         table.add_column(col, justify="left" if col == "draft" else "right")
     for r in spec["rows"]:
-        table.add_row(r["draft"], str(r["k"]), f"{r['speculative_ms']:.2f}", f"{r['alone_ms']:.2f}",
+        name = r["draft"] + (" (own build)" if r.get("weights") == "own" else "")
+        table.add_row(name, str(r["k"]), f"{r['speculative_ms']:.2f}", f"{r['alone_ms']:.2f}",
                       f"{r['speedup']:.2f}x", f"{r['acceptance']:.0%}", f"{r['tokens_per_pass']:.2f}",
                       "yes" if r["identical"] else "no")  # fmt: skip
     out.print(table)

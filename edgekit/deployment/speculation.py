@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import time
@@ -184,6 +185,32 @@ def measure_pair(runtime: str, verifier: Path, draft: Path, device: str, k: int,
     return PairFigures(names[0], names[1], k, **figures, prompts=len(prompts), new_tokens=new_tokens, rounds=rounds)
 
 
+# ------------------------------------------------------------------ drafts on their verifier's weights
+
+
+def make_slice(runtime: str, source: Any, verifier: Any, build: Path, draft: Any, folder: Path, load: Any) -> bool:
+    """Write into `folder` the draft as a part of the verifier built in `build` (edgekit.speculative.slice): in torch
+    which of its layers and channels it keeps (with its SMOL correction: `load()` gives the loaded checkpoint), in
+    TVM int4 a library of its own on the verifier's arrays. False where it cannot be one (its layers are not all
+    the verifier's, other heads or dropped blocks in TVM, another runtime or precision): use its own build."""
+    from edgekit.speculative.slice import SliceSpec, corrections, write_slice
+
+    cut = SliceSpec.between(source.plan, verifier, draft)
+    if cut is None or runtime not in ("torch", "tvm"):
+        return False
+    folder.mkdir()
+    if runtime == "tvm":
+        from edgekit.engines.tvm_engine import compile_slice
+
+        if cut.heads_per_group != verifier.heads or cut.skip or not compile_slice(build, cut.layers, cut.ffn, folder):
+            shutil.rmtree(folder)
+            return False
+        cut.write(folder)
+        return True
+    write_slice(folder, cut, corrections(load(), source.plan, verifier, draft))
+    return True
+
+
 # ------------------------------------------------------------------ the deploy step
 
 
@@ -231,44 +258,23 @@ def speculate(choice: Any, build: Any, final: Any, work: Path, step: Any, trial:
         built[:] = built or [build_attempt(choice, row, work / "draft", False, step, trial)]
         return built[0]
 
-    def sliced(folder: Path) -> Any:
-        return Attempt(row, folder, folder, {"slice": True}, None, {})
-
     override = verifier_options(res.runtime, res.precision, res.device, choice.options)
     tries: list[PairFigures] = []
     spec_builds: dict[str, Path] = {}
     drafts: dict[str, Any] = {}  # per verifier: the draft attempt it is measured (and shipped) with
-    elastic: list[Any] = []  # the checkpoint, loaded once for the drafts' SMOL corrections
+    elastic: list[Any] = []
+
+    def checkpoint() -> Any:  # loaded once, for the drafts' SMOL corrections
+        elastic[:] = elastic or [source.load()]
+        return elastic[0]
 
     def draft_for(attempt: Any) -> Any:
-        """The draft on the verifier's own weights where its layers are the verifier's (edgekit.speculative.slice):
-        in torch cut from its tensors, in TVM int4 a library of its own running on the verifier's arrays; else
-        the draft's own build."""
-        from edgekit.speculative.slice import SliceSpec, corrections, write_slice
-
+        """The draft on the verifier's own weights where it can be (make_slice), else its own build."""
         name = attempt.candidate.shape
-        cut = SliceSpec.between(source.plan, source.shape(name), draft)
-        if cut is None or res.runtime not in ("torch", "tvm"):
-            return own_draft()
         folder = work / f"draft-slice-{name}"
-        folder.mkdir()
-        if res.runtime == "tvm":
-            from edgekit.engines.tvm_engine import compile_slice
-
-            same_heads = cut.heads_per_group == source.shape(name).heads
-            with step(f"compiling {draft.name} on {name}'s weights"):
-                made = (
-                    compile_slice(attempt.compiled, cut.layers, cut.ffn, folder)
-                    if same_heads and not cut.skip
-                    else None
-                )
-            if made is None:
-                return own_draft()
-            cut.write(folder)
-            return sliced(folder)
-        elastic[:] = elastic or [source.load()]
-        write_slice(folder, cut, corrections(elastic[0], source.plan, source.shape(name), draft))
-        return sliced(folder)
+        with step(f"cutting {draft.name} from {name}'s weights"):
+            made = make_slice(res.runtime, source, source.shape(name), attempt.compiled, draft, folder, checkpoint)
+        return Attempt(row, folder, folder, {"slice": True}, None, {}) if made else own_draft()
 
     def pair(attempt: Any) -> PairFigures:
         name, verifier, baseline = attempt.candidate.shape, attempt.compiled, None
@@ -318,11 +324,13 @@ def speculate(choice: Any, build: Any, final: Any, work: Path, step: Any, trial:
 
 def profile_drafts(source: Any, runtime: str, precision: str, device: str, drafts: list[Any], ks: list[int],
                    options: dict[str, str] | None, work: Path, on_step: Any = None, trial: bool = True,
-                   new_tokens: int = NEW_TOKENS, rounds: int = ROUNDS) -> dict[str, Any]:  # fmt: skip
+                   new_tokens: int = NEW_TOKENS, rounds: int = ROUNDS,
+                   weights: tuple[str, ...] = ("slice",)) -> dict[str, Any]:  # fmt: skip
     """The full model of `source` measured alone and with each draft at each k on this machine: the table a LUT
     keeps (provenance "speculation") and `deploy --draft auto` picks from. The builds are the runtime's trial
     builds of the checkpoint's own weights (SMOL merged): acceptance depends on the weights, so a plan's
-    un-tuned shapes would say little about a checkpoint's."""
+    un-tuned shapes would say little about a checkpoint's. `weights`: each draft on the verifier's weights as
+    deploy ships it where it can be (`slice`, make_slice; else its own build), and/or its own build (`own`)."""
     from edgekit.engines import get_engine
     from edgekit.engines.base import folder_bytes, trial_options
 
@@ -349,17 +357,27 @@ def profile_drafts(source: Any, runtime: str, precision: str, device: str, draft
         verifier, baseline = work / "spec-verifier", built[full]
         verifier.mkdir()
         engine.compile(work / f"spec-hf-{full}", verifier, precision, device, {**(options or {}), **override})
-    rows = []
+    folders: dict[tuple[str, str], Path] = {}  # (draft, slice | own): what it is measured with
     for draft in drafts:
+        for kind in weights:
+            folder = work / f"spec-slice-{draft.name}"
+            if kind == "slice" and make_slice(runtime, source, source.plan.full, verifier, draft, folder, source.load):
+                folders[draft.name, "slice"] = folder
+            else:
+                folders[draft.name, "own"] = built[draft.name]
+    rows = []
+    for (name, kind), folder in folders.items():
         for k in ks:
             if on_step:
-                on_step(f"speculation: {full} with {draft.name}, k={k}")
-            rows.append(measure_pair(runtime, verifier, built[draft.name], device, k, prompts,
-                                     (full, draft.name), new_tokens, rounds, baseline).to_dict())  # fmt: skip
+                on_step(f"speculation: {full} with {name} ({kind}), k={k}")
+            row = measure_pair(runtime, verifier, folder, device, k, prompts, (full, name), new_tokens, rounds,
+                               baseline).to_dict()  # fmt: skip
+            rows.append({**row, "weights": kind})
     kind = "trial builds" if trial else "builds"
     return {"source": source.label, "identity": source_identity(source), "verifier": full, "rows": rows,
             "weights": f"the checkpoint's weights, {precision} {kind} ({options or 'default options'})",
-            "verifier_options": override, "draft_bytes": {d.name: folder_bytes(built[d.name]) for d in drafts},
+            "verifier_options": override,
+            "draft_bytes": {f"{n} {kind}": folder_bytes(f) for (n, kind), f in folders.items()},
             "prompts": len(prompts), "new_tokens": new_tokens, "rounds": rounds,
             "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
 
