@@ -57,6 +57,7 @@ class PairFigures:
     prompts: int
     new_tokens: int
     rounds: int
+    weights: str = "own"  # the draft's: "slice" on the verifier's (edgekit.speculative.slice), or its own build
 
     @property
     def speedup(self) -> float:
@@ -67,12 +68,14 @@ class PairFigures:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PairFigures:
-        return cls(**{k: v for k, v in data.items() if k != "speedup"})
+        names = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in names})
 
     def describe(self) -> str:
         return (f"{self.verifier} with draft {self.draft} (k={self.k}): {self.speculative_ms:.2f} ms/token against "
                 f"{self.alone_ms:.2f} alone ({self.speedup:.2f}x), {self.acceptance:.0%} of drafted tokens kept, "
-                f"{self.tokens_per_pass:.2f} tokens per verifier pass")  # fmt: skip
+                f"{self.tokens_per_pass:.2f} tokens per verifier pass"
+                + ("; the draft on the verifier's weights" if self.weights == "slice" else ""))  # fmt: skip
 
 
 def check_request(runtime: str, verify: bool, source: Any, draft: str, k: int) -> Any:
@@ -148,6 +151,7 @@ def measure_pair_here(runtime: str, verifier: Path, draft: Path, device: str, k:
     from edgekit.deployment.measure import _peak_rss_mb
     from edgekit.engines import get_engine
     from edgekit.speculative import SpeculationStats, SpeculativeSession
+    from edgekit.speculative.slice import is_slice
 
     engine = get_engine(runtime)
     alone = engine.open(verifier, device)
@@ -168,7 +172,8 @@ def measure_pair_here(runtime: str, verifier: Path, draft: Path, device: str, k:
     s = spec.stats
     return {"alone_ms": round(statistics.median(plain_ms), 3), "speculative_ms": round(statistics.median(spec_ms), 3),
             "acceptance": round(s.acceptance, 4), "tokens_per_pass": round(s.tokens_per_pass, 3),
-            "identical": identical, "peak_rss_mb": round(_peak_rss_mb(), 1)}  # fmt: skip
+            "identical": identical, "peak_rss_mb": round(_peak_rss_mb(), 1),
+            "weights": "slice" if is_slice(draft) else "own"}  # fmt: skip
 
 
 def measure_pair(runtime: str, verifier: Path, draft: Path, device: str, k: int, prompts: list[list[int]],
@@ -372,7 +377,7 @@ def profile_drafts(source: Any, runtime: str, precision: str, device: str, draft
                 on_step(f"speculation: {full} with {name} ({kind}), k={k}")
             row = measure_pair(runtime, verifier, folder, device, k, prompts, (full, name), new_tokens, rounds,
                                baseline).to_dict()  # fmt: skip
-            rows.append({**row, "weights": kind})
+            rows.append(row)
     kind = "trial builds" if trial else "builds"
     return {"source": source.label, "identity": source_identity(source), "verifier": full, "rows": rows,
             "weights": f"the checkpoint's weights, {precision} {kind} ({options or 'default options'})",
