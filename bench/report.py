@@ -389,6 +389,9 @@ def serve(r: dict[str, Any]) -> str:
 def trim(r: dict[str, Any]) -> str:
     names = [("trimllm", "TrimLLM domain ckpt"), ("general", "general ckpt"), ("stage1", "stage 1"),
              ("per-depth", "per-depth fine-tune")]  # fmt: skip
+    previous = r.get("previous_run")
+    if previous:
+        names.insert(1, ("trimllm-previous", "TrimLLM, earlier run"))
     rows = []
     for depth, row in r["rows"].items():
         rows.append([depth, fmt(row.get("decode_ms"), ".2f")] + [
@@ -398,12 +401,15 @@ def trim(r: dict[str, Any]) -> str:
     return "\n\n".join([
         "`bench/trim.py`: TrimLLM on the Python documentation (progressive layer dropping while fine-tuning, "
         "every depth a shape of one domain checkpoint) against the general checkpoint, stage 1 and a per-depth "
-        f"domain fine-tune with the same tokens; drop order {r.get('drop_order')}. Cells: domain ppl "
+        f"domain fine-tune; drop order {r.get('drop_order')}. Cells: domain ppl "
         f"({ev.get('domain_ppl', 'pydoc dev')}) / general ppl ({ev.get('ppl', 'wikitext-2')}) / PIQA acc_norm; "
         "ms/token of the depth's int4 ONNX Runtime GenAI build here.",
         table(["depth", "ms/token", *(n for _, n in names)], rows),
         "Training: " + "; ".join(f"{k} {t['steps']} steps, {t['tokens']:,} tokens, {t['seconds'] / 60:.0f} min on "
-                                 f"{t['device']}" for k, t in r.get("training", {}).items()) + ".",
+                                 f"{t['device']}" for k, t in r.get("training", {}).items())
+        + (f"; the earlier TrimLLM run ({previous['run']}) {previous['training']['steps']} steps, "
+           f"{previous['training']['tokens']:,} tokens, {previous['training']['seconds'] / 60:.0f} min: the per-depth "
+           "fine-tunes had its tokens" if previous and previous.get("training") else "") + ".",
         f"Machine: {machine(r.get('machine'))}.",
     ])  # fmt: skip
 

@@ -147,9 +147,12 @@ def measure(depths: list[int], text_tokens: int, limit: int) -> None:
                     "sources": {k: s.label for k, s in sources.items()}})  # fmt: skip
     rows = results.setdefault("rows", {})
     run = str(TRIM_RUN.relative_to(ROOT.parent))
-    if results.get("trim_run", "bench/runs/trim-pydoc") != run:  # another run's domain rows: measure them again
+    before = results.get("trim_run", "bench/runs/trim-pydoc")
+    if before != run:  # another run: its domain rows are kept beside, this run's are measured
+        results["previous_run"] = {"run": before, "training": (results.get("training") or {}).get("trimllm")}
         for row in rows.values():
-            row.pop("trimllm", None)
+            if "trimllm" in row:
+                row["trimllm-previous"] = row.pop("trimllm")
     results["trim_run"] = run
     with tempfile.TemporaryDirectory(prefix="edgekit-trim-bench-") as tmp:
         for depth in [30, *depths]:
