@@ -45,43 +45,60 @@ def _weight(w: te.Tensor, scales: te.Tensor, offsets: te.Tensor, row: Any, col: 
     return _level(w, row, col).astype(scales.dtype) * scales[g] + offsets[g]
 
 
-def _rows(w: te.Tensor, rows: tuple[int, int] | None) -> tuple[int, int]:
-    """(first, count) of the stored rows a product computes: all of them, or a draft's block of a wider matrix."""
-    return rows if rows is not None else (0, w.shape[0] * R)
+Blocks = tuple[tuple[int, int], ...]  # (first stored row, count) per block of rows a product computes
+
+
+def _rows(w: te.Tensor, rows: Blocks | None) -> tuple[Any, int]:
+    """(output row -> stored row, output rows) for the blocks of stored rows a product computes: all of them, or
+    a draft's blocks of a wider matrix (gate's and up's first rows of a fused gate_up)."""
+    if rows is None:
+        return (lambda n: n), w.shape[0] * R
+
+    def stored(n: Any) -> Any:
+        # later blocks first: row n belongs to the last block whose output range starts at or before it
+        start = sum(count for _, count in rows[:-1])
+        out = n - start + rows[-1][0]
+        for i in range(len(rows) - 2, -1, -1):
+            start -= rows[i][1]
+            out = tirx.Select(n < start + rows[i][1], n - start + rows[i][0], out)
+        return out
+
+    return stored, sum(count for _, count in rows)
 
 
 def quant_matmul(
     x: te.Tensor, w: te.Tensor, scales: te.Tensor, offsets: te.Tensor, *, group: int, out_dtype: str,
-    rows: tuple[int, int] | None = None,
+    rows: Blocks | None = None,
 ) -> te.Tensor:  # fmt: skip
-    """y[..., n] = sum_k x[..., k] * W[first + n, k], W dequantized inside the reduction (never written out).
+    """y[..., n] = sum_k x[..., k] * W[row(n), k], W dequantized inside the reduction (never written out).
 
     The reduction runs over x's columns, so a matrix stored wider than x reads only its first columns, and `rows`
-    picks a block of its rows: how a draft reads its verifier's arrays (edgekit.speculative.slice)."""
+    picks blocks of its rows (one product, so one scheduled kernel): how a draft reads its verifier's arrays
+    (edgekit.speculative.slice)."""
     *lead, depth = x.shape
-    first, count = _rows(w, rows)
+    row, count = _rows(w, rows)
     k = te.reduce_axis((0, depth), name="k")
 
     def cell(*idx: Any) -> Any:
-        weight = _weight(w, scales, offsets, idx[-1] + first, k, group)
+        weight = _weight(w, scales, offsets, row(idx[-1]), k, group)
         return te.sum(x[(*idx[:-1], k)].astype(out_dtype) * weight.astype(out_dtype), axis=k)
 
     return te.compute((*lead, count), cell, name="quant_matmul")
 
 
 def dequantize(
-    w: te.Tensor, scales: te.Tensor, offsets: te.Tensor, *, group: int, rows: tuple[int, int] | None = None,
+    w: te.Tensor, scales: te.Tensor, offsets: te.Tensor, *, group: int, rows: Blocks | None = None,
     columns: Any = None,
 ) -> te.Tensor:  # fmt: skip
-    """W [out, in] as floats (its rows `rows` and first `columns` columns when given)."""
-    first, count = _rows(w, rows)
+    """W [out, in] as floats (its blocks of rows `rows` and first `columns` columns when given)."""
+    row, count = _rows(w, rows)
     shape = (count, columns if columns is not None else w.shape[1] * PER_WORD)
-    return te.compute(shape, lambda n, k: _weight(w, scales, offsets, n + first, k, group), name="dequantize")
+    return te.compute(shape, lambda n, k: _weight(w, scales, offsets, row(n), k, group), name="dequantize")
 
 
 def quant_matmul_prefill(
     x: te.Tensor, w: te.Tensor, scales: te.Tensor, offsets: te.Tensor, *, group: int, out_dtype: str,
-    rows: tuple[int, int] | None = None,
+    rows: Blocks | None = None,
 ) -> te.Tensor:  # fmt: skip
     """quant_matmul for many tokens: the weights dequantized in a stage of their own, which the schedule computes
     once per block of rows (tvm_schedule) instead of once per token and weight."""
@@ -139,10 +156,10 @@ class QuantEmbedding(_FourBit):
         return op.tensor_expr_op(fn, "quant_take", args=[self.qweight, self.scales, self.offsets, ids])
 
 
-def matmul(x: Tensor, weights: _FourBit, out_dtype: str, rows: tuple[int, int] | None = None) -> Tensor:
+def matmul(x: Tensor, weights: _FourBit, out_dtype: str, rows: Blocks | None = None) -> Tensor:
     """x times the transpose of a 4-bit matrix (a linear layer's, or the tied embedding as the LM head): one
     token dequantizes in the product's registers, a prompt dequantizes each block of rows once. `rows`: only
-    that (first, count) block of the matrix's rows; x may be narrower than the matrix (its first columns)."""
+    those (first, count) blocks of the matrix's rows; x may be narrower than the matrix (its first columns)."""
     one_token = all(isinstance(d, int) and d == 1 for d in x.shape[:-1])
     fn = functools.partial(quant_matmul if one_token else quant_matmul_prefill, group=weights.group,
                            out_dtype=out_dtype, rows=rows)  # fmt: skip
