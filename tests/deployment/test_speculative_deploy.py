@@ -33,6 +33,24 @@ def plan_with_prompts(tiny_plan: Path, tiny_gqa3_dir: Path, tiny_lut: Path, edge
     return folder
 
 
+@pytest.fixture
+def reported_faster(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Every pair is measured for real, then reported 3x faster than the verifier alone, so that the path that ships
+    a draft runs on a host where speculation does not pay; the list collects the real speculative ms/token."""
+    from edgekit.deployment import speculation
+
+    real, seen = speculation.measure_pair, []
+
+    def faster(*args, **kwargs):
+        p = real(*args, **kwargs)
+        seen.append(p.speculative_ms)
+        p.speculative_ms = p.alone_ms / 3
+        return p
+
+    monkeypatch.setattr(speculation, "measure_pair", faster)
+    return seen
+
+
 def test_deploy_measures_the_draft_with_better_shapes_and_the_choice(cli, plan_with_prompts: Path,
                                                                      edgekit_home: Path) -> None:  # fmt: skip
     out = edgekit_home / "spec"
@@ -51,11 +69,10 @@ def test_deploy_measures_the_draft_with_better_shapes_and_the_choice(cli, plan_w
 
 
 def test_a_pair_within_the_budget_ships_with_its_draft_and_replies_as_the_verifier(
-    plan_with_prompts: Path, edgekit_home: Path, monkeypatch: pytest.MonkeyPatch, cli
+    plan_with_prompts: Path, edgekit_home: Path, reported_faster: list[float], cli
 ) -> None:
     """The pair's speed is measured for real, then reported 3x faster, so that the path that ships a draft runs on
     a host where speculation does not pay: the draft's build, the final re-measurement, the folder, the load."""
-    from edgekit.deployment import speculation
     from edgekit.deployment.budget import parse_budget
     from edgekit.deployment.manifest import open_deployment
     from edgekit.deployment.pipeline import DeployRequest, deploy
@@ -63,16 +80,7 @@ def test_a_pair_within_the_budget_ships_with_its_draft_and_replies_as_the_verifi
     from edgekit.engines.base import timed_stream
     from edgekit.speculative import SpeculativeSession
 
-    real = speculation.measure_pair
-    seen = []
-
-    def faster(*args, **kwargs):
-        p = real(*args, **kwargs)
-        seen.append(p.speculative_ms)
-        p.speculative_ms = p.alone_ms / 3
-        return p
-
-    monkeypatch.setattr(speculation, "measure_pair", faster)
+    seen = reported_faster
     out = edgekit_home / "spec"
     # fp32: a random tiny model's flat distributions are full of near-ties, where int4's chunk and one-token
     # kernels may round to different tokens (deploy then ships no draft: the test above allows for it)
@@ -161,25 +169,16 @@ def test_deploy_draft_auto_needs_a_profiled_table(cli, plan_with_prompts: Path) 
 
 
 def test_a_torch_deployment_ships_its_draft_as_a_slice_of_the_verifier(
-    plan_with_prompts: Path, edgekit_home: Path, monkeypatch: pytest.MonkeyPatch
+    plan_with_prompts: Path, edgekit_home: Path, reported_faster: list[float]
 ) -> None:
     """In torch the shipped draft is a few lines saying which of the verifier's layers and channels it keeps:
     opened, it reads the verifier's tensors (no second copy) and the replies are the verifier's own."""
-    from edgekit.deployment import speculation
     from edgekit.deployment.budget import parse_budget
     from edgekit.deployment.manifest import open_deployment
     from edgekit.deployment.pipeline import DeployRequest, deploy
     from edgekit.engines import Sampling
     from edgekit.speculative.slice import own_bytes
 
-    real = speculation.measure_pair
-
-    def faster(*args, **kwargs):
-        p = real(*args, **kwargs)
-        p.speculative_ms = p.alone_ms / 3
-        return p
-
-    monkeypatch.setattr(speculation, "measure_pair", faster)
     out = edgekit_home / "spec-torch"
     req = DeployRequest(target="host", budget=parse_budget("100%"), plan=str(plan_with_prompts), out=out,
                         draft="d3-w50", k=3, runtime="torch", precision="fp32")  # fmt: skip
@@ -200,26 +199,17 @@ def test_a_torch_deployment_ships_its_draft_as_a_slice_of_the_verifier(
 
 
 def test_a_tvm_int4_deployment_ships_its_draft_as_a_library_on_the_verifiers_arrays(
-    plan_with_prompts: Path, edgekit_home: Path, monkeypatch: pytest.MonkeyPatch
+    plan_with_prompts: Path, edgekit_home: Path, reported_faster: list[float]
 ) -> None:
     """In TVM int4 the shipped draft is its library and which of the verifier's layers it runs: opened, it holds
     the verifier's arrays (calibrated ones, though it was measured on the trial build's) and replies as the
     verifier alone."""
     pytest.importorskip("tvm")
-    from edgekit.deployment import speculation
     from edgekit.deployment.budget import parse_budget
     from edgekit.deployment.manifest import open_deployment
     from edgekit.deployment.pipeline import DeployRequest, deploy
     from edgekit.engines import Sampling
 
-    real = speculation.measure_pair
-
-    def faster(*args, **kwargs):
-        p = real(*args, **kwargs)
-        p.speculative_ms = p.alone_ms / 3
-        return p
-
-    monkeypatch.setattr(speculation, "measure_pair", faster)
     out = edgekit_home / "spec-tvm"
     req = DeployRequest(target="host", budget=parse_budget("100%"), plan=str(plan_with_prompts), out=out,
                         draft="d3-f50-h3", k=3, runtime="tvm", precision="int4")  # fmt: skip
