@@ -176,6 +176,8 @@ RESUMABLE_CHANGES = {"train": ("steps", "checkpoint_every", "log_every"), "eval"
 _ADDED_AFTER_V1 = (("data", "chat", "chat_fraction"), ("train", "anchor"), ("smol", "shared_rank"))
 # keys added since, left out of every identity while unset, so runs made before them still resume
 _LEFT_OUT_UNSET = (("train", "init"),)
+# keys added since at a new default, left out of every identity at the value that is what runs did before them
+_LEFT_OUT_AT = (("data", "chat_loss", "all"),)
 
 
 def _identity_dict(recipe: dict[str, Any]) -> dict[str, Any]:
@@ -192,6 +194,9 @@ def _identity_dict(recipe: dict[str, Any]) -> dict[str, Any]:
     for section, key in _LEFT_OUT_UNSET:
         if not data.get(section, {}).get(key):
             data.get(section, {}).pop(key, None)
+    for section, key, before in _LEFT_OUT_AT:
+        if data.get(section, {}).get(key) == before:
+            data[section].pop(key)
     return data
 
 

@@ -38,28 +38,57 @@ def _pairs(path: Path) -> list[tuple[str, str, bool]]:
 def chat_ids(tokenizer: Any, prompt: str, response: str, finished: bool = True) -> list[int]:
     """A user turn and the assistant's reply in the model's chat template. A reply that was cut off gets no
     end of turn, so training never teaches a shape to stop where the teacher had not."""
+    return chat_ids_and_mask(tokenizer, prompt, response, finished)[0]
+
+
+def chat_ids_and_mask(tokenizer: Any, prompt: str, response: str, finished: bool = True) -> tuple[list[int], list[int]]:
+    """`chat_ids` and, per token, 1 where it belongs to the reply (the assistant's words and its end of turn):
+    the tokens a `replies` loss learns to predict. The system and user turns, the same few hundred tokens of
+    template in every row, are 0: learnt as targets they teach a shallow shape to recite them."""
+    head = list(tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], tokenize=True, add_generation_prompt=True, return_dict=True
+    )["input_ids"])  # fmt: skip
     if finished:
         messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
-        return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
-    head = tokenizer.apply_chat_template(
-        [{"role": "user", "content": prompt}], tokenize=True, add_generation_prompt=True, return_dict=True
-    )["input_ids"]
-    return list(head) + list(tokenizer(response, add_special_tokens=False)["input_ids"])
+        ids = list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
+    else:
+        ids = head + list(tokenizer(response, add_special_tokens=False)["input_ids"])
+    start = len(head) if ids[: len(head)] == head else _common_prefix(ids, head)
+    return ids, [0] * start + [1] * (len(ids) - start)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
 
 
 def token_stream(source: str, tokenizer: Any, fmt: str = "auto", max_tokens: int | None = None) -> torch.Tensor:
+    return token_stream_and_mask(source, tokenizer, fmt, max_tokens)[0]
+
+
+def token_stream_and_mask(
+    source: str, tokenizer: Any, fmt: str = "auto", max_tokens: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The source's tokens and, for instruction/response JSONL, which of them are replies (`chat_ids_and_mask`);
+    None for plain text, where every token is a target."""
     path = Path(source).expanduser()
     if not path.is_file():
         if "/" in source and not source.startswith((".", "/", "~")) and not path.suffix:
-            return _hub_stream(source, tokenizer, max_tokens)
+            return _hub_stream(source, tokenizer, max_tokens), None
         raise UsageError(f"training data not found: {source}")
     if fmt == "auto":
         fmt = "jsonl" if path.suffix in (".jsonl", ".json") else "text"
     eos = tokenizer.eos_token_id
+    mask: list[int] | None = None
     if fmt == "jsonl":
         ids: list[int] = []
+        mask = []
         for prompt, response, finished in _pairs(path):
-            ids += chat_ids(tokenizer, prompt, response, finished)
+            row, row_mask = chat_ids_and_mask(tokenizer, prompt, response, finished)
+            ids += row
+            mask += row_mask
             if max_tokens is not None and len(ids) >= max_tokens:
                 break
     else:
@@ -74,7 +103,8 @@ def token_stream(source: str, tokenizer: Any, fmt: str = "auto", max_tokens: int
             ids.append(eos)
     if max_tokens is not None:
         ids = ids[:max_tokens]
-    return torch.tensor(ids, dtype=torch.long)
+    as_mask = None if mask is None else torch.tensor(mask[: len(ids)], dtype=torch.bool)
+    return torch.tensor(ids, dtype=torch.long), as_mask
 
 
 def _hub_stream(name: str, tokenizer: Any, max_tokens: int | None) -> torch.Tensor:
@@ -101,7 +131,10 @@ class Sequences:
     """Non-overlapping sequences of a token stream, visited in a seeded order that depends only on the step,
     so a resumed run sees exactly the batches it would have seen."""
 
-    def __init__(self, stream: torch.Tensor, seq_len: int, batch_size: int, seed: int, source: str) -> None:
+    def __init__(
+        self, stream: torch.Tensor, seq_len: int, batch_size: int, seed: int, source: str,
+        mask: torch.Tensor | None = None,
+    ) -> None:  # fmt: skip
         rows = stream.numel() // seq_len
         if rows < batch_size:
             raise UsageError(
@@ -109,7 +142,13 @@ class Sequences:
                 f"{seq_len}; a batch needs {batch_size}"
             )
         self.data = stream[: rows * seq_len].view(rows, seq_len)
+        # which tokens are targets of the loss (None: all of them)
+        self.mask = None if mask is None else mask[: rows * seq_len].view(rows, seq_len)
         self.batch_size, self.seed = batch_size, seed
+
+    def target_mask(self, rows: torch.Tensor) -> torch.Tensor | None:
+        """Which next-token targets of `rows` count in the loss ([rows, seq_len - 1]); None: every one."""
+        return None if self.mask is None else self.mask[rows][:, 1:]
 
     def __len__(self) -> int:
         return self.data.shape[0]
@@ -135,6 +174,8 @@ class MixedSequences(Sequences):
     def __init__(self, main: Sequences, extra: Sequences, fraction: float) -> None:
         self.main, self.extra = main, extra
         self.data = torch.cat([main.data, extra.data])
+        masks = [m.mask if m.mask is not None else torch.ones_like(m.data, dtype=torch.bool) for m in (main, extra)]
+        self.mask = None if main.mask is None and extra.mask is None else torch.cat(masks)
         self.batch_size, self.seed = main.batch_size, main.seed
         self.take = min(main.batch_size - 1, max(1, round(main.batch_size * fraction)))
 

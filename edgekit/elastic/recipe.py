@@ -36,6 +36,9 @@ class DataConfig:
     # (`edgekit elastic teacher-data`), so that subnets keep the instruct model's chat manners
     chat: str = ""
     chat_fraction: float = 0.0  # share of each batch's sequences drawn from `chat`
+    # what of instruction/response data (`chat`, or a JSONL `train`) the loss learns: `replies` (the assistant's
+    # words and end of turn) or `all` tokens, the system and user turns too (as edgekit trained before)
+    chat_loss: str = "replies"
 
 
 @dataclass
@@ -164,6 +167,7 @@ class Recipe:
             (self.data.format in ("auto", "text", "jsonl"), "data.format must be auto, text or jsonl"),
             (bool(self.data.train), "data.train is required (a text file, a JSONL file or a dataset name)"),
             (0.0 <= self.data.chat_fraction < 1.0, "data.chat_fraction must be in [0, 1)"),
+            (self.data.chat_loss in ("replies", "all"), "data.chat_loss must be replies or all"),
             (bool(self.data.chat) == (self.data.chat_fraction > 0), "data.chat and data.chat_fraction go together"),
             (t.device in ("auto", "cpu", "cuda"), "train.device must be auto, cpu or cuda"),
             (t.grad_checkpointing in ("auto", "true", "false"), "train.grad_checkpointing must be auto, true or false"),

@@ -6,8 +6,9 @@ were cut from: a stage-1 subnet asked a question tends to answer with end-of-tur
 text-continuation. Replies written by the full model carry its chat manners, and in-place
 distillation on them teaches every shape to follow the full model on chat-formatted inputs.
 
-Prompts come from a file (one per line) or from the headings of a reStructuredText/Markdown corpus
-(the training corpus itself, so nothing leaks from evaluation data), turned into questions.
+Prompts come from a file (one per line), from the headings of a reStructuredText/Markdown corpus, or from
+the functions, classes and exceptions a Sphinx corpus documents (`.. function:: name(...)`), turned into the
+questions users ask about an API. Both read the training corpus itself, so nothing leaks from evaluation data.
 """
 
 from __future__ import annotations
@@ -77,6 +78,50 @@ def headings(text: str) -> list[str]:
             if 3 <= len(cleaned) <= 80 and any(c.isalpha() for c in cleaned):
                 found.append(cleaned)
     return list(dict.fromkeys(found))
+
+
+API_DIRECTIVE = re.compile(r"^\.\. (function|method|class|exception|decorator|module|currentmodule)::\s*([\w.]+)")
+API_TEMPLATES = {  # asked the way users ask about an API: what it does, how to use it, when it is raised
+    "function": ("What does {}() do in Python?", "How do I use {}() in Python? Show a short example."),
+    "method": ("What does the {}() method do in Python?", "How do I call {}() in Python? Show a short example."),
+    "decorator": ("What does the @{} decorator do in Python?", "How do I use the @{} decorator in Python?"),
+    "class": ("What is {} in Python used for?", "How do I create and use a {} object in Python?"),
+    "exception": ("When does Python raise {}?", "How do I handle {} in Python?"),
+    "module": ("What is the {} module in Python for?", "Show me how to use Python's {} module."),
+}
+
+
+def api_names(text: str) -> list[tuple[str, str]]:
+    """(kind, qualified name) of every function, method, class, exception, decorator and module a Sphinx
+    corpus documents, in order, deduplicated; a bare name gets the module it is documented under."""
+    module, found = "", []
+    for line in text.splitlines():
+        m = API_DIRECTIVE.match(line)
+        if not m:
+            continue
+        kind, name = m.groups()
+        name = name.strip(".")
+        if kind in ("module", "currentmodule"):
+            module = name
+            if kind == "currentmodule":
+                continue
+        elif module and "." not in name:
+            name = f"{module}.{name}"
+        if name and not name.split(".")[-1].startswith("_"):  # dunders and privates read badly as questions
+            found.append((kind, name))
+    return list(dict.fromkeys(found))
+
+
+def api_prompts(path: Path, count: int, seed: int = 0) -> list[str]:
+    """`count` questions about the API a Sphinx corpus documents (one per name, templates alternating)."""
+    if not path.is_file():
+        raise UsageError(f"prompt source not found: {path}")
+    names = api_names(path.read_text(encoding="utf-8", errors="replace"))
+    if not names:
+        raise UsageError(f"{path} documents no functions, classes or modules (Sphinx directives) to ask about")
+    rng = random.Random(seed)
+    rng.shuffle(names)
+    return [API_TEMPLATES[kind][i % 2].format(name) for i, (kind, name) in enumerate(names[:count])]
 
 
 def prompts_from_text(path: Path, count: int, seed: int = 0) -> list[str]:

@@ -125,21 +125,33 @@ def balance_weights(losses: list[torch.Tensor], enabled: bool) -> list[torch.Ten
     return [ref / loss.detach().clamp_min(1e-8) for loss in losses]
 
 
-def soft_ce(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Cross-entropy of the student against the teacher's softened distribution, per token, mean."""
+def masked_mean(per_token: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """The mean over the tokens whose weight is 1 (all of them when `weight` is None)."""
+    if weight is None:
+        return per_token.mean()
+    w = weight.reshape(-1).to(per_token.dtype)
+    return (per_token.reshape(-1) * w).sum() / w.sum().clamp_min(1.0)
+
+
+def soft_ce(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: float, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Cross-entropy of the student against the teacher's softened distribution, per token, mean (over the
+    tokens `weight` marks)."""
     t = temperature
     p = F.softmax(teacher.float() / t, dim=-1)
-    return -(p * F.log_softmax(student.float() / t, dim=-1)).sum(-1).mean() * t * t
+    return masked_mean(-(p * F.log_softmax(student.float() / t, dim=-1)).sum(-1), weight) * t * t
 
 
 def soft_ce_topk(
-    student: torch.Tensor, values: torch.Tensor, indices: torch.Tensor, temperature: float
-) -> torch.Tensor:
+    student: torch.Tensor, values: torch.Tensor, indices: torch.Tensor, temperature: float,
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:  # fmt: skip
     """soft_ce against a teacher kept as its top-k logits (renormalised over those k)."""
     t = temperature
     p = F.softmax(values.float() / t, dim=-1)
     logq = F.log_softmax(student.float() / t, dim=-1).gather(-1, indices.long())
-    return -(p * logq).sum(-1).mean() * t * t
+    return masked_mean(-(p * logq).sum(-1), weight) * t * t
 
 
 def lr_at(step: int, recipe: Recipe) -> float:
@@ -188,6 +200,8 @@ class Trainer:
         rng = random.Random(r.seed * 1_000_003 + step)
         shapes = sample_shapes(self.grid, r.shapes_per_step, r.sandwich, rng, self.params)
         ids = self.data.data[self.rows(step)].to(self.device)
+        mask = self.data.target_mask(self.rows(step)) if hasattr(self.data, "target_mask") else None
+        weight = None if mask is None else mask.to(self.device).float()
         lr = lr_at(step, self.recipe)
         for group in self.opt.param_groups:
             group["lr"] = lr
@@ -199,20 +213,21 @@ class Trainer:
             for shape in shapes:
                 logits = self.model(ids, shape).logits[:, :-1]
                 if shape == self.full or not r.distill:
-                    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1))
+                    loss = masked_mean(F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                                                       ids[:, 1:].reshape(-1), reduction="none"), weight)  # fmt: skip
                     if shape == self.full:
                         teacher = logits.detach()
                         if r.anchor > 0:
                             values, indices = self._cached_teacher(step)
-                            loss = loss + r.anchor * soft_ce_topk(logits, values, indices, r.temperature)
+                            loss = loss + r.anchor * soft_ce_topk(logits, values, indices, r.temperature, weight)
                 elif r.teacher == "frozen":
                     values, indices = self._cached_teacher(step)
-                    loss = soft_ce_topk(logits, values, indices, r.temperature)
+                    loss = soft_ce_topk(logits, values, indices, r.temperature, weight)
                 else:
                     if teacher is None:  # the full model was not sampled (no sandwich): it still teaches
                         with torch.no_grad():
                             teacher = self.model(ids, self.full).logits[:, :-1]
-                    loss = soft_ce(logits, teacher, r.temperature)
+                    loss = soft_ce(logits, teacher, r.temperature, weight)
                 losses.append(loss)
             weights = balance_weights(losses, r.balance)
             total = sum(w * loss for w, loss in zip(weights, losses, strict=True)) / len(losses)
@@ -457,7 +472,7 @@ def prepare_run(recipe: Recipe, run_dir: Path, resume: bool) -> Trainer:
     from transformers import AutoTokenizer
 
     from edgekit.elastic.base_model import base_folder, load_elastic
-    from edgekit.elastic.data import token_stream
+    from edgekit.elastic.data import token_stream_and_mask
     from edgekit.elastic.plan import load_plan
 
     plan = load_plan(recipe.plan)
@@ -469,8 +484,9 @@ def prepare_run(recipe: Recipe, run_dir: Path, resume: bool) -> Trainer:
     existing = existing_run(run_dir, resume)
     device = resolve_device(recipe.train.device)
     tokenizer = AutoTokenizer.from_pretrained(base_folder(plan, recipe.model))
-    stream = token_stream(recipe.file("data.train"), tokenizer, recipe.data.format, recipe.data.max_tokens)
-    sequences = training_sequences(recipe, tokenizer, stream)
+    d = recipe.data
+    stream, mask = token_stream_and_mask(recipe.file("data.train"), tokenizer, d.format, d.max_tokens)
+    sequences = training_sequences(recipe, tokenizer, stream, mask)
     smol, init = initial_adapters(recipe, plan)
     elastic = load_elastic(plan, recipe.model, device)
     elastic.smol = smol.to(device)
@@ -511,15 +527,19 @@ def existing_run(run_dir: Path, resume: bool) -> Path | None:
     return existing
 
 
-def training_sequences(recipe: Recipe, tokenizer: Any, stream: torch.Tensor) -> Any:
-    """The data's sequences in their seeded order, with the chat replies mixed into every batch when named."""
-    from edgekit.elastic.data import Sequences, token_stream
+def training_sequences(recipe: Recipe, tokenizer: Any, stream: torch.Tensor, mask: torch.Tensor | None = None) -> Any:
+    """The data's sequences in their seeded order, with the chat replies mixed into every batch when named.
+    `mask` marks the replies of instruction/response data: with data.chat_loss=replies only they are targets."""
+    from edgekit.elastic.data import Sequences, token_stream_and_mask
 
     d = recipe.data
-    sequences = Sequences(stream, d.seq_len, recipe.train.batch_size, recipe.train.seed, d.train)
+    replies = d.chat_loss == "replies"
+    sequences = Sequences(stream, d.seq_len, recipe.train.batch_size, recipe.train.seed, d.train,
+                          mask if replies else None)  # fmt: skip
     if d.chat:
-        chat = token_stream(recipe.file("data.chat"), tokenizer, "jsonl", d.max_tokens)
-        sequences = sequences.mixed(Sequences(chat, d.seq_len, 1, recipe.train.seed + 1, d.chat), d.chat_fraction)
+        chat, chat_mask = token_stream_and_mask(recipe.file("data.chat"), tokenizer, "jsonl", d.max_tokens)
+        extra = Sequences(chat, d.seq_len, 1, recipe.train.seed + 1, d.chat, chat_mask if replies else None)
+        sequences = sequences.mixed(extra, d.chat_fraction)
     return sequences
 
 

@@ -214,6 +214,7 @@ class Trimmer(Trainer):
         self.calib = calib
         self.schedule = drop_steps(g.num_layers, recipe.trim.depth, recipe.trim.interval)  # one per depth
         self.drops: list[Drop] = []
+        self.inherited = 0  # drops taken over from train.init's domain checkpoint (made before this run)
         self.frozen: list[int] = []  # layers whose adapters the sparse update keeps frozen
         self.first_scan: dict[int, float] | None = None
         self.start_score: float | None = None  # the full model's calibration perplexity before training
@@ -255,9 +256,23 @@ class Trimmer(Trainer):
     # of the depths reached from self.grid: the full model, the current depth, and those between)
 
     def after_step(self) -> None:
-        made = len(self.drops) // self.per_drop
+        made = self.made
         if made < len(self.schedule) and self.state.step == self.schedule[made]:
             self.drop()
+
+    @property
+    def made(self) -> int:
+        """Drops this run has made (those it took over not counted)."""
+        return (len(self.drops) - self.inherited) // self.per_drop
+
+    def inherit(self, drops: list[Drop]) -> None:
+        """Start from a domain checkpoint's drops: its depths are this run's grid from the first step, and the
+        schedule counts the drops still to make from its shallowest depth down to trim.depth."""
+        g = self.model.geometry
+        self.drops, self.inherited = list(drops), len(drops)
+        self._grid_from_drops()
+        start = g.num_layers - len(drops) // self.per_drop
+        self.schedule = drop_steps(start, self.recipe.trim.depth, self.recipe.trim.interval)
 
     def drop(self) -> Drop:
         n, tolerance = self.model.geometry.num_layers, self.recipe.trim.tie_tolerance
@@ -281,8 +296,8 @@ class Trimmer(Trainer):
     def scan(self) -> None:
         """Before any training: the start's calibration perplexity and, for the sparse update, which layers'
         adapters to freeze (the least important: their removal hurts least)."""
-        layers = self.layers
-        self.start_score = calibration_ppl(self.model.eval(), self.calib, layers, self.at_depth(len(layers)))
+        layers, n = self.layers, self.model.geometry.num_layers
+        self.start_score = calibration_ppl(self.model.eval(), self.calib, list(range(n)), self.at_depth(n))
         share = self.recipe.trim.sparse_update
         if share > 0:
             scores, _ = removal_scores(self.model.eval(), self.calib, layers, self.at_depth(len(layers) - 1))
@@ -308,12 +323,14 @@ class Trimmer(Trainer):
 
     def extra_state(self) -> dict[str, Any]:
         return {"trim": {"drops": [d.to_dict() for d in self.drops], "frozen": self.frozen,
-                         "start_score": self.start_score,
+                         "start_score": self.start_score, "inherited": self.inherited,
                          "first_scan": {str(k): v for k, v in (self.first_scan or {}).items()} or None}}  # fmt: skip
 
     def restore_extra(self, state: dict[str, Any]) -> None:
         trim = state.get("trim") or {}
-        self.drops = [Drop.from_dict(d) for d in trim.get("drops", [])]
+        drops = [Drop.from_dict(d) for d in trim.get("drops", [])]
+        self.inherit(drops[: int(trim.get("inherited") or 0)])
+        self.drops = drops
         self.frozen = [int(i) for i in trim.get("frozen", [])]
         self.start_score = trim.get("start_score")
         scan = trim.get("first_scan")
@@ -329,14 +346,19 @@ class Trimmer(Trainer):
         return {n: float(self.start_score or 0.0), **{d.depth: d.score for d in self.drops}}
 
 
-def check_trim_recipe(recipe: Recipe, num_layers: int) -> None:
+def check_trim_recipe(recipe: Recipe, num_layers: int, start_depth: int | None = None) -> None:
+    """`start_depth`: the shallowest depth of the domain checkpoint the run continues (train.init)."""
     t, r = recipe.trim, recipe.train
     if not 1 <= t.depth < num_layers:
         raise UsageError(f"trim.depth {t.depth} is outside 1..{num_layers - 1}: the model has {num_layers} layers "
                          "and trimming drops at least one")  # fmt: skip
-    need = (num_layers - t.depth) * t.interval
+    start = start_depth or num_layers
+    if t.depth > start:
+        raise UsageError(f"trim.depth {t.depth} is deeper than train.init's domain checkpoint, already trimmed to "
+                         f"depth {start}: set trim.depth={start} (go on training it) or less")  # fmt: skip
+    need = (start - t.depth) * t.interval
     if r.steps < need:
-        raise UsageError(f"train.steps ({r.steps}) must cover {num_layers - t.depth} drops x trim.interval "
+        raise UsageError(f"train.steps ({r.steps}) must cover {start - t.depth} drops x trim.interval "
                          f"({t.interval}) = {need} steps")  # fmt: skip
     if recipe.train.grid:
         raise UsageError("train.grid is not for trim recipes: the depths reached are the grid")
@@ -348,7 +370,7 @@ def prepare_trim(recipe: Recipe, run_dir: Path, resume: bool) -> Trimmer:
     from transformers import AutoTokenizer
 
     from edgekit.elastic.base_model import base_folder, load_elastic
-    from edgekit.elastic.data import token_stream
+    from edgekit.elastic.data import token_stream_and_mask
     from edgekit.elastic.plan import load_plan
     from edgekit.elastic.train import (
         TRAINING_DATA,
@@ -361,7 +383,9 @@ def prepare_trim(recipe: Recipe, run_dir: Path, resume: bool) -> Trimmer:
 
     recipe.check_files(TRAINING_DATA)
     plan = load_plan(recipe.plan)
-    check_trim_recipe(recipe, plan.geometry.num_layers)
+    inherited = inherited_drops(recipe)
+    per_drop = 2 if recipe.trim.granularity == "module" else 1
+    check_trim_recipe(recipe, plan.geometry.num_layers, plan.geometry.num_layers - len(inherited) // per_drop)
     if recipe.smol.gated and not recipe.train.init:
         raise UsageError("a trim run trains one plain LoRA: set smol.gated=false smol.shared=false")
     smol, start = initial_adapters(recipe, plan)
@@ -369,17 +393,37 @@ def prepare_trim(recipe: Recipe, run_dir: Path, resume: bool) -> Trimmer:
     device = resolve_device(recipe.train.device)
     tokenizer = AutoTokenizer.from_pretrained(base_folder(plan, recipe.model))
     d = recipe.data
-    stream = token_stream(recipe.file("data.train"), tokenizer, d.format, d.max_tokens)
+    stream, mask = token_stream_and_mask(recipe.file("data.train"), tokenizer, d.format, d.max_tokens)
     train_stream, calib = calibration_split(stream, recipe.trim.calibration_tokens, d.seq_len, d.train)
-    sequences = training_sequences(recipe, tokenizer, train_stream)
+    sequences = training_sequences(recipe, tokenizer, train_stream,
+                                   None if mask is None else mask[: train_stream.numel()])  # fmt: skip
     elastic = load_elastic(plan, recipe.model, device)
     elastic.smol = smol.to(device)
     trimmer = Trimmer(recipe, plan, elastic, sequences, calib, run_dir)
     trimmer.init = start
+    if inherited:
+        trimmer.inherit(inherited)
     open_run(trimmer, tokenizer, existing)
     if existing is None:
         trimmer.scan()
     return trimmer
+
+
+def inherited_drops(recipe: Recipe) -> list[Drop]:
+    """The drops of the domain checkpoint train.init names ([] for a general checkpoint or none): a trim run
+    from it goes on from its shallowest depth, every depth it reached still a shape."""
+    if not recipe.train.init:
+        return []
+    from edgekit.elastic.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(recipe.train.init)
+    domain = ckpt.manifest.get("domain") or {}
+    if not domain.get("drops"):
+        return []
+    if domain.get("granularity", "layer") != recipe.trim.granularity:
+        raise UsageError(f"train.init {ckpt.name} dropped by {domain.get('granularity', 'layer')}; this recipe "
+                         f"drops by {recipe.trim.granularity}: set trim.granularity to match")  # fmt: skip
+    return [Drop.from_dict(d) for d in domain["drops"]]
 
 
 def domain_plan(trimmer: Trimmer, out: Path) -> Any:
@@ -414,7 +458,7 @@ def finish_trim(trimmer: Trimmer, start_step: int, evaluate: bool, half: bool,
     from edgekit.elastic.train import RunResult, data_files
 
     r, state = trimmer.recipe, trimmer.state
-    made = len(trimmer.drops) // trimmer.per_drop
+    made = trimmer.made
     if made < len(trimmer.schedule):
         raise UsageError(f"the run has made {made} of its {len(trimmer.schedule)} drops: resume it")
     files = data_files(r, tuple(f"{a}.{b}" for a, b in DATA_KEYS))
@@ -431,6 +475,7 @@ def finish_trim(trimmer: Trimmer, start_step: int, evaluate: bool, half: bool,
             "from": "the last tokens of data.train, held out of training",
         },  # fmt: skip
         "init": trimmer.init,
+        "inherited_drops": trimmer.inherited,  # the first drops: train.init's, made before this run
         "frozen_layers": trimmer.frozen,
         "drops": [d.to_dict() for d in trimmer.drops],
         "depths": sorted(trimmer.model.layer_sets, reverse=True),

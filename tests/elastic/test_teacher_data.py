@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from edgekit.elastic.data import Sequences, chat_ids, token_stream
+from edgekit.elastic.data import Sequences, chat_ids, chat_ids_and_mask, token_stream, token_stream_and_mask
 from edgekit.elastic.recipe import load_recipe
 from edgekit.elastic.teacher_data import (
+    api_names,
+    api_prompts,
     clean_heading,
     headings,
     is_dev_prompt,
@@ -120,8 +122,9 @@ def _recipe(plan: Path, data: Path, *extra: str):
 def test_a_recipe_without_chat_keeps_its_identity_and_one_with_chat_trains(
     tiny_plan: Path, calib_text: Path, tmp_path: Path
 ) -> None:
-    plain = _recipe(tiny_plan, calib_text)
+    plain = _recipe(tiny_plan, calib_text, "data.chat_loss=all")  # as every recipe trained before chat_loss
     data = plain.to_dict()
+    del data["data"]["chat_loss"]  # left out of every identity at all, what runs before it did
     for key in ("steps", "checkpoint_every", "log_every"):
         data["train"].pop(key)
     data.pop("eval")
@@ -132,6 +135,7 @@ def test_a_recipe_without_chat_keeps_its_identity_and_one_with_chat_trains(
     assert recipe_identity_v1(plain.to_dict()) == hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
     identity = recipe_identity(plain.to_dict())
     assert recipe_identity(_recipe(tiny_plan, calib_text, "train.anchor=1.0").to_dict()) != identity
+    assert recipe_identity(_recipe(tiny_plan, calib_text).to_dict()) != identity  # replies: another loss
     wide = _recipe(tiny_plan, calib_text, "smol.shared=true", "smol.shared_rank=6").to_dict()
     assert recipe_identity(wide) != recipe_identity(_recipe(tiny_plan, calib_text, "smol.shared=true").to_dict())
     chat = tmp_path / "chat.jsonl"
@@ -211,3 +215,96 @@ def test_an_interrupted_run_continues_from_its_journal_with_the_same_replies(
     other = generate_replies(tiny_llama_dir, prompts, TeacherSettings(max_new_tokens=5, batch_size=2, seed=4),
                              journal=journal)  # fmt: skip
     assert other != whole
+
+
+SPHINX = """\
+:mod:`shutil` --- High-level file operations
+=============================================
+
+.. module:: shutil
+
+.. function:: copyfile(src, dst)
+
+   Copy a file.
+
+.. function:: _private(x)
+
+.. class:: Error
+
+.. exception:: SameFileError
+
+.. method:: Popen.wait(timeout=None)
+
+.. currentmodule:: os.path
+
+.. function:: join(path, *paths)
+
+.. function:: copyfile(src, dst)
+"""
+
+
+def test_api_questions_name_what_a_sphinx_corpus_documents(tmp_path: Path) -> None:
+    assert api_names(SPHINX) == [("module", "shutil"), ("function", "shutil.copyfile"), ("class", "shutil.Error"),
+                                 ("exception", "shutil.SameFileError"), ("method", "Popen.wait"),
+                                 ("function", "os.path.join"), ("function", "os.path.copyfile")]  # fmt: skip
+    corpus = tmp_path / "docs.rst"
+    corpus.write_text(SPHINX)
+    asked = api_prompts(corpus, 100, seed=1)
+    assert len(asked) == 7 and asked == api_prompts(corpus, 100, seed=1) and asked != api_prompts(corpus, 100, seed=2)
+    raised = {"When does Python raise shutil.SameFileError?", "How do I handle shutil.SameFileError in Python?"}
+    assert len(raised & set(asked)) == 1
+    assert len(api_prompts(corpus, 3)) == 3 and not any("_private" in q for q in asked)
+    (tmp_path / "plain.txt").write_text("no directives here\n")
+    with pytest.raises(UsageError, match="documents no functions"):
+        api_prompts(tmp_path / "plain.txt", 5)
+
+
+def test_the_replies_mask_covers_the_reply_and_its_end_of_turn_only(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    for finished in (True, False):
+        ids, mask = chat_ids_and_mask(tok, "what is a list?", "an ordered sequence", finished)
+        head = tok.apply_chat_template([{"role": "user", "content": "what is a list?"}], tokenize=True,
+                                       add_generation_prompt=True, return_dict=True)["input_ids"]  # fmt: skip
+        assert ids == chat_ids(tok, "what is a list?", "an ordered sequence", finished) and len(mask) == len(ids)
+        assert mask == [0] * len(head) + [1] * (len(ids) - len(head))
+        assert "ordered sequence" in tok.decode([t for t, m in zip(ids, mask, strict=True) if m])
+        assert "what is a list" not in tok.decode([t for t, m in zip(ids, mask, strict=True) if m])
+    data = tmp_path / "chat.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"q{i}", "response": "an answer"}) + "\n" for i in range(3)))
+    stream, mask = token_stream_and_mask(str(data), tok, "jsonl")
+    assert stream.shape == mask.shape and 0 < int(mask.sum()) < mask.numel()
+    assert token_stream_and_mask(str(tmp_path / "chat.jsonl"), tok, "text")[1] is None  # plain text: all targets
+
+
+def test_masked_batches_mark_the_targets_of_each_source() -> None:
+    main = Sequences(torch.arange(0, 400), 10, 4, 0, "main")  # plain text: every target counts
+    chat_mask = torch.arange(70) % 10 >= 6  # the last 4 tokens of each chat row are reply
+    extra = Sequences(torch.arange(1000, 1070), 10, 1, 1, "chat", chat_mask)
+    mixed = main.mixed(extra, 0.5)
+    rows = mixed.rows(3)
+    mask = mixed.target_mask(rows)
+    assert mask.shape == (4, 9)
+    for row, m in zip(rows.tolist(), mask, strict=True):
+        assert m.tolist() == ([True] * 9 if row < len(main) else [False] * 5 + [True] * 4)
+    assert main.target_mask(main.rows(0)) is None
+
+
+def test_the_replies_loss_ignores_the_prompt_tokens() -> None:
+    from edgekit.elastic.train import masked_mean, soft_ce, soft_ce_topk
+
+    torch.manual_seed(0)
+    student, teacher = torch.randn(2, 5, 11, requires_grad=True), torch.randn(2, 5, 11)
+    weight = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]], dtype=torch.float)
+    loss = soft_ce(student, teacher, 2.0, weight)
+    kept = weight.bool()
+    assert loss.item() == pytest.approx(soft_ce(student[kept][None], teacher[kept][None], 2.0).item(), rel=1e-6)
+    loss.backward()
+    assert student.grad[0, :2].abs().max().item() == 0 and student.grad[0, 2:].abs().max().item() > 0
+    top = torch.topk(teacher, 4, dim=-1)
+    assert soft_ce_topk(student, top.values, top.indices, 1.0, weight).item() == pytest.approx(
+        soft_ce_topk(student[kept][None], top.values[kept][None], top.indices[kept][None], 1.0).item(), rel=1e-6
+    )
+    assert masked_mean(torch.arange(4.0), None).item() == 1.5
+    assert masked_mean(torch.arange(4.0), torch.tensor([0.0, 0.0, 0.0, 1.0])).item() == 3.0

@@ -303,3 +303,34 @@ def test_deploy_refuses_a_runtime_that_cannot_skip_blocks(tiny_plan: Path, calib
                  "--out", str(tmp_path / "dep"), "--dry-run")  # fmt: skip
     assert result.code == 2 and len(result.err.strip().splitlines()) == 1
     assert "cannot skip" in result.err and "--runtime torch" in result.err and "Traceback" not in result.err
+
+
+def test_a_run_from_a_domain_checkpoint_goes_on_from_its_depth(tiny_plan: Path, calib_text: Path, tmp_path: Path):
+    """train.init naming a domain checkpoint: its depths are the grid from the first step, the next drop comes
+    one interval in, and the new checkpoint keeps every depth (the inherited drops first, recorded as such)."""
+    first = prepare_trim(_recipe(tiny_plan, calib_text, "trim.depth=4", "train.steps=4"), tmp_path / "a", False)
+    train(first)
+    ckpt = finish_trim(first, 0, evaluate=False, half=False).checkpoint
+    second = prepare_trim(_recipe(tiny_plan, calib_text, f"train.init={ckpt}", "train.steps=3"), tmp_path / "b", False)
+    assert [d.layer for d in second.drops] == [d.layer for d in first.drops] and second.inherited == 2
+    assert [s.depth for s in second.grid] == [6, 5, 4] and second.schedule == [2]
+    assert second.start_score == pytest.approx(calibration_ppl(second.model, second.calib, list(range(6)),
+                                                               Shape(6, 100, 3)))  # fmt: skip
+    train(second, stop_at=2)  # the drop after step 2, then a checkpoint: resume must keep the inherited count
+    assert len(second.drops) == 3 and second.drops[-1].step == 2 and second.drops[-1].depth == 3
+    resumed = prepare_trim(_recipe(tiny_plan, calib_text, f"train.init={ckpt}", "train.steps=3"), tmp_path / "b",
+                           resume=True)  # fmt: skip
+    assert resumed.inherited == 2 and resumed.made == 1 and [s.depth for s in resumed.grid] == [6, 5, 4, 3]
+    train(resumed)
+    manifest = json.loads((finish_trim(resumed, 2, False, False).checkpoint / "manifest.json").read_text())
+    assert manifest["domain"]["inherited_drops"] == 2 and manifest["domain"]["depths"] == [6, 5, 4, 3]
+    assert [d["layer"] for d in manifest["domain"]["drops"]][:2] == [d.layer for d in first.drops]
+    # healing only (no drop left to make), and a depth the checkpoint has already passed
+    heal = prepare_trim(_recipe(tiny_plan, calib_text, f"train.init={ckpt}", "trim.depth=4", "train.steps=1"),
+                        tmp_path / "c", False)  # fmt: skip
+    assert heal.schedule == [] and [s.depth for s in heal.grid] == [6, 5, 4]
+    with pytest.raises(UsageError, match="deeper than train.init's domain checkpoint, already trimmed to depth 4"):
+        prepare_trim(_recipe(tiny_plan, calib_text, f"train.init={ckpt}", "trim.depth=5"), tmp_path / "d", False)
+    with pytest.raises(UsageError, match="dropped by layer; this recipe drops by module"):
+        prepare_trim(_recipe(tiny_plan, calib_text, f"train.init={ckpt}", "trim.granularity=module"), tmp_path / "e",
+                     False)  # fmt: skip

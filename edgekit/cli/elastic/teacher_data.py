@@ -27,7 +27,17 @@ def teacher_data_cmd(
     count: Annotated[
         int | None, typer.Option("--count", min=1, help="Prompts to take from the prompt file (default: all).")
     ] = None,
-    headings: Annotated[int, typer.Option("--headings", min=1, help="Prompts to make from --from-text.")] = 512,
+    headings: Annotated[
+        int, typer.Option("--headings", min=0, help="Prompts to make from --from-text's section headings.")
+    ] = 512,
+    api: Annotated[
+        int,
+        typer.Option(
+            "--api",
+            min=0,
+            help="Questions to make from the functions, classes and modules --from-text documents (Sphinx directives).",
+        ),
+    ] = 0,
     samples: Annotated[int, typer.Option("--samples", min=1, max=16, help="Sampled replies per prompt.")] = 1,
     max_new_tokens: o.MaxNewTokens = 160,
     temperature: o.Temperature = 0.7,
@@ -44,6 +54,7 @@ def teacher_data_cmd(
     from edgekit.elastic.teacher_data import (
         DEV_SHARE,
         TeacherSettings,
+        api_prompts,
         make_teacher_data,
         prompts_from_file,
         prompts_from_text,
@@ -61,10 +72,16 @@ def teacher_data_cmd(
             raise UsageError(f"{prompts} has no prompts in its {part} part")
         asked += taken
         sources.append(f"{prompts} ({part} part, {len(taken)} prompts)")
-    if from_text is not None:
+    if from_text is not None and headings:
         made = prompts_from_text(from_text, headings, seed)
         asked += made
         sources.append(f"{from_text} (headings, {len(made)} prompts)")
+    if from_text is not None and api:
+        made = api_prompts(from_text, api, seed)
+        asked += made
+        sources.append(f"{from_text} (API, {len(made)} prompts)")
+    if api and from_text is None:
+        raise UsageError("--api makes questions from --from-text's corpus: give --from-text")
     asked = list(dict.fromkeys(asked))
     settings = TeacherSettings(max_new_tokens, temperature, top_p, batch_size, seed, samples)
     split = {"part": part, "dev_share": DEV_SHARE, "rule": "sha256(prompt)[:8] < share"} if prompts else None
