@@ -228,7 +228,9 @@ def print_candidates(rows: list[Any], chosen: str, notes: list[str], record: Any
     acc = record.accuracy
     if acc.ratio is not None:
         flag = " [bold yellow]below it: degraded[/]" if acc.degraded else ""
-        out.print(f"expected at {acc.ratio:.2f}x the full model's {metric} (quality floor {acc.floor:g}x){flag}")
+        held = "".join(f" and {x:.2f}x its {m}" for m, x in (getattr(acc, "guards", None) or {}).items())
+        out.print(f"expected at {acc.ratio:.2f}x the full model's {metric}{held} (quality floor {acc.floor:g}x)"
+                  f"{flag}")  # fmt: skip
     art = getattr(acc, "artifact", None)
     if art:
         out.print(f"the {art['runtime']} artifact measured: {art['metric']} {art['value']:.3g} against "

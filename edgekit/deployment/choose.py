@@ -145,17 +145,20 @@ def below_floor(
     full_ms: float,
     slowdown: float = 1.0,
     missed: list[str] | None = None,
+    guards: list[Ranking] | tuple[Ranking, ...] = (),
 ) -> str | None:
     """Why `shape` is below the quality floor, naming the cheapest budget that clears it; None when it is not.
-    After a step down (`missed`: the shapes measured over the budget), the predictions are scaled by the
-    `slowdown` measured (measured / predicted) and `full_ms` is the full model's measured latency, so the budget
-    named is one this machine can meet, not the LUT's."""
-    ratio = quality_ratio(ranking, shape, full)
-    if ratio is None or ratio <= floor:
+    `guards`: other metrics the floor holds every shape to besides the ranking's (a domain checkpoint, ranked
+    by its domain, is still a chat model: its chat_ppl too). After a step down (`missed`: the shapes measured
+    over the budget), the predictions are scaled by the `slowdown` measured (measured / predicted) and `full_ms`
+    is the full model's measured latency, so the budget named is one this machine can meet, not the LUT's."""
+    held = [ranking, *guards]
+    below = [(r.metric, x) for r in held if (x := quality_ratio(r, shape, full)) is not None and x > floor]
+    if not below:
         return None
-    clear = [r for r in rows if (quality_ratio(ranking, r.shape, full) or 0.0) <= floor]
-    why = (f"{shape} is expected at {ratio:.2f}x the full model's {ranking.metric}, below the quality floor "
-           f"(at most {floor:g}x)")  # fmt: skip
+    clear = [r for r in rows if all((quality_ratio(g, r.shape, full) or 0.0) <= floor for g in held)]
+    said = " and ".join(f"{x:.2f}x the full model's {metric}" for metric, x in below)
+    why = f"{shape} is expected at {said}, below the quality floor (at most {floor:g}x)"
     if missed:
         why += f"; measured here, {', '.join(missed)} missed the budget"
     if clear:

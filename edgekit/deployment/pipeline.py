@@ -105,6 +105,7 @@ class Choice:
     options: dict[str, str]  # runtime build options
     notes: list[str]
     search: dict[str, Any] = field(default_factory=dict)  # shapes searched, frontier size, seconds
+    guards: list[Ranking] = field(default_factory=list)  # metrics the quality floor holds shapes to besides
 
     @property
     def fitting(self) -> list[Candidate]:
@@ -191,6 +192,7 @@ def choose(req: DeployRequest, step: Step | None = None) -> Choice:
     with step("ranking shapes" if req.dev_text is None else f"fitting an accuracy predictor on {req.dev_text.name}"):
         ranking = source.ranking(shapes, metric, req.dev_text)
     notes.append(f"accuracy: {ranking.note}")
+    guards = chat_guard(source, ranking, shapes)
     start = time.perf_counter()
     rows = candidates(lut, shapes, ranking, budget, req.prompt_len)
     search = {"shapes": len(rows), "space": len(source.plan.space()), "frontier": sum(r.frontier for r in rows),
@@ -207,7 +209,19 @@ def choose(req: DeployRequest, step: Step | None = None) -> Choice:
     options = {**build_options(res), **searched_options(lut), **req.options}
     if searched_options(lut):
         notes.append(f"build options {searched_options(lut)} from the LUT's search on this host (--option overrides)")
-    return Choice(req, res, source, lut, budget, ranking, rows, options, notes, search)
+    return Choice(req, res, source, lut, budget, ranking, rows, options, notes, search, guards)
+
+
+def chat_guard(source: Source, ranking: Ranking, shapes: list[Any]) -> list[Ranking]:
+    """The chat_ppl the floor holds shapes to when deploy ranks by another metric and the checkpoint's table
+    measured chat_ppl on every shape ranked (a domain checkpoint: ranked by its domain's perplexity, shipped
+    as a chat model all the same); [] otherwise."""
+    from edgekit.elastic.ranking import from_table
+
+    if ranking.metric == "chat_ppl" or not source.accuracy:
+        return []
+    chat = from_table(source.accuracy, "chat_ppl")
+    return [chat] if chat.scores and all(s.name in chat.scores for s in shapes) else []
 
 
 def measured_here_first(req: DeployRequest, res: Resolved, lut: Lut) -> bool:
@@ -650,12 +664,14 @@ def predicted(c: Candidate) -> Predicted:
 
 
 def accuracy_record(choice: Choice, c: Candidate, artifact: dict[str, Any] | None = None) -> AccuracyRecord:
-    ranking, full = choice.ranking, choice.source.plan.full.name
+    ranking, full, floor = choice.ranking, choice.source.plan.full.name, choice.request.floor
     ratio = quality_ratio(ranking, c.shape, full)
+    guards = {g.metric: round(x, 4) for g in choice.guards if (x := quality_ratio(g, c.shape, full)) is not None}
     return AccuracyRecord(
         ranking.source, ranking.metric, c.score, ranking.note, ranking.scores.get(full),
-        None if ratio is None else round(ratio, 4), choice.request.floor,
-        degraded=ratio is not None and ratio > choice.request.floor, artifact=artifact,
+        None if ratio is None else round(ratio, 4), floor,
+        degraded=any(x is not None and x > floor for x in (ratio, *guards.values())), artifact=artifact,
+        guards=guards or None,
     )  # fmt: skip
 
 
@@ -695,7 +711,7 @@ def hold_to_floor(
     """Refuse a shape below the quality floor (or, with --allow-degraded, say so in the notes)."""
     req = choice.request
     why = below_floor(choice.ranking, choice.rows, c.shape, choice.source.plan.full.name, req.floor,
-                      full_ms or choice.full_predicted_ms * slowdown, slowdown, missed)  # fmt: skip
+                      full_ms or choice.full_predicted_ms * slowdown, slowdown, missed, choice.guards)  # fmt: skip
     if why is None:
         return
     if not req.allow_degraded:

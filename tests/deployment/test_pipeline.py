@@ -325,7 +325,10 @@ def test_deploy_a_domain_checkpoint_picks_one_of_its_depths_by_domain_perplexity
     from edgekit.elastic.trim import finish_trim, prepare_trim
 
     _use_lut(tiny_lut, edgekit_home)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("What is a list?\nHow do I open a file?\nWhat is a dict?\n")
     recipe = load_recipe(None, [f"plan={tiny_plan}", f"data.train={calib_text}", "data.seq_len=32",
+                                f"eval.chat_prompts={prompts}", "eval.chat_limit=3", "eval.chat_tokens=6",
                                 "train.batch_size=2", "train.steps=6", "train.warmup=1", "train.shapes_per_step=3",
                                 "smol.gated=false", "smol.rank=2", "trim.depth=3", "trim.interval=2",
                                 "trim.calibration_tokens=64", f"eval.text={calib_text}", "eval.window=64",
@@ -340,6 +343,14 @@ def test_deploy_a_domain_checkpoint_picks_one_of_its_depths_by_domain_perplexity
     assert m["accuracy"]["metric"] == "domain_ppl" and m["accuracy"]["source"] == "accuracy-table"
     assert {c["shape"] for c in m["candidates"]} == {"d6-f100-h3", "d5-f100-h3", "d4-f100-h3", "d3-f100-h3"}
     assert m["shape"]["shape"] in {"d5-f100-h3", "d4-f100-h3", "d3-f100-h3"}
+    # ranked by its domain, held to the floor on its chat too: the table measured chat_ppl at every depth
+    table = json.loads((ckpt / "accuracy.json").read_text())["shapes"]
+    want = table[m["shape"]["shape"]]["chat_ppl"] / table["d6-f100-h3"]["chat_ppl"]
+    assert m["accuracy"]["guards"]["chat_ppl"] == pytest.approx(want, rel=1e-3)
+    assert m["accuracy"]["degraded"] == (max(m["accuracy"]["ratio"], want) > m["accuracy"]["floor"])
+    r = cli("deploy", "--target", "host", "--budget", "90%", "--elastic", str(ckpt), "--no-verify", "--floor", "1",
+            "--dry-run")  # fmt: skip
+    assert r.code == 2 and "below the quality floor (at most 1x)" in r.err and "Traceback" not in r.err
     assert (edgekit_home / "dom" / "model" / "genai_config.json").is_file()
     narrow = cli("elastic", "extract", "--elastic", str(ckpt), "--shape", "d4-f50-h2", "--out", str(tmp_path / "x"))
     assert narrow.code == 2 and "depths 3..6 at full width" in narrow.err
