@@ -44,8 +44,8 @@ def data_folder() -> Path:
         link = DATA / name
         if not link.exists():
             link.symlink_to(SHARED_DATA / name)
-    for link, target in ((DATA / "chat" / "prompts.jsonl", SHARED_DATA / "chat" / "prompts.jsonl"),
-                         (DATA / "chat" / TEACHER.name, TEACHER)):  # fmt: skip
+    teachers = [(DATA / "chat" / t.name, t) for t in sorted(TEACHER.parent.glob("*.jsonl"))]  # every committed one
+    for link, target in ((DATA / "chat" / "prompts.jsonl", SHARED_DATA / "chat" / "prompts.jsonl"), *teachers):
         if not link.exists():
             link.symlink_to(target.resolve())
     return DATA

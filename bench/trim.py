@@ -4,6 +4,8 @@ per-depth domain fine-tuning, at depths 24, 20 and 15 of the default model.
     .venv/bin/python bench/trim.py trim                  # the shipped trim recipe (1-2 h on 2 cores; resumes)
     .venv/bin/python bench/trim.py baselines             # one domain fine-tune per depth, the same tokens each
     .venv/bin/python bench/trim.py measure [--depths 24,20,15]
+    .venv/bin/python bench/trim.py chat-data             # stage 2's chat: API questions, teacher replies (15 min)
+    .venv/bin/python bench/trim.py heal                  # stage 2: chat healing of the trim run's depths (1 h)
     .venv/bin/python bench/trim.py pack                  # -> edgekit/data/checkpoints/smollm2-135m-pydoc
     .venv/bin/python bench/trim.py all                   # the four in order (each resumes or skips what is done)
     ... --run bench/runs/trim-pydoc-i24                   # another trim run (e.g. trim.interval=24 train.steps=420)
@@ -53,6 +55,37 @@ def run_trim(extra: list[str]) -> None:
         return
     argv = [sys.executable, "-m", "edgekit", "elastic", "trim", "--recipe", RECIPE, "--data-dir", str(data_folder()),
             "--out", str(TRIM_RUN), "--no-eval", *(["--resume"] if TRIM_RUN.exists() else []), *extra]  # fmt: skip
+    subprocess.run(argv, check=True)
+
+
+HEAL_RECIPE = "smollm2-135m-pydoc-chat"
+HEAL_RUN = ROOT / "runs" / "trim-pydoc-chat"
+API_TEACHER = ROOT / "data" / "chat" / "teacher-pydoc-api-smollm2-135m.jsonl"
+MIX_TEACHER = ROOT / "data" / "chat" / "teacher-pydoc-mix-smollm2-135m.jsonl"
+
+
+def make_chat_data(api: int) -> None:
+    """Stage 2's chat data: the base model's replies to `api` questions about what pydoc/train.txt documents,
+    after the general teacher replies stage 1 trained on (one JSONL, as data.chat takes one file)."""
+    from chat_checkpoint import TEACHER
+
+    if not API_TEACHER.is_file():
+        argv = [sys.executable, "-m", "edgekit", "elastic", "teacher-data", "--from-text",
+                str(SHARED_DATA / "pydoc" / "train.txt"), "--headings", "0", "--api", str(api), "--out",
+                str(API_TEACHER)]  # fmt: skip
+        subprocess.run(argv, check=True)
+    MIX_TEACHER.write_text(TEACHER.read_text() + API_TEACHER.read_text())
+    print(f"{MIX_TEACHER}: {len(MIX_TEACHER.read_text().splitlines())} replies", flush=True)
+
+
+def run_heal(stage1: Path, extra: list[str]) -> None:
+    """Stage 2 from stage 1's finished run: its depths, healed on chat (edgekit/data/recipes/<HEAL_RECIPE>)."""
+    if (HEAL_RUN / "elastic" / "manifest.json").is_file():
+        print(f"the healing run is finished ({HEAL_RUN}/elastic)", flush=True)
+        return
+    argv = [sys.executable, "-m", "edgekit", "elastic", "trim", "--recipe", HEAL_RECIPE, "--data-dir",
+            str(data_folder()), "--out", str(HEAL_RUN), "--no-eval", *(["--resume"] if HEAL_RUN.exists() else []),
+            f"train.init={finished(stage1, 'the trim run')}", *extra]  # fmt: skip
     subprocess.run(argv, check=True)
 
 
@@ -211,17 +244,27 @@ def pack(text_tokens: int, limit: int) -> None:
 def main() -> None:
     global TRIM_RUN
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("step", choices=("trim", "baselines", "measure", "pack", "all"))
+    ap.add_argument("step", choices=("trim", "chat-data", "heal", "baselines", "measure", "pack", "all"))
+    ap.add_argument("--api", type=int, default=320, help="chat-data: questions about the documented API")
+    ap.add_argument("--stage1", type=Path, default=TRIM_RUN, help="heal: the trim run it starts from")
     ap.add_argument("--depths", default="24,20,15")
     ap.add_argument("--text-tokens", type=int, default=8192)
     ap.add_argument("--limit", type=int, default=400, help="PIQA dev items")
-    ap.add_argument("--run", type=Path, default=TRIM_RUN, help="the trim run's folder")
+    ap.add_argument("--run", type=Path, help="the run measured and packed (default: the healing run once it has "
+                    "finished, else the trim run); trim: the trim run's folder")  # fmt: skip
     ap.add_argument("overrides", nargs="*", help="recipe overrides for trim and baselines")
     args = ap.parse_args()
-    TRIM_RUN = args.run.resolve()
     depths = [int(d) for d in args.depths.split(",")]
+    stage1 = (args.stage1 if args.step != "all" or args.run is None else args.run).resolve()
     if args.step in ("trim", "all"):
+        TRIM_RUN = (args.run or TRIM_RUN).resolve()
         run_trim(args.overrides)
+    if args.step in ("chat-data", "all"):
+        make_chat_data(args.api)
+    if args.step in ("heal", "all"):
+        run_heal(stage1, args.overrides)
+    healed = (HEAL_RUN / "elastic" / "manifest.json").is_file()
+    TRIM_RUN = (args.run or (HEAL_RUN if healed else TRIM_RUN)).resolve()
     if args.step in ("pack", "all"):
         pack(args.text_tokens, args.limit)
     if args.step in ("baselines", "all"):

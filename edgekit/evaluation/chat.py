@@ -5,8 +5,9 @@ never trained on). Three figures, each measured through whatever runs the model:
 
 - **chat_ppl**: the perplexity of the full model's replies (end of turn included) given their prompts.
   The closest cheap measure of "answers like the full model"; needs the runtime's logits.
-- **answer_rate**: the share of the model's own greedy replies that say something (a letter or digit) and
-  end properly: the turn ends within the token limit, or the limit cuts a reply that is not looping.
+- **answer_rate**: the share of the model's own greedy replies that say something (a letter or digit), end
+  properly (the turn ends within the token limit, or the limit cuts a reply that is not looping) and are not
+  a word-for-word copy of their prompt (its system prompt or the question).
   A subnet that has lost the turn-taking answers with an immediate end of turn, or loops.
 - **agreement**: on the prompts whose full-model reply is short (a factual answer), the share of that
   reply's key terms (words not in the prompt and not function words) found in the model's reply.
@@ -104,9 +105,17 @@ def looping(tokens: list[int]) -> bool:
     return bool(grams) and len(set(grams)) / len(grams) < MIN_DISTINCT
 
 
-def answered(text: str, tokens: list[int], finished: bool) -> bool:
-    """A reply that says something and ends properly (its turn ends, or the limit cuts it while not looping)."""
-    return any(c.isalnum() for c in text) and (finished or not looping(tokens))
+def echoes(text: str, context: str) -> bool:
+    """Whether a reply only repeats a stretch of its context word for word (the system prompt, the question)."""
+    said = words(text)
+    return bool(said) and f" {' '.join(said)} " in f" {' '.join(words(context))} "
+
+
+def answered(text: str, tokens: list[int], finished: bool, context: str = "") -> bool:
+    """A reply that says something and ends properly (its turn ends, or the limit cuts it while not looping),
+    and is not a copy of its `context` (the rendered prompt: a shallow shape that lost the turn-taking recites
+    its system prompt)."""
+    return any(c.isalnum() for c in text) and (finished or not looping(tokens)) and not echoes(text, context)
 
 
 def agreement(reply: str, terms: set[str]) -> float:
@@ -302,7 +311,8 @@ def generation_scores(session: Any, tokenizer: Any, ref: ChatReference) -> dict[
     answers, agree = 0, []
     for i, (tokens, done) in enumerate(own_replies(session, ref.prompt_ids, limit)):
         text = tokenizer.decode([t for t in tokens if t not in session.eos_ids], skip_special_tokens=True)
-        answers += answered(text, tokens, done)
+        context = tokenizer.decode(ref.prompt_ids[i], skip_special_tokens=True)
+        answers += answered(text, tokens, done, context)
         if i in facts:
             agree.append(agreement(text, facts[i]))
     return {"answer_rate": answers / max(len(ref.prompt_ids), 1),

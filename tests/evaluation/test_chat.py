@@ -14,6 +14,7 @@ from edgekit.evaluation.chat import (
     agreement,
     answered,
     chat_ppl,
+    echoes,
     generation_scores,
     key_terms,
     looping,
@@ -35,6 +36,12 @@ def test_an_answer_says_something_and_ends_properly() -> None:
     assert answered("Paris.", [9, 2], True)
     assert answered("a long reply cut at the limit", list(range(40)), False)
     assert looping([1, 2, 3, 4] * 10) and not answered("the the the", [1, 2, 3, 4] * 10, False)
+    # reciting the system prompt or the question is not an answer; saying something of one's own is
+    context = "system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face\nuser\nWhat is a list?"
+    assert not answered("You are a helpful AI assistant named SmolLM, trained by Hugging Face", [9, 2], True, context)
+    assert not answered("What is a list?", [9, 2], True, context)
+    assert answered("A list is an ordered sequence.", [9, 2], True, context)
+    assert answered("You are a helpful AI", [9, 2], True) and not echoes("", context)
 
 
 def _reference(prompt_ids: list[list[int]], replies: list[list[int]], texts: list[str] | None = None) -> ChatReference:
@@ -113,7 +120,9 @@ def test_the_reference_is_made_once_and_the_full_model_agrees_with_itself(
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
     session = TorchSession(model)
     scores = generation_scores(session, tokenizer, ref)
-    expect = sum(answered(t, r, f) for t, r, f in zip(ref.texts, ref.replies, ref.finished, strict=True)) / 4
+    contexts = [tokenizer.decode(p, skip_special_tokens=True) for p in ref.prompt_ids]
+    rows = zip(ref.texts, ref.replies, ref.finished, contexts, strict=True)
+    expect = sum(answered(t, r, f, c) for t, r, f, c in rows) / 4
     assert scores["answer_rate"] == pytest.approx(expect)
     assert scores["agreement"] in (None, 1.0)  # its own greedy replies, token for token
     # the greedy replies are the model's most likely tokens, so its perplexity on them is below a random
