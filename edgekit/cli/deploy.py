@@ -228,9 +228,13 @@ def print_candidates(rows: list[Any], chosen: str, notes: list[str], record: Any
     acc = record.accuracy
     if acc.ratio is not None:
         flag = " [bold yellow]below it: degraded[/]" if acc.degraded else ""
-        held = "".join(f" and {x:.2f}x its {m}" for m, x in (getattr(acc, "guards", None) or {}).items())
-        out.print(f"expected at {acc.ratio:.2f}x the full model's {metric}{held} (quality floor {acc.floor:g}x)"
-                  f"{flag}")  # fmt: skip
+        held = getattr(acc, "floor_on", None)
+        if held:  # the floor is held on another metric than the ranking's: say both
+            metric_, x = next(iter(held.items()))
+            out.print(f"expected at {acc.ratio:.2f}x the full model's {metric} and {x:.2f}x its {metric_} (quality "
+                      f"floor {acc.floor:g}x, on {metric_}){flag}")  # fmt: skip
+        else:
+            out.print(f"expected at {acc.ratio:.2f}x the full model's {metric} (quality floor {acc.floor:g}x){flag}")
     art = getattr(acc, "artifact", None)
     if art:
         out.print(f"the {art['runtime']} artifact measured: {art['metric']} {art['value']:.3g} against "

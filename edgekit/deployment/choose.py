@@ -137,7 +137,7 @@ def quality_ratio(ranking: Ranking, shape: str, full: str) -> float | None:
 
 
 def below_floor(
-    ranking: Ranking,
+    ranking: Ranking | list[Ranking],
     rows: list[Candidate],
     shape: str,
     full: str,
@@ -145,14 +145,13 @@ def below_floor(
     full_ms: float,
     slowdown: float = 1.0,
     missed: list[str] | None = None,
-    guards: list[Ranking] | tuple[Ranking, ...] = (),
 ) -> str | None:
     """Why `shape` is below the quality floor, naming the cheapest budget that clears it; None when it is not.
-    `guards`: other metrics the floor holds every shape to besides the ranking's (a domain checkpoint, ranked
-    by its domain, is still a chat model: its chat_ppl too). After a step down (`missed`: the shapes measured
-    over the budget), the predictions are scaled by the `slowdown` measured (measured / predicted) and `full_ms`
-    is the full model's measured latency, so the budget named is one this machine can meet, not the LUT's."""
-    held = [ranking, *guards]
+    `ranking`: the metric the floor is held on (a list: held on each). After a step down (`missed`: the shapes
+    measured over the budget), the predictions are scaled by the `slowdown` measured (measured / predicted) and
+    `full_ms` is the full model's measured latency, so the budget named is one this machine can meet, not the
+    LUT's."""
+    held = ranking if isinstance(ranking, list) else [ranking]
     below = [(r.metric, x) for r in held if (x := quality_ratio(r, shape, full)) is not None and x > floor]
     if not below:
         return None

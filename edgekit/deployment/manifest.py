@@ -90,8 +90,9 @@ class AccuracyRecord:
     ratio: float | None = None  # how many times worse than the full model (edgekit.deployment.choose)
     floor: float | None = None  # the quality floor it was held to
     degraded: bool = False  # below the floor, shipped because --allow-degraded said so
-    # the ratios of the other metrics the floor held it to ({"chat_ppl": 2.1} for a domain checkpoint)
-    guards: dict[str, float] | None = None
+    # where the floor was held on another metric than the ranking's, its ratio ({"chat_ppl": 2.1} for a domain
+    # checkpoint ranked by domain_ppl); `degraded` then says whether that ratio is above the floor
+    floor_on: dict[str, float] | None = None
     # the deployed artifact measured through its own runtime and precision, beside the same figures of the
     # fp32 weights it was built from (deploy's quality check on the checkpoint's chat reference)
     artifact: dict[str, Any] | None = None

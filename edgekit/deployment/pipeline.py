@@ -105,7 +105,12 @@ class Choice:
     options: dict[str, str]  # runtime build options
     notes: list[str]
     search: dict[str, Any] = field(default_factory=dict)  # shapes searched, frontier size, seconds
-    guards: list[Ranking] = field(default_factory=list)  # metrics the quality floor holds shapes to besides
+    # what the quality floor is held on, when not the ranking: chat_ppl measured on a domain checkpoint
+    floor_on: list[Ranking] = field(default_factory=list)
+
+    @property
+    def floor_rankings(self) -> list[Ranking]:
+        return self.floor_on or [self.ranking]
 
     @property
     def fitting(self) -> list[Candidate]:
@@ -192,7 +197,9 @@ def choose(req: DeployRequest, step: Step | None = None) -> Choice:
     with step("ranking shapes" if req.dev_text is None else f"fitting an accuracy predictor on {req.dev_text.name}"):
         ranking = source.ranking(shapes, metric, req.dev_text)
     notes.append(f"accuracy: {ranking.note}")
-    guards = chat_guard(source, ranking, shapes)
+    floor_on = chat_floor(source, ranking, shapes)
+    if floor_on:
+        notes.append(f"quality floor held on {floor_on[0].note}: every deployment is a chat model")
     start = time.perf_counter()
     rows = candidates(lut, shapes, ranking, budget, req.prompt_len)
     search = {"shapes": len(rows), "space": len(source.plan.space()), "frontier": sum(r.frontier for r in rows),
@@ -209,13 +216,13 @@ def choose(req: DeployRequest, step: Step | None = None) -> Choice:
     options = {**build_options(res), **searched_options(lut), **req.options}
     if searched_options(lut):
         notes.append(f"build options {searched_options(lut)} from the LUT's search on this host (--option overrides)")
-    return Choice(req, res, source, lut, budget, ranking, rows, options, notes, search, guards)
+    return Choice(req, res, source, lut, budget, ranking, rows, options, notes, search, floor_on)
 
 
-def chat_guard(source: Source, ranking: Ranking, shapes: list[Any]) -> list[Ranking]:
-    """The chat_ppl the floor holds shapes to when deploy ranks by another metric and the checkpoint's table
+def chat_floor(source: Source, ranking: Ranking, shapes: list[Any]) -> list[Ranking]:
+    """The chat_ppl the quality floor is held on when deploy ranks by another metric and the checkpoint's table
     measured chat_ppl on every shape ranked (a domain checkpoint: ranked by its domain's perplexity, shipped
-    as a chat model all the same); [] otherwise."""
+    as a chat model all the same, and the floor's 3x was found on chat_ppl); [] otherwise (the ranking's)."""
     from edgekit.elastic.ranking import from_table
 
     if ranking.metric == "chat_ppl" or not source.accuracy:
@@ -666,12 +673,12 @@ def predicted(c: Candidate) -> Predicted:
 def accuracy_record(choice: Choice, c: Candidate, artifact: dict[str, Any] | None = None) -> AccuracyRecord:
     ranking, full, floor = choice.ranking, choice.source.plan.full.name, choice.request.floor
     ratio = quality_ratio(ranking, c.shape, full)
-    guards = {g.metric: round(x, 4) for g in choice.guards if (x := quality_ratio(g, c.shape, full)) is not None}
+    held = {g.metric: round(x, 4) for g in choice.floor_rankings if (x := quality_ratio(g, c.shape, full)) is not None}
     return AccuracyRecord(
         ranking.source, ranking.metric, c.score, ranking.note, ranking.scores.get(full),
         None if ratio is None else round(ratio, 4), floor,
-        degraded=any(x is not None and x > floor for x in (ratio, *guards.values())), artifact=artifact,
-        guards=guards or None,
+        degraded=any(x > floor for x in held.values()), artifact=artifact,
+        floor_on=held if choice.floor_on else None,
     )  # fmt: skip
 
 
@@ -710,8 +717,8 @@ def hold_to_floor(
 ) -> None:
     """Refuse a shape below the quality floor (or, with --allow-degraded, say so in the notes)."""
     req = choice.request
-    why = below_floor(choice.ranking, choice.rows, c.shape, choice.source.plan.full.name, req.floor,
-                      full_ms or choice.full_predicted_ms * slowdown, slowdown, missed, choice.guards)  # fmt: skip
+    why = below_floor(choice.floor_rankings, choice.rows, c.shape, choice.source.plan.full.name, req.floor,
+                      full_ms or choice.full_predicted_ms * slowdown, slowdown, missed)  # fmt: skip
     if why is None:
         return
     if not req.allow_degraded:

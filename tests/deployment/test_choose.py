@@ -70,14 +70,14 @@ def test_quality_ratio_divides_perplexities_inverts_accuracies_and_names_the_che
     why = below_floor(ppl, rows, "small", "full", 2.0, 22.0, slowdown=1.25, missed=["mid"])
     assert "measured here, mid missed the budget" in why
     assert "--budget 15ms (69% of the full model as measured here), for mid" in why
-    # a guard: mid is fine on the ranking metric but 2.5x worse on the guard's, so the floor of 2 refuses it
-    # and the cheapest budget named clears both (the full model)
-    chat = Ranking("accuracy-table", "chat_ppl", {"full": 2.0, "mid": 5.0, "small": 3.0, "tiny": 3.6}, "")
-    assert below_floor(ppl, rows, "mid", "full", 2.0, 20.0, guards=[chat]) == (
+    # held on another metric (a domain checkpoint's chat_ppl): mid is fine on the ranking's but 2.5x worse on
+    # the one held, so a floor of 2 refuses it, and the cheapest budget named clears the one held (small: 1.5x)
+    chat = Ranking("accuracy-table", "chat_ppl", {"full": 2.0, "mid": 5.0, "small": 3.0, "tiny": 6.0}, "")
+    assert below_floor([chat], rows, "mid", "full", 2.0, 20.0) == (
         "mid is expected at 2.50x the full model's chat_ppl, below the quality floor (at most 2x); the cheapest "
-        "budget that clears it: --budget 20ms (100% of the full model), for full"
+        "budget that clears it: --budget 8ms (40% of the full model), for small"
     )
-    assert "3.10x the full model's chat_ppl and 1.50x the full model's chat_ppl" in below_floor(
-        ppl, rows, "small", "full", 1.2, 20.0, guards=[chat]
-    )
-    assert below_floor(ppl, rows, "mid", "full", 3.0, 20.0, guards=[chat]) is None
+    assert below_floor([chat], rows, "small", "full", 2.0, 20.0) is None  # 3.1x on the ranking, 1.5x held
+    assert "--budget 20ms (100% of the full model), for full" in below_floor([chat], rows, "mid", "full", 1.2, 20.0)
+    both = below_floor([ppl, chat], rows, "small", "full", 1.2, 20.0)
+    assert "3.10x the full model's chat_ppl and 1.50x the full model's chat_ppl" in both

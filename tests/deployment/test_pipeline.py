@@ -343,14 +343,19 @@ def test_deploy_a_domain_checkpoint_picks_one_of_its_depths_by_domain_perplexity
     assert m["accuracy"]["metric"] == "domain_ppl" and m["accuracy"]["source"] == "accuracy-table"
     assert {c["shape"] for c in m["candidates"]} == {"d6-f100-h3", "d5-f100-h3", "d4-f100-h3", "d3-f100-h3"}
     assert m["shape"]["shape"] in {"d5-f100-h3", "d4-f100-h3", "d3-f100-h3"}
-    # ranked by its domain, held to the floor on its chat too: the table measured chat_ppl at every depth
+    # ranked by its domain, held to the floor on its chat: the table measured chat_ppl at every depth
     table = json.loads((ckpt / "accuracy.json").read_text())["shapes"]
     want = table[m["shape"]["shape"]]["chat_ppl"] / table["d6-f100-h3"]["chat_ppl"]
-    assert m["accuracy"]["guards"]["chat_ppl"] == pytest.approx(want, rel=1e-3)
-    assert m["accuracy"]["degraded"] == (max(m["accuracy"]["ratio"], want) > m["accuracy"]["floor"])
+    assert m["accuracy"]["floor_on"]["chat_ppl"] == pytest.approx(want, rel=1e-3)
+    assert m["accuracy"]["degraded"] == (want > m["accuracy"]["floor"])
+    assert any(n.startswith("quality floor held on elastic checkpoint's accuracy table (chat_ppl") for n in m["notes"])
     r = cli("deploy", "--target", "host", "--budget", "90%", "--elastic", str(ckpt), "--no-verify", "--floor", "1",
-            "--dry-run")  # fmt: skip
-    assert r.code == 2 and "below the quality floor (at most 1x)" in r.err and "Traceback" not in r.err
+            "--dry-run", "--json")  # fmt: skip
+    if want > 1:  # refused on its chat, whatever its domain ratio
+        assert r.code == 2 and "the full model's chat_ppl, below the quality floor" in r.err, r.err
+        assert "domain_ppl" not in r.err and "Traceback" not in r.err
+    else:
+        assert r.code == 0 and json.loads(r.out)["shape"] == m["shape"]["shape"], r.err
     assert (edgekit_home / "dom" / "model" / "genai_config.json").is_file()
     narrow = cli("elastic", "extract", "--elastic", str(ckpt), "--shape", "d4-f50-h2", "--out", str(tmp_path / "x"))
     assert narrow.code == 2 and "depths 3..6 at full width" in narrow.err
