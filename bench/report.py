@@ -408,8 +408,9 @@ def trim(r: dict[str, Any]) -> str:
         "Training: " + "; ".join(f"{k} {t['steps']} steps, {t['tokens']:,} tokens, {t['seconds'] / 60:.0f} min on "
                                  f"{t['device']}" for k, t in r.get("training", {}).items())
         + (f"; the earlier TrimLLM run ({previous['run']}) {previous['training']['steps']} steps, "
-           f"{previous['training']['tokens']:,} tokens, {previous['training']['seconds'] / 60:.0f} min: the per-depth "
-           "fine-tunes had its tokens" if previous and previous.get("training") else "") + ".",
+           f"{previous['training']['tokens']:,} tokens, {previous['training']['seconds'] / 60:.0f} min"
+           + (" (the TrimLLM domain ckpt goes on from its checkpoint: its steps and tokens come on top)"
+              if r.get("continues_previous") else "") if previous and previous.get("training") else "") + ".",
         f"Machine: {machine(r.get('machine'))}.",
     ])  # fmt: skip
 

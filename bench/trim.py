@@ -175,6 +175,7 @@ def measure(depths: list[int], text_tokens: int, limit: int) -> None:
     for depth in depths:
         if (baseline_dir(depth) / "elastic").is_dir():
             trainings[f"per-depth d{depth}"] = training_of(baseline_dir(depth) / "elastic")
+    measured_before = (results.get("training") or {}).get("trimllm")  # the earlier run's, before it is replaced
     results.update({"machine": machine(), "evaluation": scorer.describe, "training": trainings,
                     "drop_order": [d["layer"] for d in domain.checkpoint.manifest["domain"]["drops"]],
                     "sources": {k: s.label for k, s in sources.items()}})  # fmt: skip
@@ -182,11 +183,13 @@ def measure(depths: list[int], text_tokens: int, limit: int) -> None:
     run = str(TRIM_RUN.relative_to(ROOT.parent))
     before = results.get("trim_run", "bench/runs/trim-pydoc")
     if before != run:  # another run: its domain rows are kept beside, this run's are measured
-        results["previous_run"] = {"run": before, "training": (results.get("training") or {}).get("trimllm")}
+        results["previous_run"] = {"run": before, "training": measured_before}
         for row in rows.values():
             if "trimllm" in row:
                 row["trimllm-previous"] = row.pop("trimllm")
     results["trim_run"] = run
+    # a healing run (stage 2) goes on from the earlier run's checkpoint: its tokens come on top of those
+    results["continues_previous"] = bool(domain.checkpoint.manifest["domain"].get("inherited_drops"))
     with tempfile.TemporaryDirectory(prefix="edgekit-trim-bench-") as tmp:
         for depth in [30, *depths]:
             shape = Shape(depth, 100, 3)
