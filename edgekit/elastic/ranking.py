@@ -38,7 +38,8 @@ class Ranking:
 def from_table(accuracy: dict[str, Any], metric: str) -> Ranking:
     rows = accuracy.get("shapes", {})
     scores = {name: float(row[metric]) for name, row in rows.items() if row.get(metric) is not None}
-    data = accuracy.get("data", {}).get(metric.replace("acc_norm", "mc").replace("acc", "mc"), "")
+    section = "chat" if metric in ("chat_ppl", "answer_rate", "agreement") else metric
+    data = accuracy.get("data", {}).get(section.replace("acc_norm", "mc").replace("acc", "mc"), "")
     return Ranking("accuracy-table", metric, scores, f"elastic checkpoint's accuracy table ({metric}; {data})")
 
 
