@@ -240,8 +240,19 @@ def pack(text_tokens: int, limit: int) -> None:
     source = Source.resolve(elastic=str(path))
     settings = dataclasses.replace(recipe.eval_settings(), text_max_tokens=text_tokens, mc_limit=limit)
     set_accuracy(source.checkpoint, evaluate_depths(source, settings))
+    save_reference(source, settings)
     size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     print(f"wrote {path} ({size / 2**20:.1f} MiB)")
+
+
+def save_reference(source: Any, settings: Any) -> None:
+    """Keep the chat reference the table was measured on in the checkpoint: deploy measures the artifact it
+    builds on it (int4 against fp32), as it does for the general checkpoint."""
+    from edgekit.elastic.accuracy import chat_reference
+
+    ref = chat_reference(source.plan, settings)  # made while measuring, read from the cache
+    if ref is not None:
+        source.save_chat_reference(ref)
 
 
 def main() -> None:
