@@ -112,26 +112,26 @@ def api_names(text: str) -> list[tuple[str, str]]:
     return list(dict.fromkeys(found))
 
 
-def api_prompts(path: Path, count: int, seed: int = 0) -> list[str]:
-    """`count` questions about the API a Sphinx corpus documents (one per name, templates alternating)."""
+def _shuffled(path: Path, items: Callable[[str], list[Any]], none: str, seed: int) -> list[Any]:
+    """What `items` finds in the corpus at `path`, in a seeded order; `none` (after the path) when nothing."""
     if not path.is_file():
         raise UsageError(f"prompt source not found: {path}")
-    names = api_names(path.read_text(encoding="utf-8", errors="replace"))
-    if not names:
-        raise UsageError(f"{path} documents no functions, classes or modules (Sphinx directives) to ask about")
-    rng = random.Random(seed)
-    rng.shuffle(names)
+    found = items(path.read_text(encoding="utf-8", errors="replace"))
+    if not found:
+        raise UsageError(f"{path} {none}")
+    random.Random(seed).shuffle(found)
+    return found
+
+
+def api_prompts(path: Path, count: int, seed: int = 0) -> list[str]:
+    """`count` questions about the API a Sphinx corpus documents (one per name, templates alternating)."""
+    names = _shuffled(path, api_names, "documents no functions, classes or modules (Sphinx directives) to ask about",
+                      seed)  # fmt: skip
     return [API_TEMPLATES[kind][i % 2].format(name) for i, (kind, name) in enumerate(names[:count])]
 
 
 def prompts_from_text(path: Path, count: int, seed: int = 0) -> list[str]:
-    if not path.is_file():
-        raise UsageError(f"prompt source not found: {path}")
-    titles = headings(path.read_text(encoding="utf-8", errors="replace"))
-    if not titles:
-        raise UsageError(f"{path} has no reStructuredText or Markdown headings to make prompts from")
-    rng = random.Random(seed)
-    rng.shuffle(titles)
+    titles = _shuffled(path, headings, "has no reStructuredText or Markdown headings to make prompts from", seed)
     return [TEMPLATES[i % len(TEMPLATES)].format(t) for i, t in enumerate(titles[:count])]
 
 

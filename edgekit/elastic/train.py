@@ -199,8 +199,9 @@ class Trainer:
         torch.manual_seed(r.seed * 1_000_003 + step)  # gate noise: a function of the step, for exact resume
         rng = random.Random(r.seed * 1_000_003 + step)
         shapes = sample_shapes(self.grid, r.shapes_per_step, r.sandwich, rng, self.params)
-        ids = self.data.data[self.rows(step)].to(self.device)
-        mask = self.data.target_mask(self.rows(step)) if hasattr(self.data, "target_mask") else None
+        rows = self.rows(step)
+        ids = self.data.data[rows].to(self.device)
+        mask = self.data.target_mask(rows) if hasattr(self.data, "target_mask") else None
         weight = None if mask is None else mask.to(self.device).float()
         lr = lr_at(step, self.recipe)
         for group in self.opt.param_groups:
