@@ -90,19 +90,46 @@ def run_heal(stage1: Path, extra: list[str]) -> None:
 
 
 def baseline_dir(depth: int) -> Path:
-    return ROOT / "runs" / f"trim-baseline-d{depth}"
+    """The per-depth fine-tune measured at `depth`: the one with the domain checkpoint's tokens where it has
+    finished, else the first, shorter one (as many steps as the first 150-step trim run)."""
+    equal = ROOT / "runs" / f"trim-perdepth-d{depth}" / "heal"
+    return equal if (equal / "elastic" / "manifest.json").is_file() else ROOT / "runs" / f"trim-baseline-d{depth}"
 
 
-def run_baselines(depths: list[int], extra: list[str]) -> None:
+def per_depth(extra: list[str], depth: int, out: Path, recipe: str, steps: int, init: Path | None) -> None:
+    """One domain fine-tune of depth `depth` alone: the plan's stage-1 layer set at full width, one shape per
+    step, no distillation (the usual "prune, then fine-tune" recipe), on `recipe`'s data for `steps` steps."""
+    if (out / "elastic" / "manifest.json").is_file():
+        return
+    argv = [sys.executable, "-m", "edgekit", "elastic", "train", "--recipe", recipe, "--data-dir",
+            str(data_folder()), "--out", str(out), "--no-eval", *(["--resume"] if out.exists() else []),
+            "trim.depth=0", f"train.grid=[d{depth}-f100-h3]", "train.sandwich=false", "train.distill=false",
+            "train.shapes_per_step=1", f"train.steps={steps}", *([f"train.init={init}"] if init else []),
+            *extra]  # fmt: skip
+    subprocess.run(argv, check=True)
+
+
+def run_baselines(depths: list[int], extra: list[str], stage1: Path) -> None:
+    """Per depth, the domain checkpoint's two stages on one depth: stage 1's recipe for as many steps as the
+    stage-1 run made, then (when the measured run is a healing run) the healing recipe for its steps, from the
+    first. Each depth so reads the tokens the domain checkpoint read, on the same data mix."""
+    heal = TRIM_RUN if (TRIM_RUN / "elastic" / "manifest.json").is_file() else None
+    healing = heal is not None and bool(load_manifest(heal)["domain"].get("inherited_drops"))
+    if healing:  # the stage 1 the healing run went on from, wherever --stage1 points
+        import yaml
+
+        stage1 = Path(yaml.safe_load((heal / "recipe.yaml").read_text())["train"]["init"]).parent
+    steps1 = training_of(finished(stage1, "the trim run"))["steps"]
     for depth in depths:
-        out = baseline_dir(depth)
-        if (out / "elastic" / "manifest.json").is_file():
-            continue
-        argv = [sys.executable, "-m", "edgekit", "elastic", "train", "--recipe", RECIPE, "--data-dir",
-                str(data_folder()), "--out", str(out), "--no-eval", *(["--resume"] if out.exists() else []),
-                "trim.depth=0", f"train.grid=[d{depth}-f100-h3]", "train.sandwich=false", "train.distill=false",
-                "train.shapes_per_step=1", *extra]  # fmt: skip
-        subprocess.run(argv, check=True)
+        folder = ROOT / "runs" / f"trim-perdepth-d{depth}"
+        per_depth(extra, depth, folder / "stage1", RECIPE, steps1, None)
+        if healing:
+            per_depth(extra, depth, folder / "heal", HEAL_RECIPE, training_of(heal / "elastic")["steps"],
+                      folder / "stage1" / "elastic")  # fmt: skip
+
+
+def load_manifest(run: Path) -> dict[str, Any]:
+    return json.loads((run / "elastic" / "manifest.json").read_text())
 
 
 class Scorer:
@@ -235,7 +262,7 @@ def pack(text_tokens: int, limit: int) -> None:
     run = load_checkpoint(finished(TRIM_RUN, "the trim run"))
     recipe = load_recipe(str(TRIM_RUN / "recipe.yaml"), data_dir=data_folder())
     manifest = run.manifest
-    path = write_checkpoint(SHIPPED, run.plan, load_smol(run), recipe.to_dict(), manifest["training"], None,
+    path = write_checkpoint(SHIPPED, run.plan, load_smol(run), portable(recipe.to_dict()), manifest["training"], None,
                             half=True, force=True, domain=manifest["domain"])  # fmt: skip
     source = Source.resolve(elastic=str(path))
     settings = dataclasses.replace(recipe.eval_settings(), text_max_tokens=text_tokens, mc_limit=limit)
@@ -243,6 +270,15 @@ def pack(text_tokens: int, limit: int) -> None:
     save_reference(source, settings)
     size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     print(f"wrote {path} ({size / 2**20:.1f} MiB)")
+
+
+def portable(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The recipe as shipped: train.init (stage 1's run, which the manifest names by its hash too) relative to
+    the repository, as bench/trim.py makes it, instead of this machine's absolute path."""
+    init = Path(recipe["train"].get("init") or "")
+    if init.is_absolute() and init.is_relative_to(ROOT.parent):
+        recipe = {**recipe, "train": {**recipe["train"], "init": init.relative_to(ROOT.parent).as_posix()}}
+    return recipe
 
 
 def save_reference(source: Any, settings: Any) -> None:
@@ -282,7 +318,7 @@ def main() -> None:
     if args.step in ("pack", "all"):
         pack(args.text_tokens, args.limit)
     if args.step in ("baselines", "all"):
-        run_baselines(depths, args.overrides)
+        run_baselines(depths, args.overrides, stage1)
     if args.step in ("measure", "all"):
         measure(depths, args.text_tokens, args.limit)
 

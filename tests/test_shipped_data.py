@@ -117,6 +117,8 @@ def test_every_checkpoint_verifies_and_its_adapters_load(name: str):
         written = getattr(getattr(recipe, section), key)
         if written:  # every file the recipe read is recorded by the name it wrote and its sha256
             assert recorded[f"{section}.{key}"]["name"] == written and len(recorded[f"{section}.{key}"]["sha256"]) == 64
+    # nothing in it names a path of the machine that made it (stage 2's init: stage 1's run, in the repository)
+    assert not recipe.train.init or not Path(recipe.train.init).is_absolute()
 
 
 def test_the_dockerfile_declares_every_argument_a_build_sets():
@@ -132,6 +134,8 @@ def test_every_shipped_file_goes_into_the_wheel():
     wheel (a container image, a pip install): the calibration text once was."""
     import fnmatch
 
+    from edgekit.artifacts import LOCK_PREFIX, PARTIAL_PREFIX
+
     tomllib = pytest.importorskip("tomllib")
     root = Path(__file__).resolve().parents[1]
     patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
@@ -140,6 +144,9 @@ def test_every_shipped_file_goes_into_the_wheel():
     data = root / "edgekit" / "data"
     for path in data.rglob("*"):
         if not path.is_file() or path.suffix in (".py", ".pyc") or "__pycache__" in path.parts:
+            continue
+        if any(part.startswith((LOCK_PREFIX, PARTIAL_PREFIX)) for part in path.relative_to(data).parts):
+            # a writer's lock, or what a killed one left: never shipped data
             continue
         rel = path.relative_to(data).as_posix()
         # setuptools' ** also matches no folder at all; fnmatch's * crosses slashes
