@@ -74,6 +74,18 @@ def barrier() -> None:
         dist.barrier()
 
 
+def leave_distributed() -> None:
+    """After the last step, every process leaves the group together, before rank 0 goes on alone (writing and
+    measuring the checkpoint): a process that exits with its group still up tears gloo's connections down under
+    a peer still using them, which aborts that peer at random (SIGABRT), and a barrier held across rank 0's
+    measuring would time out on the others."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 STATE_FORMAT = tag("edgekit-train-state")
 
 

@@ -362,7 +362,7 @@ def test_two_processes_take_the_same_steps_as_one(tiny_plan: Path, calib_text: P
             [*launcher, "elastic", "train", "--out", str(tmp_path / name), "--no-eval", *args],
             env=env, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
-        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.returncode == 0, done.stderr[-6000:]  # torchrun's summary comes last, a rank's error before it
     one = load_file(str(tmp_path / "one/elastic/smol.safetensors"))
     two = load_file(str(tmp_path / "two/elastic/smol.safetensors"))
     # B starts at zero, so its size is what training moved it by; the two runs agree to a small part of that

@@ -29,7 +29,7 @@ def train_cmd(
     """One-for-all SMOL fine-tuning of a plan: checkpoints and metrics.csv in the run folder (--out), and the
     elastic checkpoint in OUT/elastic."""
     from edgekit.elastic.recipe import load_recipe
-    from edgekit.elastic.train import TRAINING_DATA, finish, prepare_run, train
+    from edgekit.elastic.train import TRAINING_DATA, finish, leave_distributed, prepare_run, train
     from edgekit.progress import bar
 
     r = load_recipe(recipe, overrides or [], data_dir)
@@ -50,6 +50,7 @@ def train_cmd(
                 err.print(f"step {result.step + 1}/{r.train.steps} {shown} ({result.seconds:.1f} s/step)")
 
         state = train(trainer, on_step=on_step, on_stage=lambda s: progress.update(task, description=s))
+    leave_distributed()
     if trainer.rank != 0:  # under torchrun / accelerate launch, rank 0 writes and evaluates the result
         return
     with err.status("measuring the accuracy table…") as status:

@@ -35,7 +35,7 @@ def trim_cmd(
     trim.depth. Checkpoints and metrics.csv in the run folder
     (--out); the domain checkpoint, every depth reached a shape dN, in OUT/elastic."""
     from edgekit.elastic.recipe import load_recipe
-    from edgekit.elastic.train import TRAINING_DATA, train
+    from edgekit.elastic.train import TRAINING_DATA, leave_distributed, train
     from edgekit.elastic.trim import finish_trim, prepare_trim
     from edgekit.errors import UsageError
     from edgekit.progress import bar
@@ -66,6 +66,7 @@ def trim_cmd(
                 err.print(f"{line} ({result.seconds:.1f} s/step)")
 
         state = train(trimmer, on_step=on_step)
+    leave_distributed()
     if trimmer.rank != 0:
         return
     with err.status("measuring every depth reached…") as status:
