@@ -386,9 +386,15 @@ def serve(r: dict[str, Any]) -> str:
     ])  # fmt: skip
 
 
+SHORT_STEPS = 150  # the first per-depth fine-tunes: as many steps as the first (150-step) trim run
+
+
 def trim(r: dict[str, Any]) -> str:
     names = [("trimllm", "TrimLLM domain ckpt"), ("general", "general ckpt"), ("stage1", "stage 1"),
              ("per-depth", "per-depth fine-tune")]  # fmt: skip
+    if any("per-depth-short" in row for row in r["rows"].values()):
+        names[-1] = ("per-depth", "per-depth fine-tune, same tokens")
+        names.append(("per-depth-short", f"per-depth, {SHORT_STEPS} steps"))
     previous = r.get("previous_run")
     if previous:
         names.insert(1, ("trimllm-previous", "TrimLLM, earlier run"))

@@ -128,6 +128,16 @@ def run_baselines(depths: list[int], extra: list[str], stage1: Path) -> None:
                       folder / "stage1" / "elastic")  # fmt: skip
 
 
+def per_depth_training(depth: int) -> dict[str, Any]:
+    """The per-depth fine-tune's training: both stages' steps, tokens and time where it has two."""
+    run = baseline_dir(depth)
+    stages = [run.parent / "stage1", run] if run.name == "heal" else [run]
+    done = [training_of(stage / "elastic") for stage in stages]
+    return {"steps": sum(t["steps"] for t in done), "tokens": sum(t["tokens"] for t in done),
+            "seconds": round(sum(t["seconds"] for t in done), 1), "device": done[-1]["device"],
+            "run": str(run.relative_to(ROOT.parent))}  # fmt: skip
+
+
 def load_manifest(run: Path) -> dict[str, Any]:
     return json.loads((run / "elastic" / "manifest.json").read_text())
 
@@ -201,7 +211,7 @@ def measure(depths: list[int], text_tokens: int, limit: int) -> None:
     trainings = {"trimllm": training_of(domain.checkpoint.path)}
     for depth in depths:
         if (baseline_dir(depth) / "elastic").is_dir():
-            trainings[f"per-depth d{depth}"] = training_of(baseline_dir(depth) / "elastic")
+            trainings[f"per-depth d{depth}"] = per_depth_training(depth)
     measured_before = (results.get("training") or {}).get("trimllm")  # the earlier run's, before it is replaced
     results.update({"machine": machine(), "evaluation": scorer.describe, "training": trainings,
                     "drop_order": [d["layer"] for d in domain.checkpoint.manifest["domain"]["drops"]],
@@ -223,6 +233,10 @@ def measure(depths: list[int], text_tokens: int, limit: int) -> None:
             row = rows.setdefault(f"d{depth}", {})
             todo = dict(sources)
             if depth != 30 and (baseline_dir(depth) / "elastic").is_dir():
+                made = str(baseline_dir(depth).relative_to(ROOT.parent))
+                if row.get("per-depth-run", "bench/runs/" + f"trim-baseline-d{depth}") != made and "per-depth" in row:
+                    row["per-depth-short"] = row.pop("per-depth")  # the shorter run's, kept beside
+                row["per-depth-run"] = made
                 todo["per-depth"] = Source.resolve(elastic=str(baseline_dir(depth) / "elastic"))
             for name, source in todo.items():
                 if name not in row:
@@ -238,7 +252,7 @@ def measure(depths: list[int], text_tokens: int, limit: int) -> None:
 
 
 def print_table(results: dict[str, Any]) -> None:
-    names = ["trimllm", "general", "stage1", "per-depth"]
+    names = ["trimllm", "general", "stage1", "per-depth", "per-depth-short"]
     print(f"{'depth':>5} {'ms/tok':>7} " + " ".join(f"{n + ' dom/gen/piqa':>28}" for n in names))
     for depth, row in results["rows"].items():
         cells = []

@@ -18,16 +18,17 @@ class MCItem:
     label: int
 
 
-def read_text(path: Path) -> str:
+def read_text(path: Path, what: str = "text file") -> str:
+    """A UTF-8 file's text; a missing, undecodable or empty file is refused in one line naming it as `what`."""
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"text file not found: {path}")
+        raise UsageError(f"{what} not found: {path}")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise UsageError(f"{path} is not UTF-8 text (byte {exc.start})") from None
+        raise UsageError(f"{what} {path} is not UTF-8 text (byte {exc.start})") from None
     if not text.strip():
-        raise UsageError(f"{path} is empty")
+        raise UsageError(f"{what} {path} is empty")
     return text
 
 

@@ -45,14 +45,9 @@ class Calibration:
 
 def read_samples(path: Path) -> list[dict[str, str]]:
     """The file's samples: JSONL rows with "text" or "prompt"/"response", else the whole file as text."""
-    if not path.is_file():
-        raise UsageError(f"calibration file not found: {path}")
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"calibration file {path} is not UTF-8 text (byte {exc.start})") from None
-    if not raw.strip():
-        raise UsageError(f"calibration file {path} is empty")
+    from edgekit.evaluation.data import read_text
+
+    raw = read_text(path, "calibration file")
     if path.suffix != ".jsonl":
         return [{"text": raw}]
     samples = []
