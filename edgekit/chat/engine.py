@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgekit.chat.loops import LoopGuard, loop_start
 from edgekit.engines import Sampling
 from edgekit.errors import UsageError
 
@@ -28,6 +29,7 @@ class GenerationResult:
     ttft_ms: float  # prompt processing plus the first new token
     ms_per_token: float  # steady-state decode: tokens after the first
     tokens_per_s: float
+    looped: bool = False  # ended because it began repeating itself (edgekit.chat.loops)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: round(v, 2) if isinstance(v, float) else v for k, v in asdict(self).items()}
@@ -66,6 +68,7 @@ class Stats:
     dropped_turns: int = 0
     cancelled: bool = False
     finished: bool = False  # the model ended its turn (an end-of-turn token), rather than the token limit
+    looped: bool = False  # stopped because the reply began repeating itself (edgekit.chat.loops)
 
     def token(self, start: float, last: float) -> float:
         """Count a token that came now, `start` being when the request began and `last` when the previous
@@ -153,6 +156,7 @@ class ChatEngine:
         self.shapes: list[str] = []  # what reshape() offers
         self.accuracy: dict[str, Any] = {}  # shape -> accuracy row, when a checkpoint has a table
         self.routed_ms: list[float] = []  # an adaptive deployment: each reply's mean ms/token
+        self.loop_guard: LoopGuard | None = LoopGuard()  # None: a reply runs to its end or its token limit
         if getattr(session, "routed", None) is not None:
             info.routed = f"routed per reply among {', '.join(session.routed.router.menu)}"
 
@@ -242,7 +246,13 @@ class ChatEngine:
         ttft = stats.ttft_ms or 0.0
         decode = stats.mean_ms or ttft
         return GenerationResult(
-            text.strip(), stats.prompt_tokens, stats.new_tokens, ttft, decode, 1000 / decode if decode else 0.0
+            text.strip(),
+            stats.prompt_tokens,
+            stats.new_tokens,
+            ttft,
+            decode,
+            1000 / decode if decode else 0.0,
+            stats.looped,
         )
 
     def check_fits(self, messages: list[dict[str, str]], sampling: Sampling) -> None:
@@ -285,6 +295,9 @@ class ChatEngine:
                     yield Piece(new, stats)
                     if cancel is not None and cancel.is_set():
                         stats.cancelled = True
+                        break
+                    if self.loop_guard is not None and loop_start(pieces, self.loop_guard) is not None:
+                        stats.looped = True
                         break
             finally:
                 close = getattr(stream, "close", None)

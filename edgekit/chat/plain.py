@@ -42,6 +42,8 @@ def stats_line(engine: ChatEngine, stats: Stats) -> str:
         parts.append(f"{stats.dropped_turns} oldest messages dropped to fit the context")
     if stats.cancelled:
         parts.append("stopped")
+    if stats.looped:
+        parts.append("stopped: the reply began repeating itself")
     return ", ".join(parts)
 
 

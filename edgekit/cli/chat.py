@@ -28,6 +28,7 @@ def chat_cmd(
     temperature: o.Temperature = 0.0,
     top_p: o.TopP = 0.95,
     max_new_tokens: o.MaxNewTokens = 256,
+    stop_loops: o.StopLoops = True,
     url: Annotated[
         str | None,
         typer.Option("--url", help="Chat with a running `edgekit serve` (or any OpenAI-compatible server) at URL."),
@@ -74,6 +75,8 @@ def chat_cmd(
         with err.status(f"loading {deployment}…"):
             engine = ChatEngine.from_deployment(deployment)
     sampling = Sampling(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
+    if not stop_loops:
+        engine.loop_guard = None
     if plain or prompt is not None or not sys.stdout.isatty() or not sys.stdin.isatty():
         from edgekit.chat.plain import run_plain
 

@@ -16,6 +16,7 @@ def generate_cmd(
     model: o.Model = None,
     deployment: o.Deployment = None,
     max_new_tokens: o.MaxNewTokens = 64,
+    stop_loops: o.StopLoops = True,
     system: o.System = None,
     temperature: o.Temperature = 0.0,
     top_p: o.TopP = 0.95,
@@ -43,6 +44,8 @@ def generate_cmd(
         info = {"model": engine.info.model}
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     sampling = Sampling(temperature=temperature, top_p=top_p if temperature > 0 else 1.0, max_new_tokens=max_new_tokens)
+    if not stop_loops:
+        engine.loop_guard = None
     result = engine.complete(messages, sampling, on_text=stream)
     if json_out:
         print_json({**info, "prompt": prompt, **result.to_dict()})
@@ -51,5 +54,7 @@ def generate_cmd(
     out.print()
     err.print(
         f"[dim]{result.new_tokens} tokens, {result.ms_per_token:.1f} ms/token ({result.tokens_per_s:.1f} tok/s), "
-        f"first token {result.ttft_ms:.0f} ms, {i.shape}, {i.runtime} {i.precision} {i.device}[/dim]"
+        f"first token {result.ttft_ms:.0f} ms, {i.shape}, {i.runtime} {i.precision} {i.device}"
+        + (", stopped: the reply began repeating itself" if result.looped else "")
+        + "[/dim]"
     )

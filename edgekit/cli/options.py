@@ -129,6 +129,14 @@ MaxNewTokens = Annotated[
 ]
 Temperature = Annotated[float, typer.Option("--temperature", min=0.0, help="Sampling temperature; 0 is greedy.")]
 TopP = Annotated[float, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling's p (with temperature > 0).")]
+StopLoops = Annotated[
+    bool,
+    typer.Option(
+        "--stop-loops/--no-stop-loops",
+        help="End a reply once its newest tokens repeat one block back to back (3 copies, 24 tokens or more); "
+        "the text before is the model's own either way.",
+    ),
+]
 System = Annotated[str | None, typer.Option("--system", help="System prompt (default: the chat template's own).")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]
 Device = Annotated[str, typer.Option("--device", help="Where to compute: auto, cpu or cuda.")]

@@ -39,6 +39,7 @@ def build(deployment: Path, api_key: str | None = None, queue: int = 8, max_body
     from edgekit.chat.engine import ChatEngine
 
     engine = ChatEngine.from_deployment(deployment)
+    engine.loop_guard = None  # an OpenAI-compatible server gives what was asked for, up to max_tokens or a stop
     return create_app(engine, settings_for(deployment, engine, api_key, queue, max_body))
 
 

@@ -252,6 +252,8 @@ class ChatApp(App[None]):
         self.store.append(self.current, Message("assistant", text, stats=event.stats.to_dict()))
         if event.stats.cancelled:
             self.query_one(MessageLog).notice("stopped")
+        if event.stats.looped:
+            self.query_one(MessageLog).notice("stopped: the reply began repeating itself (--no-stop-loops lets it run)")
         if self.engine.routed_ms:  # an adaptive deployment: the shape that answered, and the running mean
             info = self.engine.info
             self.sub_title = f"{info.model} {info.shape} · {info.runtime} {info.precision} {info.device}"
