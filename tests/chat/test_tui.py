@@ -122,6 +122,19 @@ async def test_tui_context_overflow_shows_a_notice(torch_session, tokenizer, sto
         assert store.load(conv.id).messages[-1].role == "assistant"
 
 
+async def test_tui_stops_a_reply_that_loops_and_says_so(torch_session, tokenizer, store: Store) -> None:
+    """The tiny random model repeats one token from the start: the reply ends after 24, not at 120."""
+    from edgekit.chat.tui.widgets.messages import Notice
+
+    app = _app(make_engine(torch_session, tokenizer), store, max_new=120)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await _send(pilot, "hi there")
+        await _wait_idle(app, pilot)
+        assert any("repeating itself" in str(n.render()) for n in app.query(Notice))
+        stats = store.list()[0].messages[-1].stats
+        assert stats["looped"] and stats["new_tokens"] < 120
+
+
 async def test_tui_refuses_empty_and_too_small(torch_session, tokenizer, store: Store) -> None:
     app = _app(make_engine(torch_session, tokenizer), store)
     async with app.run_test(size=(60, 15)) as pilot:
