@@ -400,9 +400,6 @@ def trim(r: dict[str, Any]) -> str:
         names.insert(1, ("trimllm-previous", "TrimLLM, earlier run"))
     rows = []
     for depth, row in r["rows"].items():
-        row = dict(row)
-        if "per-depth" in row and not str(row.get("per-depth-run", "")).endswith("/heal"):
-            row["per-depth-short"] = row.pop("per-depth")  # a depth whose same-token fine-tune was not made
         rows.append([depth, fmt(row.get("decode_ms"), ".2f")] + [
             f"{row[k]['domain_ppl']:.2f} / {row[k]['ppl']:.1f} / {row[k]['acc_norm']:.3f}" if k in row else "-"
             for k, _ in names])  # fmt: skip

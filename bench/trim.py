@@ -232,12 +232,11 @@ def measure(depths: list[int], text_tokens: int, limit: int) -> None:
             shape = Shape(depth, 100, 3)
             row = rows.setdefault(f"d{depth}", {})
             todo = dict(sources)
-            if depth != 30 and (baseline_dir(depth) / "elastic").is_dir():
-                made = str(baseline_dir(depth).relative_to(ROOT.parent))
-                if row.get("per-depth-run", "bench/runs/" + f"trim-baseline-d{depth}") != made and "per-depth" in row:
-                    row["per-depth-short"] = row.pop("per-depth")  # the shorter run's, kept beside
-                row["per-depth-run"] = made
-                todo["per-depth"] = Source.resolve(elastic=str(baseline_dir(depth) / "elastic"))
+            run = baseline_dir(depth)
+            if depth != 30 and (run / "elastic").is_dir():  # the shorter run's row stays beside the longer's
+                todo["per-depth" if run.name == "heal" else "per-depth-short"] = Source.resolve(
+                    elastic=str(run / "elastic")
+                )
             for name, source in todo.items():
                 if name not in row:
                     print(f"d{depth} {name}", flush=True)
