@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import UsageError
+from edgekit.evaluation.data import read_text
 
 if TYPE_CHECKING:
     import torch
@@ -45,8 +46,6 @@ class Calibration:
 
 def read_samples(path: Path) -> list[dict[str, str]]:
     """The file's samples: JSONL rows with "text" or "prompt"/"response", else the whole file as text."""
-    from edgekit.evaluation.data import read_text
-
     raw = read_text(path, "calibration file")
     if path.suffix != ".jsonl":
         return [{"text": raw}]
